@@ -1,0 +1,182 @@
+"""RunSettings: coercion, ranges, unknown names, YAML files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from glmkit.errors import DataFileNotFoundError, GlmkitError, ParameterError
+from glmkit.settings import RunSettings, packaged_notebook, read_params_file
+
+
+def test_defaults_are_the_reference_analysis():
+    s = RunSettings()
+    assert s.dataset == "demo"
+    assert s.covariates == ("pseudo",)
+    assert s.rename == {"pseudo": "fluency"}
+    assert s.contrast == "fluency"
+    assert s.smoothing_fwhm == 5.0
+    assert s.alpha == 0.05 and s.height_control == "fdr"
+    assert s.two_sided is False and s.statistics == ("voxel",)
+    assert s.cut_coords == (38.0, -17.0, -3.0)
+    assert isinstance(s.random_state, int)
+    assert s.notebook_path == packaged_notebook()
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        ("n_perm", "1000", 1000),
+        ("n_perm", "1_000", 1000),
+        ("alpha", "0.01", 0.01),
+        ("smoothing_fwhm", "none", None),
+        ("smoothing_fwhm", "0", 0.0),
+        ("two_sided", "true", True),
+        ("two_sided", "No", False),
+        ("center", 1, True),
+        ("statistics", "voxel,tfce", ("voxel", "tfce")),
+        ("statistics", "[voxel, cluster_size]", ("voxel", "cluster_size")),
+        ("statistics", "", ()),
+        ("statistics", ["voxel"], ("voxel",)),
+        ("cut_coords", "0,-52,18", (0.0, -52.0, 18.0)),
+        ("cut_coords", [1, 2, 3], (1.0, 2.0, 3.0)),
+        ("rename", "{pseudo: reading}", {"pseudo": "reading"}),
+        ("tfce", "{E: 0.5, H: 2}", {"E": 0.5, "H": 2}),
+        ("tfce", "null", None),
+        ("height_control", "none", None),
+        ("n_jobs", "-1", -1),
+        ("random_state", 7.0, 7),
+    ],
+)
+def test_strings_are_coerced(name, text, expected):
+    changes = {name: text}
+    if name == "rename":
+        changes["contrast"] = "reading"
+    assert getattr(RunSettings(**changes), name) == expected
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"n_perm": 0}, r"n_perm=0 is out of range: expected n_perm >= 1"),
+        ({"n_perm": "many"}, r"n_perm='many' has the wrong type: expected an integer"),
+        ({"n_perm": 2.5}, r"n_perm=2.5 has the wrong type"),
+        ({"alpha": 0}, r"alpha=0.0 is out of range: expected 0 < alpha < 1"),
+        ({"alpha": 1.5}, r"alpha=1.5 is out of range: expected 0 < alpha < 1"),
+        ({"alpha": True}, r"alpha=True has the wrong type"),
+        ({"cluster_threshold": 1}, r"cluster_threshold=1.0 is out of range"),
+        ({"smoothing_fwhm": -1}, r"smoothing_fwhm=-1.0 is out of range: expected a FWHM"),
+        ({"n_jobs": 0}, r"n_jobs=0 is not allowed"),
+        ({"run_name": "a/b"}, r"run_name='a/b' is not a safe folder name"),
+        ({"run_name": ".."}, r"run_name='..' is not a safe folder name"),
+        ({"run_name": "x..y"}, r"not a safe folder name"),
+        ({"run_name": ""}, r"run_name='' is not a safe folder name"),
+        ({"run_name": "a\\b"}, r"not a safe folder name"),
+        ({"statistics": "voxel,tfec"}, r"statistics: 'tfec' is not a known statistic.*did you mean 'tfce'"),
+        ({"statistics": "voxel,voxel"}, r"repeats a statistic"),
+        ({"height_control": "fwe"}, r"height_control: 'fwe' is not a known value: expected one of \['fdr', 'bonferroni', 'fpr', 'none'\]"),
+        ({"scheme": "freedman"}, r"scheme: 'freedman'.*did you mean 'freedman_lane'"),
+        ({"contrast": "fluensy"}, r"contrast='fluensy' names 'fluensy', which is not a design column.*\['fluency', 'intercept'\].*did you mean 'fluency'"),
+        ({"contrast": "fluency - age"}, r"names 'age'"),
+        ({"contrast": " "}, r"contrast is empty"),
+        ({"covariates": ""}, r"covariates is empty and formula is none"),
+        ({"dataset": "dmeo"}, r"dataset='dmeo' is neither.*did you mean 'demo'"),
+        ({"two_sided": "maybe"}, r"two_sided='maybe' has the wrong type: expected true or false"),
+        ({"cut_coords": "1,2"}, r"expected three numbers x,y,z in mm, found 2"),
+        ({"rename": "[a, b]"}, r"rename=.* has the wrong type: expected a mapping"),
+        ({"n_subjects": 0}, r"n_subjects=0 is out of range"),
+    ],
+)
+def test_bad_values_name_parameter_and_range(changes, match):
+    with pytest.raises(ParameterError, match=match):
+        RunSettings(**changes)
+
+
+def test_table_must_exist(tmp_path):
+    with pytest.raises(DataFileNotFoundError, match=r"table=.*does not exist: expected a TSV/CSV"):
+        RunSettings(dataset=str(tmp_path), table=str(tmp_path / "nope.tsv"))
+
+
+def test_folder_dataset_accepted(tmp_path):
+    (tmp_path / "t.tsv").write_text("subject\tpseudo\n")
+    s = RunSettings(dataset=str(tmp_path), table=str(tmp_path / "t.tsv"))
+    assert s.dataset == str(tmp_path)
+
+
+def test_formula_skips_static_contrast_check():
+    s = RunSettings(formula="pseudo + age", contrast="pseudo")
+    assert s.design_variables() == ("pseudo", "age")
+
+
+def test_unknown_name_lists_known_ones_with_suggestion():
+    with pytest.raises(ParameterError) as info:
+        RunSettings.from_mapping({"n_prem": 10})
+    message = str(info.value)
+    assert "unknown parameter 'n_prem'" in message
+    assert "did you mean 'n_perm'" in message
+    for name in RunSettings.field_names():
+        assert name in message
+
+
+def test_unknown_name_without_close_match():
+    with pytest.raises(ParameterError, match=r"unknown parameter 'bogus' - known parameters: dataset"):
+        RunSettings.from_mapping({"bogus": 1})
+
+
+def test_dashes_and_underscores_both_work():
+    s = RunSettings.from_mapping({"n-perm": "50", "--two-sided": "yes"}, run_name="x")
+    assert (s.n_perm, s.two_sided, s.run_name) == (50, True, "x")
+
+
+def test_frozen():
+    s = RunSettings()
+    with pytest.raises(AttributeError):
+        s.n_perm = 3  # type: ignore[misc]
+    assert s.replace(n_perm=3).n_perm == 3
+    with pytest.raises(ParameterError):
+        s.replace(n_perm=-3)
+
+
+def test_to_dict_round_trips_through_json():
+    s = RunSettings(n_perm=77, statistics=("voxel", "tfce"), tfce={"E": 0.5})
+    data = json.loads(json.dumps(s.to_dict()))
+    assert RunSettings(**data) == s
+    assert "output_dir" not in s.to_dict(runner=False)
+    assert "notebook" not in json.loads(s.to_json())
+
+
+def test_from_yaml(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("n_perm: 100\nstatistics: [voxel, cluster_size]\nsmoothing_fwhm: null\n")
+    s = RunSettings.from_yaml(path, run_name="y")
+    assert (s.n_perm, s.statistics, s.smoothing_fwhm, s.run_name) == (
+        100, ("voxel", "cluster_size"), None, "y")
+
+
+def test_yaml_missing_file(tmp_path):
+    with pytest.raises(DataFileNotFoundError, match=r"params file .*nope.yaml' does not exist"):
+        RunSettings.from_yaml(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("- a\n- b\n", r"holds a list, expected a mapping of parameter names"),
+        ("just text", r"holds a str, expected a mapping"),
+        ("a: [1,\n", r"is not valid YAML"),
+        ("n_perm: 100\nbogus: 1\n", r"unknown parameter 'bogus'"),
+        ("alpha: 5\n", r"alpha=5.0 is out of range"),
+    ],
+)
+def test_yaml_bad_content(tmp_path, text, match):
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(GlmkitError, match=match):
+        RunSettings.from_yaml(path)
+
+
+def test_empty_yaml_is_defaults(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("")
+    assert read_params_file(path) == {}
