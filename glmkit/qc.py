@@ -1,0 +1,624 @@
+"""Quality control of a second-level dataset: every exclusion is explained, nothing is dropped silently.
+
+:func:`run_qc` checks the subject table and every subject map, one image at a time (memory
+stays flat in the number of subjects), and returns a :class:`QCResult`: one row per
+(subject, check) with a value, a verdict (``"pass"``, ``"flag"`` or ``"exclude"``) and a
+reason in plain words. A :class:`QCPolicy` says which failed checks exclude a subject and
+which only flag it.
+
+Checks
+------
+``missing_value``
+    A variable the design uses is missing (NaN / ``n/a``) for the subject.
+``non_finite``
+    The map holds +/-inf values. NaN is *not* a failure: SPM-style maps hold NaN outside
+    the brain, so NaN is read as "no data" and counted by ``coverage``.
+``empty_map``
+    No finite non-zero value inside the analysis mask.
+``constant_map``
+    All in-mask voxels with data share one value (a mask or placeholder, not a contrast).
+``grid``
+    Shape or affine differs from the first map's. An error by default; with
+    ``on_grid_mismatch="resample"`` the map is resampled to the first map's grid and flagged.
+``scale_outlier``
+    Robust z of the map's scale (log of the median absolute in-mask value) against the
+    cohort (median and MAD): catches maps in other units (e.g. x100).
+``coverage``
+    Fraction of analysis-mask voxels where the map has finite, non-zero data.
+
+The ``value`` column holds, per check: the number of missing variables, the number of
+inf voxels, the number of in-mask voxels with data, the in-mask SD, 0/1 (grid differs),
+the robust z, and the covered fraction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from glmkit._util import logger
+from glmkit.errors import (
+    DataFileNotFoundError,
+    DatasetError,
+    ImageError,
+    ParameterError,
+    QCError,
+)
+
+__all__ = ["CHECKS", "QCPolicy", "QCResult", "run_qc"]
+
+CHECKS = (
+    "missing_value",
+    "non_finite",
+    "empty_map",
+    "constant_map",
+    "grid",
+    "scale_outlier",
+    "coverage",
+)
+_GRID_ACTIONS = ("error", "resample")
+_MIN_LOG_SCALE_SD = 0.1  # floor of the cohort's robust SD of log(scale): ~x1.65 at z=5
+_MIN_MAPS_FOR_SCALE = 5
+_MAD_TO_SD = 1.4826
+
+
+@dataclass(frozen=True)
+class QCPolicy:
+    """What quality control excludes and what it only flags.
+
+    Parameters
+    ----------
+    exclude : iterable of str
+        Checks whose failure excludes the subject; failures of other checks are flagged
+        (reported, subject kept). Default: every check except ``grid`` (a grid mismatch is
+        an error, or a flag when resampling is asked for).
+    scale_z_max : float
+        Robust z of log map scale above which (in absolute value) a map is a scale outlier.
+    min_coverage : float
+        Minimum fraction (0-1] of the analysis mask a map must cover with finite non-zero data.
+    on_grid_mismatch : {"error", "resample"}
+        What to do with a map whose shape/affine differs from the first map's.
+    min_subjects : int or None
+        Fewest subjects QC may keep; ``None`` means number of design columns
+        (variables + intercept) + 2.
+
+    Examples
+    --------
+    >>> QCPolicy(exclude={"missing_value", "coverage"}).exclude == {"missing_value", "coverage"}
+    True
+    >>> QCPolicy(exclude={"scale"})
+    Traceback (most recent call last):
+    ...
+    glmkit.errors.ParameterError: QCPolicy.exclude: unknown check(s) ['scale']; known checks: ...
+    """
+
+    exclude: frozenset[str] = frozenset(
+        {"missing_value", "non_finite", "empty_map", "constant_map", "scale_outlier", "coverage"}
+    )
+    scale_z_max: float = 5.0
+    min_coverage: float = 0.9
+    on_grid_mismatch: str = "error"
+    min_subjects: int | None = None
+
+    def __post_init__(self) -> None:
+        exclude = self.exclude
+        if isinstance(exclude, str):
+            exclude = (exclude,)
+        try:
+            exclude = frozenset(exclude)
+        except TypeError:
+            raise ParameterError(
+                f"QCPolicy.exclude: expected a set of check names, found {self.exclude!r}"
+            ) from None
+        unknown = sorted(str(c) for c in exclude - set(CHECKS))
+        if unknown:
+            raise ParameterError(
+                f"QCPolicy.exclude: unknown check(s) {unknown}; known checks: {list(CHECKS)}"
+            )
+        object.__setattr__(self, "exclude", exclude)
+        z = self.scale_z_max
+        if isinstance(z, bool) or not isinstance(z, (int, float)) or not (np.isfinite(z) and z > 0):
+            raise ParameterError(
+                f"QCPolicy.scale_z_max: expected a positive finite number (e.g. 5), found {z!r}"
+            )
+        c = self.min_coverage
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not (0.0 <= c <= 1.0):
+            raise ParameterError(
+                f"QCPolicy.min_coverage: expected a fraction between 0 and 1 (e.g. 0.9), "
+                f"found {c!r}"
+            )
+        if self.on_grid_mismatch not in _GRID_ACTIONS:
+            raise ParameterError(
+                f"QCPolicy.on_grid_mismatch: expected one of {list(_GRID_ACTIONS)}, "
+                f"found {self.on_grid_mismatch!r}"
+            )
+        m = self.min_subjects
+        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1):
+            raise ParameterError(
+                f"QCPolicy.min_subjects: expected None or a positive integer, found {m!r}"
+            )
+
+
+@dataclass(frozen=True, eq=False)
+class QCResult:
+    """Outcome of :func:`run_qc`.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        Columns ``subject, check, value, verdict, reason``: one row per subject and check
+        that could be evaluated (the map checks are skipped for an empty map, whose
+        ``empty_map`` row says why).
+    kept, excluded : tuple of str
+        Subject ids, in dataset order.
+    policy : QCPolicy
+        The policy applied.
+    mask_img : nibabel.Nifti1Image or None
+        The analysis mask the map checks used (on the first map's grid).
+    mask_source : str
+        How that mask was chosen.
+    resampled : tuple of str
+        Subjects whose map was resampled to the reference grid (``on_grid_mismatch="resample"``).
+    """
+
+    table: pd.DataFrame
+    kept: tuple[str, ...]
+    excluded: tuple[str, ...]
+    policy: QCPolicy
+    mask_img: Any = None
+    mask_source: str = ""
+    resampled: tuple[str, ...] = ()
+
+    def to_frame(self) -> pd.DataFrame:
+        """A copy of the full QC table (e.g. to save as ``qc.csv``)."""
+        return self.table.copy()
+
+    def exclusions(self) -> pd.DataFrame:
+        """One row per excluded subject: ``subject``, ``checks`` and ``reasons`` (joined)."""
+        rows = self.table[self.table["verdict"] == "exclude"]
+        out = (
+            rows.groupby("subject", sort=False)
+            .agg(checks=("check", ", ".join), reasons=("reason", "; ".join))
+            .reset_index()
+        )
+        order = {s: i for i, s in enumerate(self.excluded)}
+        return out.sort_values("subject", key=lambda s: s.map(order)).reset_index(drop=True)
+
+    def flags(self) -> pd.DataFrame:
+        """Rows with verdict ``"flag"`` (reported, subject kept)."""
+        return self.table[self.table["verdict"] == "flag"].reset_index(drop=True)
+
+    def summary(self) -> str:
+        """A few lines: counts, then each excluded and flagged subject with its reasons."""
+        n = len(self.kept) + len(self.excluded)
+        lines = [f"QC: {n} subjects, kept {len(self.kept)}, excluded {len(self.excluded)}"]
+        if self.mask_source:
+            lines.append(f"  analysis mask: {self.mask_source}")
+        for row in self.exclusions().itertuples(index=False):
+            lines.append(f"  excluded {row.subject}: {row.reasons}")
+        for row in self.flags().itertuples(index=False):
+            lines.append(f"  flagged {row.subject} ({row.check}): {row.reason}")
+        return "\n".join(lines)
+
+    def apply(self, dataset):
+        """The dataset restricted to the kept subjects (dataset order kept)."""
+        return dataset.subset(self.kept)
+
+    def __repr__(self) -> str:
+        return (
+            f"QCResult(kept={len(self.kept)}, excluded={list(self.excluded)}, "
+            f"checks={sorted(set(self.table['check']))})"
+        )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _fmt_affine(affine: np.ndarray) -> str:
+    rows = ["[" + " ".join(f"{v:8.3f}" for v in row) + "]" for row in np.asarray(affine)[:3]]
+    return "\n      ".join(rows)
+
+
+def _load_header(path: str, subject: str):
+    """Open a map lazily (header only) and check it holds one 3-D volume."""
+    if not os.path.exists(path):
+        raise DataFileNotFoundError(
+            f"map of subject {subject!r} not found: {path}; check the dataset's maps "
+            "(was the file moved or deleted?)"
+        )
+    try:
+        img = nib.load(path)
+    except Exception as exc:
+        raise ImageError(
+            f"map of subject {subject!r} cannot be read as a NIfTI/Analyze image: {path} "
+            f"({type(exc).__name__}: {exc}); re-export or replace the file"
+        ) from exc
+    shape = img.shape
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise ImageError(
+            f"map of subject {subject!r} ({path}) has shape {img.shape}; expected one 3-D "
+            "map per subject. Split 4-D files into one volume per subject (e.g. "
+            "nilearn.image.index_img, or load_folder, which splits them)"
+        )
+    return img, tuple(int(s) for s in shape)
+
+
+def _read_data(img) -> np.ndarray:
+    try:
+        data = img.get_fdata(dtype=np.float64, caching="unchanged")
+    except Exception as exc:
+        raise ImageError(
+            f"image data cannot be read from {img.get_filename()} ({type(exc).__name__}: "
+            f"{exc}); the file is probably truncated or corrupt: re-export it"
+        ) from exc
+    return data.reshape(data.shape[:3])
+
+
+def _same_grid(shape_a, affine_a, shape_b, affine_b) -> bool:
+    return tuple(shape_a) == tuple(shape_b) and np.allclose(affine_a, affine_b, atol=1e-4)
+
+
+def _mni_mask_on_grid(shape, affine) -> np.ndarray | None:
+    """MNI152 brain mask resampled (nearest) to the grid, or None if the grid is not MNI-like.
+
+    The grid is MNI-like when its voxels are 1-4 mm and its field of view holds at least
+    95% of the MNI brain volume.
+    """
+    zooms = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+    if not np.all((zooms >= 0.9) & (zooms <= 4.1)):
+        return None
+    from nilearn.datasets import load_mni152_brain_mask
+    from nilearn.image import resample_img
+
+    mni = load_mni152_brain_mask(resolution=2)
+    mni_ml = float((np.asarray(mni.dataobj) > 0).sum()) * 8.0  # 2 mm voxels
+    res = resample_img(mni, target_affine=affine, target_shape=shape,
+                       interpolation="nearest", force_resample=True, copy_header=True)
+    mask = np.asarray(res.dataobj) > 0
+    vox_ml = float(np.prod(zooms))
+    if mask.sum() * vox_ml < 0.95 * mni_ml:
+        return None
+    return mask
+
+
+def _resample(img, ref_shape, ref_affine, *, interpolation: str):
+    from nilearn.image import resample_img
+
+    return resample_img(img, target_affine=ref_affine, target_shape=ref_shape,
+                        interpolation=interpolation, force_resample=True, copy_header=True)
+
+
+def _largest_gap(missing: np.ndarray, affine: np.ndarray) -> tuple[int, np.ndarray]:
+    labels, n = ndimage.label(missing)
+    if n == 0:
+        return 0, np.zeros(3)
+    sizes = np.bincount(labels.ravel())[1:]
+    big = int(np.argmax(sizes)) + 1
+    centre = np.array(ndimage.center_of_mass(missing, labels, big))
+    return int(sizes[big - 1]), nib.affines.apply_affine(affine, centre)
+
+
+# --------------------------------------------------------------------------- run_qc
+
+
+def run_qc(
+    dataset,
+    *,
+    variables: Sequence[str] | str = (),
+    mask_img=None,
+    policy: QCPolicy | None = None,
+) -> QCResult:
+    """Check a dataset's table and maps; say who is kept, who is excluded and why.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        Needs ``maps`` (paths, one 3-D map per subject) and ``table`` (column
+        ``subject`` plus the variables), in the same order.
+    variables : list of str
+        Table columns the design will use; a subject missing any of them is reported
+        (``missing_value``). They are validated before any image is read.
+    mask_img : str, path or Nifti1Image, optional
+        The analysis (brain) mask for the map checks; resampled (nearest) to the first
+        map's grid if needed. If None: when the grid is MNI-like (1-4 mm voxels, field of
+        view containing the MNI brain) the MNI152 brain mask resampled to the grid is
+        used -- it is fixed in advance, so a defective map cannot shift it, and it ignores
+        the NaN/zero background of SPM-style maps. Otherwise the mask is the voxels where
+        at least half the maps have finite non-zero data (one extra streaming pass): unlike
+        the union of supports, one map with data everywhere cannot inflate it, and unlike
+        the intersection, one map with a missing block cannot shrink it.
+    policy : QCPolicy, optional
+        Which checks exclude and the thresholds; default ``QCPolicy()``.
+
+    Returns
+    -------
+    QCResult
+
+    Raises
+    ------
+    DatasetError
+        A variable is not in the table, or maps and table rows disagree in number.
+    DataFileNotFoundError, ImageError
+        A map is missing, unreadable, not 3-D, or on another grid (with
+        ``on_grid_mismatch="error"``); raised before any image data is read.
+    QCError
+        Fewer subjects are kept than the design needs (the message lists the reasons).
+
+    Examples
+    --------
+    >>> import numpy as np, nibabel as nib, pandas as pd, tempfile, pathlib
+    >>> from types import SimpleNamespace
+    >>> tmp = pathlib.Path(tempfile.mkdtemp()); rng = np.random.default_rng(0); maps = []
+    >>> for i in range(8):
+    ...     data = rng.normal(size=(6, 6, 6)) * (100 if i == 3 else 1)
+    ...     nib.save(nib.Nifti1Image(data, np.eye(4)), tmp / f"s{i}.nii.gz")
+    ...     maps.append(str(tmp / f"s{i}.nii.gz"))
+    >>> table = pd.DataFrame({"subject": [f"s{i}" for i in range(8)],
+    ...                       "x": [1.0, np.nan, 2, 3, 4, 5, 6, 7]})
+    >>> qc = run_qc(SimpleNamespace(maps=maps, table=table), variables=["x"])
+    >>> qc.excluded
+    ('s1', 's3')
+    >>> print(qc.exclusions()["reasons"][0])
+    x is missing (n/a)
+    """
+    policy = QCPolicy() if policy is None else policy
+    if not isinstance(policy, QCPolicy):
+        raise ParameterError(f"policy: expected a QCPolicy or None, found {type(policy).__name__}")
+    maps = [str(m) for m in getattr(dataset, "maps", ())]
+    table = getattr(dataset, "table", None)
+    if not isinstance(table, pd.DataFrame) or "subject" not in table.columns:
+        raise DatasetError(
+            "run_qc: dataset must have a table (DataFrame) with a 'subject' column, found "
+            f"{type(table).__name__}"
+            + (f" with columns {list(table.columns)}" if isinstance(table, pd.DataFrame) else "")
+        )
+    if len(maps) != len(table):
+        raise DatasetError(
+            f"run_qc: {len(maps)} maps but {len(table)} table rows; one row per map expected"
+        )
+    if len(maps) == 0:
+        raise DatasetError("run_qc: the dataset has no subject (0 maps)")
+    subjects = table["subject"].astype(str).tolist()
+
+    if isinstance(variables, str):
+        variables = (variables,)
+    variables = tuple(variables)
+    unknown = [v for v in variables if v not in table.columns]
+    if unknown:
+        raise DatasetError(
+            f"run_qc: variable(s) {unknown} not in the table; available columns: "
+            f"{[c for c in table.columns if c != 'subject']}"
+        )
+
+    rows: list[dict] = []
+
+    def add(subject, check, value, failed, reason):
+        verdict = "pass"
+        if failed:
+            verdict = "exclude" if check in policy.exclude else "flag"
+        rows.append(dict(subject=subject, check=check, value=value, verdict=verdict,
+                         reason=reason))
+
+    # --- table checks (cheap, first)
+    for i, subject in enumerate(subjects):
+        missing = [v for v in variables if pd.isna(table[v].iloc[i])]
+        if variables:
+            add(subject, "missing_value", float(len(missing)), bool(missing),
+                f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing (n/a)"
+                if missing else f"{', '.join(variables)} present")
+
+    # --- headers: existence, 3-D, grid (no voxel data read)
+    headers = [_load_header(p, s) for p, s in zip(maps, subjects)]
+    ref_img, ref_shape = headers[0]
+    ref_affine = ref_img.affine
+    mismatched = [
+        i for i, (img, shape) in enumerate(headers)
+        if not _same_grid(shape, img.affine, ref_shape, ref_affine)
+    ]
+    if mismatched and policy.on_grid_mismatch == "error":
+        shown = mismatched[:3]
+        parts = [
+            f"  {subjects[i]}: {maps[i]}\n    shape {headers[i][1]}, affine\n      "
+            f"{_fmt_affine(headers[i][0].affine)}"
+            for i in shown
+        ]
+        more = f"\n  ... and {len(mismatched) - 3} more" if len(mismatched) > 3 else ""
+        raise ImageError(
+            f"{len(mismatched)} map(s) are not on the grid of the first map "
+            f"({subjects[0]}: {maps[0]}; shape {ref_shape}, affine\n      "
+            f"{_fmt_affine(ref_affine)}):\n" + "\n".join(parts) + more
+            + "\nResample them to a common grid, or pass "
+            "policy=QCPolicy(on_grid_mismatch='resample') to resample to the first map's grid"
+        )
+    del headers
+    mismatched_set = set(mismatched)
+
+    def load(i):
+        img = nib.load(maps[i])
+        if i in mismatched_set:
+            img = _resample(img, ref_shape, ref_affine, interpolation="continuous")
+        return _read_data(img)
+
+    # --- analysis mask
+    if mask_img is not None:
+        mask, mask_source = _user_mask(mask_img, ref_shape, ref_affine)
+    else:
+        mask = _mni_mask_on_grid(ref_shape, ref_affine)
+        if mask is not None:
+            mask_source = "MNI152 brain mask resampled to the data grid (grid is MNI-like)"
+        else:
+            count = np.zeros(ref_shape, dtype=np.int32)
+            for i in range(len(maps)):
+                d = load(i)
+                count += np.isfinite(d) & (d != 0)
+            mask = count >= len(maps) / 2.0
+            mask_source = "voxels where at least half of the maps have finite non-zero data"
+            if not mask.any():
+                raise QCError(
+                    "run_qc: no voxel has data in at least half of the maps, so no analysis "
+                    "mask can be derived; pass mask_img=, or check the maps (all empty?)"
+                )
+    n_mask = int(mask.sum())
+    logger.info("QC analysis mask: %s (%d voxels)", mask_source, n_mask)
+
+    # --- map checks, one image at a time
+    log_scales: dict[str, float] = {}
+    for i, subject in enumerate(subjects):
+        if i in mismatched_set:
+            img = nib.load(maps[i])
+            add(subject, "grid", 1.0, True,
+                f"map is on another grid (shape {tuple(img.shape[:3])}) than the first map "
+                f"(shape {ref_shape}); resampled to the first map's grid "
+                "(continuous interpolation)")
+        else:
+            add(subject, "grid", 0.0, False, "same grid as the first map")
+        data = load(i)
+        n_inf_all = int(np.isinf(data).sum())
+        values = data[mask]
+        n_nan = int(np.isnan(values).sum())
+        n_inf = int(np.isinf(values).sum())
+        has_data = np.isfinite(values) & (values != 0)
+        n_data = int(has_data.sum())
+        if n_inf_all:
+            add(subject, "non_finite", float(n_inf_all), True,
+                f"{n_inf_all} voxels are +/-inf ({n_inf} inside the brain mask); inf is never "
+                "valid data: re-export the map (or set those voxels to NaN)")
+        else:
+            add(subject, "non_finite", 0.0, False,
+                f"no inf; {n_nan} NaN voxels inside the brain mask, read as no data "
+                "(see coverage)" if n_nan else "no inf or NaN inside the brain mask")
+        if n_data == 0:
+            outside = data[~mask]
+            n_out = int((np.isfinite(outside) & (outside != 0)).sum())
+            add(subject, "empty_map", 0.0, True,
+                "map has no finite non-zero value inside the brain mask"
+                + (f" ({n_out} voxels outside it do: wrong space or mask?)" if n_out else
+                   " (all 0 or NaN)"))
+            continue
+        add(subject, "empty_map", float(n_data), False,
+            f"{n_data} in-mask voxels with data")
+        in_data = values[has_data]
+        lo, hi = float(in_data.min()), float(in_data.max())
+        if lo == hi:
+            add(subject, "constant_map", 0.0, True,
+                f"all {n_data} in-mask voxels with data have the same value {lo:.6g}; this "
+                "looks like a mask or placeholder, not a contrast map")
+            continue
+        add(subject, "constant_map", float(np.std(in_data)), False,
+            f"values from {lo:.4g} to {hi:.4g}")
+        log_scales[subject] = float(np.log(np.median(np.abs(in_data))))
+
+        coverage = n_data / n_mask
+        failed = coverage < policy.min_coverage
+        reason = f"covers {coverage:.0%} of the brain mask"
+        if failed:
+            reason += f" (< {policy.min_coverage:.0%} required)"
+            missing = np.zeros(ref_shape, dtype=bool)
+            missing[mask] = ~has_data
+            size, centre = _largest_gap(missing, ref_affine)
+            n_missing = n_mask - n_data
+            if size >= 0.5 * n_missing:
+                reason += (
+                    f"; missing block of coverage ({size} voxels around "
+                    f"({', '.join(str(round(float(c))) for c in centre)}) mm, 0 or NaN)"
+                )
+            else:
+                reason += "; missing voxels are scattered (0 or NaN)"
+        add(subject, "coverage", round(coverage, 4), failed, reason)
+        del data, values
+
+    _scale_rows(log_scales, policy, add)
+
+    qc_table = pd.DataFrame(rows, columns=["subject", "check", "value", "verdict", "reason"])
+    order = {s: i for i, s in enumerate(subjects)}
+    check_order = {c: i for i, c in enumerate(CHECKS)}
+    qc_table = qc_table.sort_values(
+        ["subject", "check"],
+        key=lambda s: s.map(order) if s.name == "subject" else s.map(check_order),
+    ).reset_index(drop=True)
+    bad = set(qc_table.loc[qc_table["verdict"] == "exclude", "subject"])
+    kept = tuple(s for s in subjects if s not in bad)
+    excluded = tuple(s for s in subjects if s in bad)
+    mask_nii = nib.Nifti1Image(mask.astype(np.uint8), ref_affine)
+    result = QCResult(
+        table=qc_table, kept=kept, excluded=excluded, policy=policy, mask_img=mask_nii,
+        mask_source=mask_source, resampled=tuple(subjects[i] for i in mismatched),
+    )
+    for row in result.exclusions().itertuples(index=False):
+        logger.info("QC excludes %s: %s", row.subject, row.reasons)
+
+    min_subjects = policy.min_subjects or len(variables) + 3
+    if len(kept) < min_subjects:
+        reasons = "\n".join(
+            f"  {r.subject}: {r.reasons}" for r in result.exclusions().itertuples(index=False)
+        )
+        hint = ""
+        if (qc_table.query("check == 'coverage'")["verdict"] == "exclude").mean() > 0.5:
+            hint = (f"\nMost maps fail coverage against the analysis mask ({mask_source}): "
+                    "pass a mask that fits the data (mask_img=) or lower min_coverage")
+        raise QCError(
+            f"QC keeps {len(kept)} of {len(subjects)} subjects; at least {min_subjects} are "
+            f"needed (design columns + 2). Excluded:\n{reasons}{hint}\n"
+            "Fix the inputs, or relax the policy (QCPolicy(exclude=...))"
+        )
+    return result
+
+
+def _user_mask(mask_img, ref_shape, ref_affine) -> tuple[np.ndarray, str]:
+    if isinstance(mask_img, (str, os.PathLike)):
+        if not os.path.exists(mask_img):
+            raise DataFileNotFoundError(f"mask_img not found: {mask_img}")
+        img = nib.load(str(mask_img))
+        source = f"mask_img {os.fspath(mask_img)}"
+    elif isinstance(mask_img, nib.spatialimages.SpatialImage):
+        img = mask_img
+        source = "mask_img (given)"
+    else:
+        raise ParameterError(
+            f"mask_img: expected a path or a Nifti1Image, found {type(mask_img).__name__}"
+        )
+    shape = img.shape[:3] if len(img.shape) == 3 or img.shape[3:] == (1,) else None
+    if shape is None:
+        raise ImageError(f"mask_img must be 3-D, found shape {img.shape}")
+    if not _same_grid(shape, img.affine, ref_shape, ref_affine):
+        img = _resample(img, ref_shape, ref_affine, interpolation="nearest")
+        source += " resampled (nearest) to the data grid"
+    data = np.asarray(img.dataobj, dtype=np.float64).reshape(ref_shape)
+    mask = np.isfinite(data) & (data > 0)
+    if not mask.any():
+        raise ImageError(f"mask_img is empty (no voxel > 0 on the data grid): {source}")
+    return mask, source
+
+
+def _scale_rows(log_scales: dict[str, float], policy: QCPolicy, add) -> None:
+    """Robust z of each map's log scale against the cohort median / MAD."""
+    if len(log_scales) < _MIN_MAPS_FOR_SCALE:
+        for subject in log_scales:
+            add(subject, "scale_outlier", float("nan"), False,
+                f"not assessed: fewer than {_MIN_MAPS_FOR_SCALE} usable maps")
+        return
+    values = np.array(list(log_scales.values()))
+    centre = float(np.median(values))
+    spread = max(_MAD_TO_SD * float(np.median(np.abs(values - centre))), _MIN_LOG_SCALE_SD)
+    for subject, value in log_scales.items():
+        z = (value - centre) / spread
+        ratio = float(np.exp(value - centre))
+        failed = abs(z) > policy.scale_z_max
+        text = f"{ratio:.3g}x" if ratio >= 0.01 else f"{ratio:.2g}x"
+        reason = f"map scale is {text} the cohort median (robust z = {z:.1f})"
+        if failed:
+            reason += (
+                "; likely in other units (e.g. percent signal change x100)" if z > 0 else
+                "; likely in other units, or nearly empty"
+            )
+        add(subject, "scale_outlier", round(z, 3), failed, reason)

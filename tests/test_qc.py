@@ -1,0 +1,472 @@
+"""Tests of glmkit.qc on small synthetic NIfTI cohorts, then on the demo."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from glmkit.errors import DataFileNotFoundError, DatasetError, ImageError, ParameterError, QCError
+from glmkit.qc import CHECKS, QCPolicy, QCResult, run_qc
+
+SHAPE = (10, 11, 9)
+AFFINE = np.diag([3.0, 3.0, 3.0, 1.0])
+AFFINE[:3, 3] = [-15.0, -15.0, -12.0]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class StandIn:
+    """Minimal Dataset stand-in (maps, table, subset) so these tests only need run_qc."""
+
+    maps: tuple
+    table: pd.DataFrame
+    name: str = "toy"
+
+    def subset(self, subjects):
+        keep = [i for i, s in enumerate(self.table["subject"]) if s in set(subjects)]
+        return StandIn(tuple(self.maps[i] for i in keep),
+                       self.table.iloc[keep].reset_index(drop=True))
+
+
+def _brain() -> np.ndarray:
+    ijk = np.indices(SHAPE).astype(float)
+    centre = (np.array(SHAPE) - 1) / 2
+    r = np.sqrt(sum((ijk[a] - centre[a]) ** 2 / (SHAPE[a] / 2.2) ** 2 for a in range(3)))
+    return r <= 1.0
+
+
+BRAIN = _brain()
+
+
+def _cohort(tmp_path: Path, rng, n=12, *, scales=None, outside=0.0, edit=None, table_edit=None):
+    """n maps: standard normal noise in the 'brain' ellipsoid, `outside` elsewhere.
+
+    ``scales[i]`` multiplies map i; ``edit(i, data) -> data or (data, affine)`` plants defects.
+    """
+    base = rng.normal(size=(n, *SHAPE))
+    maps = []
+    for i in range(n):
+        data = base[i] * (1.0 if scales is None else scales[i])
+        data[~BRAIN] = outside
+        affine = AFFINE
+        if edit is not None:
+            out = edit(i, data)
+            if isinstance(out, tuple):
+                data, affine = out
+            elif out is not None:
+                data = out
+        path = tmp_path / f"sub{i:02d}.nii.gz"
+        nib.save(nib.Nifti1Image(data.astype(np.float32), affine), path)
+        maps.append(str(path))
+    table = pd.DataFrame({
+        "subject": [f"sub{i:02d}" for i in range(n)],
+        "pseudo": np.arange(n, dtype=float) + 10,
+        "age": rng.integers(20, 40, n).astype(float),
+    })
+    if table_edit is not None:
+        table = table_edit(table)
+    return StandIn(tuple(maps), table)
+
+
+def _row(qc: QCResult, subject: str, check: str) -> pd.Series:
+    rows = qc.table[(qc.table["subject"] == subject) & (qc.table["check"] == check)]
+    assert len(rows) == 1, rows
+    return rows.iloc[0]
+
+
+# --- clean cohort -----------------------------------------------------------------------
+
+
+def test_clean_cohort_passes_everything(tmp_path, rng):
+    ds = _cohort(tmp_path, rng)
+    qc = run_qc(ds, variables=["pseudo", "age"])
+    assert qc.kept == tuple(ds.table["subject"]) and qc.excluded == ()
+    assert list(qc.table.columns) == ["subject", "check", "value", "verdict", "reason"]
+    assert len(qc.table) == 12 * len(CHECKS)
+    assert set(qc.table["verdict"]) == {"pass"}
+    assert (qc.table.query("check == 'coverage'")["value"] == 1.0).all()
+    # a small non-MNI grid: the mask is derived from the data and equals the brain support
+    assert "at least half of the maps" in qc.mask_source
+    np.testing.assert_array_equal(np.asarray(qc.mask_img.dataobj) > 0, BRAIN)
+    assert qc.exclusions().empty
+    assert "kept 12, excluded 0" in qc.summary()
+    assert qc.apply(ds).maps == ds.maps
+
+
+def test_nan_outside_brain_is_not_a_defect(tmp_path, rng):
+    """SPM maps hold NaN outside the brain: that is background, not bad data."""
+    ds = _cohort(tmp_path, rng, outside=np.nan)
+    qc = run_qc(ds)
+    assert qc.excluded == ()
+    assert set(qc.table["verdict"]) == {"pass"}
+    np.testing.assert_array_equal(np.asarray(qc.mask_img.dataobj) > 0, BRAIN)
+
+
+# --- table checks -----------------------------------------------------------------------
+
+
+def test_missing_values_exclude_with_reason(tmp_path, rng):
+    def edit(t):
+        t.loc[[2, 5], "pseudo"] = np.nan
+        t.loc[5, "age"] = np.nan
+        return t
+
+    ds = _cohort(tmp_path, rng, table_edit=edit)
+    qc = run_qc(ds, variables="pseudo")  # a single name is fine
+    assert qc.excluded == ("sub02", "sub05")
+    assert _row(qc, "sub02", "missing_value")["reason"] == "pseudo is missing (n/a)"
+    qc2 = run_qc(ds, variables=["pseudo", "age"])
+    row = _row(qc2, "sub05", "missing_value")
+    assert row["reason"] == "pseudo, age are missing (n/a)" and row["value"] == 2
+    qc3 = run_qc(ds)  # no variables: missing values are not QC's business
+    assert qc3.excluded == () and "missing_value" not in set(qc3.table["check"])
+
+
+def test_unknown_variable_fails_before_reading_images(tmp_path, rng):
+    ds = _cohort(tmp_path, rng)
+    ds = StandIn(tuple(str(tmp_path / f"gone{i}.nii.gz") for i in range(12)), ds.table)
+    with pytest.raises(DatasetError, match=r"\['fluency'\] not in the table; available "
+                                           r"columns: \['pseudo', 'age'\]"):
+        run_qc(ds, variables=["fluency"])
+
+
+# --- map checks -------------------------------------------------------------------------
+
+
+def test_scale_outlier_closed_form(tmp_path, rng):
+    """Map i = same noise x scale_i, so log scale_i = log(median|noise|) + log(scale_i) exactly."""
+    scales = np.exp(rng.normal(0, 0.3, 12))
+    scales[4] *= 100.0
+    noise = rng.normal(size=SHAPE)
+    ds = _cohort(tmp_path, rng, scales=scales, edit=lambda i, d: np.where(BRAIN, noise * scales[i], 0))
+    qc = run_qc(ds)
+    logs = np.log(scales)
+    med = np.median(logs)
+    spread = max(1.4826 * np.median(np.abs(logs - med)), 0.1)
+    z = (logs - med) / spread
+    got = qc.table.query("check == 'scale_outlier'")["value"].to_numpy()
+    np.testing.assert_allclose(got, z, atol=2e-3)  # float32 storage, value rounded to 1e-3
+    assert qc.excluded == ("sub04",)
+    reason = _row(qc, "sub04", "scale_outlier")["reason"]
+    ratio = scales[4] / np.exp(med)
+    assert f"map scale is {ratio:.3g}x the cohort median (robust z = {z[4]:.1f})" in reason
+    assert "likely in other units (e.g. percent signal change x100)" in reason
+
+
+def test_scale_outlier_small_map_and_flag_policy(tmp_path, rng):
+    ds = _cohort(tmp_path, rng, scales=[1.0] * 5 + [0.01] + [1.0] * 6)
+    qc = run_qc(ds)
+    assert qc.excluded == ("sub05",)
+    row = _row(qc, "sub05", "scale_outlier")
+    assert row["value"] < -5
+    assert re.search(r"map scale is 0\.01\d*x the cohort median .*other units", row["reason"])
+    flagging = QCPolicy(exclude=QCPolicy().exclude - {"scale_outlier"})
+    qc2 = run_qc(ds, policy=flagging)
+    assert qc2.excluded == () and _row(qc2, "sub05", "scale_outlier")["verdict"] == "flag"
+    assert "flagged sub05 (scale_outlier)" in qc2.summary()
+    # a lenient threshold passes it
+    qc3 = run_qc(ds, policy=QCPolicy(scale_z_max=1000))
+    assert qc3.excluded == ()
+
+
+def test_scale_not_assessed_for_tiny_cohort(tmp_path, rng):
+    ds = _cohort(tmp_path, rng, n=4, scales=[1, 1, 1, 100.0])
+    qc = run_qc(ds, policy=QCPolicy(min_subjects=1))
+    assert qc.excluded == ()
+    assert qc.table.query("check == 'scale_outlier'")["reason"].str.contains("not assessed").all()
+
+
+@pytest.mark.parametrize("fill", [0.0, np.nan])
+def test_missing_block_of_coverage(tmp_path, rng, fill):
+    def edit(i, d):
+        if i == 3:
+            d[:, :, 5:] = fill  # top of the brain
+        return d
+
+    qc = run_qc(_cohort(tmp_path, rng, edit=edit))
+    assert qc.excluded == ("sub03",)
+    row = _row(qc, "sub03", "coverage")
+    expected = (BRAIN[:, :, :5]).sum() / BRAIN.sum()
+    assert row["value"] == pytest.approx(expected, abs=1e-4)
+    assert row["reason"].startswith(f"covers {expected:.0%} of the brain mask (< 90% required); "
+                                    "missing block of coverage (")
+    non_finite = _row(qc, "sub03", "non_finite")
+    assert non_finite["verdict"] == "pass"  # NaN is "no data", counted by coverage
+    if np.isnan(fill):
+        assert f"{BRAIN[:, :, 5:].sum()} NaN voxels inside the brain mask" in non_finite["reason"]
+
+
+def test_scattered_missing_voxels_and_min_coverage(tmp_path, rng):
+    holes = rng.random(SHAPE) < 0.2
+
+    def edit(i, d):
+        if i == 0:
+            d[holes] = 0.0
+        return d
+
+    ds = _cohort(tmp_path, rng, edit=edit)
+    qc = run_qc(ds)
+    assert qc.excluded == ("sub00",)
+    assert "scattered" in _row(qc, "sub00", "coverage")["reason"]
+    assert run_qc(ds, policy=QCPolicy(min_coverage=0.5)).excluded == ()
+
+
+def test_inf_values_exclude(tmp_path, rng):
+    def edit(i, d):
+        if i == 7:
+            d[5, 5, 4] = np.inf
+            d[0, 0, 0] = -np.inf  # outside the brain
+        return d
+
+    qc = run_qc(_cohort(tmp_path, rng, edit=edit))
+    assert qc.excluded == ("sub07",)
+    row = _row(qc, "sub07", "non_finite")
+    assert row["value"] == 2
+    assert row["reason"].startswith("2 voxels are +/-inf (1 inside the brain mask)")
+
+
+@pytest.mark.parametrize("fill", [0.0, np.nan])
+def test_empty_map(tmp_path, rng, fill):
+    qc = run_qc(_cohort(tmp_path, rng, edit=lambda i, d: np.full(SHAPE, fill) if i == 1 else d))
+    assert qc.excluded == ("sub01",)
+    assert _row(qc, "sub01", "empty_map")["reason"] == (
+        "map has no finite non-zero value inside the brain mask (all 0 or NaN)")
+    # later map checks are skipped for it, not reported as passing
+    assert set(qc.table.query("subject == 'sub01'")["check"]) == {"non_finite", "empty_map", "grid"}
+
+
+def test_constant_map(tmp_path, rng):
+    qc = run_qc(_cohort(tmp_path, rng, edit=lambda i, d: BRAIN * 1.0 if i == 9 else d))
+    assert qc.excluded == ("sub09",)
+    assert "have the same value 1; this looks like a mask" in _row(qc, "sub09", "constant_map")["reason"]
+
+
+def test_two_failures_are_joined_in_exclusions(tmp_path, rng):
+    def table_edit(t):
+        t.loc[4, "pseudo"] = np.nan
+        return t
+
+    ds = _cohort(tmp_path, rng, scales=[1] * 4 + [100.0] + [1] * 7, table_edit=table_edit)
+    ex = run_qc(ds, variables=["pseudo"]).exclusions()
+    assert ex["subject"].tolist() == ["sub04"]
+    assert ex.loc[0, "checks"] == "missing_value, scale_outlier"
+    assert ex.loc[0, "reasons"].startswith("pseudo is missing (n/a); map scale is")
+
+
+def test_apply_keeps_order(tmp_path, rng):
+    def table_edit(t):
+        t.loc[[0, 6], "age"] = np.nan
+        return t
+
+    ds = _cohort(tmp_path, rng, table_edit=table_edit)
+    qc = run_qc(ds, variables=["age"])
+    sub = qc.apply(ds)
+    assert tuple(sub.table["subject"]) == qc.kept == tuple(
+        s for s in ds.table["subject"] if s not in ("sub00", "sub06"))
+
+
+# --- grid -------------------------------------------------------------------------------
+
+
+def _shifted(i, d):
+    if i == 2:
+        a = AFFINE.copy()
+        a[:3, 3] += [3.0, 0.0, 0.0]
+        return d, a
+    return d
+
+
+def test_grid_mismatch_is_an_error_naming_files_and_affines(tmp_path, rng):
+    ds = _cohort(tmp_path, rng, edit=_shifted)
+    with pytest.raises(ImageError) as exc:
+        run_qc(ds)
+    msg = str(exc.value)
+    assert "1 map(s) are not on the grid of the first map (sub00:" in msg
+    assert "sub02.nii.gz" in msg and "sub00.nii.gz" in msg
+    assert "[   3.000    0.000    0.000  -15.000]" in msg  # reference affine, readable
+    assert "[   3.000    0.000    0.000  -12.000]" in msg  # the shifted one
+    assert "on_grid_mismatch='resample'" in msg
+
+
+def test_grid_mismatch_resample_flags(tmp_path, rng):
+    ds = _cohort(tmp_path, rng, edit=_shifted)
+    qc = run_qc(ds, policy=QCPolicy(on_grid_mismatch="resample"))
+    assert qc.excluded == () and qc.resampled == ("sub02",)
+    row = _row(qc, "sub02", "grid")
+    assert row["verdict"] == "flag" and "resampled to the first map's grid" in row["reason"]
+    # shifted by one voxel: the resampled map misses one slab of the brain
+    assert 0.8 < _row(qc, "sub02", "coverage")["value"] < 1.0
+    qc2 = run_qc(ds, policy=QCPolicy(on_grid_mismatch="resample",
+                                     exclude=QCPolicy().exclude | {"grid"}))
+    assert qc2.excluded == ("sub02",)
+
+
+def test_shape_mismatch_is_an_error(tmp_path, rng):
+    ds = _cohort(tmp_path, rng, edit=lambda i, d: d[:-1] if i == 5 else d)
+    with pytest.raises(ImageError, match=r"sub05: .*\n    shape \(9, 11, 9\)"):
+        run_qc(ds)
+
+
+# --- bad images -------------------------------------------------------------------------
+
+
+def test_four_d_map(tmp_path, rng):
+    ds = _cohort(tmp_path, rng, edit=lambda i, d: np.stack([d, d], -1) if i == 3 else d)
+    with pytest.raises(ImageError, match=r"subject 'sub03' .* has shape \(10, 11, 9, 2\); "
+                                         r"expected one 3-D map per subject. Split"):
+        run_qc(ds)
+
+
+def test_four_d_single_volume_is_accepted(tmp_path, rng):
+    ds = _cohort(tmp_path, rng, edit=lambda i, d: d[..., None] if i == 3 else d)
+    assert run_qc(ds).excluded == ()
+
+
+def test_missing_and_corrupt_files(tmp_path, rng):
+    ds = _cohort(tmp_path, rng)
+    Path(ds.maps[3]).unlink()
+    with pytest.raises(DataFileNotFoundError, match=r"map of subject 'sub03' not found: .*sub03"):
+        run_qc(ds)
+    Path(ds.maps[3]).write_bytes(b"not a nifti at all")
+    with pytest.raises(ImageError, match=r"map of subject 'sub03' cannot be read"):
+        run_qc(ds)
+
+
+def test_truncated_file(tmp_path, rng):
+    ds = _cohort(tmp_path, rng)
+    raw = nib.load(ds.maps[6])
+    path = tmp_path / "trunc.nii"
+    nib.save(nib.Nifti1Image(raw.get_fdata(), raw.affine), path)
+    path.write_bytes(path.read_bytes()[:2000])
+    ds = StandIn(ds.maps[:6] + (str(path),) + ds.maps[7:], ds.table)
+    with pytest.raises(ImageError, match=r"truncated or corrupt"):
+        run_qc(ds)
+
+
+def test_table_map_count_mismatch(tmp_path, rng):
+    ds = _cohort(tmp_path, rng)
+    with pytest.raises(DatasetError, match=r"11 maps but 12 table rows"):
+        run_qc(StandIn(ds.maps[:-1], ds.table))
+
+
+# --- mask -------------------------------------------------------------------------------
+
+
+def test_user_mask_on_other_grid_is_resampled(tmp_path, rng):
+    ds = _cohort(tmp_path, rng)
+    # same brain on a 2x finer grid covering the same field of view
+    fine = np.repeat(np.repeat(np.repeat(BRAIN, 2, 0), 2, 1), 2, 2).astype(np.uint8)
+    aff = AFFINE.copy()
+    aff[:3, :3] /= 2
+    aff[:3, 3] -= 0.75
+    nib.save(nib.Nifti1Image(fine, aff), tmp_path / "mask.nii.gz")
+    qc = run_qc(ds, mask_img=tmp_path / "mask.nii.gz")
+    assert "resampled (nearest)" in qc.mask_source
+    np.testing.assert_array_equal(np.asarray(qc.mask_img.dataobj) > 0, BRAIN)
+    assert qc.excluded == ()
+
+
+def test_mask_larger_than_data_lowers_coverage(tmp_path, rng):
+    ds = _cohort(tmp_path, rng)
+    full = nib.Nifti1Image(np.ones(SHAPE, np.uint8), AFFINE)
+    with pytest.raises(QCError, match=r"Most maps fail coverage against the analysis mask"):
+        run_qc(ds, mask_img=full)
+
+
+@pytest.mark.parametrize(
+    "mask, exc, match",
+    [
+        (nib.Nifti1Image(np.zeros(SHAPE, np.uint8), AFFINE), ImageError, r"mask_img is empty"),
+        (nib.Nifti1Image(np.ones((*SHAPE, 2), np.uint8), AFFINE), ImageError, r"must be 3-D"),
+        ("nowhere/mask.nii.gz", DataFileNotFoundError, r"mask_img not found"),
+        (np.ones(SHAPE), ParameterError, r"expected a path or a Nifti1Image, found ndarray"),
+    ],
+)
+def test_bad_masks(tmp_path, rng, mask, exc, match):
+    with pytest.raises(exc, match=match):
+        run_qc(_cohort(tmp_path, rng), mask_img=mask)
+
+
+# --- policy and too-few-subjects --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(exclude={"scale", "coverage"}), r"unknown check\(s\) \['scale'\]; known checks: "
+                                              r"\['missing_value', 'non_finite',"),
+        (dict(exclude=3), r"expected a set of check names"),
+        (dict(scale_z_max=0), r"scale_z_max: expected a positive finite number"),
+        (dict(scale_z_max=float("nan")), r"scale_z_max"),
+        (dict(min_coverage=1.5), r"min_coverage: expected a fraction between 0 and 1"),
+        (dict(min_coverage="90%"), r"min_coverage"),
+        (dict(on_grid_mismatch="drop"), r"on_grid_mismatch: expected one of \['error', 'resample'\]"),
+        (dict(min_subjects=0), r"min_subjects: expected None or a positive integer"),
+    ],
+)
+def test_policy_validation(kwargs, match):
+    with pytest.raises(ParameterError, match=match):
+        QCPolicy(**kwargs)
+
+
+def test_policy_defaults():
+    p = QCPolicy()
+    assert p.exclude == frozenset(CHECKS) - {"grid"}
+    assert (p.scale_z_max, p.min_coverage, p.on_grid_mismatch) == (5.0, 0.9, "error")
+    assert QCPolicy(exclude=["coverage"]).exclude == frozenset({"coverage"})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.min_coverage = 0.5
+
+
+def test_bad_policy_type(tmp_path, rng):
+    with pytest.raises(ParameterError, match=r"expected a QCPolicy"):
+        run_qc(_cohort(tmp_path, rng), policy={"min_coverage": 0.5})
+
+
+def test_too_few_subjects_left(tmp_path, rng):
+    def table_edit(t):
+        t.loc[2:, "pseudo"] = np.nan
+        return t
+
+    ds = _cohort(tmp_path, rng, n=6, table_edit=table_edit)
+    with pytest.raises(QCError, match=r"QC keeps 2 of 6 subjects; at least 4 are needed") as exc:
+        run_qc(ds, variables=["pseudo"])
+    assert "sub05: pseudo is missing (n/a)" in str(exc.value)
+    assert run_qc(ds, variables=["pseudo"], policy=QCPolicy(min_subjects=2)).kept == ("sub00", "sub01")
+
+
+# --- the demo ---------------------------------------------------------------------------
+
+
+def test_demo_qc_reports_exactly_the_planted_problems(demo):
+    qc = run_qc(demo, variables=["pseudo"])
+    defects = demo.provenance["defects"]
+    missing = {"S15", "S38", "S62", "S81", "S87"}
+    assert set(qc.excluded) == missing | set(defects)
+    assert len(qc.kept) == 94 - 5 - len(defects)
+    assert "MNI152" in qc.mask_source
+    ex = qc.exclusions().set_index("subject")
+    for s in missing:
+        assert ex.loc[s, "checks"] == "missing_value"
+        assert ex.loc[s, "reasons"] == "pseudo is missing (n/a)"
+    for s, kind in defects.items():
+        if kind == "scale_x100":
+            assert ex.loc[s, "checks"] == "scale_outlier"
+            reason = ex.loc[s, "reasons"]
+            assert "the cohort median" in reason and "other units" in reason
+            ratio = float(reason.split("map scale is ")[1].split("x")[0])
+            assert 70 < ratio < 140
+        else:
+            assert kind == "missing_coverage"
+            assert ex.loc[s, "checks"] == "coverage"
+            assert "missing block of coverage" in ex.loc[s, "reasons"]
+    assert qc.flags().empty
+    # everyone else sits well inside the thresholds
+    others = qc.table[~qc.table["subject"].isin(qc.excluded)]
+    assert others.query("check == 'scale_outlier'")["value"].abs().max() < 3
+    assert others.query("check == 'coverage'")["value"].min() > 0.97
