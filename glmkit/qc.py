@@ -33,10 +33,9 @@ the robust z, and the covered fraction.
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import nibabel as nib
@@ -277,6 +276,8 @@ def _mni_mask_on_grid(shape, affine) -> np.ndarray | None:
     zooms = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
     if not np.all((zooms >= 0.9) & (zooms <= 4.1)):
         return None
+    if np.prod(np.asarray(shape) * zooms) < 1.5e6:  # field of view < 1.5 L: cannot hold a brain
+        return None
     from nilearn.datasets import load_mni152_brain_mask
     from nilearn.image import resample_img
 
@@ -330,13 +331,17 @@ def run_qc(
         (``missing_value``). They are validated before any image is read.
     mask_img : str, path or Nifti1Image, optional
         The analysis (brain) mask for the map checks; resampled (nearest) to the first
-        map's grid if needed. If None: when the grid is MNI-like (1-4 mm voxels, field of
-        view containing the MNI brain) the MNI152 brain mask resampled to the grid is
-        used -- it is fixed in advance, so a defective map cannot shift it, and it ignores
-        the NaN/zero background of SPM-style maps. Otherwise the mask is the voxels where
-        at least half the maps have finite non-zero data (one extra streaming pass): unlike
-        the union of supports, one map with data everywhere cannot inflate it, and unlike
-        the intersection, one map with a missing block cannot shrink it.
+        map's grid if needed. If None, the mask is derived in one extra streaming pass:
+        the voxels where at least half of the maps have finite non-zero data (the
+        "majority support": unlike the union of supports, one map with data everywhere
+        cannot inflate it; unlike the intersection, one map with a missing block cannot
+        shrink it, so that map's gap shows up as low coverage). When the grid is MNI-like
+        (1-4 mm voxels, field of view containing the MNI brain), this is further
+        restricted to the MNI152 brain mask resampled to the grid, so data outside the
+        brain (unmasked maps) do not count and, because voxels where the cohort
+        systematically has no data (signal dropout, cropped field of view) are left out,
+        coverage measures each map against what the cohort covers, not against an ideal
+        brain.
     policy : QCPolicy, optional
         Which checks exclude and the thresholds; default ``QCPolicy()``.
 
@@ -389,6 +394,12 @@ def run_qc(
     if len(maps) == 0:
         raise DatasetError("run_qc: the dataset has no subject (0 maps)")
     subjects = table["subject"].astype(str).tolist()
+    duplicated = sorted({s for s in subjects if subjects.count(s) > 1})
+    if duplicated:
+        raise DatasetError(
+            f"run_qc: subject ids must be unique; duplicated: {duplicated}. Remove or merge "
+            "the duplicate rows"
+        )
 
     if isinstance(variables, str):
         variables = (variables,)
@@ -399,6 +410,13 @@ def run_qc(
             f"run_qc: variable(s) {unknown} not in the table; available columns: "
             f"{[c for c in table.columns if c != 'subject']}"
         )
+
+    for v in variables:
+        if table[v].isna().all():
+            raise DatasetError(
+                f"run_qc: variable {v!r} is missing (n/a) for all {len(table)} subjects; "
+                "check the table (wrong column, failed join?) or leave it out of variables"
+            )
 
     rows: list[dict] = []
 
@@ -453,21 +471,7 @@ def run_qc(
     if mask_img is not None:
         mask, mask_source = _user_mask(mask_img, ref_shape, ref_affine)
     else:
-        mask = _mni_mask_on_grid(ref_shape, ref_affine)
-        if mask is not None:
-            mask_source = "MNI152 brain mask resampled to the data grid (grid is MNI-like)"
-        else:
-            count = np.zeros(ref_shape, dtype=np.int32)
-            for i in range(len(maps)):
-                d = load(i)
-                count += np.isfinite(d) & (d != 0)
-            mask = count >= len(maps) / 2.0
-            mask_source = "voxels where at least half of the maps have finite non-zero data"
-            if not mask.any():
-                raise QCError(
-                    "run_qc: no voxel has data in at least half of the maps, so no analysis "
-                    "mask can be derived; pass mask_img=, or check the maps (all empty?)"
-                )
+        mask, mask_source = _default_mask(load, len(maps), ref_shape, ref_affine)
     n_mask = int(mask.sum())
     logger.info("QC analysis mask: %s (%d voxels)", mask_source, n_mask)
 
@@ -572,6 +576,36 @@ def run_qc(
             "Fix the inputs, or relax the policy (QCPolicy(exclude=...))"
         )
     return result
+
+
+def _default_mask(load, n_maps, shape, affine) -> tuple[np.ndarray, str]:
+    """Brain mask from the template (if MNI-like) restricted to where most maps have data."""
+    count = np.zeros(shape, dtype=np.int32)
+    for i in range(n_maps):  # one streaming pass, one map in memory at a time
+        d = load(i)
+        count += np.isfinite(d) & (d != 0)
+        del d
+    support = count >= n_maps / 2.0
+    source = "voxels where at least half of the maps have finite non-zero data"
+    mni = _mni_mask_on_grid(shape, affine)
+    if mni is not None:
+        mask = mni & support
+        source = ("MNI152 brain mask resampled to the data grid (grid is MNI-like), "
+                  "restricted to " + source)
+        if mask.sum() < 0.5 * mni.sum():
+            logger.warning(
+                "QC: only %d of the %d MNI brain-mask voxels hold data in most maps; are the "
+                "maps in MNI space? Pass mask_img= to choose the analysis mask",
+                int(mask.sum()), int(mni.sum()),
+            )
+    else:
+        mask = support
+    if not mask.any():
+        raise QCError(
+            "run_qc: no voxel has data in at least half of the maps, so no analysis mask can "
+            "be derived; pass mask_img=, or check the maps (all empty?)"
+        )
+    return mask, source
 
 
 def _user_mask(mask_img, ref_shape, ref_affine) -> tuple[np.ndarray, str]:

@@ -470,3 +470,61 @@ def test_demo_qc_reports_exactly_the_planted_problems(demo):
     others = qc.table[~qc.table["subject"].isin(qc.excluded)]
     assert others.query("check == 'scale_outlier'")["value"].abs().max() < 3
     assert others.query("check == 'coverage'")["value"].min() > 0.97
+
+
+# --- more bad tables --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "table_edit, variables, match",
+    [
+        (lambda t: t.assign(iq=np.nan), ["pseudo", "iq"],
+         r"variable 'iq' is missing \(n/a\) for all 12 subjects"),
+        (lambda t: t.assign(subject=["sub01"] + t["subject"].tolist()[1:]), [],
+         r"subject ids must be unique; duplicated: \['sub01'\]"),
+    ],
+)
+def test_bad_tables(tmp_path, rng, table_edit, variables, match):
+    with pytest.raises(DatasetError, match=match):
+        run_qc(_cohort(tmp_path, rng, table_edit=table_edit), variables=variables)
+
+
+# --- default mask on an MNI-like grid -----------------------------------------------------
+
+
+def test_mni_like_grid_mask_ignores_outside_brain_and_cohort_dropout(tmp_path, rng):
+    """4 mm MNI grid: data everywhere in the FOV (unmasked maps), a dropout slab shared by
+    every map, and one map with its own missing block. Only that map is excluded."""
+    from nilearn.datasets import load_mni152_brain_mask
+    from nilearn.image import resample_img
+
+    affine = np.diag([4.0, 4.0, 4.0, 1.0])
+    affine[:3, 3] = [-90.0, -126.0, -72.0]
+    shape = (46, 55, 46)
+    mni = np.asarray(resample_img(load_mni152_brain_mask(resolution=2), target_affine=affine,
+                                  target_shape=shape, interpolation="nearest",
+                                  force_resample=True, copy_header=True).dataobj) > 0
+    z_mm = affine[2, 2] * np.arange(shape[2]) + affine[2, 3]
+    dropout = np.zeros(shape, bool)
+    dropout[:, :, z_mm < -40] = True  # below the temporal poles: no data in any map
+    top = np.zeros(shape, bool)
+    top[:, :, z_mm > 40] = True
+    maps = []
+    for i in range(8):
+        data = rng.normal(size=shape)  # not masked: data outside the brain too
+        data[dropout] = np.nan
+        if i == 6:
+            data[top] = 0.0
+        path = tmp_path / f"m{i}.nii.gz"
+        nib.save(nib.Nifti1Image(data.astype(np.float32), affine), path)
+        maps.append(str(path))
+    table = pd.DataFrame({"subject": [f"m{i}" for i in range(8)]})
+    qc = run_qc(StandIn(tuple(maps), table))
+    assert qc.mask_source.startswith("MNI152 brain mask")
+    mask = np.asarray(qc.mask_img.dataobj) > 0
+    np.testing.assert_array_equal(mask, mni & ~dropout)
+    assert qc.excluded == ("m6",)
+    cov = _row(qc, "m6", "coverage")["value"]
+    assert cov == pytest.approx(1 - (mask & top).sum() / mask.sum(), abs=1e-4)
+    others = qc.table.query("check == 'coverage' and subject != 'm6'")["value"]
+    assert (others == 1.0).all()
