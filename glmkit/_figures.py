@@ -1,0 +1,118 @@
+"""Static figures of the report, rendered off-screen to PNG and returned as ``data:`` URIs.
+
+Every figure is drawn on a :class:`matplotlib.figure.Figure` created here (not through
+``pyplot``), so rendering never touches the user's interactive backend and no figure is
+left open. Figures are small (moderate dpi, PNG) to keep the report light.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+__all__ = [
+    "png_data_uri",
+    "stat_map_figure",
+    "glass_brain_figure",
+    "design_figure",
+    "null_distribution_figure",
+]
+
+DPI = 72
+
+
+def png_data_uri(fig: Figure, *, dpi: int = DPI) -> str:
+    """Render ``fig`` to PNG and return it as a ``data:image/png;base64,...`` URI.
+
+    Examples
+    --------
+    >>> from matplotlib.figure import Figure
+    >>> fig = Figure(figsize=(1, 1))
+    >>> _ = fig.add_subplot().plot([0, 1])
+    >>> png_data_uri(fig).startswith("data:image/png;base64,iVBOR")
+    True
+    """
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, facecolor=fig.get_facecolor())
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def stat_map_figure(img, *, threshold: float, cut_coords: Sequence[float], title: str,
+                    cmap: str = "RdBu_r", symmetric: bool = True, vmax: float | None = None) -> str:
+    """Orthogonal slices of ``img`` at ``cut_coords`` (mm) over the MNI template, as a data URI."""
+    from nilearn import plotting
+
+    fig = Figure(figsize=(7.5, 2.6))
+    plotting.plot_stat_map(
+        img, cut_coords=tuple(float(c) for c in cut_coords), display_mode="ortho",
+        threshold=float(threshold), title=title, figure=fig, cmap=cmap,
+        symmetric_cbar=symmetric, vmax=vmax, black_bg=True, draw_cross=False, annotate=True,
+    )
+    return png_data_uri(fig)
+
+
+def glass_brain_figure(img, *, threshold: float, title: str, two_sided: bool = False,
+                       cmap: str | None = None, vmax: float | None = None) -> str:
+    """Glass-brain projection of ``img`` (values above ``threshold``), as a data URI."""
+    from nilearn import plotting
+
+    fig = Figure(figsize=(7.5, 2.6))
+    plotting.plot_glass_brain(
+        img, threshold=float(threshold), title=title, figure=fig, colorbar=True,
+        plot_abs=not two_sided, cmap=cmap, vmax=vmax, symmetric_cbar=two_sided,
+    )
+    return png_data_uri(fig)
+
+
+def design_figure(matrix: pd.DataFrame, correlation: pd.DataFrame | None = None) -> str:
+    """The design matrix (rows = subjects, rescaled per column) beside its column correlations."""
+    from nilearn.plotting import plot_design_matrix
+
+    ncols = 2 if correlation is not None and len(correlation) > 1 else 1
+    fig = Figure(figsize=(3.2 * ncols + 0.6, 4.2), layout="constrained")
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    plot_design_matrix(matrix.reset_index(drop=True), axes=axes[0])
+    axes[0].set_ylabel(f"subjects (n = {len(matrix)})")
+    axes[0].set_title("design matrix", fontsize=10)
+    if ncols == 2:
+        ax = axes[1]
+        values = correlation.to_numpy(dtype=float)
+        image = ax.imshow(values, vmin=-1, vmax=1, cmap="RdBu_r")
+        labels = [str(c) for c in correlation.columns]
+        ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(len(labels)), labels, fontsize=8)
+        for i in range(values.shape[0]):
+            for j in range(values.shape[1]):
+                if np.isfinite(values[i, j]):
+                    ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=7)
+        ax.set_title("column correlations", fontsize=10)
+        fig.colorbar(image, ax=ax, shrink=0.7)
+    return png_data_uri(fig)
+
+
+def null_distribution_figure(null_max: np.ndarray, *, critical_value: float, observed: float,
+                             title: str, xlabel: str, alpha: float) -> str:
+    """Histogram of permutation maxima with the critical value and the observed maximum marked."""
+    values = np.asarray(null_max, dtype=float)
+    values = values[np.isfinite(values)]
+    fig = Figure(figsize=(4.6, 2.9), layout="constrained")
+    ax = fig.add_subplot()
+    if values.size:
+        ax.hist(values, bins=min(60, max(10, values.size // 20)), color="#8da0cb",
+                edgecolor="white", linewidth=0.3)
+    ax.axvline(critical_value, color="#d62728", linewidth=1.6,
+               label=f"critical value ({100 * (1 - alpha):g}th pct) = {critical_value:.3g}")
+    if np.isfinite(observed):
+        ax.axvline(observed, color="black", linestyle="--", linewidth=1.2,
+                   label=f"observed maximum = {observed:.3g}")
+    ax.set_xlabel(xlabel, fontsize=9)
+    ax.set_ylabel("permutations", fontsize=9)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="upper right", frameon=False)
+    ax.tick_params(labelsize=8)
+    return png_data_uri(fig)

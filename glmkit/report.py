@@ -1,0 +1,963 @@
+"""The shareable report of one analysis: a self-contained HTML page plus maps and tables.
+
+:func:`write_report` turns an :class:`glmkit.pipeline.AnalysisResult` into a folder::
+
+    report.html          one file, readable offline: figures are embedded PNGs (data: URIs),
+                         CSS and JavaScript are inline, opening it makes no network request
+    maps/*.nii.gz        mask, z, p, effect, z_fdr, logp_bonferroni, logp_<statistic>
+    design.csv           the design matrix, indexed by the kept subjects' ids
+    qc.csv               every quality-control check of every subject
+    clusters.csv         the run's cluster table
+
+:func:`recovery` measures how well thresholded maps recover a planted (ground-truth) region;
+the report uses it on the demo cohort, whose planted region is known.
+
+Family-wise error (FWER) maps are compared with FWER maps only (Bonferroni, permutation
+max-T, cluster and TFCE); the false discovery rate (FDR) map is shown in its own row,
+labelled as FDR (nilearn issue #3038).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import html
+import os
+import platform
+import re
+import string
+from collections.abc import Mapping, Sequence
+from importlib import metadata, resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from glmkit._util import logger
+from glmkit.errors import ParameterError, ReportError
+
+__all__ = ["write_report", "recovery", "STATISTIC_MAPS"]
+
+#: permutation statistic -> name of its -log10 FWER p map in ``maps/`` (without ``.nii.gz``)
+STATISTIC_MAPS = {
+    "voxel": "logp_maxt",
+    "cluster_size": "logp_cluster_size",
+    "cluster_mass": "logp_cluster_mass",
+    "tfce": "logp_tfce",
+}
+_STATISTIC_LABELS = {
+    "voxel": "permutation max-T (voxel level)",
+    "cluster_size": "permutation cluster size",
+    "cluster_mass": "permutation cluster mass",
+    "tfce": "permutation TFCE",
+}
+_STATISTIC_UNITS = {
+    "voxel": "maximum t over voxels",
+    "cluster_size": "largest cluster size (voxels)",
+    "cluster_mass": "largest cluster mass (sum of t)",
+    "tfce": "maximum TFCE score",
+}
+_REQUIRED_MAPS = ("mask", "z", "p", "effect", "z_fdr", "logp_bonferroni")
+_REFERENCES = {
+    "nilearn": "Abraham A, Pedregosa F, Eickenberg M, et al. (2014). Machine learning for "
+               "neuroimaging with scikit-learn. Front Neuroinform 8:14 (nilearn).",
+    "nichols2002": "Nichols TE, Holmes AP (2002). Nonparametric permutation tests for functional "
+                   "neuroimaging: a primer with examples. Hum Brain Mapp 15:1-25.",
+    "winkler2014": "Winkler AM, Ridgway GR, Webster MA, Smith SM, Nichols TE (2014). Permutation "
+                   "inference for the general linear model. NeuroImage 92:381-397.",
+    "smith2009": "Smith SM, Nichols TE (2009). Threshold-free cluster enhancement: addressing "
+                 "problems of smoothing, threshold dependence and localisation in cluster "
+                 "inference. NeuroImage 44:83-98.",
+    "bh1995": "Benjamini Y, Hochberg Y (1995). Controlling the false discovery rate: a practical "
+              "and powerful approach to multiple testing. J R Stat Soc B 57:289-300.",
+    "freedman1983": "Freedman D, Lane D (1983). A nonstochastic interpretation of reported "
+                    "significance levels. J Bus Econ Stat 1:292-298.",
+    "terbraak1992": "ter Braak CJF (1992). Permutation versus bootstrap significance tests in "
+                    "multiple regression and ANOVA. In: Bootstrapping and Related Techniques, "
+                    "Springer, 79-86.",
+}
+_SOFTWARE = ("glmkit", "nilearn", "numpy", "scipy", "nibabel", "pandas", "matplotlib")
+_SECTIONS = (
+    ("summary", "Summary"), ("how-to-read", "How to read"), ("methods", "Methods"),
+    ("qc", "Quality control"), ("design", "Design"), ("results", "Results"),
+    ("clusters", "Clusters"), ("null", "Null distributions"), ("recovery", "Recovery"),
+    ("explore", "Explore"), ("provenance", "Provenance"),
+)
+
+
+# --------------------------------------------------------------------------------------
+# recovery of a planted region
+# --------------------------------------------------------------------------------------
+
+def recovery(detected: Mapping[str, np.ndarray], truth: np.ndarray, affine: np.ndarray, *,
+             far_mm: float = 10.0) -> pd.DataFrame:
+    """Overlap of thresholded maps with a ground-truth region.
+
+    Parameters
+    ----------
+    detected : mapping of str to ndarray of bool
+        Name -> 3-D boolean array of detected (suprathreshold) voxels, on the grid of ``truth``.
+    truth : ndarray of bool
+        3-D boolean array of the planted region.
+    affine : ndarray, shape (4, 4)
+        Voxel-to-mm affine of the grid; distances use its voxel sizes.
+    far_mm : float
+        A false-positive voxel farther than this (in mm) from the planted region counts as far.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per map, in input order: ``map``, ``detected`` (voxels), ``hits`` (true
+        positives), ``false_positives``, ``far_false_positives``, ``max_distance_mm`` (largest
+        distance of a detected voxel from the planted region, 0 if all hits, NaN if nothing
+        detected), ``sensitivity`` (hits / planted voxels) and ``dice``
+        (2 hits / (detected + planted); NaN when both are empty).
+
+    Examples
+    --------
+    >>> truth = np.zeros((10, 1, 1), bool); truth[2:4] = True
+    >>> found = np.zeros_like(truth); found[3:5] = True; found[9] = True
+    >>> table = recovery({"m": found}, truth, np.diag([2.0, 2.0, 2.0, 1.0]), far_mm=5)
+    >>> table.loc[0, ["detected", "hits", "false_positives", "far_false_positives"]].tolist()
+    [3, 1, 2, 1]
+    >>> float(table.loc[0, "dice"]), float(table.loc[0, "max_distance_mm"])
+    (0.4, 12.0)
+    """
+    from scipy import ndimage
+
+    truth = np.asarray(truth, dtype=bool)
+    affine = np.asarray(affine, dtype=float)
+    if truth.ndim != 3:
+        raise ParameterError(f"recovery: truth must be a 3-D boolean array; got shape {truth.shape}")
+    if affine.shape != (4, 4):
+        raise ParameterError(f"recovery: affine must be 4x4; got shape {affine.shape}")
+    if not far_mm >= 0:
+        raise ParameterError(f"recovery: far_mm must be >= 0 (mm); got {far_mm!r}")
+    voxel_size = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    n_true = int(truth.sum())
+    if n_true:
+        distance = ndimage.distance_transform_edt(~truth, sampling=voxel_size)
+    else:
+        distance = np.full(truth.shape, np.inf)
+    rows = []
+    for name, found in detected.items():
+        found = np.asarray(found, dtype=bool)
+        if found.shape != truth.shape:
+            raise ParameterError(
+                f"recovery: map {name!r} has shape {found.shape}, expected the truth's "
+                f"{truth.shape}; resample it to the ground-truth grid first")
+        n_found = int(found.sum())
+        hits = int((found & truth).sum())
+        false_pos = found & ~truth
+        rows.append({
+            "map": str(name),
+            "detected": n_found,
+            "hits": hits,
+            "false_positives": int(false_pos.sum()),
+            "far_false_positives": int((false_pos & (distance > far_mm)).sum()),
+            "max_distance_mm": float(distance[found].max()) if n_found else float("nan"),
+            "sensitivity": hits / n_true if n_true else float("nan"),
+            "dice": 2 * hits / (n_found + n_true) if n_found + n_true else float("nan"),
+        })
+    columns = ["map", "detected", "hits", "false_positives", "far_false_positives",
+               "max_distance_mm", "sensitivity", "dice"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+# --------------------------------------------------------------------------------------
+# small helpers
+# --------------------------------------------------------------------------------------
+
+def _esc(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        if not np.isfinite(value):
+            return "n/a" if np.isnan(value) else str(value)
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _table(frame: pd.DataFrame, *, index: bool = False, row_classes: Sequence[str] | None = None,
+           max_rows: int | None = None) -> str:
+    """An escaped HTML table of ``frame`` (numbers right-aligned)."""
+    if index:
+        frame = frame.reset_index()
+    shown = frame if max_rows is None else frame.head(max_rows)
+    head = "".join(f"<th>{_esc(c)}</th>" for c in shown.columns)
+    body = []
+    for i, row in enumerate(shown.itertuples(index=False)):
+        cells = []
+        for value in row:
+            is_num = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+                value, (bool, np.bool_))
+            cells.append(f'<td class="num">{_esc(_fmt(value))}</td>' if is_num
+                         else f"<td>{_esc(_fmt(value))}</td>")
+        cls = f' class="{_esc(row_classes[i])}"' if row_classes is not None and row_classes[i] else ""
+        body.append(f"<tr{cls}>{''.join(cells)}</tr>")
+    more = ""
+    if max_rows is not None and len(frame) > max_rows:
+        more = f'<p class="note">First {max_rows} of {len(frame)} rows; all rows are in the CSV file.</p>'
+    return f'<table class="data"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>{more}'
+
+
+def _figure(uri: str, caption: str, alt: str) -> str:
+    return (f'<figure><img src="{uri}" alt="{_esc(alt)}">'
+            f"<figcaption>{caption}</figcaption></figure>")
+
+
+def _version(package: str) -> str:
+    if package == "glmkit":
+        from glmkit._version import __version__
+        return __version__
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _coords(affine: np.ndarray, ijk) -> tuple[float, float, float]:
+    xyz = affine @ np.r_[np.asarray(ijk, dtype=float), 1.0]
+    return tuple(float(v) for v in xyz[:3])
+
+
+def _mm(xyz) -> str:
+    return "(" + ", ".join(f"{v:.0f}" for v in xyz) + ")"
+
+
+def _n_clusters(mask: np.ndarray) -> int:
+    from scipy import ndimage
+
+    if not mask.any():
+        return 0
+    return int(ndimage.label(mask, ndimage.generate_binary_structure(3, 1))[1])
+
+
+def _cluster_summary(mask: np.ndarray, z: np.ndarray, affine: np.ndarray) -> pd.DataFrame:
+    """Clusters (6-connectivity, as nilearn's tables) of a significance mask with their z peaks."""
+    from scipy import ndimage
+
+    columns = ["cluster", "voxels", "volume_mm3", "peak_z", "peak_x", "peak_y", "peak_z_mm"]
+    if not mask.any():
+        return pd.DataFrame(columns=columns)
+    labels, n = ndimage.label(mask, ndimage.generate_binary_structure(3, 1))
+    voxel_volume = float(abs(np.linalg.det(affine[:3, :3])))
+    rows = []
+    for k in range(1, n + 1):
+        idx = np.argwhere(labels == k)
+        values = z[tuple(idx.T)]
+        peak = idx[int(np.argmax(np.abs(values)))]
+        x, y, zz = _coords(affine, peak)
+        rows.append([0, len(idx), len(idx) * voxel_volume, float(z[tuple(peak)]), x, y, zz])
+    frame = pd.DataFrame(rows, columns=columns).sort_values("voxels", ascending=False,
+                                                              kind="stable")
+    frame["cluster"] = np.arange(1, len(frame) + 1)
+    return frame.rename(columns={"peak_z_mm": "peak_z (mm)", "peak_x": "peak_x (mm)",
+                                 "peak_y": "peak_y (mm)"}).reset_index(drop=True)
+
+
+def _settings_dict(settings) -> dict:
+    if dataclasses.is_dataclass(settings):
+        return {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
+    if isinstance(settings, Mapping):
+        return dict(settings)
+    return dict(vars(settings))
+
+
+def _get(obj, name: str, default=None):
+    return getattr(obj, name, default) if obj is not None else default
+
+
+# --------------------------------------------------------------------------------------
+# what the report needs from an AnalysisResult, gathered once
+# --------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Corrected:
+    """One corrected (thresholded) map of the report."""
+
+    key: str            # "fdr", "bonferroni", or a permutation statistic
+    label: str          # human label
+    error_rate: str     # "FWER" or "FDR"
+    map_name: str       # file in maps/
+    threshold: str      # the threshold in words
+    significant: np.ndarray  # 3-D bool
+
+
+def _check_result(result) -> None:
+    missing = [name for name in ("settings", "dataset", "qc", "design", "contrast", "thresholds",
+                                 "permutation", "clusters", "timings", "maps")
+               if not hasattr(result, name)]
+    if missing:
+        raise ParameterError(
+            f"write_report: result must be a glmkit.pipeline.AnalysisResult; the object given "
+            f"({type(result).__name__}) lacks {', '.join(missing)}. Run "
+            f"glmkit.pipeline.run_analysis(settings) and pass its result.")
+
+
+def _prepare_out_dir(out_dir) -> Path:
+    out = Path(out_dir)
+    try:
+        (out / "maps").mkdir(parents=True, exist_ok=True)
+        probe = out / ".glmkit-write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ReportError(
+            f"write_report: cannot write the report folder {out} ({exc.strerror or exc}); "
+            f"choose a writable out_dir or fix its permissions") from exc
+    return out
+
+
+def _collect_corrected(result, images: Mapping, alpha: float) -> list[_Corrected]:
+    mask = np.asarray(images["mask"].get_fdata()) > 0
+    logp_alpha = -np.log10(alpha)
+    thresholds = result.thresholds or {}
+    items: list[_Corrected] = []
+
+    bonf = thresholds.get("bonferroni")
+    z_bonf = _get(bonf, "threshold")
+    items.append(_Corrected(
+        "bonferroni", "Bonferroni (parametric)", "FWER", "logp_bonferroni",
+        f"-log10 p<sub>Bonf</sub> &ge; {logp_alpha:.2f}"
+        + (f" (z &gt; {z_bonf:.2f})" if z_bonf is not None else ""),
+        mask & (np.asarray(images["logp_bonferroni"].get_fdata()) >= logp_alpha - 1e-12)))
+
+    perm = result.permutation
+    if perm is not None:
+        for stat in perm.statistics:
+            name = STATISTIC_MAPS.get(stat, f"logp_{stat}")
+            if name not in images:
+                raise ReportError(f"write_report: result.maps() has no {name!r} for permutation "
+                                  f"statistic {stat!r}; found {sorted(images)}")
+            try:
+                crit = float(perm.critical_value(stat, alpha=alpha))
+                crit_text = f"; critical {_STATISTIC_UNITS.get(stat, stat)} = {crit:.3g}"
+            except Exception as exc:  # noqa: BLE001 - the threshold text is informative only
+                logger.warning("critical value of %s unavailable: %s", stat, exc)
+                crit_text = ""
+            items.append(_Corrected(
+                stat, _STATISTIC_LABELS.get(stat, f"permutation {stat}"), "FWER", name,
+                f"-log10 p<sub>FWER</sub> &ge; {logp_alpha:.2f}{crit_text}",
+                mask & (np.asarray(images[name].get_fdata()) >= logp_alpha - 1e-12)))
+
+    fdr = thresholds.get("fdr")
+    z_fdr = _get(fdr, "threshold")
+    items.append(_Corrected(
+        "fdr", "Benjamini-Hochberg FDR (parametric)", "FDR", "z_fdr",
+        f"z &gt; {z_fdr:.2f}" if z_fdr is not None and np.isfinite(z_fdr) else "no voxel passes",
+        mask & (np.asarray(images["z_fdr"].get_fdata()) != 0)))
+    return items
+
+
+def _ground_truth(result, reference_img):
+    path = _get(result.dataset, "ground_truth")
+    if not path:
+        return None
+    import nibabel as nib
+
+    truth_img = nib.load(os.fspath(path))
+    if truth_img.shape[:3] != reference_img.shape[:3] or not np.allclose(
+            truth_img.affine, reference_img.affine):
+        from nilearn.image import resample_to_img
+
+        truth_img = resample_to_img(truth_img, reference_img, interpolation="nearest",
+                                    force_resample=True, copy_header=True)
+    return np.asarray(truth_img.get_fdata()).reshape(reference_img.shape[:3]) > 0
+
+
+# --------------------------------------------------------------------------------------
+# sections
+# --------------------------------------------------------------------------------------
+
+def _section(key: str, title: str, body: str) -> str:
+    return f'<section id="{key}"><h2>{_esc(title)}</h2>\n{body}\n</section>'
+
+
+def _describe(item: _Corrected, z: np.ndarray, affine: np.ndarray) -> tuple[int, int, str]:
+    n = int(item.significant.sum())
+    if not n:
+        return 0, 0, ""
+    values = np.where(item.significant, z, 0.0)
+    peak = np.unravel_index(int(np.argmax(np.abs(values))), values.shape)
+    return n, _n_clusters(item.significant), (
+        f"peak z = {values[peak]:.1f} at {_mm(_coords(affine, peak))} mm")
+
+
+def _summary_section(result, items, z, affine, alpha, contrast_name) -> str:
+    ds = result.dataset
+    qc = result.qc
+    kept, excluded = tuple(_get(qc, "kept", ())), tuple(_get(qc, "excluded", ()))
+    n_total = len(kept) + len(excluded)
+    design_cols = list(result.design.matrix.columns)
+    formula = _get(result.design, "formula")
+    perm = result.permutation
+    two_sided = bool(_get(result.settings, "two_sided", False))
+    verb = "are associated with" if two_sided else "show a positive association with"
+    pct = f"{100 * alpha:g}%"
+
+    lines = []
+    headline = None
+    for item in items:
+        n, k, peak = _describe(item, z, affine)
+        if item.key == "fdr":
+            how = f"FDR {pct} (Benjamini-Hochberg; a false discovery rate, not a family-wise error rate)"
+        elif item.key == "bonferroni":
+            how = f"FWER {pct} (Bonferroni, parametric)"
+        else:
+            how = f"FWER {pct} ({item.label.replace('permutation ', '')} permutation, " \
+                  f"{perm.n_perm} permutations)"
+        if n:
+            text = (f"At {how}, {n} voxel{'s' if n != 1 else ''} in {k} cluster{'s' if k != 1 else ''} "
+                    f"{verb} {_esc(contrast_name)}; {peak} mm.").replace(" mm mm", " mm")
+        else:
+            text = f"At {how}, no voxel {verb.replace('are ', 'is ').replace('show ', 'shows ')} " \
+                   f"{_esc(contrast_name)}."
+        if headline is None and item.key != "bonferroni" and item.error_rate == "FWER":
+            headline = text
+        lines.append((item, text))
+    if headline is None:
+        headline = lines[0][1]
+    others = "".join(
+        f'<li class="{"fdr" if it.error_rate == "FDR" else "fwer"}">{t}</li>'
+        for it, t in lines if t != headline)
+    excluded_text = (f"{len(excluded)} excluded by quality control ({', '.join(_esc(s) for s in excluded)})"
+                     if excluded else "none excluded by quality control")
+    body = (
+        f"<p><b>Dataset</b>: {_esc(_get(ds, 'name', '?'))} &mdash; {n_total} subjects, "
+        f"{len(kept)} analysed, {excluded_text}.</p>"
+        f"<p><b>Design</b>: columns {', '.join('<code>' + _esc(c) + '</code>' for c in design_cols)}"
+        + (f" (formula <code>{_esc(formula)}</code>)" if formula else "")
+        + f"; contrast <code>{_esc(contrast_name)}</code>, "
+        f"{'two' if two_sided else 'one'}-sided; smoothing "
+        f"{_fmt(_get(result.settings, 'smoothing_fwhm'))} mm FWHM.</p>"
+        f'<p class="headline">{headline}</p>'
+        f"<ul>{others}</ul>"
+    )
+    if perm is None:
+        body += '<p class="note">No permutation inference was run; only the parametric Bonferroni map controls the FWER.</p>'
+    return _section("summary", "Summary", body)
+
+
+def _how_to_read_section(alpha: float, n_vox: int) -> str:
+    a = f"{alpha:g}"
+    body = f"""
+<ul>
+<li><b>z map</b>: for every voxel, the strength of the tested effect in standard-normal units
+(positive = larger values with higher covariate). It is not corrected for the {n_vox:,}
+voxels tested at once.</li>
+<li><b>Family-wise error rate (FWER)</b>: the chance of <i>any</i> false positive voxel (or cluster)
+in the whole map. Bonferroni, permutation max-T, cluster-size, cluster-mass and TFCE maps all
+control it at {a}, so they can be compared with one another (rows shaded blue).</li>
+<li><b>False discovery rate (FDR)</b>: the expected <i>proportion</i> of false positives among the
+voxels reported. It is a weaker, different guarantee, shown in its own row (shaded orange); an FDR
+map is not "more powerful" than an FWER map, it answers another question.</li>
+<li><b>-log10 p</b>: maps in <code>maps/logp_*.nii.gz</code> hold -log10 of the corrected p value;
+{-np.log10(alpha):.2f} corresponds to p = {a}, 1 to p = 0.1, 2 to p = 0.01. Permutation p values
+cannot go below 1/(number of permutations + 1).</li>
+<li><b>Cluster-level statistics</b> (size, mass) say that a cluster as a whole contains signal,
+not that every voxel in it does; TFCE and max-T make voxel-level statements.</li>
+<li><b>Null distribution</b>: the largest statistic over the brain in each random relabelling;
+its {100 * (1 - alpha):g}th percentile (red line) is the FWER threshold.</li>
+</ul>"""
+    return _section("how-to-read", "How to read this report", body)
+
+
+def _cite(paragraph: str) -> tuple[str, list[str]]:
+    """Replace ``[@key]`` / ``[@a,@b]`` markers with numbers in order of first use."""
+    order: list[str] = []
+
+    def number(match) -> str:
+        keys = [k.strip().lstrip("@") for k in match.group(1).split(",")]
+        for key in keys:
+            if key not in order:
+                order.append(key)
+        return "[" + ", ".join(str(order.index(k) + 1) for k in keys) + "]"
+
+    return re.sub(r"\[(@[^\]]+)\]", number, paragraph), order
+
+
+def _methods_section(result, images, alpha, contrast_name) -> str:
+    s = result.settings
+    kept = tuple(_get(result.qc, "kept", ()))
+    excluded = tuple(_get(result.qc, "excluded", ()))
+    n_vox = int((np.asarray(images["mask"].get_fdata()) > 0).sum())
+    cols = list(result.design.matrix.columns)
+    formula = _get(result.design, "formula")
+    perm = result.permutation
+    two_sided = bool(_get(s, "two_sided", False))
+    v = {p: _version(p) for p in _SOFTWARE}
+    text = [
+        f"Subject-level maps of {len(kept) + len(excluded)} subjects (dataset "
+        f"<i>{_esc(_get(result.dataset, 'name', '?'))}</i>) were checked for missing covariates, "
+        f"non-finite, empty or constant maps, grid mismatches, scale outliers and brain coverage; "
+        f"{len(excluded)} were excluded and {len(kept)} analysed.",
+        f"A mass-univariate general linear model (ordinary least squares) with design columns "
+        f"{', '.join(_esc(c) for c in cols)}"
+        + (f" (formula {_esc(formula)})" if formula else "")
+        + f" was fitted at each of {n_vox:,} in-mask voxels after Gaussian smoothing of "
+        f"{_fmt(_get(s, 'smoothing_fwhm'))} mm FWHM, using glmkit {v['glmkit']}, whose maps "
+        f"equal those of nilearn's SecondLevelModel (nilearn {v['nilearn']}) [@nilearn].",
+        f"The contrast <i>{_esc(contrast_name)}</i> was tested with a {'two' if two_sided else 'one'}"
+        f"-sided t test and converted to z.",
+        f"Parametric inference used the Benjamini-Hochberg false discovery rate at q = {alpha:g} "
+        f"[@bh1995] and Bonferroni family-wise error control at {alpha:g} over {n_vox:,} voxels.",
+    ]
+    if perm is not None:
+        scheme = str(_get(perm, "scheme", None) or _get(s, "scheme", "ter_braak"))
+        if list(cols) == [contrast_name] or contrast_name.lower() == "intercept":
+            scheme_text = "sign-flipping of the data (one-sample test)"
+        elif scheme == "freedman_lane":
+            scheme_text = ("the Freedman-Lane scheme (permuting the residuals of the nuisance "
+                           "model) [@freedman1983]")
+        else:
+            scheme_text = ("permutation of the tested regressor after removal of the nuisance "
+                           "regressors (ter Braak's scheme, as in nilearn) [@terbraak1992]")
+        stats = []
+        for stat in perm.statistics:
+            if stat == "voxel":
+                stats.append("voxel-wise maximum t (max-T)")
+            elif stat in ("cluster_size", "cluster_mass"):
+                stats.append(f"{stat.replace('_', ' ')} with a cluster-forming threshold of "
+                             f"p &lt; {_fmt(_get(s, 'cluster_threshold', None) or 0.001)}")
+            elif stat == "tfce":
+                tfce = _get(s, "tfce") or {}
+                e = tfce.get("E", 0.5) if isinstance(tfce, Mapping) else 0.5
+                h = tfce.get("H", 2.0) if isinstance(tfce, Mapping) else 2.0
+                stats.append(f"threshold-free cluster enhancement (TFCE, E = {e:g}, H = {h:g}) "
+                             f"[@smith2009]")
+            else:
+                stats.append(_esc(stat))
+        text.append(
+            f"Non-parametric inference [@nichols2002,@winkler2014] used {perm.n_perm:,} "
+            f"permutations (random_state = "
+            f"{_esc(_get(perm, 'random_state', None) or _get(s, 'random_state'))}) with "
+            f"{scheme_text}; statistics: {'; '.join(stats)}. Family-wise error corrected p values "
+            f"compare each observed statistic with the distribution of the maximum over the brain "
+            f"across permutations (the observed labelling included) and are reported as -log10 p.")
+    text.append(f"Maps are thresholded at FWER or FDR {alpha:g}; FWER and FDR are different "
+                f"error rates and are reported in separate rows.")
+    paragraph, order = _cite(" ".join(text))
+    software = ", ".join(f"{p} {_esc(v[p])}" for p in _SOFTWARE)
+    body = (f"<p>{paragraph}</p><p class='note'>Software: {software}; Python "
+            f"{_esc(platform.python_version())}.</p><h3>References</h3><ol class='refs'>"
+            + "".join(f"<li>{_esc(_REFERENCES[key])}</li>" for key in order) + "</ol>")
+    return _section("methods", "Methods", body)
+
+
+def _qc_section(result) -> str:
+    qc = result.qc
+    table = _get(qc, "table")
+    excluded = list(_get(qc, "excluded", ()))
+    if table is None or len(table) == 0:
+        return _section("qc", "Quality control", "<p>No quality-control table was recorded.</p>")
+    table = table.copy()
+    table["subject"] = table["subject"].astype(str)
+    problems = table[table["verdict"].astype(str) != "pass"]
+    order = {"exclude": 0, "flag": 1}
+    rows = []
+    for subject in dict.fromkeys(table["subject"]):
+        sub = problems[problems["subject"] == subject]
+        if subject in excluded or (sub["verdict"] == "exclude").any():
+            status = "excluded"
+        elif len(sub):
+            status = "flagged"
+        else:
+            status = "kept"
+        reasons = "; ".join(f"{c}: {r}" for c, r in zip(sub["check"], sub["reason"].astype(str)))
+        rows.append({"subject": subject, "status": status,
+                     "reasons": reasons or "all checks passed"})
+    per_subject = pd.DataFrame(rows)
+    rank = per_subject["status"].map({"excluded": 0, "flagged": 1, "kept": 2})
+    per_subject = per_subject.assign(_rank=rank).sort_values(
+        ["_rank"], kind="stable").drop(columns="_rank").reset_index(drop=True)
+    counts = per_subject["status"].value_counts()
+    classes = [{"excluded": "excluded", "flagged": "flagged"}.get(s, "") for s in per_subject["status"]]
+    checks = (table.assign(verdict=table["verdict"].astype(str))
+              .groupby(["check", "verdict"]).size().unstack(fill_value=0).reset_index())
+    del order
+    body = (
+        f"<p>{counts.get('excluded', 0)} excluded, {counts.get('flagged', 0)} flagged but kept, "
+        f"{counts.get('kept', 0)} passed every check. Excluded subjects come first; every check "
+        f"of every subject is in <code>qc.csv</code>.</p>"
+        + _table(per_subject, row_classes=classes)
+        + "<h3>Checks</h3>" + _table(checks)
+    )
+    return _section("qc", "Quality control", body)
+
+
+def _design_section(result) -> str:
+    from glmkit import _figures
+
+    design = result.design
+    matrix = design.matrix
+    try:
+        corr = design.correlation()
+    except Exception:  # noqa: BLE001 - fall back to the plain correlation of the columns
+        corr = matrix.corr()
+    vif = _get(design, "vif")
+    fig = _figures.design_figure(matrix, corr)
+    body = (
+        _figure(fig, "Design matrix (one row per analysed subject, columns rescaled for display) "
+                     "and correlations between columns.", "design matrix")
+        + f"<p>{len(matrix)} subjects &times; {matrix.shape[1]} columns; the full matrix, indexed "
+          f"by subject id, is in <code>design.csv</code>.</p>"
+        + "<h3>Column summary</h3>"
+        + _table(pd.DataFrame({
+            "column": [str(c) for c in matrix.columns],
+            "mean": matrix.mean().to_numpy(float), "sd": matrix.std().to_numpy(float),
+            "min": matrix.min().to_numpy(float), "max": matrix.max().to_numpy(float),
+            "VIF": [float(vif[c]) if vif is not None and c in vif.index else float("nan")
+                    for c in matrix.columns]}))
+        + '<p class="note">VIF (variance inflation factor) above ~10 means a column is largely '
+          "explained by the others; its effect is then estimated imprecisely. n/a: intercept.</p>"
+        + ("<h3>Correlations</h3>" + _table(corr.astype(float).rename_axis("column"), index=True)
+           if len(corr) > 1 else
+           "<p class='note'>One covariate besides the intercept: no correlation to show.</p>")
+    )
+    return _section("design", "Design", body)
+
+
+def _results_section(result, images, items, z, affine, alpha, cut_coords) -> str:
+    from glmkit import _figures
+
+    rows = []
+    classes = []
+    fwer = [it for it in items if it.error_rate == "FWER"]
+    fdr = [it for it in items if it.error_rate == "FDR"]
+    for group, members in ((f"Family-wise error rate (FWER) {alpha:g}: compare these rows with "
+                            "each other", fwer),
+                           (f"False discovery rate (FDR) {alpha:g}: a different error rate, "
+                            "not comparable with the FWER rows", fdr)):
+        rows.append(f'<tr class="group"><th colspan="7">{_esc(group)}</th></tr>')
+        for it in members:
+            n, k, _ = _describe(it, z, affine)
+            if n:
+                values = np.where(it.significant, z, 0.0)
+                peak = np.unravel_index(int(np.argmax(np.abs(values))), values.shape)
+                peak_z, peak_mm = f"{values[peak]:.2f}", _mm(_coords(affine, peak))
+            else:
+                peak_z = peak_mm = "&ndash;"
+            cls = "fdr" if it.error_rate == "FDR" else "fwer"
+            kind = "parametric" if it.key in ("fdr", "bonferroni") else "permutation"
+            rows.append(
+                f'<tr class="{cls}"><td>{it.error_rate}</td><td>{_esc(it.label)}</td>'
+                f"<td>{kind}</td><td>{it.threshold}</td><td class='num'>{n}</td>"
+                f"<td class='num'>{k}</td><td class='num'>{peak_z} {peak_mm}</td></tr>")
+    comparison = (
+        '<table class="data" id="comparison"><thead><tr><th>error rate</th><th>method</th>'
+        "<th>kind</th><th>threshold</th><th>voxels</th><th>clusters</th>"
+        "<th>peak z (x, y, z mm)</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+
+    logp_alpha = -np.log10(alpha)
+    z_img = images["z"]
+    two_sided = bool(_get(result.settings, "two_sided", False))
+    z_abs = float(np.nanmax(np.abs(z))) if z.size else 1.0
+    cut = ", ".join(f"{c:g}" for c in cut_coords)
+
+    def card(it: _Corrected) -> str:
+        img = images[it.map_name]
+        if it.key == "fdr":
+            thr = float(_get(result.thresholds.get("fdr"), "threshold", 0.0) or 0.0)
+            if not np.isfinite(thr):
+                thr = z_abs + 1
+            title, unit = f"FDR {alpha:g}: z", "z"
+            kwargs = dict(threshold=thr, vmax=z_abs)
+            cmap, symmetric = "RdBu_r", True
+        else:
+            title, unit = f"FWER {alpha:g}: {it.label}", "-log10 p"
+            data = np.asarray(img.get_fdata())
+            kwargs = dict(threshold=logp_alpha, vmax=max(float(np.nanmax(data)), logp_alpha + 0.1))
+            cmap, symmetric = "autumn_r", False
+        n = int(it.significant.sum())
+        slices = _figures.stat_map_figure(img, cut_coords=cut_coords, title=title, cmap=cmap,
+                                          symmetric=symmetric, **kwargs)
+        glass = _figures.glass_brain_figure(img, title=title, two_sided=two_sided and it.key == "fdr",
+                                            cmap=None if it.key == "fdr" else "autumn_r", **kwargs)
+        caption = (f"<b>{it.error_rate} &ndash; {_esc(it.label)}</b>: {n} voxels pass "
+                   f"({it.threshold}). Slices at ({cut}) mm and glass brain; colour = {unit}. "
+                   f"File: <code>maps/{_esc(it.map_name)}.nii.gz</code>.")
+        return (f'<figure class="{it.error_rate.lower()}"><img src="{slices}" alt="{_esc(title)} slices">'
+                f'<img src="{glass}" alt="{_esc(title)} glass brain"><figcaption>{caption}'
+                f"</figcaption></figure>")
+
+    uncorrected = _figures.stat_map_figure(
+        z_img, cut_coords=cut_coords, threshold=3.09, vmax=z_abs,
+        title="z (uncorrected, |z| > 3.09)")
+    body = (
+        "<p>Parametric (Bonferroni) and permutation maps control the same error rate (FWER) and "
+        "are compared in the blue rows; the FDR map is a different error rate and has its own "
+        "row.</p>" + comparison
+        + "<h3>Family-wise error rate maps</h3><div class='grid'>"
+        + "".join(card(it) for it in fwer) + "</div>"
+        + "<h3>False discovery rate map</h3><div class='grid'>"
+        + "".join(card(it) for it in fdr)
+        + _figure(uncorrected, f"For orientation only: z map at |z| &gt; 3.09 (p &lt; 0.001 "
+                               f"uncorrected), slices at ({cut}) mm; not an inference.",
+                  "uncorrected z map")
+        + "</div>"
+    )
+    return _section("results", "Results: parametric and permutation side by side", body)
+
+
+def _clusters_section(result, items, z, affine) -> str:
+    parts = []
+    clusters = result.clusters
+    if clusters is not None and len(clusters):
+        parts.append("<h3>Cluster table of the run</h3><p class='note'>As written to "
+                     "<code>clusters.csv</code>.</p>" + _table(clusters, max_rows=60))
+    else:
+        parts.append("<p>The run's cluster table (<code>clusters.csv</code>) is empty.</p>")
+    for it in items:
+        summary = _cluster_summary(it.significant, z, affine)
+        head = f"<h3>{it.error_rate} &ndash; {_esc(it.label)}</h3>"
+        parts.append(head + (_table(summary, max_rows=30) if len(summary)
+                             else "<p>No significant voxel.</p>"))
+    return _section("clusters", "Clusters", "".join(parts))
+
+
+def _null_section(result, alpha: float) -> str:
+    from glmkit import _figures
+
+    perm = result.permutation
+    if perm is None:
+        return _section("null", "Null distributions",
+                        "<p>No permutation inference was run for this analysis.</p>")
+    figures = []
+    rows = []
+    for stat in perm.statistics:
+        null = np.asarray(perm.null_max[stat], dtype=float)
+        crit = float(perm.critical_value(stat, alpha=alpha))
+        observed = _observed_max(perm, stat, null)
+        label = _STATISTIC_LABELS.get(stat, stat)
+        uri = _figures.null_distribution_figure(
+            null, critical_value=crit, observed=observed, alpha=alpha,
+            title=label, xlabel=_STATISTIC_UNITS.get(stat, stat))
+        figures.append(_figure(uri, f"{_esc(label)}: {null.size} maxima (observed labelling "
+                                    f"included); red = critical value at FWER {alpha:g}.",
+                               f"null distribution of {label}"))
+        rows.append({"statistic": label, "permutations": int(perm.n_perm),
+                     "critical value": crit, "observed maximum": observed,
+                     "FWER p of observed maximum": _p_of(observed, null)})
+    body = (_table(pd.DataFrame(rows)) + "<div class='grid'>" + "".join(figures) + "</div>")
+    return _section("null", "Null distributions", body)
+
+
+def _observed_max(perm, stat: str, null: np.ndarray) -> float:
+    if stat == "voxel":
+        t = np.asarray(_get(perm, "t", np.array([])), dtype=float)
+        if t.size:
+            return float(np.nanmax(np.abs(t)) if _get(perm, "two_sided", False) else np.nanmax(t))
+    return float(null[0]) if null.size else float("nan")
+
+
+def _p_of(observed: float, null: np.ndarray) -> float:
+    if not null.size or not np.isfinite(observed):
+        return float("nan")
+    return float(np.mean(null >= observed - 1e-12 * max(1.0, abs(observed))))
+
+
+def _recovery_section(result, items, images, far_mm: float) -> tuple[str, pd.DataFrame | None]:
+    truth = _ground_truth(result, images["mask"])
+    if truth is None:
+        return _section("recovery", "Recovery of the planted effect",
+                        "<p>This dataset has no ground truth (only the simulated demo does).</p>"), None
+    mask = np.asarray(images["mask"].get_fdata()) > 0
+    truth_in = truth & mask
+    table = recovery({f"{it.error_rate}: {it.label}": it.significant for it in items},
+                     truth_in, images["mask"].affine, far_mm=far_mm)
+    prov = _get(result.dataset, "provenance", {}) or {}
+    planted = {k: v for k, v in prov.items() if "plant" in str(k).lower()}
+    detail = ("; ".join(f"{_esc(k)} = {_esc(v)}" for k, v in planted.items())
+              if planted else "see the dataset description")
+    body = (
+        f"<p>The demo cohort is simulated with a known planted association ({detail}). "
+        f"{int(truth_in.sum())} planted voxels lie inside the analysis mask. For each corrected "
+        f"map: voxels detected, hits (true positives), false positives, false positives farther "
+        f"than {far_mm:g} mm from the planted region, the largest distance of a detected voxel "
+        f"from it, sensitivity and Dice overlap. Smoothing spreads the effect beyond its border, "
+        f"so near false positives are expected; far ones are not.</p>" + _table(table))
+    return _section("recovery", "Recovery of the planted effect", body), table
+
+
+def _explore_section(images, result, items, alpha) -> str:
+    """Hook for the kernel-free viewer of :mod:`glmkit.viewer` (wired in when it lands)."""
+    body = ("<p><!-- VIEWER-HOOK: glmkit.viewer.viewer_html not integrated yet -->"
+            "The interactive viewer is not included in this version of the report; the maps are "
+            "in <code>maps/</code>.</p>")
+    return _section("explore", "Explore", body)
+
+
+def _provenance_section(result, notebook_path, page_note: str) -> str:
+    s = result.settings
+    ds = result.dataset
+    prov = _get(ds, "provenance", {}) or {}
+    hashes = {}
+    for key, value in prov.items():
+        if isinstance(value, Mapping) and value and all(
+                isinstance(h, str) and len(h) == 64 for h in value.values()):
+            hashes.update({str(k): str(h) for k, h in value.items()})
+    combined = hashlib.sha256("\n".join(f"{k} {hashes[k]}" for k in sorted(hashes)).encode()
+                              ).hexdigest() if hashes else None
+    versions = pd.DataFrame({"package": [*_SOFTWARE, "python"],
+                             "version": [_version(p) for p in _SOFTWARE] + [platform.python_version()]})
+    timings = pd.DataFrame({"stage": list(result.timings),
+                            "seconds": [float(t) for t in result.timings.values()]})
+    settings = pd.DataFrame({"parameter": list(_settings_dict(s)),
+                             "value": [repr(v) for v in _settings_dict(s).values()]})
+    other = {k: v for k, v in prov.items() if not isinstance(v, Mapping)}
+    parts = [
+        f"<p>random_state = <b>{_esc(_get(s, 'random_state'))}</b>; "
+        + (f"{len(hashes)} input files hashed (SHA-256); digest of all hashes "
+           f"<code>{combined[:16]}&hellip;</code> (sha256 of the sorted 'file hash' lines)."
+           if hashes else "no input hashes recorded.")
+        + "</p>",
+        "<h3>Software</h3>" + _table(versions),
+        "<h3>Timings</h3>" + _table(timings),
+        "<h3>Parameters</h3>" + _table(settings),
+    ]
+    if other:
+        parts.append("<h3>Dataset</h3>" + _table(pd.DataFrame(
+            {"field": list(other), "value": [str(v) for v in other.values()]})))
+    if hashes:
+        frame = pd.DataFrame({"file": [Path(k).name for k in sorted(hashes)],
+                              "sha256": [hashes[k] for k in sorted(hashes)]})
+        parts.append(f"<details><summary>All {len(hashes)} input hashes</summary>"
+                     + _table(frame) + "</details>")
+    if notebook_path is not None:
+        nb = Path(notebook_path)
+        digest = sha256_or_none(nb)
+        parts.append(f"<p>Notebook: <code>{_esc(nb.name)}</code>"
+                     + (f" (sha256 <code>{digest[:16]}&hellip;</code>)" if digest else "") + "</p>")
+    parts.append(f"<p class='note'>{page_note}</p>")
+    return _section("provenance", "Provenance", "".join(parts))
+
+
+def sha256_or_none(path: Path) -> str | None:
+    from glmkit._util import sha256_file
+
+    try:
+        return sha256_file(path)
+    except OSError:
+        return None
+
+
+# --------------------------------------------------------------------------------------
+# the public entry point
+# --------------------------------------------------------------------------------------
+
+def _render_page(result, images, *, notebook_path=None, far_mm: float = 10.0) -> str:
+    settings = result.settings
+    alpha = float(_get(settings, "alpha", 0.05))
+    cut_coords = tuple(_get(settings, "cut_coords", None) or (38, -17, -3))
+    contrast_name = str(_get(result.contrast, "name", _get(settings, "contrast", "contrast")))
+    z = np.asarray(images["z"].get_fdata())
+    affine = images["z"].affine
+    items = _collect_corrected(result, images, alpha)
+    recovery_html, _ = _recovery_section(result, items, images, far_mm)
+    sections = [
+        _summary_section(result, items, z, affine, alpha, contrast_name),
+        _how_to_read_section(alpha, int((np.asarray(images["mask"].get_fdata()) > 0).sum())),
+        _methods_section(result, images, alpha, contrast_name),
+        _qc_section(result),
+        _design_section(result),
+        _results_section(result, images, items, z, affine, alpha, cut_coords),
+        _clusters_section(result, items, z, affine),
+        _null_section(result, alpha),
+        recovery_html,
+        _explore_section(images, result, items, alpha),
+    ]
+    nav = "".join(f'<a href="#{key}">{_esc(title)}</a>' for key, title in _SECTIONS)
+    template = string.Template(
+        resources.files("glmkit").joinpath("templates/report.html").read_text("utf-8"))
+    css = resources.files("glmkit").joinpath("templates/report.css").read_text("utf-8")
+    run_name = _get(settings, "run_name", "")
+    title = f"glmkit report: {contrast_name}" + (f" ({run_name})" if run_name else "")
+    dataset_name = _get(result.dataset, "name", "")
+
+    def page(provenance_note: str) -> str:
+        return template.substitute(
+            title=_esc(title), css=css, nav=nav,
+            subtitle=_esc(f"dataset {dataset_name} · contrast {contrast_name} · "
+                          f"{len(tuple(_get(result.qc, 'kept', ())))} subjects"),
+            body="\n".join(sections + [_provenance_section(result, notebook_path,
+                                                           provenance_note)]),
+            glmkit_version=_esc(_version("glmkit")),
+            generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+
+    draft = page("")
+    size_mb = len(draft.encode("utf-8")) / 1e6
+    return page(f"This page weighs about {size_mb:.1f} MB (figures and viewer data included).")
+
+
+def write_report(result, out_dir, *, notebook_path=None) -> Path:
+    """Write the report folder of an analysis and return the path of ``report.html``.
+
+    Parameters
+    ----------
+    result : glmkit.pipeline.AnalysisResult
+        The finished analysis (from :func:`glmkit.pipeline.run_analysis`).
+    out_dir : str or path-like
+        Folder to write into (created if needed). Writes ``report.html``, ``maps/*.nii.gz``
+        (``mask``, ``z``, ``p``, ``effect``, ``z_fdr``, ``logp_bonferroni`` and one
+        ``logp_<statistic>`` per permutation statistic: ``logp_maxt``, ``logp_cluster_size``,
+        ``logp_cluster_mass``, ``logp_tfce``), ``design.csv`` (indexed by subject id),
+        ``qc.csv`` and ``clusters.csv``.
+    notebook_path : str or path-like, optional
+        The executed notebook of the run; its name and hash are recorded in the provenance.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out_dir / "report.html"``.
+
+    Raises
+    ------
+    ParameterError
+        ``result`` is not an analysis result.
+    ReportError
+        ``out_dir`` cannot be written, or a permutation statistic's map is missing.
+
+    Notes
+    -----
+    The page is self-contained: figures are PNG ``data:`` URIs, CSS and JavaScript are inline,
+    and it requests nothing from the network. FWER maps (Bonferroni, permutation max-T, cluster,
+    TFCE) are compared with each other; the FDR map is reported on its own row.
+    """
+    import nibabel as nib
+
+    _check_result(result)
+    out = _prepare_out_dir(out_dir)
+    images = dict(result.maps())
+    missing = [k for k in _REQUIRED_MAPS if k not in images]
+    if missing:
+        raise ReportError(f"write_report: result.maps() lacks {missing}; found {sorted(images)}")
+
+    html_text = _render_page(result, images, notebook_path=notebook_path)
+
+    for key, img in images.items():
+        nib.save(img, out / "maps" / f"{key}.nii.gz")
+    design = result.design.matrix.copy()
+    design.index = design.index.astype(str)
+    design.index.name = "subject"
+    design.to_csv(out / "design.csv")
+    qc_table = _get(result.qc, "table")
+    (qc_table if qc_table is not None else pd.DataFrame()).to_csv(out / "qc.csv", index=False)
+    clusters = result.clusters if result.clusters is not None else pd.DataFrame()
+    clusters.to_csv(out / "clusters.csv", index=False)
+
+    target = out / "report.html"
+    tmp = out / ".report.html.tmp"
+    tmp.write_text(html_text, encoding="utf-8")
+    tmp.replace(target)
+    logger.info("report written to %s (%.1f MB)", target, target.stat().st_size / 1e6)
+    return target

@@ -1,0 +1,366 @@
+"""Tests of glmkit.report: the self-contained HTML report of a run.
+
+The report is built once per module from the real pipeline on the demo cohort (a few hundred
+permutations of glmkit's engine), then inspected: files, sections, FWER-vs-FWER labelling,
+self-containment (parsed, and loaded in headless Chromium with the network blocked), page
+size, and recovery of the demo's planted region.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from glmkit.errors import ParameterError, ReportError
+from glmkit.report import STATISTIC_MAPS, recovery, write_report
+
+N_PERM = 300
+STATISTICS = ("voxel", "cluster_size", "cluster_mass", "tfce")
+MAX_PAGE_MB = 10.0
+FAR_MM = 10.0
+
+
+# --------------------------------------------------------------------------------------
+# recovery: closed cases
+# --------------------------------------------------------------------------------------
+
+def _box(shape=(12, 12, 12)):
+    return np.zeros(shape, dtype=bool)
+
+
+def test_recovery_perfect_and_disjoint():
+    truth = _box()
+    truth[4:6, 4:6, 4:6] = True  # 8 voxels
+    far = _box()
+    far[10, 10, 10] = True
+    near = _box()
+    near[6, 4, 4] = True  # one voxel beside the region
+    table = recovery({"same": truth, "far": far, "near": near, "none": _box()}, truth,
+                     np.diag([3.0, 3.0, 3.0, 1.0]), far_mm=FAR_MM).set_index("map")
+    assert table.loc["same", ["detected", "hits", "false_positives", "far_false_positives"]
+                     ].tolist() == [8, 8, 0, 0]
+    assert table.loc["same", "dice"] == 1.0 and table.loc["same", "sensitivity"] == 1.0
+    assert table.loc["same", "max_distance_mm"] == 0.0
+    # (10,10,10) is 5 voxels from (5,5,5) along each axis: sqrt(3) * 5 * 3 mm
+    assert table.loc["far", "max_distance_mm"] == pytest.approx(np.sqrt(3) * 15)
+    assert table.loc["far", ["hits", "false_positives", "far_false_positives"]].tolist() == [0, 1, 1]
+    assert table.loc["far", "dice"] == 0.0
+    assert table.loc["near", "max_distance_mm"] == pytest.approx(3.0)
+    assert table.loc["near", ["false_positives", "far_false_positives"]].tolist() == [1, 0]
+    assert table.loc["none", "detected"] == 0 and np.isnan(table.loc["none", "max_distance_mm"])
+    assert table.loc["none", "dice"] == 0.0
+
+
+def test_recovery_dice_and_anisotropic_distance():
+    truth = _box((20, 1, 1))
+    truth[0:4] = True
+    found = _box((20, 1, 1))
+    found[2:8] = True  # 2 hits, 4 false positives at 1..4 voxels from the region
+    affine = np.diag([2.5, 1.0, 1.0, 1.0])
+    row = recovery({"m": found}, truth, affine, far_mm=5.0).iloc[0]
+    assert row["dice"] == pytest.approx(2 * 2 / (6 + 4))
+    assert row["sensitivity"] == pytest.approx(0.5)
+    assert row["max_distance_mm"] == pytest.approx(4 * 2.5)
+    assert row["far_false_positives"] == 2  # 7.5 mm and 10 mm are farther than 5 mm
+
+
+def test_recovery_empty_truth_and_bad_inputs():
+    row = recovery({"m": _box()}, _box(), np.eye(4)).iloc[0]
+    assert np.isnan(row["dice"]) and np.isnan(row["sensitivity"])
+    with pytest.raises(ParameterError, match="shape"):
+        recovery({"m": _box((3, 3, 3))}, _box(), np.eye(4))
+    with pytest.raises(ParameterError, match="3-D"):
+        recovery({}, np.zeros((3, 3)), np.eye(4))
+    with pytest.raises(ParameterError, match="far_mm"):
+        recovery({}, _box(), np.eye(4), far_mm=-1)
+
+
+# --------------------------------------------------------------------------------------
+# the real pipeline on the demo, once per module
+# --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def analysis(demo):
+    pytest.importorskip("glmkit.pipeline")  # TEMPORARY until glmkit.pipeline lands
+    from glmkit.pipeline import run_analysis
+    from glmkit.settings import RunSettings
+
+    settings = RunSettings(dataset="demo", n_perm=N_PERM, statistics=STATISTICS,
+                           random_state=2026, n_jobs=1)
+    return run_analysis(settings)
+
+
+@pytest.fixture(scope="module")
+def report(analysis, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "demo"
+    notebook = out.parent / "notebook.ipynb"
+    notebook.write_text("{}")
+    return write_report(analysis, out, notebook_path=notebook)
+
+
+@pytest.fixture(scope="module")
+def page(report) -> str:
+    return report.read_text(encoding="utf-8")
+
+
+class _Refs(HTMLParser):
+    """Collect every URL-bearing attribute, tags and ids of a page."""
+
+    URL_ATTRS = {"src", "href", "srcset", "poster", "data", "action", "formaction",
+                 "background", "xlink:href", "manifest", "codebase", "cite", "ping"}
+
+    def __init__(self):
+        super().__init__()
+        self.urls: list[tuple[str, str, str]] = []
+        self.tags: list[tuple[str, dict]] = []
+        self.ids: set[str] = set()
+        self.styles: list[str] = []
+        self._in_style = False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tags.append((tag, attrs))
+        if "id" in attrs:
+            self.ids.add(attrs["id"])
+        for name, value in attrs.items():
+            if name in self.URL_ATTRS and value is not None:
+                self.urls.append((tag, name, value))
+            if name == "style" and value:
+                self.styles.append(value)
+        self._in_style = tag == "style"
+
+    def handle_endtag(self, tag):
+        self._in_style = False
+
+    def handle_data(self, data):
+        if self._in_style:
+            self.styles.append(data)
+
+
+def _parse(page: str) -> _Refs:
+    parser = _Refs()
+    parser.feed(page)
+    return parser
+
+
+def test_report_files(analysis, report):
+    out = report.parent
+    expected = {"mask", "z", "p", "effect", "z_fdr", "logp_bonferroni",
+                *(STATISTIC_MAPS[s] for s in STATISTICS)}
+    assert {p.name.removesuffix(".nii.gz") for p in (out / "maps").glob("*.nii.gz")} >= expected
+    for name in expected:
+        data = nib.load(out / "maps" / f"{name}.nii.gz").get_fdata()
+        assert data.ndim == 3 and np.isfinite(data).all(), name
+    design = pd.read_csv(out / "design.csv", index_col=0)
+    assert design.index.name == "subject"
+    assert list(design.index.astype(str)) == list(analysis.qc.kept)
+    assert list(design.columns) == list(analysis.design.matrix.columns)
+    qc = pd.read_csv(out / "qc.csv")
+    assert {"subject", "check", "verdict", "reason"} <= set(qc.columns)
+    pd.read_csv(out / "clusters.csv")
+    assert not list(out.glob(".*tmp*"))
+
+
+SECTIONS = ("summary", "how-to-read", "methods", "qc", "design", "results", "clusters", "null",
+            "recovery", "explore", "provenance")
+
+
+def test_sections_and_headline(analysis, page):
+    refs = _parse(page)
+    assert set(SECTIONS) <= refs.ids
+    # every in-page link points at an existing anchor
+    for tag, name, value in refs.urls:
+        if value.startswith("#"):
+            assert value[1:] in refs.ids, value
+    headline = re.search(r'<p class="headline">(.*?)</p>', page, re.S).group(1)
+    assert re.search(rf"At FWER 5% \(max-T \(voxel level\) permutation, {N_PERM} permutations\), "
+                     r"\d+ voxels in \d+ clusters? show a positive association with fluency; "
+                     r"peak z = \d+\.\d at \(-?\d+, -?\d+, -?\d+\) mm", headline), headline
+    # methods: parameters, versions and citations
+    methods = page[page.index('id="methods"'):page.index('id="qc"')]
+    for needle in (f"{N_PERM:,} permutations", "random_state = 2026", "5 mm FWHM",
+                   "Nichols TE, Holmes AP (2002)", "Winkler AM", "Smith SM, Nichols TE (2009)",
+                   "Benjamini Y, Hochberg Y (1995)", "ter Braak", "nilearn 0.", "numpy "):
+        assert needle in methods, needle
+    # QC: excluded subjects listed first, with their reasons
+    excluded = analysis.qc.excluded
+    assert excluded, "the demo has defects QC must exclude"
+    qc_section = page[page.index('id="qc"'):page.index('id="design"')]
+    rows = re.findall(r'<tr( class="(\w+)")?><td>(S\d+)</td><td>(\w+)</td><td>(.*?)</td>', qc_section)
+    statuses = [r[3] for r in rows]
+    assert statuses[:len(excluded)] == ["excluded"] * len(excluded)
+    assert {r[2] for r in rows[:len(excluded)]} == set(excluded)
+    assert all(r[4] and r[4] != "all checks passed" for r in rows[:len(excluded)])
+    # null distributions with critical values, one per statistic
+    null = page[page.index('id="null"'):page.index('id="recovery"')]
+    assert null.count("<img") == len(STATISTICS)
+    for stat in STATISTICS:
+        crit = analysis.permutation.critical_value(stat, alpha=0.05)
+        assert f"{crit:.4g}" in null, (stat, crit)
+    # provenance: seed, versions, timings, hashes
+    prov = page[page.index('id="provenance"'):]
+    assert "random_state = <b>2026</b>" in prov and "input files hashed" in prov
+    assert "notebook.ipynb" in prov
+
+
+def test_fwer_compared_with_fwer_only(analysis, page):
+    table = page[page.index('id="comparison"'):]
+    table = table[:table.index("</table>")]
+    groups = re.split(r'<tr class="group">', table)[1:]
+    assert len(groups) == 2
+    fwer_group, fdr_group = groups
+    assert "Family-wise error rate (FWER)" in fwer_group
+    assert "False discovery rate (FDR)" in fdr_group and "not comparable" in fdr_group
+    fwer_rows = re.findall(r'<tr class="(\w+)"><td>(\w+)</td><td>(.*?)</td>', fwer_group)
+    fdr_rows = re.findall(r'<tr class="(\w+)"><td>(\w+)</td><td>(.*?)</td>', fdr_group)
+    assert {(c, e) for c, e, _ in fwer_rows} == {("fwer", "FWER")}
+    assert [(c, e) for c, e, _ in fdr_rows] == [("fdr", "FDR")]
+    methods = [m for _, _, m in fwer_rows]
+    assert methods[0].startswith("Bonferroni")
+    assert len(methods) == 1 + len(STATISTICS)
+    assert not any("FDR" in m or "Benjamini" in m for m in methods)
+    # no sentence of the page calls FDR more powerful than an FWER method
+    assert not re.search(r"FDR[^.]*more powerful", page)
+    summary = page[page.index('id="summary"'):page.index('id="how-to-read"')]
+    fdr_line = re.search(r"<li class=\"fdr\">(.*?)</li>", summary).group(1)
+    assert "not a family-wise error rate" in fdr_line
+
+
+def test_self_contained(page):
+    refs = _parse(page)
+    assert refs.urls, "the parser found no URL at all: the test would be vacuous"
+    for tag, name, value in refs.urls:
+        assert value.startswith(("data:", "#")), (tag, name, value[:80])
+    assert not [t for t, a in refs.tags if t == "link"]
+    assert not [a for t, a in refs.tags if t == "script" and "src" in a]
+    assert not [t for t, a in refs.tags if t in ("iframe", "object", "embed", "base")]
+    css = "\n".join(refs.styles)
+    assert "@import" not in css
+    for url in re.findall(r"url\(\s*['\"]?([^'\")]+)", css):
+        assert url.startswith(("data:", "#")), url
+    # nothing that a script could fetch either
+    assert not re.search(r"""https?://[^\s"'<>]*\.(js|css|png|jpg|svg|woff2?)""", page)
+    assert not re.search(r"\bfetch\(|XMLHttpRequest|new WebSocket|importScripts", page)
+    # figures are embedded PNGs; static figures do not need JavaScript
+    images = [a.get("src", "") for t, a in refs.tags if t == "img"]
+    assert len(images) >= 2 * (2 + len(STATISTICS)) + len(STATISTICS)
+    assert all(src.startswith("data:image/png;base64,") for src in images)
+
+
+def test_page_size(report, record_property):
+    size_mb = report.stat().st_size / 1e6
+    record_property("report_size_mb", round(size_mb, 3))
+    assert size_mb < MAX_PAGE_MB, f"report.html is {size_mb:.1f} MB; keep it under {MAX_PAGE_MB} MB"
+
+
+def _detections(analysis, report) -> dict[str, np.ndarray]:
+    """Significance masks read back from the written maps (independent of the report's code)."""
+    maps = report.parent / "maps"
+    mask = nib.load(maps / "mask.nii.gz").get_fdata() > 0
+    logp_alpha = -np.log10(0.05)
+    out = {"FDR": mask & (nib.load(maps / "z_fdr.nii.gz").get_fdata() != 0),
+           "Bonferroni": mask & (nib.load(maps / "logp_bonferroni.nii.gz").get_fdata()
+                                 >= logp_alpha)}
+    for stat in STATISTICS:
+        data = nib.load(maps / f"{STATISTIC_MAPS[stat]}.nii.gz").get_fdata()
+        out[stat] = mask & (data >= logp_alpha)
+    return out
+
+
+def test_recovers_planted_region(analysis, report, page):
+    """FWER maps must find the planted region and nothing far from it (demo ground truth)."""
+    ref = nib.load(report.parent / "maps" / "mask.nii.gz")
+    truth_img = nib.load(analysis.dataset.ground_truth)
+    assert truth_img.shape[:3] == ref.shape[:3] and np.allclose(truth_img.affine, ref.affine)
+    truth = (truth_img.get_fdata() > 0) & (ref.get_fdata() > 0)
+    assert truth.sum() > 10
+    table = recovery(_detections(analysis, report), truth, ref.affine, far_mm=FAR_MM)
+    table = table.set_index("map")
+    print("\n" + table.to_string())
+    for name in ("Bonferroni", *STATISTICS):
+        row = table.loc[name]
+        assert row["hits"] > 0, f"{name} found nothing in the planted region"
+        assert row["far_false_positives"] == 0, (name, row.to_dict())
+        assert row["max_distance_mm"] <= 15.0, (name, row.to_dict())
+        assert row["hits"] / row["detected"] >= 0.5, (name, row.to_dict())
+    assert table.loc["voxel", "dice"] > 0.2
+    # the report shows the same numbers
+    section = page[page.index('id="recovery"'):page.index('id="explore"')]
+    assert "far" in section
+    hits = int(table.loc["voxel", "hits"])
+    assert re.search(rf"max-T \(voxel level\)</td><td class=\"num\">\d+</td>"
+                     rf"<td class=\"num\">{hits}</td>", section)
+
+
+def test_bad_inputs(tmp_path, analysis):
+    with pytest.raises(ParameterError, match="AnalysisResult"):
+        write_report(object(), tmp_path / "x")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ReportError, match="cannot write the report folder"):
+        write_report(analysis, blocker / "sub")
+
+
+# --------------------------------------------------------------------------------------
+# headless browser: zero network requests, no console error, readable without JavaScript
+# --------------------------------------------------------------------------------------
+
+_CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.mark.browser
+def test_browser_offline(report, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.skip("chromium is not on PATH (`make test` installs it)")
+    requests: list[str] = []
+    errors: list[str] = []
+
+    def route(r):
+        url = r.request.url
+        if url.startswith(("data:", "file:")):
+            r.continue_()
+        else:
+            requests.append(url)
+            r.abort()
+
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=_CHROMIUM_ARGS)
+        try:
+            for javascript in (True, False):
+                context = browser.new_context(java_script_enabled=javascript,
+                                              viewport={"width": 1280, "height": 900})
+                page = context.new_page()
+                page.route("**/*", route)
+                page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                page.goto(report.as_uri(), wait_until="load")
+                # every static figure decoded (they are <img>, not drawn by JavaScript)
+                n_broken = page.evaluate(
+                    "Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).length")
+                assert n_broken == 0
+                assert page.locator("#summary .headline").inner_text().startswith("At FWER")
+                if javascript:
+                    shot = tmp_path / "report.png"
+                    page.screenshot(path=str(shot), full_page=True)
+                    assert shot.stat().st_size > 10_000
+                    target = os.environ.get("GLMKIT_REPORT_SCREENSHOTS")
+                    if target:
+                        folder = Path("reports") if target == "1" else Path(target)
+                        folder.mkdir(parents=True, exist_ok=True)
+                        shutil.copy(shot, folder / "report_test_screenshot.png")
+                context.close()
+        finally:
+            browser.close()
+    assert requests == [], f"the report tried to load {requests}"
+    assert errors == [], errors
