@@ -276,3 +276,21 @@ def test_high_vif_is_logged(rng, caplog):
         d = make_design(t, ["x1", "x2"])
     assert d.vif["x1"] == pytest.approx(1 / (1 - 0.99**2))
     assert "VIF > 10" in caplog.text
+
+
+# --- the demo ---------------------------------------------------------------------------
+
+
+def test_demo_design_before_and_after_qc(demo):
+    with pytest.raises(DesignError, match=r"'pseudo' has 5 missing values "
+                                          r"\(subjects S15, S38, S62, S81, S87\)"):
+        make_design(demo.table, ["pseudo"])
+    from glmkit.qc import run_qc
+
+    kept = run_qc(demo, variables=["pseudo"]).apply(demo)
+    d = make_design(kept, ["pseudo"], rename={"pseudo": "fluency"})
+    assert d.columns == ("fluency", "intercept")
+    assert d.subjects == kept.subjects and len(d.subjects) == 87
+    full = make_design(kept.table, formula="pseudo + age + C(sex) + C(site)")
+    assert full.columns[-1] == "intercept" and full.columns[:2] == ("pseudo", "age")
+    assert (full.vif < 10).all()
