@@ -274,7 +274,8 @@ def _generate_demo(folder: Path, variant: str) -> None:
     amplitude = rng.normal(1.0, 0.3, size=len(table))
     sites = sorted(table["site"].unique())
     site_offset = dict(zip(sites, rng.normal(0.0, 0.1, size=len(sites))))
-    draw_noise = _smooth_noise_factory(shape, pattern_img.header.get_zooms()[:3], DEMO_NOISE_FWHM_MM)
+    zooms = pattern_img.header.get_zooms()[:3]
+    draw_noise = _smooth_noise_factory(shape, zooms, DEMO_NOISE_FWHM_MM)
     effect = DEMO_EFFECT_SIZE if variant == "association" else 0.0
 
     z_brain = xyz[..., 2][mask]
@@ -298,7 +299,7 @@ def _generate_demo(folder: Path, variant: str) -> None:
 
     provenance = _demo_provenance(variant, int(region.sum()), sites, site_offset)
     files["README.md"] = _demo_readme(variant, provenance).encode()
-    provenance["sha256"] = {name: hashlib.sha256(b).hexdigest() for name, b in sorted(files.items())}
+    provenance["sha256"] = {n: hashlib.sha256(b).hexdigest() for n, b in sorted(files.items())}
     provenance["sizes"] = {name: len(b) for name, b in sorted(files.items())}
     files["provenance.json"] = (json.dumps(provenance, indent=2, sort_keys=True) + "\n").encode()
 
@@ -375,7 +376,7 @@ def _demo_cache_problem(folder: Path) -> str | None:
         return f"generator version {provenance.get('generator_version')!r} is outdated"
     for name, digest in provenance.get("sha256", {}).items():
         path = folder / name
-        if not path.is_file() or path.stat().st_size != provenance["sizes"][name]:
+        if not path.is_file() or path.stat().st_size != provenance.get("sizes", {}).get(name):
             return f"{name} is missing or has the wrong size"
         if sha256_file(path) != digest:
             return f"{name} does not match its sha256"
@@ -568,7 +569,9 @@ def _list_maps(maps: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Pa
         elif _glob.has_magic(text):
             found = sorted(Path(p) for p in _glob.glob(os.path.expanduser(text)))
             if not found:
-                raise DataFileNotFoundError(f"maps glob {text!r} matches no file; check the pattern.")
+                raise DataFileNotFoundError(
+                    f"maps glob {text!r} matches no file; check the pattern."
+                )
         elif path.exists():
             found = [path]
         else:
@@ -641,7 +644,9 @@ def _read_table(table: str | os.PathLike | pd.DataFrame, subject_column: str) ->
     else:
         path = Path(table).expanduser()
         if not path.is_file():
-            raise DataFileNotFoundError(f"table file {path} does not exist; pass a TSV or CSV file.")
+            raise DataFileNotFoundError(
+                f"table file {path} does not exist; pass an existing TSV or CSV file."
+            )
         sep = _TABLE_SEPARATORS.get(path.suffix.lower())
         if sep is None:
             raise DatasetError(
@@ -698,13 +703,14 @@ def _split_4d(img, path: Path, subjects: list[str], data_dir) -> list[str]:
     """Write each volume of a 4-D image as <subject>.nii.gz in a cache folder; return paths."""
     key = hashlib.sha256((sha256_file(path) + "\n".join(subjects)).encode()).hexdigest()[:16]
     folder = get_data_dir(data_dir) / "split" / key
-    out = [str(folder / f"{s}.nii.gz") for s in subjects]
+    out = [str(folder / f"{re.sub(r'[^A-Za-z0-9._-]', '_', s)}.nii.gz") for s in subjects]
     if not all(Path(p).is_file() for p in out):
         data = np.asanyarray(img.dataobj)
         try:
             with atomic_folder(folder, overwrite=folder.exists()) as tmp:
-                for i, s in enumerate(subjects):
-                    nib.save(nib.Nifti1Image(data[..., i], img.affine, img.header), tmp / f"{s}.nii.gz")
+                for i, target in enumerate(out):
+                    volume = nib.Nifti1Image(data[..., i], img.affine, img.header)
+                    nib.save(volume, tmp / Path(target).name)
         except OSError:
             if not all(Path(p).is_file() for p in out):
                 raise
@@ -760,19 +766,20 @@ def load_folder(
     frame = _read_table(table, subject_column)
     images = {p: _open_image(p) for p in paths}
     shapes = {p: img.shape for p, img in images.items()}
-    four_d = {p: s for p, s in shapes.items() if len(s) == 4 and s[3] > 1}
     bad_dims = [f"{p.name} {s}" for p, s in shapes.items() if len(s) not in (3, 4)]
     if bad_dims:
         raise ImageError(f"maps must be 3-D (or one 4-D file); found {bad_dims}.")
     if name is None:
-        source = Path(paths[0]).parent if not isinstance(maps, (str, os.PathLike)) else Path(maps)
+        source = Path(maps) if isinstance(maps, (str, os.PathLike)) else paths[0]
         name = (source if source.is_dir() else source.parent).name or "folder"
     provenance: dict[str, Any] = {
-        "source": "load_folder", "maps": str(maps) if isinstance(maps, (str, os.PathLike)) else
-        [str(p) for p in paths], "table": "DataFrame" if isinstance(table, pd.DataFrame) else
-        str(Path(table).resolve()), "subject_column": subject_column,
+        "source": "load_folder",
+        "maps": str(maps) if isinstance(maps, (str, os.PathLike)) else [str(p) for p in paths],
+        "table": "DataFrame" if isinstance(table, pd.DataFrame) else str(Path(table).resolve()),
+        "subject_column": subject_column,
     }
 
+    four_d = {p: s for p, s in shapes.items() if len(s) == 4 and s[3] > 1}
     if four_d:
         path, shape = next(iter(four_d.items()))
         if len(paths) > 1 or shape[3] != len(frame):
@@ -781,12 +788,10 @@ def load_folder(
                 f"({len(paths)} files, {len(frame)} table rows). Pass one 3-D map per subject, "
                 "or a single 4-D file with exactly one volume per table row."
             )
-        subjects = frame["subject"].tolist()
-        files = _split_4d(images[path], path, subjects, data_dir)
-        provenance["sha256"] = {str(path): sha256_file(path)}
-        provenance["split_from"] = str(path)
-        return Dataset(name, tuple(files), frame, None,
-                       f"{len(files)} maps split from 4-D {path.name}", provenance)
+        files = _split_4d(images[path], path, frame["subject"].tolist(), data_dir)
+        provenance.update(sha256={str(path): sha256_file(path)}, split_from=str(path))
+        description = f"{len(files)} maps split (in table order) from 4-D {path}"
+        return Dataset(name, tuple(files), frame, None, description, provenance)
 
     matched, unmatched_maps = _match(paths, frame["subject"].tolist())
     unmatched_rows = [s for s in frame["subject"] if s not in matched]
@@ -804,9 +809,14 @@ def load_folder(
     frame = frame[frame["subject"].isin(list(matched))].reset_index(drop=True)
     if frame.empty:
         raise DatasetError(f"no map matches any subject id of column {subject_column!r}.")
-    files = tuple(str(matched[s]) for s in frame["subject"])
-    provenance["sha256"] = {f: sha256_file(f) for f in files}
-    return Dataset(name, files, frame, None, f"{len(files)} maps from {maps}", provenance)
+    provenance["sha256"] = {str(matched[s]): sha256_file(matched[s]) for s in frame["subject"]}
+    files = []
+    for subject in frame["subject"]:
+        path = matched[subject]
+        if len(shapes[path]) == 4:  # (x, y, z, 1), as some tools write: store it as 3-D
+            path = _split_4d(images[path], path, [subject], data_dir)[0]
+        files.append(str(path))
+    return Dataset(name, tuple(files), frame, None, f"{len(files)} maps from {maps}", provenance)
 
 
 def load_dataset(spec: str | os.PathLike, **kwargs: Any) -> Dataset:
@@ -821,10 +831,10 @@ def load_dataset(spec: str | os.PathLike, **kwargs: Any) -> Dataset:
 
     Examples
     --------
-    >>> load_dataset("nonexistent-name")
+    >>> load_dataset("nonexistent-name")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    glmkit.errors.DataFileNotFoundError: dataset 'nonexistent-name' is neither a known name ('demo', 'demo-null', 'localizer') nor an existing folder, glob or file.
+    glmkit.errors.DataFileNotFoundError: dataset 'nonexistent-name' is neither a known name ...
     """
     if spec == "demo":
         return load_demo(**kwargs)

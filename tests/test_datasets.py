@@ -242,7 +242,9 @@ def _seed_nilearn_localizer(root: Path, contrast: str, subjects: list[str]) -> N
     (base / "download").write_text(json.dumps(index))  # the OSF index file
     (base / "brainomics_data" / "phenotype").mkdir()
     shutil.copy(data / "localizer_participants.tsv", base / "brainomics_data" / "participants.tsv")
-    shutil.copy(data / "localizer_behavioural.tsv", base / "brainomics_data" / "phenotype" / "behavioural.tsv")
+    shutil.copy(
+        data / "localizer_behavioural.tsv", base / "brainomics_data" / "phenotype" / "behavioural.tsv"
+    )
 
 
 @pytest.fixture
@@ -332,7 +334,8 @@ def test_load_folder_glob_csv_and_longest_match(tmp_path, rng):
 def test_load_folder_on_missing(tmp_path, rng, caplog):
     _write_maps(tmp_path / "m", ["S1.nii.gz", "S2.nii.gz", "extra_S9.nii.gz"], rng)
     table = _table(tmp_path / "t.tsv", ["S1", "S2", "S3"], column="subject")
-    with pytest.raises(DatasetError, match=r"maps without a row: \['extra_S9.nii.gz'\]; rows without a map: \['S3'\]"):
+    expected = r"maps without a row: \['extra_S9.nii.gz'\]; rows without a map: \['S3'\]"
+    with pytest.raises(DatasetError, match=expected):
         load_folder(tmp_path / "m", table)
     with caplog.at_level(logging.WARNING, logger="glmkit"):
         ds = load_folder(tmp_path / "m", table, on_missing="drop")
@@ -351,6 +354,17 @@ def test_load_folder_4d(tmp_path, rng, glmkit_data_dir):
         assert img.shape == (4, 5, 6) and Path(path).is_relative_to(glmkit_data_dir / "split")
         np.testing.assert_array_equal(np.asarray(img.dataobj), data[..., i])
     assert load_folder(tmp_path / "all.nii.gz", table).maps == ds.maps  # cached split
+
+
+def test_load_folder_single_volume_4d_is_stored_as_3d(tmp_path, rng):
+    data = rng.standard_normal((4, 5, 6, 1)).astype("f4")
+    (tmp_path / "m").mkdir()
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "m" / "S1_con.nii")
+    _write_maps(tmp_path / "m", ["S2_con.nii"], rng)
+    ds = load_folder(tmp_path / "m", _table(tmp_path / "t.tsv", ["S1", "S2"], column="subject"))
+    assert [nib.load(m).shape for m in ds.maps] == [(4, 5, 6), (4, 5, 6)]
+    np.testing.assert_array_equal(np.asarray(nib.load(ds.maps[0]).dataobj), data[..., 0])
+    assert ds.maps[1] == str(tmp_path / "m" / "S2_con.nii")
 
 
 # --------------------------------------------------------------------------- bad inputs
@@ -395,7 +409,8 @@ def test_bad_extensions(good, tmp_path):
 
 def test_bad_table_contents(good, tmp_path):
     maps, _ = good
-    with pytest.raises(DatasetError, match=r"no subject column 'subject'; its columns are \['participant_id', 'score'\]"):
+    expected = r"no subject column 'subject'; its columns are \['participant_id', 'score'\]"
+    with pytest.raises(DatasetError, match=expected):
         load_folder(maps, _table(tmp_path / "a.tsv", ["S1", "S2"]))
     with pytest.raises(DatasetError, match=r"duplicated subject ids \['S1'\]"):
         load_folder(maps, _table(tmp_path / "b.tsv", ["S1", "S1", "S2"], column="subject"))
@@ -415,14 +430,16 @@ def test_bad_count_mismatch(good, tmp_path):
 def test_bad_ambiguous(tmp_path, rng):
     _write_maps(tmp_path / "m", ["S1_S2.nii", "S3_con.nii", "S3_tmap.nii"], rng)
     table = _table(tmp_path / "t.tsv", ["S1", "S2", "S3"], column="subject")
-    with pytest.raises(DatasetError, match=r"ambiguous .*S1_S2.nii -> \['S1', 'S2'\].*S3 -> \['S3_con.nii', 'S3_tmap.nii'\]"):
+    expected = r"ambiguous .*S1_S2.nii -> \['S1', 'S2'\].*S3 -> \['S3_con.nii', 'S3_tmap.nii'\]"
+    with pytest.raises(DatasetError, match=expected):
         load_folder(tmp_path / "m", table)
 
 
 def test_bad_4d(tmp_path, rng, good):
     _, table = good
     nib.save(nib.Nifti1Image(np.zeros((4, 5, 6, 3), "f4"), np.eye(4)), tmp_path / "all.nii.gz")
-    with pytest.raises(ImageError, match=r"all.nii.gz is 4-D with 3 volumes where 3-D maps were expected .*2 table rows"):
+    expected = r"all.nii.gz is 4-D with 3 volumes where 3-D maps were expected .*2 table rows"
+    with pytest.raises(ImageError, match=expected):
         load_folder(tmp_path / "all.nii.gz", table)
     _write_maps(tmp_path / "mixed", ["S1.nii.gz"], rng)
     shutil.copy(tmp_path / "all.nii.gz", tmp_path / "mixed" / "S2.nii.gz")
