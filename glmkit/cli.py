@@ -1,29 +1,172 @@
-"""Command line: ``glmkit run``, ``glmkit batch`` (also ``python -m glmkit``)."""
+"""Command line: ``glmkit run``, ``glmkit batch``, ``glmkit summary`` (also ``python -m glmkit``).
+
+Every :class:`~glmkit.settings.RunSettings` field is a ``--flag`` of ``run`` and
+``summary`` (``--n-perm`` and ``--n_perm`` both work); values are validated by
+``RunSettings`` before anything runs. Precedence: defaults < ``--params`` file < flags.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from typing import Any
 
 from glmkit._version import __version__
+from glmkit.errors import DataFileNotFoundError, GlmkitError, ParameterError
+
+__all__ = ["build_parser", "main"]
+
+_HELP = {
+    "dataset": "demo | demo-null | localizer | a folder of maps (with --table)",
+    "covariates": "design columns, comma-separated (e.g. pseudo,age)",
+    "formula": "formulaic formula instead of --covariates (e.g. 'pseudo + age + C(sex)')",
+    "rename": "design column renames as YAML, e.g. '{pseudo: fluency}'",
+    "contrast": "design column or expression tested (e.g. fluency)",
+    "statistics": "permutation statistics: voxel,cluster_size,cluster_mass,tfce (empty: none)",
+    "height_control": "fdr | bonferroni | fpr | none",
+    "scheme": "ter_braak | freedman_lane",
+    "tfce": "TFCE options as YAML, e.g. '{E: 0.5, H: 2}'",
+    "cut_coords": "figure cut x,y,z in mm",
+    "force": "replace a complete earlier run of the same name",
+}
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    from glmkit.settings import _KIND_HELP, _KINDS, RunSettings
+
+    group = parser.add_argument_group("analysis parameters (see glmkit.RunSettings)")
+    defaults = RunSettings().to_dict()
+    for name in RunSettings.field_names():
+        if name == "output_dir":
+            continue
+        flags = [f"--{name.replace('_', '-')}"]
+        if "_" in name:
+            flags.append(f"--{name}")
+        kind = _KINDS[name]
+        extra: dict[str, Any] = {}
+        if kind == "bool":
+            extra = {"nargs": "?", "const": "true", "metavar": "BOOL"}
+        else:
+            extra = {"metavar": kind.rstrip("?").upper().replace("FLOATS3", "X,Y,Z")}
+        default = defaults[name] if name != "notebook" else "the notebook shipped with glmkit"
+        parser_help = f"{_HELP.get(name, _KIND_HELP[kind])} (default: {default})"
+        group.add_argument(*flags, dest=name, default=argparse.SUPPRESS,
+                           help=parser_help.replace("%", "%%"), **extra)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``glmkit`` argument parser (subcommands run, batch, summary)."""
     parser = argparse.ArgumentParser(
         prog="glmkit",
         description="Second-level fMRI GLMs and permutation inference with shareable reports.",
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"glmkit {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run", allow_abbrev=False,
+        help="run the analysis notebook into reports/<run-name>/",
+        description="Execute the analysis notebook with papermill and write "
+                    "reports/<run-name>/ (report.html, notebook.ipynb, maps/, ...) atomically.")
+    run.add_argument("--params", metavar="FILE.yaml", help="YAML file of parameters")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_settings_flags(run)
+
+    summary = sub.add_parser(
+        "summary", aliases=["info"], allow_abbrev=False,
+        help="print the dataset/QC/design summary (no model fit, no notebook)")
+    summary.add_argument("--params", metavar="FILE.yaml", help="YAML file of parameters")
+    _add_settings_flags(summary)
+
+    batch = sub.add_parser(
+        "batch", allow_abbrev=False, help="run a grid of parameter sets and write index.html",
+        description="Run every parameter set of GRID.yaml (base parameters + 'grid:' of lists "
+                    "or 'runs:' list), one report each, and write <reports_dir>/index.html.")
+    batch.add_argument("grid", metavar="GRID.yaml")
+    batch.add_argument("--force", action="store_true", help="redo complete runs too")
+    batch.add_argument("--n-jobs", "--n_jobs", dest="n_jobs", type=int, default=1,
+                       help="runs in parallel (joblib; -1 = all cores; default 1)")
     return parser
 
 
+def _extras_to_mapping(extras: list[str]) -> dict[str, str]:
+    """``['--bogus', '1', '--x=2']`` -> ``{'bogus': '1', 'x': '2'}`` (for a clear error)."""
+    out: dict[str, str] = {}
+    tokens = list(extras)
+    while tokens:
+        token = tokens.pop(0)
+        if not token.startswith("--"):
+            raise ParameterError(f"unexpected argument {token!r}: parameters are given as "
+                                 "--name value (see glmkit run --help)")
+        name, sep, value = token[2:].partition("=")
+        if not sep:
+            value = tokens.pop(0) if tokens and not tokens[0].startswith("--") else "true"
+        out[name] = value
+    return out
+
+
+def _settings_from_args(args: argparse.Namespace, extras: list[str]):
+    from glmkit.settings import RunSettings, read_params_file
+
+    mapping: dict[str, Any] = {}
+    if args.params:
+        mapping.update(read_params_file(args.params))
+    flags = {k: v for k, v in vars(args).items()
+             if k not in ("command", "params", "quiet", "grid")}
+    mapping.update(flags)
+    mapping.update(_extras_to_mapping(extras))
+    return RunSettings.from_mapping(mapping)
+
+
+def _setup_logging() -> None:
+    logger = logging.getLogger("glmkit")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("glmkit: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``glmkit`` command; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
     if args.command is None:
+        if extras:
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
         parser.print_help()
         return 0
+    if args.command == "batch" and extras:
+        parser.error(f"unrecognized arguments for batch: {' '.join(extras)} (parameters go "
+                     "in the batch file)")
+    _setup_logging()
+    try:
+        if args.command == "run":
+            from glmkit.run import run
+
+            settings = _settings_from_args(args, extras)
+            report = run(settings, progress_bar=not args.quiet)
+            print(f"report: {report}")
+        elif args.command in ("summary", "info"):
+            from glmkit.pipeline import preview
+
+            print(preview(_settings_from_args(args, extras)))
+        elif args.command == "batch":
+            from glmkit.run import run_batch
+
+            index = run_batch(args.grid, force=args.force, n_jobs=args.n_jobs)
+            print(f"index: {index}")
+    except (ParameterError, DataFileNotFoundError) as exc:
+        print(f"glmkit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except GlmkitError as exc:
+        print(f"glmkit {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"glmkit {args.command}: interrupted; nothing was written", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -1,0 +1,409 @@
+"""Execute the analysis notebook with papermill into ``reports/<run_name>/``, atomically.
+
+:func:`run` validates everything it can before starting a kernel (parameters, the reports
+folder, an earlier run of the same name), executes the notebook into a temporary folder
+beside ``reports/<run_name>/`` and renames it when every promised file is there. A failing
+cell raises :class:`~glmkit.errors.RunError` naming the cell and keeps the partly executed
+notebook in ``reports/<run_name>.failed-<UTC time>/``; an interrupted run (Ctrl-C, SIGTERM)
+leaves nothing behind. :func:`run_batch` runs a grid of settings and writes ``index.html``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import importlib.util
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from glmkit._util import atomic_folder, logger, sha256_file
+from glmkit.errors import GlmkitError, ParameterError, ReportError, RunError
+from glmkit.settings import BUILTIN_DATASETS, RunSettings, read_params_file
+
+__all__ = ["run", "run_batch", "load_grid", "write_index", "REQUIRED_FILES", "REQUIRED_MAPS",
+           "KERNEL_NAME"]
+
+KERNEL_NAME = "python3"
+#: files every complete run folder holds
+REQUIRED_FILES = ("report.html", "notebook.ipynb", "params.json", "provenance.json",
+                  "design.csv", "qc.csv", "clusters.csv")
+#: maps every complete run folder holds in ``maps/`` (plus one per permutation statistic)
+REQUIRED_MAPS = ("mask", "z", "p", "effect", "z_fdr", "logp_bonferroni")
+
+
+# --------------------------------------------------------------------------------- one run
+def run(settings: RunSettings, *, progress_bar: bool = True, log_output: bool = False) -> Path:
+    """Execute the notebook for ``settings`` and return the path of the run's ``report.html``.
+
+    Parameters
+    ----------
+    settings : RunSettings
+        Validated parameters; ``settings.force`` replaces a complete earlier run.
+    progress_bar : bool
+        Show papermill's per-cell progress bar.
+    log_output : bool
+        Echo the notebook's outputs to the log while it runs.
+
+    Raises
+    ------
+    ReportError
+        The reports folder cannot be written, or the run exists and ``force`` is False.
+    RunError
+        A cell failed (the message names it) or the notebook did not write a promised file.
+    """
+    settings = _absolute(settings)
+    target = settings.run_dir
+    _preflight(settings)
+    import papermill
+
+    start = time.perf_counter()
+    with _sigterm_as_interrupt(), atomic_folder(target, overwrite=settings.force) as tmp:
+        _readable(tmp)
+        notebook_out = tmp / "notebook.ipynb"
+        parameters = settings.replace(output_dir=str(tmp)).to_dict()
+        for name in ("notebook", "force"):
+            parameters.pop(name)
+        logger.info("running %s -> %s", settings.notebook_path.name, target)
+        try:
+            papermill.execute_notebook(
+                str(settings.notebook_path), str(notebook_out), parameters=parameters,
+                kernel_name=KERNEL_NAME, progress_bar=progress_bar, log_output=log_output,
+                cwd=os.getcwd())
+        except papermill.PapermillExecutionError as exc:
+            failed = _keep_failed(tmp, settings)
+            first = (exc.source or "").strip().splitlines()[:1] or [""]
+            raise RunError(
+                f"run {settings.run_name!r} failed in notebook cell {exc.exec_count} (index "
+                f"{exc.cell_index}, starting {first[0]!r}): {exc.ename}: {exc.evalue}. "
+                f"The partly executed notebook is in {failed}; nothing was written to "
+                f"{target}") from None
+        except (GlmkitError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # kernel died, could not start, ...
+            failed = _keep_failed(tmp, settings)
+            raise RunError(f"run {settings.run_name!r} failed: {type(exc).__name__}: {exc}. "
+                           f"What was written is in {failed}; nothing was written to "
+                           f"{target}") from exc
+        _finish(tmp, settings, wall_time=time.perf_counter() - start)
+    report = target / "report.html"
+    logger.info("run %s complete: %s", settings.run_name, report)
+    return report
+
+
+def _absolute(settings: RunSettings) -> RunSettings:
+    """Paths made absolute so the kernel and the run record do not depend on the cwd."""
+    changes: dict[str, Any] = {"reports_dir": str(Path(settings.reports_dir).expanduser()
+                                                  .absolute())}
+    if settings.dataset not in BUILTIN_DATASETS:
+        changes["dataset"] = str(Path(settings.dataset).expanduser().absolute())
+    if settings.table is not None:
+        changes["table"] = str(Path(settings.table).expanduser().absolute())
+    changes["notebook"] = str(settings.notebook_path.expanduser().absolute())
+    return settings.replace(**changes)
+
+
+def _preflight(settings: RunSettings) -> None:
+    """Everything that can be checked before a kernel starts."""
+    if not settings.notebook_path.is_file():
+        raise RunError(f"notebook {str(settings.notebook_path)!r} does not exist: expected the "
+                       "analysis notebook; leave notebook unset to use glmkit's own")
+    check_reports_dir(settings.reports_dir)
+    target = settings.run_dir
+    if target.exists() and not settings.force:
+        raise ReportError(
+            f"run folder {str(target)!r} already exists (a complete earlier run): refusing to "
+            "overwrite it; pass --force (force=True) to replace it, or choose another "
+            "--run-name")
+    if importlib.util.find_spec("glmkit.report") is None:  # pragma: no cover - transitional
+        raise RunError("glmkit.report is not available in this glmkit, so no report can be "
+                       "written; `glmkit summary` prints the dataset/QC/design summary")
+
+
+def check_reports_dir(reports_dir: str | os.PathLike) -> Path:
+    """Create ``reports_dir`` if needed and check that runs can be written into it."""
+    path = Path(reports_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = Path(tempfile.mkdtemp(prefix=".write-test-", dir=path))
+        probe.rmdir()
+    except OSError as exc:
+        raise ReportError(
+            f"reports_dir {str(path)!r} is not writable ({exc.strerror or exc}): expected a "
+            "folder where runs can be created; pass --reports-dir with a writable folder or "
+            "fix its permissions") from None
+    return path
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt so cleanup (temporary folder, kernel) runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt(f"terminated by signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _readable(folder: Path) -> None:
+    """Give the run folder the usual permissions (mkdtemp makes it private)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+
+
+def _keep_failed(tmp: Path, settings: RunSettings) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    failed = Path(settings.reports_dir) / f"{settings.run_name}.failed-{stamp}"
+    number = 1
+    while failed.exists():
+        number += 1
+        failed = failed.with_name(f"{settings.run_name}.failed-{stamp}-{number}")
+    shutil.copytree(tmp, failed)
+    return failed
+
+
+def _finish(tmp: Path, settings: RunSettings, *, wall_time: float) -> None:
+    """Check the promised files, write params.json and complete provenance.json."""
+    import nbformat
+
+    missing = [name for name in REQUIRED_FILES if name != "params.json"
+               and not (tmp / name).is_file()]
+    expected_maps = list(REQUIRED_MAPS) + [_stat_map(s) for s in settings.statistics]
+    missing += [f"maps/{m}.nii.gz" for m in expected_maps
+                if not (tmp / "maps" / f"{m}.nii.gz").is_file()]
+    if missing:
+        failed = _keep_failed(tmp, settings)
+        raise RunError(f"run {settings.run_name!r}: the notebook finished but did not write "
+                       f"{missing}; its output is in {failed}")
+    (tmp / "params.json").write_text(settings.to_json() + "\n")
+    provenance = json.loads((tmp / "provenance.json").read_text())
+    executed = nbformat.read(tmp / "notebook.ipynb", as_version=4)
+    cells = []
+    for index, cell in enumerate(executed.cells):
+        if cell.cell_type != "code":
+            continue
+        first = next((ln for ln in cell.source.splitlines() if ln.strip()
+                      and not ln.startswith("#")), "")
+        duration = cell.get("metadata", {}).get("papermill", {}).get("duration")
+        cells.append({"index": index, "source": first[:80], "seconds": duration})
+    provenance["run"] = {
+        "run_name": settings.run_name,
+        "notebook": settings.notebook_path.name,
+        "notebook_sha256": sha256_file(settings.notebook_path),
+        "kernel": KERNEL_NAME,
+        "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "wall_time_s": round(wall_time, 3),
+        "cells": cells,
+    }
+    (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
+
+
+def _stat_map(statistic: str) -> str:
+    from glmkit.pipeline import STAT_MAP_NAMES
+
+    return STAT_MAP_NAMES[statistic]
+
+
+# --------------------------------------------------------------------------------- batch
+def load_grid(path: str | os.PathLike, *, force: bool | None = None) -> list[RunSettings]:
+    """Read a batch file into validated settings, one per run (nothing runs yet).
+
+    The YAML mapping holds base parameters (top level, or under ``base:``), and either
+    ``grid:`` (parameter -> list of values; the cartesian product, run names derived from
+    the values) or ``runs:`` (a list of parameter mappings, each over the base).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "grid.yaml"
+    >>> _ = p.write_text("n_perm: 100\\ngrid:\\n  smoothing_fwhm: [0, 5]\\n")
+    >>> [s.run_name for s in load_grid(p)]
+    ['grid-smoothing_fwhm0', 'grid-smoothing_fwhm5']
+    """
+    path = Path(path)
+    data = read_params_file(path)
+    grid = data.pop("grid", None)
+    runs = data.pop("runs", None)
+    base = dict(data.pop("base", None) or {})
+    base.update(data)
+    if grid is not None and runs is not None:
+        raise ParameterError(f"batch file {str(path)!r} has both 'grid' and 'runs': use one")
+    if force is not None:
+        base["force"] = force
+    prefix = str(base.pop("run_name", None) or path.stem)
+    combos: list[dict[str, Any]] = []
+    if grid is not None:
+        if not isinstance(grid, Mapping) or not grid:
+            raise ParameterError(f"batch file {str(path)!r}: 'grid' must map parameter names "
+                                 "to lists of values, e.g. 'smoothing_fwhm: [0, 5, 8]'")
+        names = list(grid)
+        values = []
+        for name in names:
+            options = grid[name]
+            if not isinstance(options, list) or not options:
+                raise ParameterError(f"batch file {str(path)!r}: grid entry {name!r} must be a "
+                                     f"non-empty list of values, found {options!r}")
+            values.append(options)
+        for combo in itertools.product(*values):
+            params = dict(zip(names, combo, strict=True))
+            label = "_".join(f"{_normalise(n)}{_label(v)}" for n, v in params.items())
+            combos.append({**params, "run_name": f"{prefix}-{label}"})
+    elif runs is not None:
+        if not isinstance(runs, list) or not all(isinstance(r, Mapping) for r in runs):
+            raise ParameterError(f"batch file {str(path)!r}: 'runs' must be a list of "
+                                 "parameter mappings")
+        for number, params in enumerate(runs, start=1):
+            combos.append({"run_name": f"{prefix}-{number}", **params})
+    else:
+        raise ParameterError(f"batch file {str(path)!r} has neither 'grid' nor 'runs': add "
+                             "'grid:' (parameter -> list of values) or 'runs:' (a list)")
+    settings = [RunSettings.from_mapping({**base, **combo}) for combo in combos]
+    names = [s.run_name for s in settings]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ParameterError(f"batch file {str(path)!r} gives several runs the same run_name "
+                             f"{duplicates}: give each run its own run_name")
+    if len({str(Path(s.reports_dir).absolute()) for s in settings}) > 1:
+        raise ParameterError(f"batch file {str(path)!r}: all runs must share one reports_dir")
+    return settings
+
+
+def _normalise(name: str) -> str:
+    return str(name).replace("-", "_")
+
+
+def _label(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        text = "+".join(_label(v) for v in value)
+    elif isinstance(value, float):
+        text = f"{value:g}"
+    elif isinstance(value, Mapping):
+        text = "+".join(f"{k}{_label(v)}" for k, v in value.items())
+    else:
+        text = str(value)
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", text).strip(".") or "none"
+
+
+def _run_one(settings: RunSettings) -> tuple[str, str]:
+    try:
+        run(settings, progress_bar=False)
+    except GlmkitError as exc:
+        return settings.run_name, f"failed: {exc}"
+    return settings.run_name, "ok"
+
+
+def run_batch(path: str | os.PathLike, *, force: bool = False, n_jobs: int = 1,
+              ) -> Path:
+    """Run every parameter set of a batch file and write ``<reports_dir>/index.html``.
+
+    Complete runs are skipped unless ``force``; runs go in parallel over ``n_jobs``
+    processes (joblib). A failed run does not stop the others; it is listed in the index
+    and reported at the end as a :class:`~glmkit.errors.RunError`.
+    """
+    from joblib import Parallel, delayed
+
+    if n_jobs == 0:
+        raise ParameterError("n_jobs=0 is not allowed: expected a positive number of runs in "
+                             "parallel or -1 for all cores")
+    all_settings = [_absolute(s) for s in load_grid(path, force=force)]
+    reports_dir = check_reports_dir(all_settings[0].reports_dir)
+    todo = [s for s in all_settings if force or not s.run_dir.exists()]
+    status = {s.run_name: "skipped (complete run exists; --force to redo)" for s in all_settings
+              if s not in todo}
+    logger.info("batch %s: %d runs, %d to do", Path(path).name, len(all_settings), len(todo))
+    if todo:
+        from tqdm.auto import tqdm
+
+        jobs = (delayed(_run_one)(s) for s in todo)
+        results = Parallel(n_jobs=n_jobs, return_as="generator")(jobs)
+        for name, outcome in tqdm(results, total=len(todo), desc="batch", unit="run"):
+            status[name] = outcome
+    index = write_index(reports_dir, all_settings, status)
+    failed = {n: s for n, s in status.items() if s.startswith("failed")}
+    if failed:
+        raise RunError(f"{len(failed)} of {len(all_settings)} runs failed "
+                       + "; ".join(f"{n}: {s}" for n, s in failed.items())
+                       + f". The index is {index}")
+    return index
+
+
+def write_index(reports_dir: str | os.PathLike, settings: Sequence[RunSettings],
+                status: Mapping[str, str] | None = None) -> Path:
+    """Write a self-contained ``index.html`` linking each run with its headline numbers."""
+    reports_dir = Path(reports_dir)
+    status = dict(status or {})
+    base = settings[0].to_dict(runner=False) if settings else {}
+    varying = [k for k in base if k != "run_name"
+               and any(s.to_dict(runner=False)[k] != base[k] for s in settings)]
+    rows = []
+    methods: list[str] = []
+    for s in settings:
+        summary_file = s.run_dir / "summary.json"
+        head = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+        for m in head.get("suprathreshold", {}):
+            if m not in methods:
+                methods.append(m)
+        rows.append((s, head))
+    cols = (["run", "status"] + varying + ["subjects kept / total", "voxels"]
+            + [f"{m} voxels" for m in methods] + ["peak z", "peak (mm)"])
+    esc = html.escape
+    body = []
+    for s, head in rows:
+        complete = (s.run_dir / "report.html").is_file()
+        link = (f'<a href="{esc(s.run_name)}/report.html">{esc(s.run_name)}</a>' if complete
+                else esc(s.run_name))
+        state = status.get(s.run_name, "complete" if complete else "missing")
+        cells = [link, esc(state.splitlines()[0][:200])]
+        cells += [esc(json.dumps(s.to_dict(runner=False)[k])) for k in varying]
+        if head:
+            cells += [f"{head['n_kept']} / {head['n_subjects']}", str(head["n_voxels"])]
+            cells += [str(head["suprathreshold"].get(m, "")) for m in methods]
+            cells += [f"{head['peak_z']:.2f}", esc(", ".join(f"{c:g}" for c in
+                                                              head["peak_xyz_mm"]))]
+        else:
+            cells += [""] * (4 + len(methods))
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    alpha = {s.alpha for s in settings}
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>glmkit runs</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; }}
+th, td {{ border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; }}
+th {{ background: #f3f3f3; }}
+td:nth-child(n+3) {{ font-variant-numeric: tabular-nums; }}
+</style></head><body>
+<h1>glmkit runs</h1>
+<p>{len(settings)} runs. Voxel counts are suprathreshold voxels at alpha
+{', '.join(map(str, sorted(alpha)))}: <code>fdr</code> is a false discovery rate threshold;
+<code>bonferroni</code> and <code>perm_*</code> control the family-wise error rate (compare
+FWER with FWER). Parameters shared by all runs: {esc(json.dumps(
+        {k: v for k, v in base.items() if k not in varying and k != 'run_name'}))}</p>
+<table><thead><tr>{''.join(f'<th>{esc(c)}</th>' for c in cols)}</tr></thead>
+<tbody>
+{chr(10).join(body)}
+</tbody></table></body></html>
+"""
+    index = reports_dir / "index.html"
+    tmp = reports_dir / f".index.html.tmp-{os.getpid()}"
+    tmp.write_text(page)
+    os.replace(tmp, index)
+    return index
