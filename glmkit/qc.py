@@ -34,6 +34,7 @@ the robust z, and the covered fraction.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -267,6 +268,16 @@ def _same_grid(shape_a, affine_a, shape_b, affine_b) -> bool:
     return tuple(shape_a) == tuple(shape_b) and np.allclose(affine_a, affine_b, atol=1e-4)
 
 
+def _grid_difference(shape, affine, ref_shape, ref_affine) -> str:
+    parts = []
+    if tuple(shape) != tuple(ref_shape):
+        parts.append(f"shape {tuple(shape)} vs {tuple(ref_shape)}")
+    diff = float(np.abs(np.asarray(affine) - np.asarray(ref_affine)).max())
+    if diff > 1e-4:
+        parts.append(f"affines differ by up to {diff:.3g} mm")
+    return ", ".join(parts)
+
+
 def _mni_mask_on_grid(shape, affine) -> np.ndarray | None:
     """MNI152 brain mask resampled (nearest) to the grid, or None if the grid is not MNI-like.
 
@@ -394,7 +405,7 @@ def run_qc(
     if len(maps) == 0:
         raise DatasetError("run_qc: the dataset has no subject (0 maps)")
     subjects = table["subject"].astype(str).tolist()
-    duplicated = sorted({s for s in subjects if subjects.count(s) > 1})
+    duplicated = sorted(s for s, k in Counter(subjects).items() if k > 1)
     if duplicated:
         raise DatasetError(
             f"run_qc: subject ids must be unique; duplicated: {duplicated}. Remove or merge "
@@ -458,6 +469,8 @@ def run_qc(
             + "\nResample them to a common grid, or pass "
             "policy=QCPolicy(on_grid_mismatch='resample') to resample to the first map's grid"
         )
+    grid_notes = {i: _grid_difference(headers[i][1], headers[i][0].affine, ref_shape, ref_affine)
+                  for i in mismatched}
     del headers
     mismatched_set = set(mismatched)
 
@@ -479,67 +492,16 @@ def run_qc(
     log_scales: dict[str, float] = {}
     for i, subject in enumerate(subjects):
         if i in mismatched_set:
-            img = nib.load(maps[i])
             add(subject, "grid", 1.0, True,
-                f"map is on another grid (shape {tuple(img.shape[:3])}) than the first map "
-                f"(shape {ref_shape}); resampled to the first map's grid "
-                "(continuous interpolation)")
+                f"map is on another grid than the first map ({grid_notes[i]}); resampled "
+                "to the first map's grid (continuous interpolation)")
         else:
             add(subject, "grid", 0.0, False, "same grid as the first map")
-        data = load(i)
-        n_inf_all = int(np.isinf(data).sum())
-        values = data[mask]
-        n_nan = int(np.isnan(values).sum())
-        n_inf = int(np.isinf(values).sum())
-        has_data = np.isfinite(values) & (values != 0)
-        n_data = int(has_data.sum())
-        if n_inf_all:
-            add(subject, "non_finite", float(n_inf_all), True,
-                f"{n_inf_all} voxels are +/-inf ({n_inf} inside the brain mask); inf is never "
-                "valid data: re-export the map (or set those voxels to NaN)")
-        else:
-            add(subject, "non_finite", 0.0, False,
-                f"no inf; {n_nan} NaN voxels inside the brain mask, read as no data "
-                "(see coverage)" if n_nan else "no inf or NaN inside the brain mask")
-        if n_data == 0:
-            outside = data[~mask]
-            n_out = int((np.isfinite(outside) & (outside != 0)).sum())
-            add(subject, "empty_map", 0.0, True,
-                "map has no finite non-zero value inside the brain mask"
-                + (f" ({n_out} voxels outside it do: wrong space or mask?)" if n_out else
-                   " (all 0 or NaN)"))
-            continue
-        add(subject, "empty_map", float(n_data), False,
-            f"{n_data} in-mask voxels with data")
-        in_data = values[has_data]
-        lo, hi = float(in_data.min()), float(in_data.max())
-        if lo == hi:
-            add(subject, "constant_map", 0.0, True,
-                f"all {n_data} in-mask voxels with data have the same value {lo:.6g}; this "
-                "looks like a mask or placeholder, not a contrast map")
-            continue
-        add(subject, "constant_map", float(np.std(in_data)), False,
-            f"values from {lo:.4g} to {hi:.4g}")
-        log_scales[subject] = float(np.log(np.median(np.abs(in_data))))
-
-        coverage = n_data / n_mask
-        failed = coverage < policy.min_coverage
-        reason = f"covers {coverage:.0%} of the brain mask"
-        if failed:
-            reason += f" (< {policy.min_coverage:.0%} required)"
-            missing = np.zeros(ref_shape, dtype=bool)
-            missing[mask] = ~has_data
-            size, centre = _largest_gap(missing, ref_affine)
-            n_missing = n_mask - n_data
-            if size >= 0.5 * n_missing:
-                reason += (
-                    f"; missing block of coverage ({size} voxels around "
-                    f"({', '.join(str(round(float(c))) for c in centre)}) mm, 0 or NaN)"
-                )
-            else:
-                reason += "; missing voxels are scattered (0 or NaN)"
-        add(subject, "coverage", round(coverage, 4), failed, reason)
-        del data, values
+        checks, log_scale = _map_checks(load(i), mask, policy.min_coverage, ref_affine)
+        for check, value, failed, reason in checks:
+            add(subject, check, value, failed, reason)
+        if log_scale is not None:
+            log_scales[subject] = log_scale
 
     _scale_rows(log_scales, policy, add)
 
@@ -606,6 +568,69 @@ def _default_mask(load, n_maps, shape, affine) -> tuple[np.ndarray, str]:
             "be derived; pass mask_img=, or check the maps (all empty?)"
         )
     return mask, source
+
+
+def _map_checks(
+    data: np.ndarray, mask: np.ndarray, min_coverage: float, affine: np.ndarray
+) -> tuple[list[tuple[str, float, bool, str]], float | None]:
+    """Per-map checks on one 3-D array: rows ``(check, value, failed, reason)`` and log scale.
+
+    Checks after ``empty_map`` / ``constant_map`` are skipped when those fail (and the log
+    scale is then None: such a map does not enter the cohort's scale statistics).
+    """
+    rows = []
+    n_mask = int(mask.sum())
+    n_inf_all = int(np.isinf(data).sum())
+    values = data[mask]
+    n_nan = int(np.isnan(values).sum())
+    n_inf = int(np.isinf(values).sum())
+    has_data = np.isfinite(values) & (values != 0)
+    n_data = int(has_data.sum())
+    if n_inf_all:
+        rows.append(("non_finite", float(n_inf_all), True,
+                     f"{n_inf_all} voxels are +/-inf ({n_inf} inside the brain mask); inf is "
+                     "never valid data: re-export the map (or set those voxels to NaN)"))
+    else:
+        rows.append(("non_finite", 0.0, False,
+                     f"no inf; {n_nan} NaN voxels inside the brain mask, read as no data "
+                     "(see coverage)" if n_nan else "no inf or NaN inside the brain mask"))
+    if n_data == 0:
+        outside = data[~mask]
+        n_out = int((np.isfinite(outside) & (outside != 0)).sum())
+        rows.append(("empty_map", 0.0, True,
+                     "map has no finite non-zero value inside the brain mask"
+                     + (f" ({n_out} voxels outside it do: wrong space or mask?)" if n_out
+                        else " (all 0 or NaN)")))
+        return rows, None
+    rows.append(("empty_map", float(n_data), False, f"{n_data} in-mask voxels with data"))
+    in_data = values[has_data]
+    lo, hi = float(in_data.min()), float(in_data.max())
+    if lo == hi:
+        rows.append(("constant_map", 0.0, True,
+                     f"all {n_data} in-mask voxels with data have the same value {lo:.6g}; "
+                     "this looks like a mask or placeholder, not a contrast map"))
+        return rows, None
+    rows.append(("constant_map", float(np.std(in_data)), False,
+                 f"values from {lo:.4g} to {hi:.4g}"))
+    log_scale = float(np.log(np.median(np.abs(in_data))))
+
+    coverage = n_data / n_mask
+    failed = coverage < min_coverage
+    reason = f"covers {coverage:.0%} of the brain mask"
+    if failed:
+        reason += f" (< {min_coverage:.0%} required)"
+        missing = np.zeros(mask.shape, dtype=bool)
+        missing[mask] = ~has_data
+        size, centre = _largest_gap(missing, affine)
+        if size >= 0.5 * (n_mask - n_data):
+            reason += (
+                f"; missing block of coverage ({size} voxels around "
+                f"({', '.join(str(round(float(c))) for c in centre)}) mm, 0 or NaN)"
+            )
+        else:
+            reason += "; missing voxels are scattered (0 or NaN)"
+    rows.append(("coverage", round(coverage, 4), failed, reason))
+    return rows, log_scale
 
 
 def _user_mask(mask_img, ref_shape, ref_affine) -> tuple[np.ndarray, str]:

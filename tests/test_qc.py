@@ -298,7 +298,10 @@ def test_grid_mismatch_resample_flags(tmp_path, rng):
     qc = run_qc(ds, policy=QCPolicy(on_grid_mismatch="resample"))
     assert qc.excluded == () and qc.resampled == ("sub02",)
     row = _row(qc, "sub02", "grid")
-    assert row["verdict"] == "flag" and "resampled to the first map's grid" in row["reason"]
+    assert row["verdict"] == "flag"
+    assert row["reason"] == ("map is on another grid than the first map (affines differ by up "
+                             "to 3 mm); resampled to the first map's grid (continuous "
+                             "interpolation)")
     # shifted by one voxel: the resampled map misses one slab of the brain
     assert 0.8 < _row(qc, "sub02", "coverage")["value"] < 1.0
     qc2 = run_qc(ds, policy=QCPolicy(on_grid_mismatch="resample",
