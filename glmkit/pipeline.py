@@ -354,6 +354,12 @@ class AnalysisResult:
             lines.append(f"{name:>18}: {count} voxels ({kind} {h['alpha']})")
         return "\n".join(lines)
 
+    def permutation_summary(self) -> str:
+        """Summary of the permutation stage (or why there is none)."""
+        if self.permutation is None:
+            return "no permutation inference (statistics is empty)"
+        return self.permutation.summary()
+
     def provenance(self) -> dict[str, Any]:
         """Versions, input hashes, seed and per-stage wall times (JSON-able, no host name)."""
         return {

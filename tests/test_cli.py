@@ -1,0 +1,150 @@
+"""The command line: flags generated from RunSettings, bad parameters fail before running."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from glmkit import cli
+from glmkit.settings import RunSettings
+
+
+def _main(argv, capsys):
+    code = cli.main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_python_m_glmkit_run_unknown_parameter_lists_known_names():
+    out = subprocess.run([sys.executable, "-m", "glmkit", "run", "--bogus", "1"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "unknown parameter 'bogus'" in out.stderr
+    for name in RunSettings.field_names():
+        assert name in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_glmkit_help_lists_every_parameter_flag():
+    out = subprocess.run([sys.executable, "-m", "glmkit", "run", "--help"],
+                         capture_output=True, text=True, timeout=120, check=True)
+    for name in RunSettings.field_names():
+        if name != "output_dir":
+            assert f"--{name.replace('_', '-')}" in out.stdout, name
+    top = subprocess.run([sys.executable, "-m", "glmkit", "--help"], capture_output=True,
+                         text=True, timeout=120, check=True)
+    for command in ("run", "batch", "summary"):
+        assert command in top.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["--n-perm", "0"], "n_perm=0 is out of range: expected n_perm >= 1"),
+        (["--n_perm", "lots"], "n_perm='lots' has the wrong type: expected an integer"),
+        (["--alpha", "1.5"], "alpha=1.5 is out of range: expected 0 < alpha < 1"),
+        (["--alpha", "0"], "alpha=0.0 is out of range"),
+        (["--run-name", "../escape"], "run_name='../escape' is not a safe folder name"),
+        (["--run-name", "a/b"], "run_name='a/b' is not a safe folder name"),
+        (["--statistics", "voxel,maxt"], "statistics: 'maxt' is not a known statistic"),
+        (["--height-control", "fwer"], "height_control: 'fwer' is not a known value"),
+        (["--scheme", "manly"], "scheme: 'manly' is not a known value"),
+        (["--contrast", "fluenc"], "contrast='fluenc' names 'fluenc', which is not a design "
+                                   "column.*did you mean 'fluency'"),
+        (["--smoothing-fwhm", "-2"], "smoothing_fwhm=-2.0 is out of range"),
+        (["--n-jobs", "0"], "n_jobs=0 is not allowed"),
+        (["--two-sided", "sometimes"], "two_sided='sometimes' has the wrong type"),
+        (["--dataset", "demo_nul"], "dataset='demo_nul' is neither.*did you mean 'demo-null'"),
+        (["--nperm", "10"], "unknown parameter 'nperm' \\(did you mean 'n_perm'\\?\\)"),
+        (["--n-perm=5", "stray"], "unexpected argument 'stray'"),
+        (["--params", "missing.yaml"], "params file 'missing.yaml' does not exist"),
+    ],
+)
+def test_bad_run_parameters_exit_2_before_running(argv, match, capsys, tmp_path, monkeypatch):
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _main(["run", "--reports-dir", str(tmp_path / "reports"), *argv], capsys)
+    assert code == 2, err
+    assert re.search(match, err), err
+    assert err.startswith("glmkit run: error: ")
+    assert not (tmp_path / "reports").exists()  # nothing ran, nothing was created
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("- n_perm\n- 10\n", "holds a list, expected a mapping"),
+        ("n_perm: 100\ncolour: blue\n", "unknown parameter 'colour'"),
+        ("n_perm: [1, 2\n", "is not valid YAML"),
+    ],
+)
+def test_bad_params_file(text, match, capsys, tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    code, _, err = _main(["run", "--params", str(path)], capsys)
+    assert code == 2 and match in err, err
+
+
+def test_flags_override_params_file(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_run(settings, *, progress_bar=True):
+        seen["settings"], seen["progress_bar"] = settings, progress_bar
+        return Path("somewhere/report.html")
+
+    monkeypatch.setattr("glmkit.run.run", fake_run)
+    path = tmp_path / "p.yaml"
+    path.write_text("n_perm: 100\nalpha: 0.01\nstatistics: [voxel, tfce]\n")
+    code = cli.main(["run", "--params", str(path), "--n-perm", "7", "--two-sided",
+                     "--run_name", "x", "--force", "--quiet"])
+    assert code == 0
+    s = seen["settings"]
+    assert (s.n_perm, s.alpha, s.statistics, s.two_sided, s.run_name, s.force) == (
+        7, 0.01, ("voxel", "tfce"), True, "x", True)
+    assert seen["progress_bar"] is False
+
+
+def test_run_prints_report_path(monkeypatch, capsys):
+    monkeypatch.setattr("glmkit.run.run", lambda settings, **kw: Path("r/demo/report.html"))
+    code, out, _ = _main(["run"], capsys)
+    assert code == 0 and out.strip() == f"report: {Path('r/demo/report.html')}"
+
+
+def test_reference_yaml_is_valid():
+    root = Path(__file__).resolve().parents[1]
+    settings = RunSettings.from_yaml(root / "notebooks" / "reference.yaml")
+    assert (settings.n_perm, settings.smoothing_fwhm, settings.contrast, settings.two_sided,
+            settings.statistics) == (1000, 5.0, "fluency", False, ("voxel",))
+
+
+def test_unwritable_reports_dir_is_error_1(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = _main(["run", "--reports-dir", str(blocker / "sub")], capsys)
+    assert code == 1 and "is not writable" in err
+
+
+def test_existing_run_refused(tmp_path, capsys):
+    (tmp_path / "demo").mkdir()
+    code, _, err = _main(["run", "--reports-dir", str(tmp_path)], capsys)
+    assert code == 1 and "already exists" in err and "--force" in err
+
+
+def test_batch_bad_inputs(tmp_path, capsys):
+    code, _, err = _main(["batch", str(tmp_path / "grid.yaml")], capsys)
+    assert code == 2 and "does not exist" in err
+    with pytest.raises(SystemExit):
+        cli.main(["batch", str(tmp_path / "grid.yaml"), "--n-perm", "3"])
+    assert "parameters go in the batch file" in capsys.readouterr().err
+
+
+def test_summary_prints_dataset_qc_design(capsys):
+    code, out, err = _main(["summary", "--dataset", "demo"], capsys)
+    assert code == 0, err
+    assert "S23" in out  # the x100 map QC excludes, named
+    assert "fluency" in out and "intercept" in out
+    assert "contrast: fluency" in out

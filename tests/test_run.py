@@ -1,0 +1,273 @@
+"""glmkit.run mechanics: atomic run folders, failed cells, interrupts, overwrite, batch.
+
+These tests execute tiny stand-in notebooks (kernel start-up only, no analysis) so the
+runner's guarantees are checked quickly; tests/test_notebook.py runs the real notebook.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from glmkit.errors import ParameterError, ReportError, RunError
+from glmkit.run import REQUIRED_FILES, load_grid, run, run_batch
+from glmkit.settings import RunSettings
+
+WRITE_OUTPUTS = """
+import json, pathlib
+out = pathlib.Path(output_dir)
+(out / "maps").mkdir(parents=True, exist_ok=True)
+for name in ["mask", "z", "p", "effect", "z_fdr", "logp_bonferroni", "logp_maxt"]:
+    (out / "maps" / f"{name}.nii.gz").write_bytes(b"")
+for name in ["report.html", "design.csv", "qc.csv", "clusters.csv"]:
+    (out / name).write_text(run_name)
+(out / "provenance.json").write_text(json.dumps({"random_state": random_state}))
+(out / "summary.json").write_text(json.dumps({
+    "n_kept": 3, "n_subjects": 4, "n_voxels": 10, "peak_z": 4.5,
+    "peak_xyz_mm": [1.0, 2.0, 3.0], "suprathreshold": {"fdr": 5, "bonferroni": 2},
+}))
+"""
+
+
+def _notebook(path: Path, *cells: str) -> str:
+    nb = new_notebook(cells=[
+        new_code_cell("output_dir = None\nrun_name = None\nrandom_state = 0",
+                      metadata={"tags": ["parameters"]}),
+        *(new_code_cell(source) for source in cells),
+    ])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def notebooks(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("notebooks")
+    return {
+        "ok": _notebook(root / "ok.ipynb", WRITE_OUTPUTS),
+        "fail": _notebook(root / "fail.ipynb", "x = 1",
+                          "raise ValueError('planted failure in cell two')"),
+        "partial": _notebook(root / "partial.ipynb",
+                             "import pathlib\n(pathlib.Path(output_dir) / 'report.html')"
+                             ".write_text('half')"),
+        "slow": _notebook(root / "slow.ipynb",
+                          "import pathlib, time\n(pathlib.Path(output_dir) / 'report.html')"
+                          ".write_text('half')\ntime.sleep(120)"),
+    }
+
+
+def _settings(tmp_path: Path, notebook: str, **changes) -> RunSettings:
+    return RunSettings(notebook=notebook, reports_dir=str(tmp_path / "reports"),
+                       run_name="r", n_perm=10, **changes)
+
+
+def _listing(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_successful_run_is_complete_and_recorded(tmp_path, notebooks):
+    settings = _settings(tmp_path, notebooks["ok"], random_state=11)
+    report = run(settings, progress_bar=False)
+    target = tmp_path / "reports" / "r"
+    assert report == target / "report.html"
+    assert _listing(tmp_path / "reports") == ["r"]  # no temporary folder left
+    for name in REQUIRED_FILES:
+        assert (target / name).is_file(), name
+    params = json.loads((target / "params.json").read_text())
+    assert RunSettings(**params) == settings.replace(notebook=None, reports_dir=str(
+        (tmp_path / "reports").absolute()))
+    assert "output_dir" not in params and "notebook" not in params
+    provenance = json.loads((target / "provenance.json").read_text())
+    assert provenance["random_state"] == 11  # written by the notebook, kept
+    assert provenance["run"]["run_name"] == "r"
+    assert provenance["run"]["wall_time_s"] > 0
+    assert provenance["run"]["notebook"] == "ok.ipynb"
+    assert [c["index"] for c in provenance["run"]["cells"]] == [0, 1, 2]  # incl. injected
+    executed = nbformat.read(target / "notebook.ipynb", as_version=4)
+    assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
+    assert oct((target).stat().st_mode & 0o777) != oct(0o700)  # not mkdtemp's private mode
+
+
+def test_existing_run_is_not_overwritten_without_force(tmp_path, notebooks):
+    target = tmp_path / "reports" / "r"
+    target.mkdir(parents=True)
+    (target / "report.html").write_text("earlier complete run")
+    with pytest.raises(ReportError, match=r"already exists .*pass --force"):
+        run(_settings(tmp_path, notebooks["ok"]), progress_bar=False)
+    assert (target / "report.html").read_text() == "earlier complete run"
+
+
+def test_force_replaces_complete_run(tmp_path, notebooks):
+    target = tmp_path / "reports" / "r"
+    target.mkdir(parents=True)
+    (target / "stale.txt").write_text("old")
+    run(_settings(tmp_path, notebooks["ok"], force=True), progress_bar=False)
+    assert not (target / "stale.txt").exists()
+    assert (target / "report.html").read_text() == "r"
+    assert _listing(tmp_path / "reports") == ["r"]
+
+
+def test_failing_cell_names_cell_and_keeps_failed_notebook(tmp_path, notebooks):
+    with pytest.raises(RunError) as info:
+        run(_settings(tmp_path, notebooks["fail"]), progress_bar=False)
+    message = str(info.value)
+    assert "failed in notebook cell" in message
+    assert "index 3" in message  # parameters, injected parameters, x = 1, then the raise
+    assert "raise ValueError" in message and "planted failure in cell two" in message
+    reports = tmp_path / "reports"
+    names = _listing(reports)
+    assert "r" not in names
+    assert len(names) == 1 and names[0].startswith("r.failed-")
+    assert names[0] in message
+    failed_nb = nbformat.read(reports / names[0] / "notebook.ipynb", as_version=4)
+    errors = [o for c in failed_nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert errors and errors[0]["evalue"] == "planted failure in cell two"
+
+
+def test_notebook_that_forgets_files_is_not_a_complete_run(tmp_path, notebooks):
+    with pytest.raises(RunError, match=r"did not write \[.*'notebook.ipynb'|did not write \["):
+        run(_settings(tmp_path, notebooks["partial"]), progress_bar=False)
+    assert "r" not in _listing(tmp_path / "reports")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
+def test_killed_run_leaves_nothing_half_written(tmp_path, notebooks, sig):
+    reports = tmp_path / "reports"
+    cmd = [sys.executable, "-m", "glmkit", "run", "--notebook", notebooks["slow"],
+           "--reports-dir", str(reports), "--run-name", "r", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 90
+    started = False
+    while time.time() < deadline and proc.poll() is None:
+        tmp = [p for p in reports.glob(".r.tmp-*") if (p / "report.html").exists()]
+        if tmp:  # the notebook is running and has written half of its outputs
+            started = True
+            break
+        time.sleep(0.2)
+    assert started, proc.communicate(timeout=10)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert not (reports / "r").exists()
+    if sig != signal.SIGKILL:  # cleanup ran: not even the temporary folder is left
+        assert _listing(reports) == [], err
+        assert "interrupted; nothing was written" in err
+
+
+def test_reports_dir_not_writable(tmp_path, notebooks):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    settings = RunSettings(notebook=notebooks["ok"], reports_dir=str(blocker / "reports"))
+    with pytest.raises(ReportError, match=r"reports_dir .* is not writable .*--reports-dir"):
+        run(settings, progress_bar=False)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
+                    reason="permissions do not restrict root")
+def test_reports_dir_read_only(tmp_path, notebooks):
+    reports = tmp_path / "ro"
+    reports.mkdir()
+    reports.chmod(0o500)
+    try:
+        with pytest.raises(ReportError, match="is not writable"):
+            run(RunSettings(notebook=notebooks["ok"], reports_dir=str(reports)),
+                progress_bar=False)
+    finally:
+        reports.chmod(0o700)
+
+
+def test_missing_notebook(tmp_path):
+    settings = RunSettings(notebook=str(tmp_path / "nope.ipynb"), reports_dir=str(tmp_path))
+    with pytest.raises(RunError, match=r"notebook .*nope.ipynb' does not exist"):
+        run(settings, progress_bar=False)
+
+
+# ------------------------------------------------------------------------------ batch
+def _grid(tmp_path: Path, notebook: str, body: str) -> Path:
+    path = tmp_path / "grid.yaml"
+    path.write_text(f"notebook: {notebook}\nreports_dir: {tmp_path / 'reports'}\n"
+                    f"n_perm: 10\n{body}")
+    return path
+
+
+def test_grid_is_cartesian_product_with_derived_names(tmp_path):
+    path = _grid(tmp_path, "nb.ipynb", "grid:\n  smoothing_fwhm: [0, 5.5]\n"
+                 "  covariates: [[pseudo], [pseudo, age]]\n")
+    names = [s.run_name for s in load_grid(path)]
+    assert names == ["grid-smoothing_fwhm0_covariatespseudo",
+                     "grid-smoothing_fwhm0_covariatespseudo+age",
+                     "grid-smoothing_fwhm5.5_covariatespseudo",
+                     "grid-smoothing_fwhm5.5_covariatespseudo+age"]
+    assert [s.smoothing_fwhm for s in load_grid(path)] == [0, 0, 5.5, 5.5]
+
+
+def test_explicit_runs_list(tmp_path):
+    path = _grid(tmp_path, "nb.ipynb", "run_name: study\nruns:\n  - {n_perm: 20}\n"
+                 "  - {run_name: special, alpha: 0.01}\n")
+    settings = load_grid(path, force=True)
+    assert [(s.run_name, s.n_perm, s.alpha, s.force) for s in settings] == [
+        ("study-1", 20, 0.05, True), ("special", 10, 0.01, True)]
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        ("", r"has neither 'grid' nor 'runs'"),
+        ("grid:\n  smoothing_fwhm: 5\n", r"grid entry 'smoothing_fwhm' must be a non-empty list"),
+        ("grid:\n  smothing_fwhm: [1, 2]\n", r"unknown parameter 'smothing_fwhm'.*smoothing_fwhm"),
+        ("grid:\n  alpha: [0.05, 2]\n", r"alpha=2.0 is out of range"),
+        ("runs:\n  - {run_name: a}\n  - {run_name: a}\n", r"same run_name \['a'\]"),
+        ("runs: 3\n", r"'runs' must be a list"),
+        ("grid:\n  n_perm: [1]\nruns: []\n", r"has both 'grid' and 'runs'"),
+    ],
+)
+def test_bad_grid_files(tmp_path, body, match):
+    with pytest.raises(ParameterError, match=match):
+        load_grid(_grid(tmp_path, "nb.ipynb", body))
+
+
+def test_batch_runs_skips_and_forces(tmp_path, notebooks):
+    path = _grid(tmp_path, notebooks["ok"], "grid:\n  random_state: [1, 2]\n")
+    reports = tmp_path / "reports"
+    index = run_batch(path, n_jobs=2)
+    assert index == reports / "index.html"
+    names = ["grid-random_state1", "grid-random_state2"]
+    assert [n for n in _listing(reports) if not n.endswith(".html")] == names
+    page = index.read_text()
+    for name in names:
+        assert f'href="{name}/report.html"' in page
+    assert "<td>3 / 4</td>" in page and "<td>4.50</td>" in page  # headline numbers
+    assert "random_state" in page  # the varying parameter is a column
+    assert "http" not in page  # self-contained: no external resource
+    stamp = (reports / names[0] / "report.html").stat().st_mtime_ns
+    run_batch(path)  # complete runs are skipped
+    assert (reports / names[0] / "report.html").stat().st_mtime_ns == stamp
+    assert "skipped" in index.read_text()
+    time.sleep(0.01)
+    run_batch(path, force=True)
+    assert (reports / names[0] / "report.html").stat().st_mtime_ns != stamp
+
+
+def test_batch_reports_failed_runs_and_still_writes_index(tmp_path, notebooks):
+    path = _grid(tmp_path, notebooks["ok"], f"runs:\n  - {{run_name: good}}\n"
+                 f"  - {{run_name: bad, notebook: {notebooks['fail']}}}\n")
+    with pytest.raises(RunError, match=r"1 of 2 runs failed bad: failed: run 'bad' failed"):
+        run_batch(path)
+    page = (tmp_path / "reports" / "index.html").read_text()
+    assert 'href="good/report.html"' in page and "failed: run" in page
+
+
+def test_batch_n_jobs_zero(tmp_path, notebooks):
+    with pytest.raises(ParameterError, match="n_jobs=0 is not allowed"):
+        run_batch(_grid(tmp_path, notebooks["ok"], "grid:\n  n_perm: [1]\n"), n_jobs=0)
