@@ -11,8 +11,9 @@ Checks
 ``missing_value``
     A variable the design uses is missing (NaN / ``n/a``) for the subject.
 ``non_finite``
-    The map holds +/-inf values. NaN is *not* a failure: SPM-style maps hold NaN outside
-    the brain, so NaN is read as "no data" and counted by ``coverage``.
+    The map holds +/-inf values inside the analysis mask. NaN is *not* a failure: SPM-style
+    maps hold NaN outside (and at the edge of) the brain, so NaN is read as "no data" and
+    counted by ``coverage``; inf outside the mask is reported but ignored.
 ``empty_map``
     No finite non-zero value inside the analysis mask.
 ``constant_map``
@@ -27,13 +28,14 @@ Checks
     Fraction of analysis-mask voxels where the map has finite, non-zero data.
 
 The ``value`` column holds, per check: the number of missing variables, the number of
-inf voxels, the number of in-mask voxels with data, the in-mask SD, 0/1 (grid differs),
+in-mask inf voxels, the number of in-mask voxels with data, the in-mask SD, 0/1 (grid differs),
 the robust z, and the covered fraction.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -268,6 +270,10 @@ def _same_grid(shape_a, affine_a, shape_b, affine_b) -> bool:
     return tuple(shape_a) == tuple(shape_b) and np.allclose(affine_a, affine_b, atol=1e-4)
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _grid_difference(shape, affine, ref_shape, ref_affine) -> str:
     parts = []
     if tuple(shape) != tuple(ref_shape):
@@ -306,8 +312,11 @@ def _mni_mask_on_grid(shape, affine) -> np.ndarray | None:
 def _resample(img, ref_shape, ref_affine, *, interpolation: str):
     from nilearn.image import resample_img
 
-    return resample_img(img, target_affine=ref_affine, target_shape=ref_shape,
-                        interpolation=interpolation, force_resample=True, copy_header=True)
+    with warnings.catch_warnings():
+        # SPM-style maps hold NaN outside the brain; nilearn resamples them correctly
+        warnings.filterwarnings("ignore", message="NaNs or infinite values are present")
+        return resample_img(img, target_affine=ref_affine, target_shape=ref_shape,
+                            interpolation=interpolation, force_resample=True, copy_header=True)
 
 
 def _largest_gap(missing: np.ndarray, affine: np.ndarray) -> tuple[int, np.ndarray]:
@@ -586,14 +595,17 @@ def _map_checks(
     n_inf = int(np.isinf(values).sum())
     has_data = np.isfinite(values) & (values != 0)
     n_data = int(has_data.sum())
-    if n_inf_all:
-        rows.append(("non_finite", float(n_inf_all), True,
-                     f"{n_inf_all} voxels are +/-inf ({n_inf} inside the brain mask); inf is "
-                     "never valid data: re-export the map (or set those voxels to NaN)"))
-    else:
+    nan_note = (f"{n_nan} NaN voxels inside the brain mask, read as no data (see coverage)"
+                if n_nan else "no NaN inside the brain mask")
+    if n_inf:
+        rows.append(("non_finite", float(n_inf), True,
+                     f"{_n(n_inf, 'voxel')} inside the brain mask {'is' if n_inf == 1 else 'are'} +/-inf; inf is never valid "
+                     "data: re-export the map (or set those voxels to NaN)"))
+    elif n_inf_all:
         rows.append(("non_finite", 0.0, False,
-                     f"no inf; {n_nan} NaN voxels inside the brain mask, read as no data "
-                     "(see coverage)" if n_nan else "no inf or NaN inside the brain mask"))
+                     f"{_n(n_inf_all, '+/-inf voxel')} outside the brain mask (ignored); {nan_note}"))
+    else:
+        rows.append(("non_finite", 0.0, False, f"no inf; {nan_note}"))
     if n_data == 0:
         outside = data[~mask]
         n_out = int((np.isfinite(outside) & (outside != 0)).sum())

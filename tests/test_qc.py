@@ -198,7 +198,8 @@ def test_missing_block_of_coverage(tmp_path, rng, fill):
     non_finite = _row(qc, "sub03", "non_finite")
     assert non_finite["verdict"] == "pass"  # NaN is "no data", counted by coverage
     if np.isnan(fill):
-        assert f"{BRAIN[:, :, 5:].sum()} NaN voxels inside the brain mask" in non_finite["reason"]
+        assert non_finite["reason"] == (f"no inf; {BRAIN[:, :, 5:].sum()} NaN voxels inside the "
+                                        "brain mask, read as no data (see coverage)")
 
 
 def test_scattered_missing_voxels_and_min_coverage(tmp_path, rng):
@@ -226,8 +227,20 @@ def test_inf_values_exclude(tmp_path, rng):
     qc = run_qc(_cohort(tmp_path, rng, edit=edit))
     assert qc.excluded == ("sub07",)
     row = _row(qc, "sub07", "non_finite")
-    assert row["value"] == 2
-    assert row["reason"].startswith("2 voxels are +/-inf (1 inside the brain mask)")
+    assert row["value"] == 1
+    assert row["reason"].startswith("1 voxel inside the brain mask is +/-inf; inf is never")
+
+
+def test_inf_outside_mask_is_ignored(tmp_path, rng):
+    def edit(i, d):
+        if i == 7:
+            d[0, 0, 0] = np.inf
+        return d
+
+    qc = run_qc(_cohort(tmp_path, rng, edit=edit))
+    assert qc.excluded == ()
+    assert _row(qc, "sub07", "non_finite")["reason"].startswith(
+        "1 +/-inf voxel outside the brain mask (ignored)")
 
 
 @pytest.mark.parametrize("fill", [0.0, np.nan])
