@@ -174,7 +174,8 @@ def _esc(value) -> str:
 
 
 def _fmt(value, digits: int = 4) -> str:
-    if value is None:
+    if value is None or (np.ndim(value) == 0 and not isinstance(value, (str, float, np.floating))
+                         and pd.isna(value)):
         return ""
     if isinstance(value, (bool, np.bool_)):
         return str(bool(value))
@@ -460,7 +461,7 @@ in the whole map. Bonferroni, permutation max-T, cluster-size, cluster-mass and 
 control it at {a}, so they can be compared with one another (rows shaded blue).</li>
 <li><b>False discovery rate (FDR)</b>: the expected <i>proportion</i> of false positives among the
 voxels reported. It is a weaker, different guarantee, shown in its own row (shaded orange); an FDR
-map is not "more powerful" than an FWER map, it answers another question.</li>
+map finding more voxels than an FWER map does not make it better: it answers another question.</li>
 <li><b>-log10 p</b>: maps in <code>maps/logp_*.nii.gz</code> hold -log10 of the corrected p value;
 {-np.log10(alpha):.2f} corresponds to p = {a}, 1 to p = 0.1, 2 to p = 0.01. Permutation p values
 cannot go below 1/(number of permutations + 1).</li>
@@ -585,11 +586,16 @@ def _qc_section(result) -> str:
     checks = (table.assign(verdict=table["verdict"].astype(str))
               .groupby(["check", "verdict"]).size().unstack(fill_value=0).reset_index())
     del order
+    problem = (per_subject["status"] != "kept").to_numpy()
+    clean = per_subject[~problem]
     body = (
         f"<p>{counts.get('excluded', 0)} excluded, {counts.get('flagged', 0)} flagged but kept, "
         f"{counts.get('kept', 0)} passed every check. Excluded subjects come first; every check "
         f"of every subject is in <code>qc.csv</code>.</p>"
-        + _table(per_subject, row_classes=classes)
+        + (_table(per_subject[problem], row_classes=[c for c, p in zip(classes, problem) if p])
+           if problem.any() else "<p>No subject was excluded or flagged.</p>")
+        + (f"<details><summary>{len(clean)} subjects passed every check</summary>"
+           f"<p>{', '.join(_esc(s) for s in clean['subject'])}</p></details>" if len(clean) else "")
         + "<h3>Checks</h3>" + _table(checks)
     )
     return _section("qc", "Quality control", body)
@@ -789,12 +795,26 @@ def _recovery_section(result, items, images, far_mm: float) -> tuple[str, pd.Dat
     return _section("recovery", "Recovery of the planted effect", body), table
 
 
-def _explore_section(images, result, items, alpha) -> str:
-    """Hook for the kernel-free viewer of :mod:`glmkit.viewer` (wired in when it lands)."""
-    body = ("<p><!-- VIEWER-HOOK: glmkit.viewer.viewer_html not integrated yet -->"
-            "The interactive viewer is not included in this version of the report; the maps are "
-            "in <code>maps/</code>.</p>")
-    return _section("explore", "Explore", body)
+def _explore_section(result, cut_coords, contrast_name: str) -> str:
+    """The kernel-free viewer of :mod:`glmkit.viewer`, fed with the run's maps."""
+    from glmkit import viewer
+
+    specs, clusters = viewer.maps_from_result(result)
+    alpha = float(_get(result.settings, "alpha", 0.05))
+    if alpha in viewer.ALPHAS:  # open the corrected maps at the report's alpha
+        for spec in specs.values():
+            if spec.get("kind") in ("logp_bonferroni", "logp_fwer"):
+                spec["alpha"] = alpha
+    default = next((name for name in ("logp_maxt", "z_fdr", "z") if name in specs), None)
+    fragment = viewer.viewer_html(
+        specs, clusters=clusters, cut_coords=tuple(cut_coords), default_map=default,
+        title=f"{contrast_name}: maps of this run")
+    body = (
+        "<p>Browse slices and re-threshold any map of this run (by value, or by a correction "
+        "method and alpha), filter clusters by extent, and click a cluster row to jump to its "
+        "peak. Everything runs in this page, without a Python kernel or a network connection. "
+        "The figures above do not depend on it.</p>" + fragment)
+    return _section("explore", "Explore the maps", body)
 
 
 def _provenance_section(result, notebook_path, page_note: str) -> str:
@@ -874,7 +894,7 @@ def _render_page(result, images, *, notebook_path=None, far_mm: float = 10.0) ->
         _clusters_section(result, items, z, affine),
         _null_section(result, alpha),
         recovery_html,
-        _explore_section(images, result, items, alpha),
+        _explore_section(result, cut_coords, contrast_name),
     ]
     nav = "".join(f'<a href="#{key}">{_esc(title)}</a>' for key, title in _SECTIONS)
     template = string.Template(

@@ -89,7 +89,6 @@ def test_recovery_empty_truth_and_bad_inputs():
 
 @pytest.fixture(scope="module")
 def analysis(demo):
-    pytest.importorskip("glmkit.pipeline")  # TEMPORARY until glmkit.pipeline lands
     from glmkit.pipeline import run_analysis
     from glmkit.settings import RunSettings
 
