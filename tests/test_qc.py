@@ -544,3 +544,25 @@ def test_mni_like_grid_mask_ignores_outside_brain_and_cohort_dropout(tmp_path, r
     assert cov == pytest.approx(1 - (mask & top).sum() / mask.sum(), abs=1e-4)
     others = qc.table.query("check == 'coverage' and subject != 'm6'")["value"]
     assert (others == 1.0).all()
+
+
+def test_maps_are_streamed_one_at_a_time(tmp_path, rng, monkeypatch):
+    """Memory stays flat in n_subjects: when a map is read, no earlier map is still alive."""
+    import weakref
+
+    import glmkit.qc as qc_module
+
+    alive_at_read = []
+    refs = []
+    original = qc_module._read_data
+
+    def tracking(img):
+        alive_at_read.append(sum(r() is not None for r in refs))
+        data = original(img)
+        refs.append(weakref.ref(data))
+        return data
+
+    monkeypatch.setattr(qc_module, "_read_data", tracking)
+    run_qc(_cohort(tmp_path, rng, n=10))
+    assert len(alive_at_read) == 20  # mask pass + check pass
+    assert max(alive_at_read) == 0
