@@ -39,6 +39,7 @@ __all__ = [
     "viewer_html",
     "prepare_maps",
     "maps_from_result",
+    "result_viewer_html",
     "method_threshold",
     "label_clusters",
     "METHODS",
@@ -88,6 +89,9 @@ class ViewerMap:
         Whether supra-threshold means ``|value| >= t`` (else ``value >= t``).
     methods : dict
         method -> {alpha: threshold} for the methods this map supports.
+    reference : str or None
+        Name of the map whose values define the method thresholds (e.g. ``"z"`` for the
+        FDR-thresholded ``z_fdr``); None for the map itself.
     threshold : float | None
         Initial threshold by value (overrides ``method``/``alpha`` when set).
     method, alpha : str, float
@@ -101,6 +105,7 @@ class ViewerMap:
     kind: str = "value"
     two_sided: bool = False
     methods: dict = field(default_factory=dict)
+    reference: str | None = None
     threshold: float | None = None
     method: str = "value"
     alpha: float = 0.05
@@ -248,16 +253,24 @@ def label_clusters(
             continue
         lab, n = ndimage.label(supra, structure)
         labelled[sign] = lab
-        idx = np.arange(1, n + 1)
         sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:]
-        peaks = ndimage.maximum_position(sign * d, lab, idx)
-        for lab_id, size, pos in zip(idx, sizes, peaks):
+        # peak of each cluster: sort its voxels by label, then value (descending), take the first
+        flat = np.flatnonzero(supra)
+        lv = lab.ravel()[flat]
+        order = np.lexsort((-(sign * d).ravel()[flat], lv))
+        peaks = flat[order[np.r_[0, np.flatnonzero(np.diff(lv[order])) + 1]]]
+        ijk = np.column_stack(np.unravel_index(peaks, d.shape))
+        for lab_id, size, pos in zip(range(1, n + 1), sizes, ijk):
             if size >= extent:
-                rows.append((sign, int(size), float(d[pos]), *map(int, pos), int(lab_id)))
+                rows.append((sign, int(size), float(d[tuple(pos)]), *map(int, pos), lab_id))
     rows.sort(key=lambda r: (-r[1], -abs(r[2])))
     out = np.zeros(d.shape, dtype=np.int32)
-    for new_id, row in enumerate(rows, start=1):
-        out[labelled[row[0]] == row[-1]] = new_id
+    for sign, lab in labelled.items():
+        remap = np.zeros(int(lab.max()) + 1, dtype=np.int32)
+        for new_id, row in enumerate(rows, start=1):
+            if row[0] == sign:
+                remap[row[-1]] = new_id
+        out += remap[lab]
     table = pd.DataFrame(
         [(k, "+" if r[0] > 0 else "-", r[1], r[2], r[3], r[4], r[5]) for k, r in enumerate(rows, 1)],
         columns=["cluster", "sign", "size", "peak", "i", "j", "k"],
@@ -321,7 +334,8 @@ def prepare_maps(
     maps : mapping
         name -> (3-D array, affine) | nibabel image | path | dict with key ``image`` and
         optional ``kind``, ``two_sided``, ``label``, ``threshold``, ``method``, ``alpha``,
-        ``methods`` ({method: {alpha: threshold}}), ``n_tests``. A key ``"mask"`` is used
+        ``methods`` ({method: {alpha: threshold}}), ``methods_from`` (name of the map whose
+        values define the method thresholds, e.g. ``"z"`` for a thresholded z map), ``n_tests``. A key ``"mask"`` is used
         as the mask, not shown as a map. Voxels that are NaN, or 0 in every map, are
         outside the mask.
     thresholds : mapping, optional
@@ -378,7 +392,11 @@ def prepare_maps(
         if kind not in KIND_METHODS:
             raise ParameterError(f"map {name!r}: kind must be one of {list(KIND_METHODS)}; got {kind!r}")
         two_sided = bool(spec.get("two_sided", kind == "z"))
-        vals = data[np.isfinite(data)]
+        reference = spec.get("methods_from")
+        if reference is not None and reference not in specs:
+            raise ParameterError(f"map {name!r}: methods_from={reference!r} is not one of the maps {list(specs)}")
+        ref_data = specs[reference]["data"] if reference else data
+        vals = ref_data[mask_arr & np.isfinite(ref_data)]
         n_tests = spec.get("n_tests") or int(mask_arr.sum())
         methods = {
             m: {a: method_threshold(vals, kind, m, a, two_sided=two_sided, n_tests=n_tests)
@@ -412,10 +430,10 @@ def prepare_maps(
                 f"map {name!r}: method {method!r} is not available; available: {sorted(methods)}"
             )
         if threshold is None and method == "value":
-            threshold = _default_value_threshold(vals, two_sided)
+            threshold = _default_value_threshold(data[np.isfinite(data)], two_sided)
         out.append(ViewerMap(
             name=name, label=str(spec.get("label") or name), data=data, affine=affine, kind=kind,
-            two_sided=two_sided, methods=methods,
+            two_sided=two_sided, methods=methods, reference=reference,
             threshold=None if threshold is None else float(threshold),
             method="value" if threshold is not None else method, alpha=alpha or 0.05,
         ))
@@ -465,11 +483,12 @@ def maps_from_result(result: Any) -> tuple[dict[str, dict], pd.DataFrame | None]
     if "z_fdr" in imgs:
         alpha = float(getattr(thr.get("fdr"), "alpha", getattr(settings, "alpha", 0.05)))
         specs["z_fdr"] = {"image": imgs["z_fdr"], "kind": "z", "two_sided": two_sided,
-                          "label": f"z, FDR q<{alpha:g}", "methods": z_methods}
+                          "label": f"z, FDR q<{alpha:g}", "methods": z_methods,
+                          "methods_from": "z" if "z" in imgs else None}
     if "logp_bonferroni" in imgs:
         specs["logp_bonferroni"] = {"image": imgs["logp_bonferroni"], "kind": "logp_bonferroni",
                                     "label": "-log10 p, Bonferroni"}
-    for name in sorted(imgs):
+    for name in imgs:  # permutation maps in the order of the run's statistics
         if name.startswith("logp_") and name != "logp_bonferroni":
             specs[name] = {"image": imgs[name], "kind": infer_kind(name),
                            "label": f"-log10 p, FWER ({name[5:]}, permutation)"}
@@ -553,7 +572,9 @@ def _cluster_rows(df: pd.DataFrame | None) -> dict | None:
         cells = []
         for c in df.columns:
             v = r[c]
-            if isinstance(v, (float, np.floating)):
+            if v is None or (np.ndim(v) == 0 and pd.isna(v)):
+                cells.append("")
+            elif isinstance(v, (float, np.floating)):
                 cells.append("" if not np.isfinite(v) else f"{v:.4g}")
             else:
                 cells.append(str(v))
@@ -641,8 +662,8 @@ def viewer_html(
         name -> (3-D array, 4x4 affine), nibabel image, path, or a dict spec (see
         :func:`prepare_maps`) giving ``kind`` (``"z"``, ``"logp"``, ``"logp_bonferroni"``,
         ``"logp_fwer"``, ``"value"``; guessed from the name otherwise), ``two_sided``,
-        ``label``, initial ``threshold`` or ``method``/``alpha``, and ``methods`` tables.
-        All maps share one grid; a ``"mask"`` entry is the mask.
+        ``label``, initial ``threshold`` or ``method``/``alpha``, ``methods`` tables and
+        ``methods_from`` (the map whose values set the method thresholds). All maps share one grid; a ``"mask"`` entry is the mask.
     clusters : DataFrame or dict name -> DataFrame, optional
         Cluster table(s) with peak columns X, Y, Z (mm); clicking a row jumps to its peak.
     thresholds : mapping, optional
@@ -691,3 +712,18 @@ def viewer_html(
         f"<script>{js}\n;window.glmkitViewer(document.getElementById({json.dumps(uid)}));</script>"
         "</div>"
     )
+
+
+def result_viewer_html(result: Any, *, title: str | None = None, **kwargs: Any) -> str:
+    """:func:`viewer_html` for an :class:`glmkit.pipeline.AnalysisResult`: what the report embeds.
+
+    Shows z, the FDR-thresholded z, the Bonferroni -log10 p map and each permutation
+    -log10 FWER p map, with the run's cluster table and cut coordinates; ``kwargs`` go to
+    :func:`viewer_html` (e.g. ``background=``, ``cut_coords=``).
+    """
+    specs, clusters = maps_from_result(result)
+    settings = getattr(result, "settings", None)
+    kwargs.setdefault("cut_coords", tuple(getattr(settings, "cut_coords", (38, -17, -3))))
+    if clusters is not None and len(clusters) == 0:
+        clusters = None
+    return viewer_html(specs, clusters=clusters, title=title, **kwargs)

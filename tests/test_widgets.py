@@ -1,0 +1,315 @@
+"""Tests of glmkit.widgets.explore, driven from Python through the widgets' traits (no browser)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import ipywidgets
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage
+from scipy.stats import norm
+
+from glmkit.errors import ParameterError, ReportError
+from glmkit.widgets import EMPTY_MESSAGE, Explorer, explore, load_run_folder
+
+AFFINE = np.array([[3.0, 0, 0, -78], [0, 3, 0, -111], [0, 0, 3, -51], [0, 0, 0, 1]])
+SHAPE = (53, 63, 46)
+PEAKS = ((38, -17, -3), (-40, -60, 20))
+
+
+def _synthetic_maps(rng):
+    """A z map with two planted blobs on a brain-like mask, and maps derived from it."""
+    g = np.indices(SHAPE).astype(float)
+    c = (np.array(SHAPE) - 1) / 2
+    mask = (((g - c[:, None, None, None]) / (np.array(SHAPE)[:, None, None, None] * 0.45)) ** 2).sum(0) <= 1
+    z = ndimage.gaussian_filter(rng.standard_normal(SHAPE), 1.5)
+    z /= z[mask].std()
+    for peak, amp in zip(PEAKS, (7.0, 5.0)):
+        ijk = np.round(np.linalg.solve(AFFINE, [*peak, 1])[:3])
+        z += amp * np.exp(-((g - ijk[:, None, None, None]) ** 2).sum(0) / (2 * 2.0**2))
+    z[~mask] = 0.0
+    p = np.where(mask, norm.sf(z), 0.0)
+    logp_bonf = np.where(mask, -np.log10(np.minimum(1, norm.sf(z) * mask.sum())), 0.0)
+    return {"mask": mask.astype(np.uint8), "z": z, "p": p, "effect": z * 0.5,
+            "z_fdr": np.where(z > 4.0, z, 0.0), "logp_bonferroni": logp_bonf,
+            "logp_maxt": np.clip(logp_bonf * 0.9, 0, None)}
+
+
+def _write_folder(path, maps, *, clusters=True, params=True):
+    (path / "maps").mkdir(parents=True)
+    for name, data in maps.items():
+        nib.save(nib.Nifti1Image(np.asarray(data, dtype=np.float32 if name != "mask" else np.uint8), AFFINE),
+                 path / "maps" / f"{name}.nii.gz")
+    if clusters:
+        pd.DataFrame({"cluster_id": ["1", "2"], "x": [38.0, -40.0], "y": [-17.0, -60.0], "z": [-3.0, 20.0],
+                      "peak_stat": [7.0, 5.0]}).to_csv(path / "clusters.csv", index=False)
+    if params:
+        (path / "params.json").write_text(json.dumps({"cut_coords": [0, 0, 0], "two_sided": False}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def synth_maps():
+    return _synthetic_maps(np.random.default_rng(7))
+
+
+@pytest.fixture
+def run_folder(tmp_path, synth_maps):
+    return _write_folder(tmp_path / "run", synth_maps)
+
+
+@pytest.fixture
+def ex(run_folder):
+    return explore(run_folder, debounce=0)
+
+
+def _count(z, mask, t):
+    return int(((z >= t) & (z != 0) & (mask > 0)).sum())
+
+
+def test_layout_and_state(ex, synth_maps):
+    assert isinstance(ex, ipywidgets.VBox) and isinstance(ex, Explorer)
+    assert ex.image_bytes.startswith(b"\x89PNG\r\n\x1a\n")
+    assert ex.map_name == "z" and ex.method == "fdr"
+    assert [o[1] for o in ex.controls["map"].options] == ["z", "z_fdr", "logp_bonferroni", "logp_maxt"]
+    assert ex.cut_coords == (0.0, 0.0, 0.0) or all(abs(c) <= 1.5 for c in ex.cut_coords)
+    assert set(ex.controls) >= {"map", "method", "alpha", "threshold", "threshold_text", "extent", "x", "y",
+                                "z", "peak", "mode"}
+    assert ex.n_suprathreshold == _count(synth_maps["z"], synth_maps["mask"], ex.threshold)
+
+
+def test_higher_threshold_fewer_voxels_and_new_image(ex, synth_maps):
+    seen = []
+    for t in (2.0, 3.0, 4.0, 5.5):
+        ex.controls["threshold"].value = t
+        assert ex.method == "value" and ex.threshold == pytest.approx(t)
+        assert ex.n_suprathreshold == _count(synth_maps["z"], synth_maps["mask"], t)
+        seen.append((ex.n_suprathreshold, ex.image_bytes, ex._table_html.value))
+    counts = [s[0] for s in seen]
+    assert counts == sorted(counts, reverse=True) and counts[0] > counts[-1] > 0
+    assert len({s[1] for s in seen}) == len(seen), "the image must change with the threshold"
+    assert len({s[2] for s in seen}) == len(seen), "the cluster table must change with the threshold"
+    assert str(counts[-1]) in ex.message
+
+
+def test_go_to_peak_moves_the_cut(ex):
+    ex.controls["threshold"].value = 3.5
+    frame = ex.cluster_frame
+    assert len(frame) >= 2
+    for n in (1, 2):
+        before = ex.image_bytes
+        ex.go_to_peak(n)
+        row = frame[frame["cluster"] == n].iloc[0]
+        assert ex.cut_coords == (row["x"], row["y"], row["z"])
+        assert ex.image_bytes != before
+    # the planted peaks are the two largest clusters' peaks (within a voxel)
+    got = sorted(tuple(r) for r in frame[["x", "y", "z"]].head(2).to_numpy())
+    assert all(min(np.abs(np.subtract(g, p)).max() for g in got) <= 3 for p in PEAKS)
+    # the dropdown does the same
+    option = ex.controls["peak"].options[2]
+    ex.controls["peak"].value = option[1]
+    assert ex.cut_coords == option[1]
+    with pytest.raises(ParameterError, match="cluster 999"):
+        ex.go_to_peak(999)
+
+
+def test_slice_sliders_move_the_cut(ex):
+    before = ex.image_bytes
+    ex.controls["x"].value = 30.0
+    ex.controls["y"].value = -20.0
+    ex.controls["z"].value = 10.0
+    assert ex.cut_coords == (30.0, -21.0, 9.0)  # nearest voxel centres on the 3 mm grid
+    assert ex.image_bytes != before
+
+
+def test_method_switch_updates_threshold(ex, synth_maps):
+    from nilearn.glm import threshold_stats_img
+
+    z_img = nib.Nifti1Image(synth_maps["z"], AFFINE)
+    mask_img = nib.Nifti1Image(synth_maps["mask"], AFFINE)
+    ex.controls["method"].value = "uncorrected"
+    ex.controls["alpha"].value = 0.001
+    assert ex.threshold == pytest.approx(norm.isf(0.001))  # one-sided, as params.json says
+    assert ex.controls["threshold_text"].value == pytest.approx(norm.isf(0.001))
+    for method, control, alpha in (("fdr", "fdr", 0.05), ("bonferroni", "bonferroni", 0.05),
+                                   ("fdr", "fdr", 0.01)):
+        ex.controls["method"].value = method
+        ex.controls["alpha"].value = alpha
+        _, expected = threshold_stats_img(z_img, mask_img=mask_img, alpha=alpha, height_control=control,
+                                          two_sided=False)
+        assert ex.threshold == pytest.approx(expected), (method, alpha)
+        assert f"{expected:.4g}" in ex.message
+    # an alpha outside the viewer's fixed list still works (computed exactly)
+    ex.controls["alpha"].value = 0.0123
+    assert ex.threshold > 0 and ex.alpha == 0.0123
+    # moving the slider goes back to "value"
+    ex.controls["threshold"].value = 2.5
+    assert ex.method == "value"
+
+
+def test_map_without_survivors_says_so(ex):
+    ex.controls["map"].value = "logp_maxt"
+    assert ex.methods == ["value", "fwer"]
+    ex.controls["alpha"].value = 1e-10  # -log10 p > 10, above this map's maximum
+    assert ex.threshold == pytest.approx(10.0) and ex.current_map.max_abs < 10
+    assert ex.n_suprathreshold == 0 and ex.cluster_frame.empty
+    assert EMPTY_MESSAGE in ex.message and "above the map's maximum" in ex.message
+    ex.controls["alpha"].value = 0.05
+    assert ex.n_suprathreshold > 0 and EMPTY_MESSAGE not in ex.message
+    # and an all-zero map
+    ex2 = Explorer(*_prepare({"z": (np.zeros(SHAPE), AFFINE), "mask": (np.ones(SHAPE), AFFINE)}), debounce=0)
+    assert ex2.n_suprathreshold == 0 and EMPTY_MESSAGE in ex2.message
+    assert ex2.image_bytes.startswith(b"\x89PNG")
+
+
+def _prepare(maps):
+    from glmkit.viewer import prepare_maps
+
+    return prepare_maps(maps)
+
+
+def test_no_permutation_no_fwer(tmp_path, synth_maps):
+    maps = {k: v for k, v in synth_maps.items() if k != "logp_maxt"}
+    ex = explore(_write_folder(tmp_path / "run", maps), debounce=0)
+    for name in ("z", "z_fdr", "logp_bonferroni"):
+        ex.controls["map"].value = name
+        assert "fwer" not in ex.methods
+    assert all(key != "fwer" for _, key in ex._all_methods)
+
+
+def test_with_permutation_fwer_offered(ex):
+    ex.controls["map"].value = "logp_maxt"
+    assert "fwer" in ex.methods
+    ex.controls["map"].value = "z"
+    assert "fwer" not in ex.methods  # FWER belongs to the permutation maps
+
+
+def test_threshold_outside_range_is_clamped(ex):
+    top = ex.current_map.max_abs
+    ex.controls["threshold_text"].value = top + 100
+    assert ex.threshold == pytest.approx(top)
+    assert "clamped" in ex.message
+    assert ex.n_suprathreshold >= 1  # the peak voxel itself survives
+    ex.controls["threshold_text"].value = -3
+    assert ex.threshold == 0.0 and "clamped to 0" in ex.message
+
+
+def test_cluster_extent(ex):
+    ex.controls["threshold"].value = 3.0
+    frame = ex.cluster_frame
+    n_all = ex.n_suprathreshold
+    ex.controls["extent"].value = int(frame["size"].iloc[1]) + 1  # keeps only the largest cluster
+    assert ex.n_suprathreshold == int(frame["size"].iloc[0]) < n_all
+    assert len(ex.cluster_frame) == 1
+    ex.controls["extent"].value = int(frame["size"].max()) + 1
+    assert ex.n_suprathreshold == 0 and EMPTY_MESSAGE in ex.message
+
+
+@pytest.mark.parametrize("mode", ["ortho", "x", "y", "z", "mosaic"])
+def test_modes_render(ex, mode):
+    from PIL import Image
+    import io
+
+    ex.controls["mode"].value = mode
+    img = Image.open(io.BytesIO(ex.image_bytes))
+    assert img.size[0] > 100 and img.size[1] > 100
+    assert ex.mode == mode
+
+
+def test_debounced_in_event_loop(run_folder):
+    ex = explore(run_folder, debounce=0.05)
+    start = ex.render_count
+
+    async def burst():
+        for t in (2.0, 2.5, 3.0, 3.5):
+            ex.controls["threshold"].value = t
+        await asyncio.sleep(0.3)
+
+    asyncio.run(burst())
+    assert ex.render_count == start + 1  # one render for the burst, after the last change
+    assert ex.threshold == 3.5
+
+
+@pytest.mark.parametrize(
+    ("drop", "missing"),
+    [("clusters.csv", "clusters.csv"), ("params.json", "params.json"), ("maps", "maps/*.nii.gz"),
+     ("maps/z.nii.gz", "maps/z.nii.gz")],
+)
+def test_incomplete_folder(tmp_path, synth_maps, drop, missing):
+    import shutil
+
+    folder = _write_folder(tmp_path / "run", synth_maps)
+    target = folder / drop
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    with pytest.raises(ReportError, match="incomplete") as info:
+        explore(folder)
+    assert missing in str(info.value)
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(ReportError, match="does not exist"):
+        explore(tmp_path / "nope")
+    with pytest.raises(ParameterError, match="AnalysisResult"):
+        explore(42)
+
+
+def test_render_time_demo_grid(ex):
+    """Each change re-renders well under 0.5 s on the demo grid (53x63x46)."""
+    times = []
+    for t in (2.0, 2.7, 3.4, 4.1):
+        start = time.perf_counter()
+        ex.controls["threshold"].value = t
+        times.append(time.perf_counter() - start)
+    print(f"explore: threshold change incl. clusters + render: median {np.median(times):.3f} s")
+    assert np.median(times) < 0.5
+
+
+def test_load_run_folder_specs(run_folder):
+    specs, clusters, params = load_run_folder(run_folder)
+    assert list(specs) == ["mask", "z", "z_fdr", "logp_bonferroni", "logp_maxt"]
+    assert specs["z_fdr"]["methods_from"] == "z" and specs["z"]["two_sided"] is False
+    assert list(clusters.columns[:4]) == ["cluster_id", "x", "y", "z"]
+
+
+# ------------------------------------------------------------------------ a real run
+
+
+@pytest.fixture(scope="module")
+def real_result(glmkit_data_dir):
+    from glmkit.pipeline import run_analysis
+
+    return run_analysis(dataset="demo", n_perm=50, statistics=("voxel",), run_name="widgets-test")
+
+
+@pytest.mark.slow
+def test_real_analysis_result(real_result):
+    r = real_result
+    ex = explore(r, debounce=0)
+    names = [o[1] for o in ex.controls["map"].options]
+    assert names[:3] == ["z", "z_fdr", "logp_bonferroni"] and "logp_maxt" in names
+    fdr = r.thresholds["fdr"]
+    assert ex.method == "fdr" and ex.threshold == pytest.approx(fdr.threshold)
+    assert ex.n_suprathreshold == fdr.n_suprathreshold
+    assert ex.cut_coords == pytest.approx(tuple(r.settings.cut_coords), abs=1.5 * 3)
+    # go to the largest cluster's peak; it matches the run's cluster table's first peak
+    ex.go_to_peak(1)
+    first = r.clusters.iloc[0]
+    assert np.allclose(ex.cut_coords, (first["x"], first["y"], first["z"]), atol=1e-6)
+    # the permutation map offers FWER; at FWER 0.05 the count equals the pipeline's headline
+    ex.controls["map"].value = "logp_maxt"
+    assert "fwer" in ex.methods
+    ex.controls["alpha"].value = 0.05
+    assert ex.n_suprathreshold == int(np.count_nonzero(np.asarray(r.permutation.logp_fwer["voxel"])
+                                                       >= -np.log10(0.05)))
+    times = []
+    for t in (0.5, 1.0, 1.5):
+        start = time.perf_counter()
+        ex.controls["threshold"].value = t
+        times.append(time.perf_counter() - start)
+    print(f"explore on the demo run: {np.median(times):.3f} s per change")
+    assert max(times) < 0.5
