@@ -1,0 +1,145 @@
+"""The pipeline stages on the demo cohort: what AnalysisResult holds and says."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import numpy as np
+import pytest
+
+from glmkit import pipeline
+from glmkit.errors import ContrastError
+from glmkit.settings import RunSettings
+
+STAGES = ["load", "qc", "design", "fit", "contrast", "thresholds", "permutation", "collect"]
+
+
+@pytest.fixture(scope="module")
+def result(glmkit_data_dir):
+    settings = RunSettings(n_perm=30, run_name="pipeline-test")
+    timings: dict[str, float] = {}
+    dataset = pipeline.load_data(settings, timings=timings)
+    qc = pipeline.quality_control(dataset, settings, timings=timings)
+    design = pipeline.build_design(dataset, qc, settings, timings=timings)
+    model = pipeline.fit_model(dataset, design, settings, timings=timings)
+    contrast = pipeline.compute_contrast(model, settings, timings=timings)
+    thresholds = pipeline.apply_thresholds(contrast, model, settings, timings=timings)
+    permutation = pipeline.run_permutation(model, settings, timings=timings)
+    return pipeline.collect(settings, dataset=dataset, qc=qc, design=design, model=model,
+                            contrast=contrast, thresholds=thresholds, permutation=permutation,
+                            timings=timings)
+
+
+def test_every_stage_is_timed(result):
+    assert list(result.timings) == STAGES
+    assert all(t >= 0 for t in result.timings.values())
+
+
+def test_maps_are_the_contract_set_and_finite(result):
+    maps = result.maps()
+    assert set(maps) == {"mask", "z", "p", "effect", "z_fdr", "logp_bonferroni", "logp_maxt"}
+    mask = np.asarray(maps["mask"].dataobj) > 0
+    for name, img in maps.items():
+        data = np.asarray(img.dataobj)
+        assert data.shape == mask.shape, name
+        assert np.isfinite(data).all(), name
+    assert mask.sum() == result.n_voxels
+
+
+def test_bonferroni_map_is_the_closed_form(result):
+    p = np.asarray(result.contrast.p, dtype=float)
+    expected = -np.log10(np.minimum(1.0, p * p.size))
+    np.testing.assert_allclose(result.logp_bonferroni, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_qc_and_design_subjects(result):
+    missing = set(result.dataset.table.loc[result.dataset.table["pseudo"].isna(), "subject"])
+    assert len(missing) == 5
+    defects = set(result.dataset.provenance["defects"])
+    assert set(result.qc.excluded) == missing | defects
+    assert list(result.design.matrix.index) == list(result.qc.kept)
+    assert list(result.design.columns) == ["fluency", "intercept"]
+    assert result.model.Y.shape[0] == len(result.qc.kept)
+
+
+def test_headline_counts_are_recomputable(result):
+    head = result.headline()
+    json.dumps(head)  # JSON-able
+    z = np.asarray(result.contrast.z)
+    assert head["n_subjects"] == 94
+    assert head["n_kept"] == 94 - head["n_excluded"] == len(result.design.matrix)
+    fdr = result.thresholds["fdr"].threshold
+    assert head["suprathreshold"]["fdr"] == int(np.count_nonzero(z >= fdr))  # one-sided
+    logp = np.asarray(result.permutation.logp_fwer["voxel"])
+    assert head["suprathreshold"]["perm_voxel"] == int(np.count_nonzero(logp > -np.log10(0.05)))
+    # FWER controls more strictly than FDR: it never passes more voxels here
+    assert head["suprathreshold"]["bonferroni"] <= head["suprathreshold"]["fdr"]
+    assert head["n_perm"] == 30 and head["random_state"] == result.settings.random_state
+
+
+def test_peak_is_the_z_maximum_near_the_planted_region(result):
+    z_img = result.maps()["z"]
+    data = np.asarray(z_img.dataobj)
+    ijk = np.unravel_index(np.argmax(data), data.shape)
+    xyz = (z_img.affine @ np.r_[ijk, 1.0])[:3]
+    peak_z, peak_xyz = result.peak()
+    assert peak_z == pytest.approx(data.max())
+    np.testing.assert_allclose(peak_xyz, xyz)
+    centre = np.asarray(result.dataset.provenance["planted_region"]["center_mm"])
+    radius = result.dataset.provenance["planted_region"]["radius_mm"]
+    assert np.linalg.norm(np.asarray(peak_xyz) - centre) <= radius
+
+
+def test_summary_mentions_fdr_and_fwer_separately(result):
+    text = result.summary()
+    assert "excluded by QC" in text
+    assert "(FDR 0.05)" in text and "(FWER 0.05)" in text
+    assert "permutation" in result.permutation_summary().lower() or result.permutation_summary()
+
+
+def test_provenance_is_portable(result, tmp_path):
+    out = pipeline.write_record(result, tmp_path / "rec")
+    provenance = json.loads((out / "provenance.json").read_text())
+    text = (out / "provenance.json").read_text()
+    assert socket.gethostname() not in text
+    assert str(result.dataset.maps[0]) not in text  # no absolute machine path
+    for package in ("glmkit", "numpy", "scipy", "nilearn", "nibabel", "pandas"):
+        assert provenance["software"][package]
+    assert provenance["python"]
+    assert provenance["random_state"] == result.settings.random_state
+    assert provenance["timings_s"] == result.timings
+    hashes = provenance["dataset"]["provenance"]["sha256"]
+    assert len(hashes) >= 94 and all(len(h) == 64 for h in hashes.values())
+    params = json.loads((out / "params.json").read_text())
+    assert RunSettings(**params) == result.settings
+    assert json.loads((out / "summary.json").read_text()) == result.headline()
+
+
+def test_no_permutation_when_no_statistic(result):
+    settings = result.settings.replace(statistics=())
+    assert pipeline.run_permutation(result.model, settings) is None
+    bare = pipeline.collect(settings, dataset=result.dataset, qc=result.qc,
+                            design=result.design, model=result.model,
+                            contrast=result.contrast, thresholds=result.thresholds,
+                            permutation=None)
+    assert "logp_maxt" not in bare.maps()
+    assert "no permutation" in bare.permutation_summary()
+    assert set(bare.headline()["suprathreshold"]) == {"fdr", "bonferroni"}
+
+
+def test_unknown_contrast_with_formula_fails_before_fit(result):
+    settings = RunSettings(formula="pseudo + age", contrast="fluensy")
+    with pytest.raises(ContrastError, match=r"contrast 'fluensy' names 'fluensy', which is not "
+                                            r"a column of the design: columns are \[.*'age'.*"
+                                            r"did you mean 'fluency'"):
+        pipeline.build_design(result.dataset, result.qc, settings)
+
+
+def test_fpr_height_control_adds_its_threshold(result):
+    settings = result.settings.replace(height_control="fpr", alpha=0.001)
+    thresholds = pipeline.apply_thresholds(result.contrast, result.model, settings)
+    assert list(thresholds) == ["fdr", "bonferroni", "fpr"]
+    from scipy.stats import norm
+
+    assert thresholds["fpr"].threshold == pytest.approx(norm.isf(0.001), rel=1e-6)
