@@ -37,7 +37,7 @@ def _synthetic_maps(rng):
     logp_bonf = np.where(mask, -np.log10(np.minimum(1, norm.sf(z) * mask.sum())), 0.0)
     return {"mask": mask.astype(np.uint8), "z": z, "p": p, "effect": z * 0.5,
             "z_fdr": np.where(z > 4.0, z, 0.0), "logp_bonferroni": logp_bonf,
-            "logp_maxt": np.clip(logp_bonf * 0.9, 0, None)}
+            "logp_maxt": np.clip(logp_bonf * 0.5, 0, None)}
 
 
 def _write_folder(path, maps, *, clusters=True, params=True):
