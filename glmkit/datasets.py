@@ -241,16 +241,18 @@ def _smooth_noise_factory(shape: tuple[int, ...], zooms: np.ndarray, fwhm: float
     return draw
 
 
-def _generate_demo(folder: Path, variant: str) -> None:
-    """Write the demo cohort for ``variant`` into ``folder`` (a fresh, empty folder)."""
+def _simulate_demo(variant: str, random_state: int = DEMO_RANDOM_STATE) -> dict[str, Any]:
+    """Simulate the demo cohort in memory (arrays only; no file is written).
+
+    Returns a dict with ``table``, ``maps`` (n_subjects, x, y, z) float32, ``mask`` and
+    ``region`` (bool volumes), ``affine`` and ``site_offsets``.
+    """
     from nilearn.datasets import load_mni152_brain_mask
     from nilearn.image import resample_to_img
 
-    start = time.perf_counter()
     table = _demo_table()
     pattern_img = nib.load(_nilearn_file("datasets/data/image_10426.nii.gz"))
-    affine = pattern_img.affine
-    shape = pattern_img.shape
+    affine, shape = pattern_img.affine, pattern_img.shape
     pattern = np.nan_to_num(np.asarray(pattern_img.dataobj, dtype=float))
     pattern /= np.abs(pattern).max()
     mask_img = resample_to_img(
@@ -259,13 +261,14 @@ def _generate_demo(folder: Path, variant: str) -> None:
     )
     mask = np.asarray(mask_img.dataobj) > 0
 
-    ijk = np.indices(shape).reshape(3, -1).T
-    xyz = nib.affines.apply_affine(affine, ijk).reshape(*shape, 3)
+    xyz = nib.affines.apply_affine(affine, np.indices(shape).reshape(3, -1).T).reshape(*shape, 3)
     distance = np.linalg.norm(xyz - np.asarray(DEMO_REGION_CENTER_MM), axis=-1)
     region = (distance <= DEMO_REGION_RADIUS_MM) & mask
+    z_brain = xyz[..., 2][mask]
+    top_slab = xyz[..., 2] > z_brain.max() - (z_brain.max() - z_brain.min()) / 3
 
     # one random stream for both variants: same cohort, same noise, same defects
-    rng = np.random.default_rng(DEMO_RANDOM_STATE)
+    rng = np.random.default_rng(random_state)
     pseudo = table["pseudo"].to_numpy()
     observed = ~np.isnan(pseudo)
     z_pseudo = np.empty_like(pseudo)
@@ -273,17 +276,14 @@ def _generate_demo(folder: Path, variant: str) -> None:
     z_pseudo[~observed] = rng.standard_normal((~observed).sum())  # true but unrecorded values
     amplitude = rng.normal(1.0, 0.3, size=len(table))
     sites = sorted(table["site"].unique())
-    site_offset = dict(zip(sites, rng.normal(0.0, 0.1, size=len(sites))))
+    site_offsets = dict(zip(sites, rng.normal(0.0, 0.1, size=len(sites))))
     zooms = pattern_img.header.get_zooms()[:3]
     draw_noise = _smooth_noise_factory(shape, zooms, DEMO_NOISE_FWHM_MM)
     effect = DEMO_EFFECT_SIZE if variant == "association" else 0.0
 
-    z_brain = xyz[..., 2][mask]
-    top_slab = xyz[..., 2] > z_brain.max() - (z_brain.max() - z_brain.min()) / 3
-
-    files: dict[str, bytes] = {}
+    maps = np.empty((len(table), *shape), dtype=np.float32)
     for i, subject in enumerate(table["subject"]):
-        data = amplitude[i] * pattern + site_offset[table["site"].iloc[i]] + draw_noise(rng)
+        data = amplitude[i] * pattern + site_offsets[table["site"].iloc[i]] + draw_noise(rng)
         data += effect * z_pseudo[i] * region
         data[~mask] = 0.0
         defect = DEMO_DEFECTS.get(subject)
@@ -291,13 +291,26 @@ def _generate_demo(folder: Path, variant: str) -> None:
             data *= 100.0
         elif defect == "missing_coverage":
             data[top_slab] = 0.0
-        files[f"maps/{subject}.nii.gz"] = _nifti_bytes(data, affine)
-    files["mask.nii.gz"] = _nifti_bytes(mask, affine, np.uint8)
+        maps[i] = data
+    return {"table": table, "maps": maps, "mask": mask, "region": region, "affine": affine,
+            "site_offsets": site_offsets}
+
+
+def _generate_demo(folder: Path, variant: str) -> None:
+    """Write the demo cohort for ``variant`` into ``folder`` (a fresh, empty folder)."""
+    start = time.perf_counter()
+    sim = _simulate_demo(variant)
+    table, affine = sim["table"], sim["affine"]
+    files: dict[str, bytes] = {
+        f"maps/{subject}.nii.gz": _nifti_bytes(data, affine)
+        for subject, data in zip(table["subject"], sim["maps"])
+    }
+    files["mask.nii.gz"] = _nifti_bytes(sim["mask"], affine, np.uint8)
     if variant == "association":
-        files["ground_truth.nii.gz"] = _nifti_bytes(region, affine, np.uint8)
+        files["ground_truth.nii.gz"] = _nifti_bytes(sim["region"], affine, np.uint8)
     files["participants.tsv"] = table.to_csv(sep="\t", index=False, na_rep="n/a").encode()
 
-    provenance = _demo_provenance(variant, int(region.sum()), sites, site_offset)
+    provenance = _demo_provenance(variant, int(sim["region"].sum()), sim["site_offsets"])
     files["README.md"] = _demo_readme(variant, provenance).encode()
     provenance["sha256"] = {n: hashlib.sha256(b).hexdigest() for n, b in sorted(files.items())}
     provenance["sizes"] = {name: len(b) for name, b in sorted(files.items())}
@@ -309,7 +322,7 @@ def _generate_demo(folder: Path, variant: str) -> None:
     logger.info("generated demo %r in %.1f s", variant, time.perf_counter() - start)
 
 
-def _demo_provenance(variant: str, n_region: int, sites: list, offsets: dict) -> dict:
+def _demo_provenance(variant: str, n_region: int, offsets: dict) -> dict:
     return {
         "source": "glmkit simulated demo cohort on real nilearn ingredients",
         "ingredients": [
@@ -329,7 +342,7 @@ def _demo_provenance(variant: str, n_region: int, sites: list, offsets: dict) ->
         "effect_size": DEMO_EFFECT_SIZE if variant == "association" else 0.0,
         "effect_units": "map units per SD of pseudo (noise SD = 1 per voxel)",
         "noise_fwhm_mm": DEMO_NOISE_FWHM_MM,
-        "site_offsets": {s: round(float(offsets[s]), 6) for s in sites},
+        "site_offsets": {site: round(float(v), 6) for site, v in offsets.items()},
         "defects": dict(DEMO_DEFECTS),
     }
 
@@ -412,6 +425,16 @@ def load_demo(
         Named ``"demo"`` or ``"demo-null"``; ``ground_truth`` is the planted-region mask
         (None for the null variant).
 
+    Notes
+    -----
+    Detection, measured at generation-design time on the 87 clean subjects (5 missing
+    ``pseudo`` and the 2 defects excluded), 5 mm smoothing, design ``[pseudo, intercept]``,
+    one-sided: with this random state the peak t in the region is 6.8 (z 6.1) and the largest
+    t elsewhere in the mask 3.8; the max-T 5 % critical t is about 5.2 (200 permutations,
+    ~67 000 voxels). Over 20 other random states the region's peak t exceeded 5.2 in 15
+    (median peak t 5.5): found most of the time, not trivially. Smoothing spreads the effect
+    a voxel or two beyond the sphere, so count detections next to its border as true.
+
     Examples
     --------
     >>> ds = load_demo()  # doctest: +SKIP
@@ -451,7 +474,9 @@ def load_demo(
         )
         + f"defects {provenance['defects']}."
     )
-    provenance = {**provenance, "root": str(folder)}
+    # as for every loader: absolute path -> sha256 (provenance.json stores relative names)
+    hashes = {str(folder / name): digest for name, digest in provenance["sha256"].items()}
+    provenance = {**provenance, "sha256": hashes, "root": str(folder)}
     return Dataset(
         name=_DEMO_NAMES[variant],
         maps=maps,
