@@ -1,0 +1,152 @@
+"""The reference notebook: its parameters cell, no logic in cells, and a real papermill run."""
+
+from __future__ import annotations
+
+import ast
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+
+from glmkit.run import REQUIRED_FILES, REQUIRED_MAPS
+from glmkit.settings import RunSettings, packaged_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "notebooks" / "second_level_association.ipynb"
+REFERENCE = ROOT / "notebooks" / "reference.yaml"
+
+
+def _cells():
+    return nbformat.read(NOTEBOOK, as_version=4).cells
+
+
+def _parameters_cell():
+    cells = [c for c in _cells() if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1
+    return cells[0]
+
+
+def test_packaged_copy_is_identical():
+    assert packaged_notebook().read_bytes() == NOTEBOOK.read_bytes(), (
+        "copy notebooks/second_level_association.ipynb to glmkit/notebooks/")
+
+
+def test_notebook_is_committed_without_outputs():
+    nbformat.validate(nbformat.read(NOTEBOOK, as_version=4))
+    for cell in _cells():
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+
+
+def test_parameters_cell_declares_every_parameter_with_reference_defaults():
+    namespace: dict = {}
+    exec(_parameters_cell().source, namespace)  # noqa: S102 - our own notebook
+    defaults = {k: v for k, v in namespace.items() if not k.startswith("__")}
+    assert set(defaults) == set(RunSettings.notebook_parameters())
+    # defaults are the reference analysis (what `make demo` runs)
+    assert RunSettings(**defaults) == RunSettings.from_yaml(REFERENCE)
+    # running as-is in JupyterLab writes next to the notebook's folder
+    assert RunSettings(**defaults).resolved_output_dir() == Path("reports") / "demo"
+
+
+def test_code_cells_only_call_glmkit():
+    """No control flow or definitions in the notebook: the logic lives in tested code."""
+    forbidden = (ast.For, ast.While, ast.If, ast.IfExp, ast.FunctionDef, ast.ClassDef,
+                 ast.Try, ast.With, ast.ListComp, ast.DictComp, ast.Lambda)
+    settings_cell_seen = False
+    for cell in _cells():
+        if cell.cell_type != "code":
+            continue
+        tree = ast.parse(cell.source)
+        bad = [type(n).__name__ for n in ast.walk(tree) if isinstance(n, forbidden)]
+        assert not bad, (bad, cell.source)
+        settings_cell_seen |= "RunSettings(" in cell.source
+    assert settings_cell_seen
+
+
+def test_narrative_covers_the_key_explanations():
+    text = "\n".join(c.source for c in _cells() if c.cell_type == "markdown")
+    for phrase in ("#3038", "FWER", "FDR", "max-T", "cluster_size", "tfce", "random_state",
+                   "Quality control", "x100"):
+        assert phrase in text, phrase
+
+
+# ------------------------------------------------------------------ one real papermill run
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory, glmkit_data_dir):
+    reports = tmp_path_factory.mktemp("nbrun") / "reports"
+    cmd = [sys.executable, "-m", "glmkit", "run", "--params", str(REFERENCE), "--n-perm", "50",
+           "--run-name", "nb", "--reports-dir", str(reports), "--quiet"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return reports / "nb", out
+
+
+def test_run_prints_report_path_and_writes_every_promised_file(run_folder):
+    folder, out = run_folder
+    assert out.stdout.strip().splitlines()[-1] == f"report: {folder / 'report.html'}"
+    for name in REQUIRED_FILES:
+        assert (folder / name).is_file(), name
+    for name in (*REQUIRED_MAPS, "logp_maxt"):
+        assert (folder / "maps" / f"{name}.nii.gz").is_file(), name
+    assert [p.name for p in folder.parent.iterdir()] == ["nb"]  # nothing else left behind
+
+
+def test_executed_notebook_has_outputs_and_no_error(run_folder):
+    folder, _ = run_folder
+    nb = nbformat.read(folder / "notebook.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.execution_count is not None for c in code)
+    outputs = [o for c in code for o in c.outputs]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    injected = [c for c in code if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "n_perm = 50" in injected[0].source
+
+
+def test_params_and_provenance(run_folder):
+    folder, _ = run_folder
+    params = json.loads((folder / "params.json").read_text())
+    assert params["n_perm"] == 50 and params["run_name"] == "nb"
+    assert RunSettings(**params).replace(n_perm=1000, run_name="demo", reports_dir="reports") \
+        == RunSettings.from_yaml(REFERENCE)
+    prov = json.loads((folder / "provenance.json").read_text())
+    for package in ("glmkit", "numpy", "scipy", "nilearn", "nibabel", "pandas"):
+        assert prov["software"][package]
+    assert prov["random_state"] == params["random_state"]
+    assert set(prov["timings_s"]) >= {"load", "qc", "design", "fit", "permutation"}
+    assert prov["dataset"]["provenance"]["sha256"]
+    assert prov["run"]["wall_time_s"] > 0 and prov["run"]["cells"]
+    assert ".tmp-" not in json.dumps(prov)  # no trace of the temporary folder
+
+
+def test_tables_and_maps_are_consistent(run_folder):
+    import nibabel as nib
+
+    folder, _ = run_folder
+    with open(folder / "design.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    summary = json.loads((folder / "summary.json").read_text())
+    assert rows[0].keys() >= {"subject", "fluency", "intercept"}
+    assert len(rows) == summary["n_kept"]
+    assert not {r["subject"] for r in rows} & set(summary["excluded"])
+    mask = np.asarray(nib.load(folder / "maps" / "mask.nii.gz").dataobj) > 0
+    assert mask.sum() == summary["n_voxels"]
+    logp = np.asarray(nib.load(folder / "maps" / "logp_maxt.nii.gz").dataobj)
+    assert np.isfinite(logp).all()
+    assert summary["suprathreshold"]["perm_voxel"] == int((logp > -np.log10(0.05)).sum())
+    assert summary["suprathreshold"]["perm_voxel"] > 0  # the planted effect is found
+
+
+def test_second_run_refused_without_force(run_folder):
+    folder, _ = run_folder
+    stamp = (folder / "report.html").stat().st_mtime_ns
+    out = subprocess.run([sys.executable, "-m", "glmkit", "run", "--run-name", "nb",
+                          "--reports-dir", str(folder.parent)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 1 and "already exists" in out.stderr
+    assert (folder / "report.html").stat().st_mtime_ns == stamp
