@@ -14,8 +14,9 @@ Numerical conventions (same as nilearn unless stated):
 - t contrast ``c``: ``effect = c @ beta``, ``variance = c (X'X)^+ c' * sigma2``,
   ``t = effect / sqrt(max(variance, 1e-50))`` (nilearn's floor). A voxel whose
   residuals are at rounding level (constant across subjects) has ``sigma2 = 0``
-  and the test is undefined: glmkit reports stat 0 (z 0, p 0.5 for t, 1 for F)
-  and logs how many such voxels there are; nilearn returns rounding noise there.
+  and the test is undefined: glmkit reports stat 0 (t: z 0, p 0.5; F: p 1 and
+  nilearn's z for F = 0, -37.05) and logs how many such voxels there are;
+  nilearn returns rounding noise there.
 - ``p`` is one-sided (upper tail), as nilearn's ``p_value``; ``p_two_sided``
   is also provided. Both are clipped below at ``np.finfo(float).tiny`` so
   ``-log10 p`` is finite.
@@ -91,7 +92,7 @@ class OLSFit:
         Column names of the design (``x0, x1, ...`` when not given).
     zero_variance : ndarray of bool, shape (n_voxels,)
         Voxels whose residuals are at rounding level (``sigma2`` set to 0);
-        every contrast reports stat 0 (p 0.5 for t, 1 for F, z 0) there.
+        every contrast reports stat 0 there (see the module notes).
     """
 
     beta: np.ndarray
@@ -410,7 +411,8 @@ def _z_scores(p_upper: np.ndarray, p_lower: np.ndarray, log_upper: np.ndarray, l
     far_up = upper & (p_upper < _LOG_TAIL)
     if np.any(far_up):
         z[far_up] = _z_from_log_sf(log_upper[far_up])
-    far_low = lower & (p_lower < _LOG_TAIL)
+    # (an F of exactly 0 has log_lower = -inf: it keeps nilearn's clipped value, z = -37.05)
+    far_low = lower & (p_lower < _LOG_TAIL) & np.isfinite(log_lower)
     if np.any(far_low):
         z[far_low] = -_z_from_log_sf(log_lower[far_low])
     return z
@@ -762,6 +764,18 @@ def fit_second_level(
     Returns
     -------
     SecondLevelResult
+
+    Examples
+    --------
+    >>> import numpy as np, nibabel as nib, pandas as pd
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=12)
+    >>> maps = [nib.Nifti1Image(rng.normal(size=(6, 6, 6)) + v, np.eye(4)) for v in x]
+    >>> design = pd.DataFrame({"x": x, "intercept": 1.0})
+    >>> model = fit_second_level(maps, design)
+    >>> res = model.compute_contrast("x")
+    >>> res.dof, res.to_nifti("z").shape
+    (10, (6, 6, 6))
     """
     if smoothing_fwhm is not None:
         if isinstance(smoothing_fwhm, bool) or not isinstance(smoothing_fwhm, (int, float, np.number)) or not (

@@ -154,7 +154,11 @@ def test_constant_voxel_gives_finite_zero_t(rng):
     res = compute_contrast(ols_fit(Y, X), "x")
     assert res.stat[0] == 0.0 and res.z[0] == 0.0 and res.p[0] == 0.5
     res_i = compute_contrast(ols_fit(Y, X), "intercept")  # non-zero effect, zero variance
-    assert all(np.isfinite(getattr(res_i, k)).all() for k in ("stat", "z", "p", "logp"))
+    assert res_i.stat[0] == 0.0 and res_i.p[0] == 0.5
+    res_f = compute_contrast(ols_fit(Y, X), ["x", "intercept"], stat_type="F")
+    assert res_f.stat[0] == 0.0 and res_f.p[0] == 1.0
+    for res in (res_i, res_f):
+        assert all(np.isfinite(getattr(res, k)).all() for k in ("stat", "z", "p", "p_two_sided", "logp"))
 
 
 # ----------------------------------------------------------- nilearn parity
@@ -341,3 +345,17 @@ def test_demo_parity_without_smoothing_explicit_mask(demo_fit):
     diffs = _max_diffs(plain.compute_contrast("fluency"), ref)
     print("demo parity, no smoothing, explicit mask:", diffs)
     assert max(diffs.values()) < 1e-6, diffs
+
+
+def test_demo_dataset_and_design_objects_are_aligned_by_subject(demo, demo_fit):
+    """The whole 94-map Dataset with the 89-row reference Design: maps are picked by subject id."""
+    from glmkit.design import make_design
+
+    _, _, model = demo_fit
+    kept = demo.subset(demo.table.loc[demo.table["pseudo"].notna(), "subject"])
+    design = make_design(kept, ["pseudo"], rename={"pseudo": "fluency"})
+    assert list(design.matrix.columns) == ["fluency", "intercept"]
+    aligned = fit_second_level(demo, design, smoothing_fwhm=5.0)
+    assert aligned.subjects == tuple(design.matrix.index)
+    np.testing.assert_allclose(aligned.compute_contrast("fluency").z, model.compute_contrast("fluency").z,
+                               rtol=0, atol=1e-10)
