@@ -618,12 +618,12 @@ def _list_maps(maps: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Pa
     out = []
     for p in found:
         if _suffix(p) == ".img":
-            header = p.with_suffix(".hdr")
-            if not (header.exists() or p.with_suffix(".HDR").exists()):
-                raise ImageError(f"Analyze image {p} has no header {header.name}; add it.")
-            if header in found:
+            headers = [h for h in (p.with_suffix(".hdr"), p.with_suffix(".HDR")) if h.exists()]
+            if not headers:
+                raise ImageError(f"Analyze image {p} has no header {p.stem}.hdr; add it.")
+            if headers[0] in found:
                 continue
-            p = header
+            p = headers[0]
         out.append(p.resolve())
     return sorted(set(out), key=out.index)
 
@@ -827,8 +827,9 @@ def load_folder(
         )
         if on_missing == "error":
             raise DatasetError(
-                f"maps and table {subject_column!r} do not match ({detail}). Fix the names or "
-                "ids, or pass on_missing='drop' to drop them."
+                f"maps and table {subject_column!r} do not match ({detail}). Ids are matched as "
+                "whole tokens of the file name ('01' matches 'sub-01_con.nii.gz', '1' does not). "
+                "Fix the names or ids, or pass on_missing='drop' to drop them."
             )
         logger.warning("load_folder: dropping unmatched %s", detail)
     frame = frame[frame["subject"].isin(list(matched))].reset_index(drop=True)
@@ -861,6 +862,11 @@ def load_dataset(spec: str | os.PathLike, **kwargs: Any) -> Dataset:
     ...
     glmkit.errors.DataFileNotFoundError: dataset 'nonexistent-name' is neither a known name ...
     """
+    if spec in ("demo", "demo-null", "localizer") and kwargs.pop("table", None) is not None:
+        raise ParameterError(
+            f"load_dataset({spec!r}, table=...): the {spec!r} dataset brings its own table; "
+            "table= is only for a folder of maps."
+        )
     if spec == "demo":
         return load_demo(**kwargs)
     if spec == "demo-null":

@@ -189,6 +189,8 @@ def test_load_dataset_dispatch(demo, demo_null, glmkit_data_dir, tmp_path):
         load_dataset("demo-nul")
     with pytest.raises(ParameterError, match="needs table="):
         load_dataset(tmp_path)
+    with pytest.raises(ParameterError, match="'demo' dataset brings its own table"):
+        load_dataset("demo", table="participants.tsv")
 
 
 # --------------------------------------------------------------------------- Dataset
@@ -357,6 +359,10 @@ def test_load_folder_4d(tmp_path, rng, glmkit_data_dir):
         assert img.shape == (4, 5, 6) and Path(path).is_relative_to(glmkit_data_dir / "split")
         np.testing.assert_array_equal(np.asarray(img.dataobj), data[..., i])
     assert load_folder(tmp_path / "all.nii.gz", table).maps == ds.maps  # cached split
+    # the same as Analyze (.hdr/.img pair), named by its .img: split like NIfTI
+    nib.save(nib.AnalyzeImage(data, np.eye(4)), tmp_path / "all.hdr")
+    analyze = load_folder(tmp_path / "all.img", table)
+    np.testing.assert_array_equal(np.asarray(nib.load(analyze.maps[2]).dataobj), data[..., 2])
 
 
 def test_load_folder_single_volume_4d_is_stored_as_3d(tmp_path, rng):
