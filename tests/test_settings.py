@@ -73,11 +73,14 @@ def test_strings_are_coerced(name, text, expected):
         ({"run_name": "x..y"}, r"not a safe folder name"),
         ({"run_name": ""}, r"run_name='' is not a safe folder name"),
         ({"run_name": "a\\b"}, r"not a safe folder name"),
-        ({"statistics": "voxel,tfec"}, r"statistics: 'tfec' is not a known statistic.*did you mean 'tfce'"),
+        ({"statistics": "voxel,tfec"},
+         r"statistics: 'tfec' is not a known statistic.*did you mean 'tfce'"),
         ({"statistics": "voxel,voxel"}, r"repeats a statistic"),
-        ({"height_control": "fwe"}, r"height_control: 'fwe' is not a known value: expected one of \['fdr', 'bonferroni', 'fpr', 'none'\]"),
+        ({"height_control": "fwe"}, r"height_control: 'fwe' is not a known value: expected "
+                                    r"one of \['fdr', 'bonferroni', 'fpr', 'none'\]"),
         ({"scheme": "freedman"}, r"scheme: 'freedman'.*did you mean 'freedman_lane'"),
-        ({"contrast": "fluensy"}, r"contrast='fluensy' names 'fluensy', which is not a design column.*\['fluency', 'intercept'\].*did you mean 'fluency'"),
+        ({"contrast": "fluensy"}, r"contrast='fluensy' names 'fluensy', which is not a design "
+                                  r"column.*\['fluency', 'intercept'\].*did you mean 'fluency'"),
         ({"contrast": "fluency - age"}, r"names 'age'"),
         ({"contrast": " "}, r"contrast is empty"),
         ({"covariates": ""}, r"covariates is empty and formula is none"),
@@ -120,7 +123,8 @@ def test_unknown_name_lists_known_ones_with_suggestion():
 
 
 def test_unknown_name_without_close_match():
-    with pytest.raises(ParameterError, match=r"unknown parameter 'bogus' - known parameters: dataset"):
+    with pytest.raises(ParameterError,
+                       match=r"unknown parameter 'bogus' - known parameters: dataset"):
         RunSettings.from_mapping({"bogus": 1})
 
 
