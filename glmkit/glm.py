@@ -55,6 +55,7 @@ __all__ = [
     "ContrastResult",
     "SecondLevelResult",
     "ols_fit",
+    "compute_contrast",
     "contrast_vector",
     "fit_second_level",
 ]
@@ -524,7 +525,12 @@ def compute_contrast(
         raise ParameterError(f"stat_type must be 't' or 'F'; got {stat_type!r}.")
     con = contrast_vector(contrast, fit.columns)
     if name is None:
-        name = contrast if isinstance(contrast, str) else np.array2string(np.asarray(con), separator=", ")
+        if isinstance(contrast, str):
+            name = contrast
+        elif isinstance(contrast, (list, tuple)) and all(isinstance(c, str) for c in contrast):
+            name = ", ".join(contrast)
+        else:
+            name = np.array2string(np.asarray(con), separator=", ")
     if stat_type == "t" and con.ndim == 2:
         raise ContrastError(
             f"contrast {name!r} has {con.shape[0]} rows: a t contrast takes one row; "
@@ -787,7 +793,7 @@ def fit_second_level(
         smoothing_fwhm = float(smoothing_fwhm)
     matrix = _design_matrix(design)
     maps, subjects = _map_list(maps, matrix)
-    if subjects is None and matrix.index.dtype == object:
+    if subjects is None and not pd.api.types.is_numeric_dtype(matrix.index):
         subjects = tuple(str(s) for s in matrix.index)
     if matrix.shape[0] <= np.linalg.matrix_rank(matrix.to_numpy()):
         raise DesignError(

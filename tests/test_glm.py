@@ -221,8 +221,11 @@ def test_dataset_maps_are_aligned_by_subject(synth):
 
 def test_design_object_with_matrix_attribute(synth):
     imgs, design = synth
-    res = fit_second_level(imgs, SimpleNamespace(matrix=design)).compute_contrast("age")
-    assert res.name == "age"
+    model = fit_second_level(imgs, SimpleNamespace(matrix=design))
+    assert model.subjects == tuple(design.index)
+    assert model.compute_contrast("age").name == "age"
+    assert model.compute_contrast(["age", "fluency"], stat_type="F").name == "age, fluency"
+    assert "24 maps" in model.summary() and "dof 21" in model.summary()
 
 
 # ------------------------------------------------------------------ bad inputs
