@@ -52,6 +52,8 @@ _STATISTIC_LABELS = {
     "cluster_mass": "permutation cluster mass",
     "tfce": "permutation TFCE",
 }
+_STATISTIC_SHORT = {"voxel": "max-T", "cluster_size": "cluster-size", "cluster_mass": "cluster-mass",
+                    "tfce": "TFCE"}
 _STATISTIC_UNITS = {
     "voxel": "maximum t over voxels",
     "cluster_size": "largest cluster size (voxels)",
@@ -415,8 +417,8 @@ def _summary_section(result, items, z, affine, alpha, contrast_name) -> str:
         elif item.key == "bonferroni":
             how = f"FWER {pct} (Bonferroni, parametric)"
         else:
-            how = f"FWER {pct} ({item.label.replace('permutation ', '')} permutation, " \
-                  f"{perm.n_perm} permutations)"
+            how = (f"FWER {pct} ({_STATISTIC_SHORT.get(item.key, item.key)} permutation, "
+                   f"{perm.n_perm} permutations)")
         if n:
             text = (f"At {how}, {n} voxel{'s' if n != 1 else ''} in {k} cluster{'s' if k != 1 else ''} "
                     f"{verb} {_esc(contrast_name)}; {peak} mm.").replace(" mm mm", " mm")
@@ -719,8 +721,14 @@ def _clusters_section(result, items, z, affine) -> str:
     parts = []
     clusters = result.clusters
     if clusters is not None and len(clusters):
-        parts.append("<h3>Cluster table of the run</h3><p class='note'>As written to "
-                     "<code>clusters.csv</code>.</p>" + _table(clusters, max_rows=60))
+        control = _get(result.settings, "height_control", None) or "fdr"
+        primary = (result.thresholds or {}).get(control)
+        thr = _get(primary, "threshold")
+        what = (f"clusters of the z map above the {_esc(control)} threshold"
+                + (f" (z &gt; {thr:.2f})" if thr is not None else ""))
+        parts.append(f"<h3>Cluster table of the run</h3><p class='note'>The run's "
+                     f"<code>clusters.csv</code>: {what}, with sub-peaks.</p>"
+                     + _table(clusters, max_rows=60))
     else:
         parts.append("<p>The run's cluster table (<code>clusters.csv</code>) is empty.</p>")
     for it in items:

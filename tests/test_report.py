@@ -8,6 +8,8 @@ size, and recovery of the demo's planted region.
 
 from __future__ import annotations
 
+import dataclasses
+import html
 import os
 import re
 import shutil
@@ -180,7 +182,7 @@ def test_sections_and_headline(analysis, page):
         if value.startswith("#"):
             assert value[1:] in refs.ids, value
     headline = re.search(r'<p class="headline">(.*?)</p>', page, re.S).group(1)
-    assert re.search(rf"At FWER 5% \(max-T \(voxel level\) permutation, {N_PERM} permutations\), "
+    assert re.search(rf"At FWER 5% \(max-T permutation, {N_PERM} permutations\), "
                      r"\d+ voxels in \d+ clusters? show a positive association with fluency; "
                      r"peak z = \d+\.\d at \(-?\d+, -?\d+, -?\d+\) mm", headline), headline
     # methods: parameters, versions and citations
@@ -297,6 +299,38 @@ def test_recovers_planted_region(analysis, report, page):
     hits = int(table.loc["voxel", "hits"])
     assert re.search(rf"max-T \(voxel level\)</td><td class=\"num\">\d+</td>"
                      rf"<td class=\"num\">{hits}</td>", section)
+
+
+def test_map_names_agree_with_pipeline(analysis):
+    from glmkit.pipeline import STAT_MAP_NAMES
+
+    assert STAT_MAP_NAMES == STATISTIC_MAPS
+    assert {STATISTIC_MAPS[s] for s in STATISTICS} <= set(analysis.maps())
+
+
+EVIL = '<script>alert("x")</script><img src="http://example.com/x.png">'
+
+
+def test_user_strings_escaped_and_no_permutation(analysis, tmp_path):
+    """User-provided strings are escaped; a run without permutations still reports honestly."""
+    qc_table = analysis.qc.table.copy()
+    qc_table.loc[qc_table.index[0], ["verdict", "reason"]] = ["flag", EVIL]
+    clusters = pd.DataFrame({"x": [33.0], "y": [-16.0], "z": [-2.0], EVIL: [EVIL]})
+    result = dataclasses.replace(
+        analysis, permutation=None, clusters=clusters,
+        dataset=dataclasses.replace(analysis.dataset, name=EVIL),
+        qc=dataclasses.replace(analysis.qc, table=qc_table))
+    page = write_report(result, tmp_path / "evil").read_text(encoding="utf-8")
+    assert EVIL not in page and "example.com" not in _parse(page).urls.__repr__()
+    assert html.escape(EVIL) in page
+    scripts = [a for t, a in _parse(page).tags if t == "script"]
+    assert len(scripts) == 2  # the viewer's JSON data block and its code, nothing else
+    assert "No permutation inference was run" in page
+    assert not (tmp_path / "evil" / "maps" / "logp_maxt.nii.gz").exists()
+    comparison = page[page.index('id="comparison"'):]
+    comparison = comparison[:comparison.index("</table>")]
+    assert comparison.count('<tr class="fwer">') == 1  # Bonferroni only
+    assert comparison.count('<tr class="fdr">') == 1
 
 
 def test_bad_inputs(tmp_path, analysis):
