@@ -350,14 +350,19 @@ def _demo_provenance(variant: str, n_region: int, offsets: dict) -> dict:
 def _demo_readme(variant: str, prov: dict) -> str:
     region = prov["planted_region"]
     effect = (
-        f"* Planted association with `pseudo`: in a sphere of radius {region['radius_mm']:g} mm "
+        "* + the planted association with `pseudo`: in a sphere of radius "
+        f"{region['radius_mm']:g} mm "
         f"centred on {tuple(region['center_mm'])} mm MNI ({region['n_voxels']} voxels inside "
         f"the brain mask, saved as `ground_truth.nii.gz`), each map gets "
         f"`{prov['effect_size']} x standardised pseudo` (pseudo standardised over the 89 "
         "subjects that have it, population SD; the 5 missing values have an unrecorded true "
-        "value drawn from N(0, 1)).\n"
+        "value drawn from N(0, 1)).\n\n"
+        "Expected detection (87 clean subjects, 5 mm smoothing, `[pseudo, intercept]`, one-sided): "
+        "peak t 6.8 in the sphere, 3.8 elsewhere; max-T 5 % critical t about 5.2. Over other "
+        "random states the sphere is found about 3 times in 4.\n"
         if variant == "association"
-        else "* Null variant: no planted association (same cohort, noise and defects).\n"
+        else "* and no planted association (null variant: same cohort, noise and defects as "
+        "the association variant).\n"
     )
     return (
         f"# glmkit demo cohort — variant `{variant}`\n\n"
@@ -368,7 +373,7 @@ def _demo_readme(variant: str, prov: dict) -> str:
         "Each subject map (`maps/<subject>.nii.gz`, float32, 0 outside `mask.nii.gz`) is\n\n"
         "* amplitude ~ N(1, 0.3) x the motor pattern (scaled to max |value| 1),\n"
         f"* + a site offset ({prov['site_offsets']}),\n"
-        f"* + Gaussian noise smoothed to {prov['noise_fwhm_mm']:g} mm FWHM, unit variance,\n"
+        f"* + Gaussian noise smoothed to {prov['noise_fwhm_mm']:g} mm FWHM, unit variance\n"
         f"{effect}"
         "\nDefects for quality control to catch (subjects whose `pseudo` is known):\n\n"
         + "".join(f"* {s}: {kind}\n" for s, kind in prov["defects"].items())
@@ -784,6 +789,20 @@ def load_folder(
     ------
     DataFileNotFoundError, ImageError, DatasetError, ParameterError
         Before any image data is read, with a message naming the files or ids at fault.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> import nibabel as nib, numpy as np, pandas as pd
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> for s in ("01", "02"):
+    ...     img = nib.Nifti1Image(np.zeros((2, 2, 2), "f4"), np.eye(4))
+    ...     nib.save(img, root / f"sub-{s}_con.nii.gz")
+    >>> table = pd.DataFrame({"participant_id": ["02", "01"], "age": [30, 25]})
+    >>> table.to_csv(root / "participants.csv", index=False)
+    >>> ds = load_folder(root, root / "participants.csv", subject_column="participant_id")
+    >>> ds.subjects, [pathlib.Path(m).name for m in ds.maps]
+    (('02', '01'), ['sub-02_con.nii.gz', 'sub-01_con.nii.gz'])
     """
     if on_missing not in ("error", "drop"):
         raise ParameterError(f"load_folder(on_missing={on_missing!r}): expected 'error' or 'drop'.")
