@@ -213,7 +213,7 @@
         (m.two_sided ? "|value| " : "") + fmt(S.t) + " \u2026 " + fmt(top);
       root.dataset.threshold = S.t; root.dataset.count = S.count;
       root.dataset.cut = S.cut.map(function (c, a) { return mm(a, c); }).join(",");
-      liveTable();
+      if (recompute) liveTable();
       draw();
     }
     function setThreshold(t, method) {
@@ -232,7 +232,9 @@
       var range = q('input[type=range][data-control="threshold"]');
       range.max = top > 0 ? top : 1; range.step = (top > 0 ? top : 1) / 1000;
       range.value = Math.min(t, range.max);
-      q('input[type=number][data-control="threshold"]').value = isFinite(t) ? +t.toFixed(4) : "";
+      var box = q('input[type=number][data-control="threshold"]');
+      box.value = isFinite(t) ? +t.toFixed(4) : "";
+      box.dataset.shown = box.value;
       q('select[data-control="method"]').value = method;
       q('[data-role="alpha-label"]').hidden = method === "value";
     }
@@ -257,12 +259,9 @@
         o.hidden = !ok; o.disabled = !ok;
       });
       clusterTable();
-      return (vols[i] ? Promise.resolve(vols[i]) : decodeMap(m)).then(function (vol) {
-        vols[i] = vol;
-        if (m.threshold !== null && m.threshold !== undefined) setThreshold(m.threshold, "value");
-        else applyMethod(m.method, m.alpha);
-        refresh(true);
-      });
+      if (m.threshold !== null && m.threshold !== undefined) setThreshold(m.threshold, "value");
+      else applyMethod(m.method, m.alpha);
+      refresh(true);
     }
     function setCut(ijk) {
       S.cut = [0, 1, 2].map(function (a) { return Math.max(0, Math.min(D.shape[a] - 1, ijk[a])); });
@@ -318,6 +317,7 @@
       q('select[data-control="alpha"]').addEventListener("change", function (ev) { applyMethod(S.method, ev.target.value); refresh(true); });
       q('input[type=range][data-control="threshold"]').addEventListener("input", function (ev) { setThreshold(+ev.target.value, "value"); refresh(true); });
       q('input[type=number][data-control="threshold"]').addEventListener("change", function (ev) {
+        if (ev.target.value === ev.target.dataset.shown) return;  // e.g. the change fired again on blur
         setThreshold(ev.target.value === "" ? NaN : +ev.target.value, "value"); refresh(true);
       });
       q('input[data-control="extent"]').addEventListener("input", function (ev) {
@@ -360,19 +360,17 @@
         var list = [];
         for (var f = 0; f < nvox; f++) if (bits[f >> 3] & (128 >> (f & 7))) { inMask[f] = 1; list.push(f); }
         maskIdx = Int32Array.from(list);
-        return D.background ? inflate(D.background) : null;
-      }).then(function (b) {
-        bg = b;
+        return Promise.all([D.background ? inflate(D.background) : null].concat(D.maps.map(decodeMap)));
+      }).then(function (decoded) {
+        bg = decoded[0]; vols = decoded.slice(1);  // every map decoded once: later changes are synchronous
         wire();
         setCut([vox(0, D.cut[0]), vox(1, D.cut[1]), vox(2, D.cut[2])]);
         var first = 0;
         D.maps.forEach(function (m, i) { if (m.name === D.default_map) first = i; });
-        return selectMap(first);
-      }).then(function () {
+        selectMap(first);
         q('[data-role="app"]').hidden = false;
         root.dataset.ready = "1";
         root.glmkit = {state: S, goTo: goTo, selectMap: selectMap};
-        refresh(false);
       }).catch(fail);
     } catch (err) { fail(err); }
   };
