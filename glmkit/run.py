@@ -62,6 +62,11 @@ def run(settings: RunSettings, *, progress_bar: bool = True, log_output: bool = 
     RunError
         A cell failed (the message names it) or the notebook did not write a promised file.
     """
+    if settings.output_dir is not None:
+        raise ParameterError(
+            f"output_dir={settings.output_dir!r} cannot be set for glmkit run: the run is "
+            "written to a temporary folder renamed to reports_dir/run_name at the end; pass "
+            "--reports-dir and --run-name instead")
     settings = _absolute(settings)
     target = settings.run_dir
     _preflight(settings)

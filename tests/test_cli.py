@@ -61,6 +61,7 @@ def test_glmkit_help_lists_every_parameter_flag():
         (["--nperm", "10"], "unknown parameter 'nperm' \\(did you mean 'n_perm'\\?\\)"),
         (["--n-perm=5", "stray"], "unexpected argument 'stray'"),
         (["--params", "missing.yaml"], "params file 'missing.yaml' does not exist"),
+        (["--output-dir", "elsewhere"], "output_dir='elsewhere' cannot be set for glmkit run"),
     ],
 )
 def test_bad_run_parameters_exit_2_before_running(argv, match, capsys, tmp_path, monkeypatch):

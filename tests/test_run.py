@@ -135,6 +135,21 @@ def test_failing_cell_names_cell_and_keeps_failed_notebook(tmp_path, notebooks):
     assert errors and errors[0]["evalue"] == "planted failure in cell two"
 
 
+def test_failed_forced_run_keeps_the_earlier_complete_run(tmp_path, notebooks):
+    target = tmp_path / "reports" / "r"
+    target.mkdir(parents=True)
+    (target / "report.html").write_text("earlier complete run")
+    with pytest.raises(RunError, match="failed in notebook cell"):
+        run(_settings(tmp_path, notebooks["fail"], force=True), progress_bar=False)
+    assert (target / "report.html").read_text() == "earlier complete run"
+    assert _listing(target) == ["report.html"]
+
+
+def test_output_dir_is_the_runners_choice(tmp_path, notebooks):
+    with pytest.raises(ParameterError, match="output_dir=.* cannot be set for glmkit run"):
+        run(_settings(tmp_path, notebooks["ok"], output_dir=str(tmp_path)), progress_bar=False)
+
+
 def test_notebook_that_forgets_files_is_not_a_complete_run(tmp_path, notebooks):
     with pytest.raises(RunError, match=r"did not write \[.*'notebook.ipynb'|did not write \["):
         run(_settings(tmp_path, notebooks["partial"]), progress_bar=False)
