@@ -166,7 +166,9 @@ def ols_fit(Y: Any, X: Any, *, columns: Sequence[str] | None = None) -> OLSFit:
         raise ImageError("data Y holds NaN or infinite values; run QC or mask them out first.")
     columns = tuple(columns) if columns is not None else tuple(f"x{i}" for i in range(X.shape[1]))
     if len(columns) != X.shape[1]:
-        raise DesignError(f"{len(columns)} column names given for a design with {X.shape[1]} columns.")
+        raise DesignError(
+            f"{len(columns)} column names given for a design with {X.shape[1]} columns."
+        )
     n = X.shape[0]
     pinv = linalg.pinv(X)
     eps = np.abs(X).sum() * np.finfo(np.float64).eps  # nilearn's rank tolerance
@@ -223,8 +225,10 @@ def _expression_vector(expression: str, columns: Sequence[str]) -> np.ndarray:
     def ev(node: ast.AST) -> float | np.ndarray:
         if isinstance(node, ast.Expression):
             return ev(node.body)
-        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(
-            node.value, bool
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, (int, float))
+            and not isinstance(node.value, bool)
         ):
             return float(node.value)
         if isinstance(node, ast.Name):
@@ -237,7 +241,9 @@ def _expression_vector(expression: str, columns: Sequence[str]) -> np.ndarray:
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
             val = ev(node.operand)
             return -val if isinstance(node.op, ast.USub) else val
-        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div)):
+        if isinstance(node, ast.BinOp) and isinstance(
+            node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div)
+        ):
             left, right = ev(node.left), ev(node.right)
             lvec, rvec = isinstance(left, np.ndarray), isinstance(right, np.ndarray)
             if isinstance(node.op, (ast.Add, ast.Sub)):
@@ -255,7 +261,9 @@ def _expression_vector(expression: str, columns: Sequence[str]) -> np.ndarray:
                     )
                 return left * right
             if rvec:
-                raise ContrastError(f"contrast {expression!r} divides by a column; only column / number.")
+                raise ContrastError(
+                    f"contrast {expression!r} divides by a column; only column / number."
+                )
             if right == 0:
                 raise ContrastError(f"contrast {expression!r} divides by zero.")
             return left / right
@@ -266,7 +274,9 @@ def _expression_vector(expression: str, columns: Sequence[str]) -> np.ndarray:
 
     vec = ev(tree)
     if not isinstance(vec, np.ndarray):
-        raise ContrastError(f"contrast {expression!r} names no design column; columns are {columns}.")
+        raise ContrastError(
+            f"contrast {expression!r} names no design column; columns are {columns}."
+        )
     return vec
 
 
@@ -301,13 +311,18 @@ def contrast_vector(contrast: Any, columns: Sequence[str]) -> np.ndarray:
             vec[columns.index(contrast)] = 1.0
             return vec
         return _expression_vector(contrast, columns)
-    if isinstance(contrast, (list, tuple)) and contrast and all(isinstance(c, str) for c in contrast):
+    if (
+        isinstance(contrast, (list, tuple))
+        and contrast
+        and all(isinstance(c, str) for c in contrast)
+    ):
         return np.vstack([contrast_vector(c, columns) for c in contrast])
     try:
         arr = np.asarray(contrast, dtype=float)
     except (TypeError, ValueError):
         raise ContrastError(
-            f"contrast must be a column name, an expression, a vector or a matrix; got {contrast!r}."
+            "contrast must be a column name, an expression, a vector or a matrix; got "
+            f"{contrast!r}."
         ) from None
     if arr.ndim == 0 or arr.ndim > 2:
         raise ContrastError(
@@ -324,13 +339,16 @@ def contrast_vector(contrast: Any, columns: Sequence[str]) -> np.ndarray:
     if arr.ndim == 2 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.size == 0 or np.all(arr == 0):
-        raise ContrastError("contrast is all zeros: nothing to test; give at least one non-zero weight.")
+        raise ContrastError(
+            "contrast is all zeros: nothing to test; give at least one non-zero weight."
+        )
     return arr
 
 
 # ------------------------------------------------------------ tails and z scores
 def _log_betainc_small(a: np.ndarray, b: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """``log I_x(a, b)`` for small x (far tail), prefactor in logs and Lentz's continued fraction."""
+    """``log I_x(a, b)`` for small x (far tail), prefactor in logs and Lentz's continued "
+    "fraction."""
     a, b, x = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (a, b, x)))
     log_front = a * np.log(x) + b * np.log1p(-x) - np.log(a) - special.betaln(a, b)
     tiny = 1e-300
@@ -402,7 +420,9 @@ def _z_from_log_sf(log_p: np.ndarray) -> np.ndarray:
     return z
 
 
-def _z_scores(p_upper: np.ndarray, p_lower: np.ndarray, log_upper: np.ndarray, log_lower: np.ndarray) -> np.ndarray:
+def _z_scores(
+    p_upper: np.ndarray, p_lower: np.ndarray, log_upper: np.ndarray, log_lower: np.ndarray
+) -> np.ndarray:
     """z from the two tail probabilities: nilearn's formula, exact-log in the far tails."""
     z = np.empty(p_upper.shape)
     upper = p_upper <= 0.5
@@ -473,7 +493,8 @@ class ContrastResult:
         arr = self.get(kind)
         if self.masker is None:
             raise ParameterError(
-                "this ContrastResult has no masker (computed from arrays); unmask the arrays yourself "
+                "this ContrastResult has no masker (computed from arrays); unmask the arrays "
+                "yourself "
                 "or use fit_second_level."
             )
         return self.masker.inverse_transform(arr)
@@ -560,7 +581,8 @@ def compute_contrast(
         V = C @ fit.cov_unscaled @ C.T
         if np.linalg.matrix_rank(V) < q:
             raise ContrastError(
-                f"F contrast {name!r} has linearly dependent rows (rank {np.linalg.matrix_rank(V)} < {q}); "
+                f"F contrast {name!r} has linearly dependent rows (rank "
+                f"{np.linalg.matrix_rank(V)} < {q}); "
                 "drop the redundant rows."
             )
         effect = C @ fit.beta
@@ -603,21 +625,27 @@ def compute_contrast(
 def _design_matrix(design: Any) -> pd.DataFrame:
     matrix = getattr(design, "matrix", design)
     if isinstance(matrix, np.ndarray):
-        matrix = pd.DataFrame(matrix, columns=[f"x{i}" for i in range(np.atleast_2d(matrix).shape[1])])
+        matrix = pd.DataFrame(
+            matrix, columns=[f"x{i}" for i in range(np.atleast_2d(matrix).shape[1])]
+        )
     if not isinstance(matrix, pd.DataFrame):
         raise DesignError(
-            f"design must be a glmkit Design (make_design) or a pandas DataFrame; got {type(design).__name__}."
+            "design must be a glmkit Design (make_design) or a pandas DataFrame; got "
+            f"{type(design).__name__}."
         )
     if matrix.shape[1] == 0 or matrix.shape[0] == 0:
         raise DesignError(f"design matrix is empty (shape {matrix.shape}).")
     bad = [c for c in matrix.columns if not pd.api.types.is_numeric_dtype(matrix[c])]
     if bad:
-        raise DesignError(f"design columns {bad} are not numeric; encode them (make_design does) first.")
+        raise DesignError(
+            f"design columns {bad} are not numeric; encode them (make_design does) first."
+        )
     values = matrix.to_numpy(dtype=float)
     if not np.all(np.isfinite(values)):
         rows = matrix.index[~np.isfinite(values).all(axis=1)].tolist()
         raise DesignError(
-            f"design has missing or infinite values in rows {rows[:10]}; drop those subjects or impute."
+            f"design has missing or infinite values in rows {rows[:10]}; drop those subjects or "
+            "impute."
         )
     return matrix.astype(float)
 
@@ -634,13 +662,16 @@ def _map_list(maps: Any, matrix: pd.DataFrame) -> tuple[list, tuple[str, ...] | 
             return [lookup[s] for s in index], tuple(index)
         if len(paths) == len(index):
             logger.warning(
-                "design index does not hold the dataset's subject ids; maps are taken in dataset order."
+                "design index does not hold the dataset's subject ids; maps are taken in dataset "
+                "order."
             )
             return paths, tuple(ds_subjects)
         missing = [s for s in index if s not in set(ds_subjects)]
         raise DatasetError(
-            f"design has {len(index)} rows but the dataset has {len(paths)} maps, and design subjects "
-            f"{missing[:5]} are not in the dataset; build the design from the same (QC-kept) dataset."
+            f"design has {len(index)} rows but the dataset has {len(paths)} maps, and design "
+            "subjects "
+            f"{missing[:5]} are not in the dataset; build the design from the same (QC-kept) "
+            "dataset."
         )
     if isinstance(maps, (str, os.PathLike)) or not isinstance(maps, Sequence):
         raise ImageError(
@@ -669,7 +700,9 @@ def _load_images(maps: list) -> list:
     for i, m in enumerate(maps):
         if isinstance(m, (str, os.PathLike)):
             if not os.path.exists(m):
-                raise DataFileNotFoundError(f"map {i} ({m}) does not exist; check the dataset folder.")
+                raise DataFileNotFoundError(
+                    f"map {i} ({m}) does not exist; check the dataset folder."
+                )
             try:
                 img = nib.load(m)
             except Exception as exc:  # nibabel raises several types
@@ -726,22 +759,35 @@ class SecondLevelResult:
     fit: OLSFit
     subjects: tuple[str, ...] | None = None
 
-    def compute_contrast(self, contrast: Any, *, stat_type: str = "t", name: str | None = None) -> ContrastResult:
-        """t or F contrast by column name, expression, vector or matrix (see :func:`contrast_vector`)."""
-        return compute_contrast(self.fit, contrast, stat_type=stat_type, masker=self.masker, name=name)
+    def compute_contrast(
+        self, contrast: Any, *, stat_type: str = "t", name: str | None = None
+    ) -> ContrastResult:
+        """t or F contrast by column name, expression, vector or matrix (see "
+        ":func:`contrast_vector`)."""
+        return compute_contrast(
+            self.fit, contrast, stat_type=stat_type, masker=self.masker, name=name
+        )
 
     def unmask(self, array: Any):
         """A 1-D (n_voxels,) or 2-D (k, n_voxels) array as a NIfTI image on the mask's grid."""
         arr = np.asarray(array)
         if arr.shape[-1] != self.Y.shape[1]:
             raise ParameterError(
-                f"array has {arr.shape[-1]} values per map but the mask has {self.Y.shape[1]} voxels."
+                f"array has {arr.shape[-1]} values per map but the mask has {self.Y.shape[1]} "
+                "voxels."
             )
         return self.masker.inverse_transform(arr)
 
     def summary(self) -> str:
-        sm = "no smoothing" if not self.smoothing_fwhm else f"smoothing {self.smoothing_fwhm} mm FWHM"
-        return f"Second-level model: {self.Y.shape[0]} maps, {self.Y.shape[1]} voxels in mask, {sm}. " + self.fit.summary()
+        sm = (
+            "no smoothing"
+            if not self.smoothing_fwhm
+            else f"smoothing {self.smoothing_fwhm} mm FWHM"
+        )
+        return (
+            f"Second-level model: {self.Y.shape[0]} maps, {self.Y.shape[1]} voxels in mask, {sm}. "
+            + self.fit.summary()
+        )
 
 
 def fit_second_level(
@@ -784,8 +830,10 @@ def fit_second_level(
     (10, (6, 6, 6))
     """
     if smoothing_fwhm is not None:
-        if isinstance(smoothing_fwhm, bool) or not isinstance(smoothing_fwhm, (int, float, np.number)) or not (
-            np.isfinite(smoothing_fwhm) and smoothing_fwhm >= 0
+        if (
+            isinstance(smoothing_fwhm, bool)
+            or not isinstance(smoothing_fwhm, (int, float, np.number))
+            or not (np.isfinite(smoothing_fwhm) and smoothing_fwhm >= 0)
         ):
             raise ParameterError(
                 f"smoothing_fwhm must be None or a finite number >= 0 (mm); got {smoothing_fwhm!r}."
@@ -797,11 +845,16 @@ def fit_second_level(
         subjects = tuple(str(s) for s in matrix.index)
     if matrix.shape[0] <= np.linalg.matrix_rank(matrix.to_numpy()):
         raise DesignError(
-            f"design has {matrix.shape[0]} rows and rank {np.linalg.matrix_rank(matrix.to_numpy())}: "
+            f"design has {matrix.shape[0]} rows and rank "
+            f"{np.linalg.matrix_rank(matrix.to_numpy())}: "
             "no residual degrees of freedom; use more subjects or fewer columns."
         )
     maps = _load_images(maps)
-    if mask_img is not None and isinstance(mask_img, (str, os.PathLike)) and not os.path.exists(mask_img):
+    if (
+        mask_img is not None
+        and isinstance(mask_img, (str, os.PathLike))
+        and not os.path.exists(mask_img)
+    ):
         raise DataFileNotFoundError(f"mask_img {mask_img} does not exist.")
 
     from nilearn.image import mean_img
@@ -817,11 +870,15 @@ def fit_second_level(
         masker.fit(sample_map)
     Y = masker.transform(maps)
     if Y.shape[1] == 0:
-        raise ImageError("the mask is empty: no voxel to analyse; check mask_img or the maps' values.")
+        raise ImageError(
+            "the mask is empty: no voxel to analyse; check mask_img or the maps' values."
+        )
     bad = ~np.all(np.isfinite(Y), axis=1)
     if np.any(bad):
         who = [subjects[i] if subjects else i for i in np.flatnonzero(bad)]
-        raise ImageError(f"maps {who[:10]} have NaN or infinite values inside the mask; run QC first.")
+        raise ImageError(
+            f"maps {who[:10]} have NaN or infinite values inside the mask; run QC first."
+        )
     fit = ols_fit(Y, matrix)
     return SecondLevelResult(
         Y=Y,

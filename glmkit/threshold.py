@@ -51,7 +51,9 @@ _FACES = ndimage.generate_binary_structure(3, 1)  # 6-connectivity (nilearn's)
 # ------------------------------------------------------------------ validation
 def _check_alpha(alpha: Any) -> float:
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not (0 < float(alpha) < 1):
-        raise ParameterError(f"alpha must be a number strictly between 0 and 1 (e.g. 0.05); got {alpha!r}.")
+        raise ParameterError(
+            f"alpha must be a number strictly between 0 and 1 (e.g. 0.05); got {alpha!r}."
+        )
     return float(alpha)
 
 
@@ -189,7 +191,8 @@ class ThresholdResult:
     masker: Any = field(default=None, repr=False)
 
     def to_nifti(self, mask_img: Any = None):
-        """The thresholded map as an image (``mask_img``: masker or mask image; default the stored one)."""
+        """The thresholded map as an image (``mask_img``: masker or mask image; default the "
+        "stored one)."""
         masker = _masker_of(mask_img) if mask_img is not None else self.masker
         if masker is None:
             raise ParameterError("no mask known: pass mask_img (a mask image or fitted masker).")
@@ -224,7 +227,9 @@ def _z_and_masker(z: Any, mask_img: Any) -> tuple[np.ndarray, Any]:
     import nibabel as nib
 
     if hasattr(z, "z") and hasattr(z, "stat_type"):  # ContrastResult
-        return np.asarray(z.z, dtype=float), _masker_of(mask_img) if mask_img is not None else z.masker
+        return np.asarray(z.z, dtype=float), _masker_of(
+            mask_img
+        ) if mask_img is not None else z.masker
     if isinstance(z, (str, os.PathLike, nib.spatialimages.SpatialImage)):
         from nilearn.maskers import NiftiMasker
 
@@ -237,7 +242,8 @@ def _z_and_masker(z: Any, mask_img: Any) -> tuple[np.ndarray, Any]:
     arr = np.asarray(z, dtype=float)
     if arr.ndim != 1:
         raise ParameterError(
-            f"z must be a 1-D array over the mask, a ContrastResult or a 3-D image; got shape {arr.shape}."
+            "z must be a 1-D array over the mask, a ContrastResult or a 3-D image; got shape "
+            f"{arr.shape}."
         )
     return arr, _masker_of(mask_img)
 
@@ -286,7 +292,9 @@ def threshold_map(
     if isinstance(height_control, str) and height_control.lower() == "none":
         height_control = None
     if height_control not in HEIGHT_CONTROLS:
-        raise ParameterError(f"height_control must be one of {list(HEIGHT_CONTROLS)}; got {height_control!r}.")
+        raise ParameterError(
+            f"height_control must be one of {list(HEIGHT_CONTROLS)}; got {height_control!r}."
+        )
     if not isinstance(two_sided, (bool, np.bool_)):
         raise ParameterError(f"two_sided must be True or False; got {two_sided!r}.")
     cluster_threshold = _check_cluster_threshold(cluster_threshold)
@@ -296,7 +304,11 @@ def threshold_map(
                 "height_control=None needs an explicit threshold in z units (e.g. threshold=3.1), "
                 "or choose height_control='fpr', 'fdr' or 'bonferroni'."
             )
-        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not np.isfinite(threshold):
+        if (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, numbers.Real)
+            or not np.isfinite(threshold)
+        ):
             raise ParameterError(f"threshold must be a finite number (z units); got {threshold!r}.")
         if two_sided and threshold < 0:
             raise ParameterError(
@@ -306,7 +318,8 @@ def threshold_map(
     else:
         if threshold is not None:
             raise ParameterError(
-                f"threshold={threshold!r} was given with height_control={height_control!r}: the threshold "
+                f"threshold={threshold!r} was given with height_control={height_control!r}: the "
+                "threshold "
                 "is computed from alpha; pass height_control=None to use your own threshold."
             )
         alpha_out = _check_alpha(alpha)
@@ -317,7 +330,8 @@ def threshold_map(
         raise ParameterError("z holds NaN or infinite values; glmkit z maps are always finite.")
     if masker is not None and masker.n_elements_ != values.size:
         raise ParameterError(
-            f"z has {values.size} values but mask_img has {masker.n_elements_} voxels; use the model's mask."
+            f"z has {values.size} values but mask_img has {masker.n_elements_} voxels; use the "
+            "model's mask."
         )
     if cluster_threshold > 0 and masker is None:
         raise ParameterError("cluster_threshold > 0 needs mask_img (to find neighbouring voxels).")
@@ -395,9 +409,11 @@ def _atlas_lookup(atlas: Any, xyz: np.ndarray) -> list[str]:
     for i, j, k in ijk:
         inside = all(0 <= v < s for v, s in zip((i, j, k), data.shape[:3], strict=True))
         value = int(data[i, j, k]) if inside else 0
-        names.append(str(labels.get(value, "")) if isinstance(labels, dict) else (
-            str(labels[value]) if 0 <= value < len(labels) else ""
-        ))
+        names.append(
+            str(labels.get(value, ""))
+            if isinstance(labels, dict)
+            else (str(labels[value]) if 0 <= value < len(labels) else "")
+        )
     return names
 
 
@@ -443,23 +459,35 @@ def cluster_table(
     """
     import nibabel as nib
 
-    if isinstance(stat_threshold, bool) or not isinstance(stat_threshold, numbers.Real) or not np.isfinite(
-        stat_threshold
+    if (
+        isinstance(stat_threshold, bool)
+        or not isinstance(stat_threshold, numbers.Real)
+        or not np.isfinite(stat_threshold)
     ):
         raise ParameterError(f"stat_threshold must be a finite number; got {stat_threshold!r}.")
     if two_sided and stat_threshold < 0:
-        raise ParameterError(f"stat_threshold must be >= 0 when two_sided=True; got {stat_threshold}.")
+        raise ParameterError(
+            f"stat_threshold must be >= 0 when two_sided=True; got {stat_threshold}."
+        )
     cluster_threshold = _check_cluster_threshold(cluster_threshold)
-    if isinstance(min_distance, bool) or not isinstance(min_distance, numbers.Real) or not min_distance > 0:
+    if (
+        isinstance(min_distance, bool)
+        or not isinstance(min_distance, numbers.Real)
+        or not min_distance > 0
+    ):
         raise ParameterError(f"min_distance must be a positive number of mm; got {min_distance!r}.")
     if atlas is not None and (not isinstance(atlas, (tuple, list)) or len(atlas) != 2):
-        raise ParameterError("atlas must be a pair (label image, labels); labels a list or dict value -> name.")
+        raise ParameterError(
+            "atlas must be a pair (label image, labels); labels a list or dict value -> name."
+        )
     if isinstance(stat_img, (str, os.PathLike)):
         if not os.path.exists(stat_img):
             raise ImageError(f"stat_img {stat_img} does not exist.")
         stat_img = nib.load(stat_img)
     if not isinstance(stat_img, nib.spatialimages.SpatialImage):
-        raise ParameterError(f"stat_img must be a 3-D NIfTI image or path; got {type(stat_img).__name__}.")
+        raise ParameterError(
+            f"stat_img must be a 3-D NIfTI image or path; got {type(stat_img).__name__}."
+        )
     data = np.asarray(stat_img.get_fdata(), dtype=float)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
@@ -503,7 +531,9 @@ def cluster_table(
             for k in range(min(len(vals), 4)):
                 rows.append(
                     {
-                        "cluster_id": str(n_clusters) if k == 0 else f"{n_clusters}{ascii_lowercase[k - 1]}",
+                        "cluster_id": str(n_clusters)
+                        if k == 0
+                        else f"{n_clusters}{ascii_lowercase[k - 1]}",
                         "cluster": n_clusters,
                         "x": float(xyz[k, 0]),
                         "y": float(xyz[k, 1]),
@@ -518,7 +548,9 @@ def cluster_table(
     table["size_mm3"] = table["size_mm3"].astype("Int64")
     table["cluster"] = table["cluster"].astype(int)
     if atlas is not None:
-        table["label"] = _atlas_lookup(atlas, table[["x", "y", "z"]].to_numpy(dtype=float)) if len(table) else []
+        table["label"] = (
+            _atlas_lookup(atlas, table[["x", "y", "z"]].to_numpy(dtype=float)) if len(table) else []
+        )
     if not rows:
         logger.info("no cluster survives stat_threshold=%s", stat_threshold)
     return table

@@ -12,7 +12,14 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from glmkit.errors import ContrastError, DataFileNotFoundError, DatasetError, DesignError, ImageError, ParameterError
+from glmkit.errors import (
+    ContrastError,
+    DataFileNotFoundError,
+    DatasetError,
+    DesignError,
+    ImageError,
+    ParameterError,
+)
 from glmkit.glm import (
     P_FLOOR,
     compute_contrast,
@@ -59,7 +66,13 @@ def _nilearn_maps(imgs, design, contrast, *, smoothing_fwhm=None, mask_img=None,
 
 
 def _max_diffs(res, ref):
-    pairs = {"z": "z_score", "p": "p_value", "stat": "stat", "effect": "effect_size", "variance": "effect_variance"}
+    pairs = {
+        "z": "z_score",
+        "p": "p_value",
+        "stat": "stat",
+        "effect": "effect_size",
+        "variance": "effect_variance",
+    }
     return {k: float(np.max(np.abs(res.get(k) - ref[v]))) for k, v in pairs.items()}
 
 
@@ -115,7 +128,9 @@ def test_expression_contrasts_equal_vectors(rng):
     assert contrast_vector("-(a + b) * 3", cols).tolist() == [-3.0, -3.0, 0.0]
     X = pd.DataFrame({"a": rng.normal(size=20), "b": rng.normal(size=20), "intercept": 1.0})
     fit = ols_fit(rng.normal(size=(20, 4)), X)
-    np.testing.assert_array_equal(compute_contrast(fit, "2*a - b").stat, compute_contrast(fit, [2, -1, 0]).stat)
+    np.testing.assert_array_equal(
+        compute_contrast(fit, "2*a - b").stat, compute_contrast(fit, [2, -1, 0]).stat
+    )
 
 
 def test_rank_deficient_design_dof_and_estimability(rng):
@@ -144,7 +159,9 @@ def test_far_tail_is_finite_monotone_and_clipped():
     assert np.all(np.diff(res.z) > 0) and np.all(np.diff(res.logp) > 0)
     assert res.z[-1] > 38  # beyond nilearn's saturation, still finite
     # in the ordinary range z equals the normal quantile of p
-    np.testing.assert_allclose(res.z[:3], stats.norm.isf(stats.t.sf(res.stat[:3], res.dof)), rtol=1e-12)
+    np.testing.assert_allclose(
+        res.z[:3], stats.norm.isf(stats.t.sf(res.stat[:3], res.dof)), rtol=1e-12
+    )
 
 
 def test_constant_voxel_gives_finite_zero_t(rng):
@@ -158,7 +175,9 @@ def test_constant_voxel_gives_finite_zero_t(rng):
     res_f = compute_contrast(ols_fit(Y, X), ["x", "intercept"], stat_type="F")
     assert res_f.stat[0] == 0.0 and res_f.p[0] == 1.0
     for res in (res_i, res_f):
-        assert all(np.isfinite(getattr(res, k)).all() for k in ("stat", "z", "p", "p_two_sided", "logp"))
+        assert all(
+            np.isfinite(getattr(res, k)).all() for k in ("stat", "z", "p", "p_two_sided", "logp")
+        )
 
 
 # ----------------------------------------------------------- nilearn parity
@@ -265,13 +284,17 @@ def test_bad_stat_type(small_fit):
 
 def test_design_rows_must_match_maps(synth):
     imgs, design = synth
-    with pytest.raises(DatasetError, match=f"design has {len(design)} rows but {len(imgs) - 1} maps"):
+    with pytest.raises(
+        DatasetError, match=f"design has {len(design)} rows but {len(imgs) - 1} maps"
+    ):
         fit_second_level(imgs[:-1], design)
 
 
 def test_dataset_without_design_subjects(synth):
     imgs, design = synth
-    ds = SimpleNamespace(maps=tuple(imgs[:-2]), table=pd.DataFrame({"subject": list(design.index[:-2])}))
+    ds = SimpleNamespace(
+        maps=tuple(imgs[:-2]), table=pd.DataFrame({"subject": list(design.index[:-2])})
+    )
     with pytest.raises(DatasetError, match=r"are not in the dataset"):
         fit_second_level(ds, design)
 
@@ -360,5 +383,9 @@ def test_demo_dataset_and_design_objects_are_aligned_by_subject(demo, demo_fit):
     assert list(design.matrix.columns) == ["fluency", "intercept"]
     aligned = fit_second_level(demo, design, smoothing_fwhm=5.0)
     assert aligned.subjects == tuple(design.matrix.index)
-    np.testing.assert_allclose(aligned.compute_contrast("fluency").z, model.compute_contrast("fluency").z,
-                               rtol=0, atol=1e-10)
+    np.testing.assert_allclose(
+        aligned.compute_contrast("fluency").z,
+        model.compute_contrast("fluency").z,
+        rtol=0,
+        atol=1e-10,
+    )

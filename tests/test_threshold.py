@@ -57,7 +57,9 @@ def _nilearn_clusters(stat_img, **kwargs):
         return get_clusters_table(stat_img, **kwargs)
 
 
-def _assert_same_clusters(mine: pd.DataFrame, ref: pd.DataFrame, voxel_volume: float, peak_sign: float = 1.0):
+def _assert_same_clusters(
+    mine: pd.DataFrame, ref: pd.DataFrame, voxel_volume: float, peak_sign: float = 1.0
+):
     assert len(mine) == len(ref)
     # same rows in the same order (peak vs sub-peak); glmkit numbers clusters 1..K where
     # nilearn's negative clusters continue from the number of *rows* (ids skip numbers)
@@ -65,32 +67,54 @@ def _assert_same_clusters(mine: pd.DataFrame, ref: pd.DataFrame, voxel_volume: f
     assert [c[-1].isalpha() for c in mine["cluster_id"]] == ref_is_sub
     peaks = mine.loc[~np.array(ref_is_sub, dtype=bool), "cluster_id"].astype(int).tolist()
     assert peaks == list(range(1, len(peaks) + 1))
-    if not ref["Cluster ID"].astype(str).str.contains("[a-z]").any() or len(set(np.sign(ref["Peak Stat"]))) == 1:
+    if (
+        not ref["Cluster ID"].astype(str).str.contains("[a-z]").any()
+        or len(set(np.sign(ref["Peak Stat"]))) == 1
+    ):
         assert mine["cluster_id"].tolist() == [str(c) for c in ref["Cluster ID"]]
-    np.testing.assert_array_equal(mine[["x", "y", "z"]].to_numpy(float), ref[["X", "Y", "Z"]].to_numpy(float))
-    np.testing.assert_array_equal(mine["peak_stat"].to_numpy(float), peak_sign * ref["Peak Stat"].to_numpy(float))
+    np.testing.assert_array_equal(
+        mine[["x", "y", "z"]].to_numpy(float), ref[["X", "Y", "Z"]].to_numpy(float)
+    )
+    np.testing.assert_array_equal(
+        mine["peak_stat"].to_numpy(float), peak_sign * ref["Peak Stat"].to_numpy(float)
+    )
     main = ref["Cluster Size (mm3)"] != ""
-    assert mine["size_mm3"][main.to_numpy()].astype(int).tolist() == ref["Cluster Size (mm3)"][main].astype(int).tolist()
+    assert (
+        mine["size_mm3"][main.to_numpy()].astype(int).tolist()
+        == ref["Cluster Size (mm3)"][main].astype(int).tolist()
+    )
     assert mine["size_mm3"][~main.to_numpy()].isna().all()
     sizes = mine["size_voxels"].dropna().astype(int).to_numpy()
-    np.testing.assert_array_equal((sizes * voxel_volume).astype(int), mine["size_mm3"].dropna().astype(int))
+    np.testing.assert_array_equal(
+        (sizes * voxel_volume).astype(int), mine["size_mm3"].dropna().astype(int)
+    )
 
 
 # ------------------------------------------------------------- nilearn parity
 @pytest.mark.parametrize("height_control", ["fpr", "fdr", "bonferroni", None])
 @pytest.mark.parametrize("two_sided", [True, False])
 @pytest.mark.parametrize("cluster_threshold", [0, 6])
-def test_threshold_map_equals_threshold_stats_img(zmap, height_control, two_sided, cluster_threshold):
+def test_threshold_map_equals_threshold_stats_img(
+    zmap, height_control, two_sided, cluster_threshold
+):
     z, mask, mask_img, stat_img = zmap
     alpha = 0.05 if height_control == "fdr" else 0.001
     kw = {"threshold": 2.5} if height_control is None else {"alpha": alpha}
     res = threshold_map(
-        z, height_control=height_control, two_sided=two_sided, cluster_threshold=cluster_threshold,
-        mask_img=mask_img, **kw,
+        z,
+        height_control=height_control,
+        two_sided=two_sided,
+        cluster_threshold=cluster_threshold,
+        mask_img=mask_img,
+        **kw,
     )
     ref_map, ref_thr = _nilearn_threshold(
-        stat_img, mask_img, height_control=height_control, two_sided=two_sided,
-        cluster_threshold=cluster_threshold, **kw,
+        stat_img,
+        mask_img,
+        height_control=height_control,
+        two_sided=two_sided,
+        cluster_threshold=cluster_threshold,
+        **kw,
     )
     assert res.threshold == ref_thr
     np.testing.assert_array_equal(res.thresholded, ref_map[mask])
@@ -103,9 +127,22 @@ def test_threshold_map_equals_threshold_stats_img(zmap, height_control, two_side
 
 def test_negative_one_sided_threshold_equals_nilearn(zmap):
     z, mask, mask_img, stat_img = zmap
-    res = threshold_map(z, height_control=None, threshold=-2.5, two_sided=False, cluster_threshold=3, mask_img=mask_img)
-    ref_map, _ = _nilearn_threshold(stat_img, mask_img, height_control=None, threshold=-2.5, two_sided=False,
-                                    cluster_threshold=3)
+    res = threshold_map(
+        z,
+        height_control=None,
+        threshold=-2.5,
+        two_sided=False,
+        cluster_threshold=3,
+        mask_img=mask_img,
+    )
+    ref_map, _ = _nilearn_threshold(
+        stat_img,
+        mask_img,
+        height_control=None,
+        threshold=-2.5,
+        two_sided=False,
+        cluster_threshold=3,
+    )
     np.testing.assert_array_equal(res.thresholded, ref_map[mask])
     assert (res.thresholded <= 0).all() and res.n_suprathreshold > 0
 
@@ -121,7 +158,12 @@ def test_threshold_map_accepts_image_and_contrast_like(zmap):
 @pytest.mark.parametrize(("cluster_threshold", "min_distance"), [(0, 8.0), (10, 8.0), (0, 4.0)])
 def test_cluster_table_equals_get_clusters_table(zmap, two_sided, cluster_threshold, min_distance):
     _, _, _, stat_img = zmap
-    kw = dict(stat_threshold=2.3, cluster_threshold=cluster_threshold, two_sided=two_sided, min_distance=min_distance)
+    kw = dict(
+        stat_threshold=2.3,
+        cluster_threshold=cluster_threshold,
+        two_sided=two_sided,
+        min_distance=min_distance,
+    )
     mine = cluster_table(stat_img, **kw)
     ref = _nilearn_clusters(stat_img, **kw)
     _assert_same_clusters(mine, ref, 27.0)
@@ -147,7 +189,12 @@ def test_cluster_table_atlas_label(zmap):
     atlas[:10] = 1
     atlas[10:] = 2
     atlas_img = nib.Nifti1Image(atlas, AFFINE)
-    table = cluster_table(stat_img, stat_threshold=3.0, two_sided=True, atlas=(atlas_img, ["background", "left", "right"]))
+    table = cluster_table(
+        stat_img,
+        stat_threshold=3.0,
+        two_sided=True,
+        atlas=(atlas_img, ["background", "left", "right"]),
+    )
     assert "label" in table.columns
     top = table.iloc[0]
     assert top["peak_stat"] > 0 and top["label"] == "left"  # the positive blob is centred at i=6
@@ -187,7 +234,9 @@ def test_bonferroni_logp_closed_form_and_finite():
 
 def test_bonferroni_threshold_matches_bonferroni_logp(zmap):
     z, _, mask_img, _ = zmap
-    res = threshold_map(z, alpha=0.05, height_control="bonferroni", two_sided=False, mask_img=mask_img)
+    res = threshold_map(
+        z, alpha=0.05, height_control="bonferroni", two_sided=False, mask_img=mask_img
+    )
     logp = bonferroni_logp(stats.norm.sf(z))
     np.testing.assert_array_equal(res.thresholded != 0, logp > -np.log10(0.05))
 
@@ -210,19 +259,33 @@ def test_result_is_frozen_and_summarised(zmap):
 # ------------------------------------------------------------------ bad inputs
 @pytest.mark.parametrize("alpha", [0, 1, -0.1, 1.5, "0.05", True, float("nan")])
 def test_alpha_outside_unit_interval(alpha):
-    with pytest.raises(ParameterError, match=r"alpha must be a number strictly between 0 and 1.*got"):
+    with pytest.raises(
+        ParameterError, match=r"alpha must be a number strictly between 0 and 1.*got"
+    ):
         threshold_map(np.ones(10), alpha=alpha, height_control="fdr")
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"height_control": "holm"}, r"height_control must be one of \['fpr', 'fdr', 'bonferroni', None\]; got 'holm'"),
-        ({"cluster_threshold": -1}, r"cluster_threshold must be a whole number of voxels >= 0.*got -1"),
+        (
+            {"height_control": "holm"},
+            r"height_control must be one of \['fpr', 'fdr', 'bonferroni', None\]; got 'holm'",
+        ),
+        (
+            {"cluster_threshold": -1},
+            r"cluster_threshold must be a whole number of voxels >= 0.*got -1",
+        ),
         ({"cluster_threshold": 2.5}, r"cluster_threshold must be a whole number"),
-        ({"height_control": "fdr", "threshold": 3.0}, r"threshold=3.0 was given with height_control='fdr'"),
+        (
+            {"height_control": "fdr", "threshold": 3.0},
+            r"threshold=3.0 was given with height_control='fdr'",
+        ),
         ({"height_control": None}, r"height_control=None needs an explicit threshold"),
-        ({"height_control": None, "threshold": -1.0}, r"threshold must be >= 0 when two_sided=True"),
+        (
+            {"height_control": None, "threshold": -1.0},
+            r"threshold must be >= 0 when two_sided=True",
+        ),
         ({"height_control": None, "threshold": float("inf")}, r"threshold must be a finite number"),
         ({"cluster_threshold": 5}, r"cluster_threshold > 0 needs mask_img"),
         ({"two_sided": "yes"}, r"two_sided must be True or False"),
@@ -280,15 +343,31 @@ def demo_z(request):
 
 @pytest.mark.parametrize(
     ("height_control", "alpha", "two_sided", "cluster_threshold"),
-    [("fdr", 0.05, False, 0), ("fdr", 0.05, True, 10), ("bonferroni", 0.05, False, 0), ("fpr", 0.001, True, 10)],
+    [
+        ("fdr", 0.05, False, 0),
+        ("fdr", 0.05, True, 10),
+        ("bonferroni", 0.05, False, 0),
+        ("fpr", 0.001, True, 10),
+    ],
 )
 def test_demo_thresholds_equal_nilearn(demo_z, height_control, alpha, two_sided, cluster_threshold):
     res, mask_img = demo_z
-    mine = threshold_map(res, alpha=alpha, height_control=height_control, two_sided=two_sided,
-                         cluster_threshold=cluster_threshold)
+    mine = threshold_map(
+        res,
+        alpha=alpha,
+        height_control=height_control,
+        two_sided=two_sided,
+        cluster_threshold=cluster_threshold,
+    )
     mask = np.asarray(mask_img.dataobj).astype(bool)
-    ref_map, ref_thr = _nilearn_threshold(res.to_nifti("z"), mask_img, alpha=alpha, height_control=height_control,
-                                          two_sided=two_sided, cluster_threshold=cluster_threshold)
+    ref_map, ref_thr = _nilearn_threshold(
+        res.to_nifti("z"),
+        mask_img,
+        alpha=alpha,
+        height_control=height_control,
+        two_sided=two_sided,
+        cluster_threshold=cluster_threshold,
+    )
     assert mine.threshold == ref_thr
     np.testing.assert_array_equal(mine.thresholded, ref_map[mask])
     assert mine.n_suprathreshold > 20  # the planted association is found
