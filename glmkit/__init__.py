@@ -30,6 +30,7 @@ _LAZY = {
     "load_demo": "glmkit.datasets",
     "load_localizer": "glmkit.datasets",
     "load_folder": "glmkit.datasets",
+    "load_dataset": "glmkit.datasets",
     # quality control
     "QCPolicy": "glmkit.qc",
     "QCResult": "glmkit.qc",
@@ -42,15 +43,28 @@ _LAZY = {
     "ContrastResult": "glmkit.glm",
     "fit_second_level": "glmkit.glm",
     "ols_fit": "glmkit.glm",
+    "OLSFit": "glmkit.glm",
+    "contrast_vector": "glmkit.glm",
     # thresholds
     "ThresholdResult": "glmkit.threshold",
     "threshold_map": "glmkit.threshold",
     "cluster_table": "glmkit.threshold",
+    "bonferroni_logp": "glmkit.threshold",
+    "fdr_threshold": "glmkit.threshold",
     # permutation
     "PermutationResult": "glmkit.permutation",
     "permutation_test": "glmkit.permutation",
     # runs
     "RunSettings": "glmkit.settings",
+    "AnalysisResult": "glmkit.pipeline",
+    "run_analysis": "glmkit.pipeline",
+    "run_notebook": "glmkit.run",
+    "run_batch": "glmkit.run",
+    # report and exploration
+    "write_report": "glmkit.report",
+    "recovery": "glmkit.report",
+    "viewer_html": "glmkit.viewer",
+    "explore": "glmkit.widgets",
 }
 
 __all__ = [
@@ -83,10 +97,28 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from glmkit.datasets import Dataset, load_demo, load_folder, load_localizer
+    from glmkit.datasets import Dataset, load_dataset, load_demo, load_folder, load_localizer
     from glmkit.design import Design, make_design
-    from glmkit.glm import ContrastResult, SecondLevelResult, fit_second_level, ols_fit
+    from glmkit.glm import (
+        ContrastResult,
+        OLSFit,
+        SecondLevelResult,
+        contrast_vector,
+        fit_second_level,
+        ols_fit,
+    )
     from glmkit.permutation import PermutationResult, permutation_test
+    from glmkit.pipeline import AnalysisResult, run_analysis
     from glmkit.qc import QCPolicy, QCResult, run_qc
+    from glmkit.report import recovery, write_report
+    from glmkit.run import run_batch, run_notebook
     from glmkit.settings import RunSettings
-    from glmkit.threshold import ThresholdResult, cluster_table, threshold_map
+    from glmkit.threshold import (
+        ThresholdResult,
+        bonferroni_logp,
+        cluster_table,
+        fdr_threshold,
+        threshold_map,
+    )
+    from glmkit.viewer import viewer_html
+    from glmkit.widgets import explore
