@@ -144,10 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging()
     try:
         if args.command == "run":
-            from glmkit.run import run
+            from glmkit.run import run_notebook
 
             settings = _settings_from_args(args, extras)
-            report = run(settings, progress_bar=not args.quiet)
+            report = run_notebook(settings, progress_bar=not args.quiet)
             print(f"report: {report}")
         elif args.command in ("summary", "info"):
             from glmkit.pipeline import preview

@@ -1,6 +1,6 @@
 """Execute the analysis notebook with papermill into ``reports/<run_name>/``, atomically.
 
-:func:`run` validates everything it can before starting a kernel (parameters, the reports
+:func:`run_notebook` validates everything it can before starting a kernel (parameters, the reports
 folder, an earlier run of the same name), executes the notebook into a temporary folder
 beside ``reports/<run_name>/`` and renames it when every promised file is there. A failing
 cell raises :class:`~glmkit.errors.RunError` naming the cell and keeps the partly executed
@@ -31,8 +31,8 @@ from glmkit._util import atomic_folder, logger, sha256_file
 from glmkit.errors import GlmkitError, ParameterError, ReportError, RunError
 from glmkit.settings import BUILTIN_DATASETS, RunSettings, read_params_file
 
-__all__ = ["run", "run_batch", "load_grid", "write_index", "REQUIRED_FILES", "REQUIRED_MAPS",
-           "KERNEL_NAME"]
+__all__ = ["run_notebook", "run_batch", "load_grid", "write_index", "check_reports_dir",
+           "REQUIRED_FILES", "REQUIRED_MAPS", "KERNEL_NAME"]
 
 KERNEL_NAME = "python3"
 #: files every complete run folder holds
@@ -43,7 +43,8 @@ REQUIRED_MAPS = ("mask", "z", "p", "effect", "z_fdr", "logp_bonferroni")
 
 
 # --------------------------------------------------------------------------------- one run
-def run(settings: RunSettings, *, progress_bar: bool = True, log_output: bool = False) -> Path:
+def run_notebook(settings: RunSettings, *, progress_bar: bool = True,
+                 log_output: bool = False) -> Path:
     """Execute the notebook for ``settings`` and return the path of the run's ``report.html``.
 
     Parameters
@@ -309,7 +310,7 @@ def _label(value: Any) -> str:
 
 def _run_one(settings: RunSettings) -> tuple[str, str]:
     try:
-        run(settings, progress_bar=False)
+        run_notebook(settings, progress_bar=False)
     except GlmkitError as exc:
         return settings.run_name, f"failed: {exc}"
     return settings.run_name, "ok"
@@ -338,9 +339,10 @@ def run_batch(path: str | os.PathLike, *, force: bool = False, n_jobs: int = 1,
         from tqdm.auto import tqdm
 
         jobs = (delayed(_run_one)(s) for s in todo)
-        results = Parallel(n_jobs=n_jobs, return_as="generator")(jobs)
-        for name, outcome in tqdm(results, total=len(todo), desc="batch", unit="run"):
-            status[name] = outcome
+        with _sigterm_as_interrupt():  # workers are stopped, each run cleans up after itself
+            results = Parallel(n_jobs=n_jobs, return_as="generator")(jobs)
+            for name, outcome in tqdm(results, total=len(todo), desc="batch", unit="run"):
+                status[name] = outcome
     index = write_index(reports_dir, all_settings, status)
     failed = {n: s for n, s in status.items() if s.startswith("failed")}
     if failed:

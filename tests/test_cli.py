@@ -97,7 +97,7 @@ def test_flags_override_params_file(tmp_path, monkeypatch):
         seen["settings"], seen["progress_bar"] = settings, progress_bar
         return Path("somewhere/report.html")
 
-    monkeypatch.setattr("glmkit.run.run", fake_run)
+    monkeypatch.setattr("glmkit.run.run_notebook", fake_run)
     path = tmp_path / "p.yaml"
     path.write_text("n_perm: 100\nalpha: 0.01\nstatistics: [voxel, tfce]\n")
     code = cli.main(["run", "--params", str(path), "--n-perm", "7", "--two-sided",
@@ -110,7 +110,8 @@ def test_flags_override_params_file(tmp_path, monkeypatch):
 
 
 def test_run_prints_report_path(monkeypatch, capsys):
-    monkeypatch.setattr("glmkit.run.run", lambda settings, **kw: Path("r/demo/report.html"))
+    monkeypatch.setattr("glmkit.run.run_notebook",
+                        lambda settings, **kw: Path("r/demo/report.html"))
     code, out, _ = _main(["run"], capsys)
     assert code == 0 and out.strip() == f"report: {Path('r/demo/report.html')}"
 

@@ -19,7 +19,8 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from glmkit.errors import ParameterError, ReportError, RunError
-from glmkit.run import REQUIRED_FILES, load_grid, run, run_batch
+from glmkit.run import REQUIRED_FILES, load_grid, run_batch
+from glmkit.run import run_notebook as run
 from glmkit.settings import RunSettings
 
 WRITE_OUTPUTS = """
