@@ -68,7 +68,7 @@ def run_notebook(settings: RunSettings, *, progress_bar: bool = True,
             f"output_dir={settings.output_dir!r} cannot be set for glmkit run: the run is "
             "written to a temporary folder renamed to reports_dir/run_name at the end; pass "
             "--reports-dir and --run-name instead")
-    settings = _absolute(settings)
+    given, settings = settings, _absolute(settings)
     target = settings.run_dir
     _preflight(settings)
     import papermill
@@ -101,7 +101,7 @@ def run_notebook(settings: RunSettings, *, progress_bar: bool = True,
             raise RunError(f"run {settings.run_name!r} failed: {type(exc).__name__}: {exc}. "
                            f"What was written is in {failed}; nothing was written to "
                            f"{target}") from exc
-        _finish(tmp, settings, wall_time=time.perf_counter() - start)
+        _finish(tmp, settings, given, wall_time=time.perf_counter() - start)
     report = target / "report.html"
     logger.info("run %s complete: %s", settings.run_name, report)
     return report
@@ -186,8 +186,8 @@ def _keep_failed(tmp: Path, settings: RunSettings) -> Path:
     return failed
 
 
-def _finish(tmp: Path, settings: RunSettings, *, wall_time: float) -> None:
-    """Check the promised files, write params.json and complete provenance.json."""
+def _finish(tmp: Path, settings: RunSettings, given: RunSettings, *, wall_time: float) -> None:
+    """Check the promised files, write params.json (as given) and complete provenance.json."""
     import nbformat
 
     missing = [name for name in REQUIRED_FILES if name != "params.json"
@@ -199,7 +199,7 @@ def _finish(tmp: Path, settings: RunSettings, *, wall_time: float) -> None:
         failed = _keep_failed(tmp, settings)
         raise RunError(f"run {settings.run_name!r}: the notebook finished but did not write "
                        f"{missing}; its output is in {failed}")
-    (tmp / "params.json").write_text(settings.to_json() + "\n")
+    (tmp / "params.json").write_text(given.to_json() + "\n")
     provenance = json.loads((tmp / "provenance.json").read_text())
     executed = nbformat.read(tmp / "notebook.ipynb", as_version=4)
     cells = []
