@@ -105,8 +105,11 @@ def null_distribution_figure(null_max: np.ndarray, *, critical_value: float, obs
     if values.size:
         ax.hist(values, bins=min(60, max(10, values.size // 20)), color="#8da0cb",
                 edgecolor="white", linewidth=0.3)
-    ax.axvline(critical_value, color="#d62728", linewidth=1.6,
-               label=f"critical value ({100 * (1 - alpha):g}th pct) = {critical_value:.3g}")
+    if np.isfinite(critical_value):
+        ax.axvline(critical_value, color="#d62728", linewidth=1.6,
+                   label=f"critical value ({100 * (1 - alpha):g}th pct) = {critical_value:.3g}")
+    else:  # alpha below the smallest attainable p, 1 / (n_perm + 1): nothing can pass
+        ax.plot([], [], color="#d62728", label="critical value: none (too few permutations)")
     if np.isfinite(observed):
         ax.axvline(observed, color="black", linestyle="--", linewidth=1.2,
                    label=f"observed maximum = {observed:.3g}")

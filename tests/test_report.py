@@ -206,6 +206,11 @@ def test_sections_and_headline(analysis, page):
     for stat in STATISTICS:
         crit = analysis.permutation.critical_value(stat, alpha=0.05)
         assert f"{crit:.4g}" in null, (stat, crit)
+    # the kernel-free viewer, with the run's maps and controls
+    explore = page[page.index('id="explore"'):page.index('id="provenance"')]
+    for control in ("threshold", "method", "extent", "x", "y", "z", "mode", "map"):
+        assert f'data-control="{control}"' in explore, control
+    assert '"name":"logp_maxt"' in explore and '"default_map":"logp_maxt"' in explore
     # provenance: seed, versions, timings, hashes
     prov = page[page.index('id="provenance"'):]
     assert "random_state = <b>2026</b>" in prov and "input files hashed" in prov
