@@ -16,6 +16,7 @@ Cluster connectivity is 6 (faces, "NN1") by default, as in nilearn's ``threshold
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import html
 import itertools
@@ -42,6 +43,7 @@ __all__ = [
     "result_viewer_html",
     "method_threshold",
     "label_clusters",
+    "background_u8",
     "METHODS",
     "ALPHAS",
 ]
@@ -538,14 +540,41 @@ def _encode_bits(mask: np.ndarray) -> str:
     return _b64(zlib.compress(np.packbits(mask.ravel(order="C")).tobytes(), 9))
 
 
-def _encode_background(bg: np.ndarray, mask: np.ndarray) -> str:
-    d = np.nan_to_num(bg)
+@functools.lru_cache(maxsize=1)
+def _mni_template():
+    from nilearn.datasets import load_mni152_template  # ships inside nilearn: no download
+
+    return load_mni152_template(resolution=2)
+
+
+def background_u8(background: Any, shape: tuple[int, int, int], affine: np.ndarray,
+                  mask: np.ndarray) -> np.ndarray | None:
+    """A background image on the maps' grid as uint8 grey levels (None -> None).
+
+    ``background`` is an image, (array, affine) pair or path, or ``"mni152"`` for nilearn's
+    MNI152 template (shipped with nilearn, no download), resampled to the grid.
+    """
+    if background is None:
+        return None
+    import nibabel as nib
+
+    if isinstance(background, str) and background.lower() in ("mni152", "mni"):
+        img = _mni_template()
+        data, aff = np.asarray(img.get_fdata(), dtype=float), img.affine
+    else:
+        data, aff = _to_array("background", background)
+    if data.shape != tuple(shape) or not np.allclose(aff, affine, atol=1e-4):
+        from nilearn.image import resample_img
+
+        data = resample_img(nib.Nifti1Image(data, aff), target_affine=affine, target_shape=shape,
+                            interpolation="continuous", force_resample=True,
+                            copy_header=True).get_fdata()
+    d = np.nan_to_num(data)
     inside = d[mask] if mask.any() else d.ravel()
     lo, hi = np.percentile(inside, [2, 99.5]) if inside.size else (0.0, 1.0)
     if hi <= lo:
         hi = lo + 1
-    u8 = np.clip((d - lo) / (hi - lo) * 255, 0, 255).astype(np.uint8)
-    return _b64(zlib.compress(u8.ravel(order="C").tobytes(), 9))
+    return np.clip((d - lo) / (hi - lo) * 255, 0, 255).astype(np.uint8)
 
 
 def _json_number(x: float) -> float | None:
@@ -606,17 +635,9 @@ def viewer_payload(
             raise ValueError
     except (TypeError, ValueError):
         raise ParameterError(f"cut_coords must be three numbers (x, y, z mm); got {cut_coords!r}") from None
-    bg = None
-    if background is not None:
-        bgd, bga = _to_array("background", background)
-        if bgd.shape != mask.shape or not np.allclose(bga, affine, atol=1e-4):
-            from nilearn.image import resample_img
-            import nibabel as nib
-
-            bgd = resample_img(nib.Nifti1Image(bgd, bga), target_affine=affine,
-                               target_shape=mask.shape, force_resample=True,
-                               copy_header=True).get_fdata()
-        bg = _encode_background(bgd, mask)
+    bg = background_u8(background, mask.shape, affine, mask)
+    if bg is not None:
+        bg = _b64(zlib.compress(bg.ravel(order="C").tobytes(), 9))
     if isinstance(clusters, Mapping):
         cl = {k: _cluster_rows(v) for k, v in clusters.items()}
         unknown = set(cl) - set(names)
@@ -672,8 +693,10 @@ def viewer_html(
         Map shown first (default: the first).
     cut_coords : (x, y, z)
         Initial cut in mm.
-    background : image or (array, affine), optional
-        Anatomical/mean image drawn in grey under the map (default: the mask in grey).
+    background : image, (array, affine), path or "mni152", optional
+        Anatomical/mean image drawn in grey under the map, resampled to the maps' grid;
+        ``"mni152"`` uses nilearn's bundled MNI152 template (about +80 kB on the demo grid).
+        Default: the mask in grey.
     title : str, optional
     connectivity : {6, 18, 26}
         Cluster connectivity for the extent filter (6 = faces, as nilearn/glmkit tables).

@@ -29,6 +29,7 @@ from glmkit.errors import ParameterError, ReportError
 from glmkit.viewer import (
     METHODS,
     ViewerMap,
+    background_u8,
     infer_kind,
     label_clusters,
     maps_from_result,
@@ -110,9 +111,11 @@ class Explorer(widgets.VBox):
 
     def __init__(self, maps: list[ViewerMap], mask: np.ndarray, affine: np.ndarray, *,
                  clusters: pd.DataFrame | None = None, cut_coords=(38, -17, -3),
-                 debounce: float = 0.08, connectivity: int = 6, zoom: int = 3):
+                 debounce: float = 0.08, connectivity: int = 6, zoom: int = 3,
+                 background: Any = None):
         self._maps = {m.name: m for m in maps}
         self._mask = mask
+        self._background = background_u8(background, mask.shape, np.asarray(affine), mask)
         self._affine = np.asarray(affine)
         self._vs = np.abs(np.diag(self._affine)[:3])
         self._report_clusters = clusters
@@ -463,7 +466,7 @@ class Explorer(widgets.VBox):
         inside = self._mask[sl]
         lab = self._labels[sl]
         val = np.nan_to_num(m.data[sl])
-        grey = np.where(inside, 70, 0).astype(np.uint8)
+        grey = self._background[sl] if self._background is not None else np.where(inside, 70, 0).astype(np.uint8)
         rgb = np.repeat(grey[..., None], 3, axis=-1)
         on = lab > 0
         if on.any():
@@ -528,7 +531,8 @@ class Explorer(widgets.VBox):
         return out, labels
 
 
-def explore(result: Any, *, cut_coords=None, debounce: float = 0.08, connectivity: int = 6) -> Explorer:
+def explore(result: Any, *, cut_coords=None, background: Any = "mni152", debounce: float = 0.08,
+            connectivity: int = 6) -> Explorer:
     """Explore an analysis live: maps, thresholds, clusters and slices as ipywidgets.
 
     Parameters
@@ -538,6 +542,9 @@ def explore(result: Any, *, cut_coords=None, debounce: float = 0.08, connectivit
         holding ``maps/*.nii.gz``, ``clusters.csv`` and ``params.json``.
     cut_coords : (x, y, z) mm, optional
         Initial cut (default: the run's ``cut_coords``, else (38, -17, -3)).
+    background : image, path, "mni152" or None
+        Grey image under the maps (default: nilearn's bundled MNI152 template resampled to the
+        maps' grid; None draws the mask in grey).
     debounce : float
         Seconds to wait after the last change before re-rendering (0: render at once).
     connectivity : {6, 18, 26}
@@ -567,4 +574,4 @@ def explore(result: Any, *, cut_coords=None, debounce: float = 0.08, connectivit
     cut = cut_coords if cut_coords is not None else (default_cut or (38, -17, -3))
     vmaps, mask, affine = prepare_maps(specs)
     return Explorer(vmaps, mask, affine, clusters=clusters, cut_coords=tuple(cut), debounce=debounce,
-                    connectivity=connectivity)
+                    connectivity=connectivity, background=background)

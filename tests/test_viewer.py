@@ -265,3 +265,18 @@ def test_bad_input(kwargs, error, match):
     maps = kwargs.pop("maps")
     with pytest.raises(error, match=match):
         viewer_html(maps, **kwargs)
+
+
+def test_background_mni152_and_image(rng):
+    z, mask = _blob_map(rng)
+    payload = viewer_payload({"z": (z, AFFINE)}, background="mni152")
+    bg = np.frombuffer(zlib.decompress(base64.b64decode(payload["background"])), np.uint8).reshape(SHAPE)
+    # the template is bright in the brain and dark outside it
+    assert bg[SHAPE[0] // 2, SHAPE[1] // 2, SHAPE[2] // 2 + 5] > 100
+    assert bg[0, 0, 0] < 20 and bg[-1, -1, -1] < 20
+    # an explicit image on another grid is resampled to the maps' grid
+    img = nib.Nifti1Image(rng.random((20, 20, 20)), np.diag([8.0, 8, 8, 1]) @ np.array(
+        [[1, 0, 0, -10], [0, 1, 0, -14], [0, 0, 1, -7], [0, 0, 0, 1]]))
+    payload = viewer_payload({"z": (z, AFFINE)}, background=img)
+    assert len(zlib.decompress(base64.b64decode(payload["background"]))) == np.prod(SHAPE)
+    assert viewer_payload({"z": (z, AFFINE)})["background"] is None

@@ -349,7 +349,7 @@ def demo_result(glmkit_data_dir):
 @pytest.mark.slow
 def test_demo_viewer(browser, demo_result, tmp_path):
     r = demo_result
-    fragment = result_viewer_html(r, title="demo")
+    fragment = result_viewer_html(r, title="demo", background="mni152")
     print(f"demo viewer fragment: {len(fragment.encode()) / 1e3:.0f} kB")
     assert len(fragment.encode()) < 1_000_000
     s = Session(browser, _page(tmp_path / "demo.html", fragment))
