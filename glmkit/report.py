@@ -164,7 +164,10 @@ def recovery(detected: Mapping[str, np.ndarray], truth: np.ndarray, affine: np.n
         })
     columns = ["map", "detected", "hits", "false_positives", "far_false_positives",
                "max_distance_mm", "sensitivity", "dice"]
-    return pd.DataFrame(rows, columns=columns)
+    table = pd.DataFrame(rows, columns=columns)
+    table.attrs["far_mm"] = float(far_mm)
+    table.attrs["n_truth"] = n_true
+    return table
 
 
 # --------------------------------------------------------------------------------------
@@ -393,10 +396,11 @@ def _describe(item: _Corrected, z: np.ndarray, affine: np.ndarray) -> tuple[int,
     values = np.where(item.significant, z, 0.0)
     peak = np.unravel_index(int(np.argmax(np.abs(values))), values.shape)
     return n, _n_clusters(item.significant), (
-        f"peak z = {values[peak]:.1f} at {_mm(_coords(affine, peak))} mm")
+        f"peak z = {values[peak]:.1f} at {_mm(_coords(affine, peak))} mm")  # used as a clause
 
 
-def _summary_section(result, items, z, affine, alpha, contrast_name) -> str:
+def _summary_section(result, items, z, affine, alpha, contrast_name,
+                     recovered: pd.DataFrame | None = None) -> str:
     ds = result.dataset
     qc = result.qc
     kept, excluded = tuple(_get(qc, "kept", ())), tuple(_get(qc, "excluded", ()))
@@ -419,20 +423,33 @@ def _summary_section(result, items, z, affine, alpha, contrast_name) -> str:
         else:
             how = (f"FWER {pct} ({_STATISTIC_SHORT.get(item.key, item.key)} permutation, "
                    f"{perm.n_perm} permutations)")
-        if n:
+        if n and item.key in ("cluster_size", "cluster_mass"):
+            # cluster-level inference speaks of clusters, not of each voxel in them
+            verb1 = verb.replace("are ", "is ").replace("show ", "shows ") if k == 1 else verb
+            text = (f"At {how}, {k} cluster{'s' if k != 1 else ''} ({n} voxels in all) {verb1} "
+                    f"{_esc(contrast_name)} as a whole (a cluster-level statement, not one about "
+                    f"each voxel); {peak}.")
+        elif n:
             text = (f"At {how}, {n} voxel{'s' if n != 1 else ''} in {k} cluster{'s' if k != 1 else ''} "
-                    f"{verb} {_esc(contrast_name)}; {peak} mm.").replace(" mm mm", " mm")
+                    f"{verb} {_esc(contrast_name)}; {peak}.")
         else:
             text = f"At {how}, no voxel {verb.replace('are ', 'is ').replace('show ', 'shows ')} " \
                    f"{_esc(contrast_name)}."
-        if headline is None and item.key != "bonferroni" and item.error_rate == "FWER":
-            headline = text
         lines.append((item, text))
-    if headline is None:
-        headline = lines[0][1]
+    # the headline is the first permutation FWER map, else Bonferroni (parametric FWER)
+    first = next((i for i, (it, _) in enumerate(lines)
+                  if it.error_rate == "FWER" and it.key != "bonferroni"), 0)
+    head_item, headline = lines[first]
     others = "".join(
         f'<li class="{"fdr" if it.error_rate == "FDR" else "fwer"}">{t}</li>'
-        for it, t in lines if t != headline)
+        for i, (it, t) in enumerate(lines) if i != first)
+    if recovered is not None and len(recovered):
+        row = recovered.iloc[first]
+        others += (
+            f'<li class="recovery">Simulated data with a planted effect: the {_esc(head_item.label)} '
+            f"map finds {int(row['hits'])} of the {recovered.attrs.get('n_truth', '?')} planted voxels (Dice {row['dice']:.2f}) with "
+            f"{int(row['false_positives'])} false-positive voxels, {int(row['far_false_positives'])} "
+            f'of them farther than {recovered.attrs.get("far_mm", 10.0):g} mm from it (see <a href="#recovery">Recovery</a>).</li>')
     excluded_text = (f"{len(excluded)} excluded by quality control ({', '.join(_esc(s) for s in excluded)})"
                      if excluded else "none excluded by quality control")
     body = (
@@ -463,7 +480,8 @@ in the whole map. Bonferroni, permutation max-T, cluster-size, cluster-mass and 
 control it at {a}, so they can be compared with one another (rows shaded blue).</li>
 <li><b>False discovery rate (FDR)</b>: the expected <i>proportion</i> of false positives among the
 voxels reported. It is a weaker, different guarantee, shown in its own row (shaded orange); an FDR
-map finding more voxels than an FWER map does not make it better: it answers another question.</li>
+map finding more voxels than an FWER map does not make it better: it answers another question
+(nilearn's gallery example sets the two side by side; nilearn issue #3038).</li>
 <li><b>-log10 p</b>: maps in <code>maps/logp_*.nii.gz</code> hold -log10 of the corrected p value;
 {-np.log10(alpha):.2f} corresponds to p = {a}, 1 to p = 0.1, 2 to p = 0.01. Permutation p values
 cannot go below 1/(number of permutations + 1).</li>
@@ -888,9 +906,9 @@ def _render_page(result, images, *, notebook_path=None, far_mm: float = 10.0) ->
     z = np.asarray(images["z"].get_fdata())
     affine = images["z"].affine
     items = _collect_corrected(result, images, alpha)
-    recovery_html, _ = _recovery_section(result, items, images, far_mm)
+    recovery_html, recovered = _recovery_section(result, items, images, far_mm)
     sections = [
-        _summary_section(result, items, z, affine, alpha, contrast_name),
+        _summary_section(result, items, z, affine, alpha, contrast_name, recovered),
         _how_to_read_section(alpha, int((np.asarray(images["mask"].get_fdata()) > 0).sum())),
         _methods_section(result, images, alpha, contrast_name),
         _qc_section(result),
