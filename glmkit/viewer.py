@@ -26,6 +26,7 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -541,10 +542,21 @@ def _encode_bits(mask: np.ndarray) -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def _mni_template():
-    from nilearn.datasets import load_mni152_template  # ships inside nilearn: no download
+def _mni_template() -> tuple[np.ndarray, np.ndarray]:
+    """nilearn's bundled 1 mm MNI152 T1 template (no download; read without importing nilearn)."""
+    import importlib.util
 
-    return load_mni152_template(resolution=2)
+    import nibabel as nib
+
+    spec = importlib.util.find_spec("nilearn")
+    path = Path(spec.origin).parent / "datasets" / "data" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+    if not path.is_file():  # pragma: no cover - older/newer nilearn layouts
+        from nilearn.datasets import load_mni152_template
+
+        img = load_mni152_template(resolution=2)
+    else:
+        img = nib.as_closest_canonical(nib.load(path))
+    return np.asarray(img.get_fdata(), dtype=np.float32), np.asarray(img.affine, dtype=float)
 
 
 def background_u8(background: Any, shape: tuple[int, int, int], affine: np.ndarray,
@@ -556,19 +568,16 @@ def background_u8(background: Any, shape: tuple[int, int, int], affine: np.ndarr
     """
     if background is None:
         return None
-    import nibabel as nib
-
     if isinstance(background, str) and background.lower() in ("mni152", "mni"):
-        img = _mni_template()
-        data, aff = np.asarray(img.get_fdata(), dtype=float), img.affine
+        data, aff = _mni_template()
     else:
         data, aff = _to_array("background", background)
     if data.shape != tuple(shape) or not np.allclose(aff, affine, atol=1e-4):
-        from nilearn.image import resample_img
-
-        data = resample_img(nib.Nifti1Image(data, aff), target_affine=affine, target_shape=shape,
-                            interpolation="continuous", force_resample=True,
-                            copy_header=True).get_fdata()
+        # trilinear resampling onto the maps' grid (both affines are diagonal here)
+        grid = np.indices(shape, dtype=float).reshape(3, -1)
+        src = np.linalg.solve(aff, np.asarray(affine) @ np.vstack([grid, np.ones(grid.shape[1])]))[:3]
+        data = ndimage.map_coordinates(np.asarray(data, dtype=np.float32), src, order=1, mode="constant",
+                                       cval=0.0).reshape(shape)
     d = np.nan_to_num(data)
     inside = d[mask] if mask.any() else d.ravel()
     lo, hi = np.percentile(inside, [2, 99.5]) if inside.size else (0.0, 1.0)

@@ -111,7 +111,7 @@ class Explorer(widgets.VBox):
 
     def __init__(self, maps: list[ViewerMap], mask: np.ndarray, affine: np.ndarray, *,
                  clusters: pd.DataFrame | None = None, cut_coords=(38, -17, -3),
-                 debounce: float = 0.08, connectivity: int = 6, zoom: int = 3,
+                 debounce: float = 0.08, connectivity: int = 6, zoom: int = 4,
                  background: Any = None):
         self._maps = {m.name: m for m in maps}
         self._mask = mask

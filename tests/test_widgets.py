@@ -313,3 +313,21 @@ def test_real_analysis_result(real_result):
         times.append(time.perf_counter() - start)
     print(f"explore on the demo run: {np.median(times):.3f} s per change")
     assert max(times) < 0.5
+
+
+@pytest.mark.slow
+def test_real_run_folder(real_result, tmp_path):
+    """A folder as `glmkit run` writes it (report files + params.json) explores like the result."""
+    from glmkit.report import write_report
+
+    folder = tmp_path / "demo"
+    write_report(real_result, folder)
+    (folder / "params.json").write_text(real_result.settings.to_json())
+    ex = explore(folder, debounce=0)
+    assert "logp_maxt" in [o[1] for o in ex.controls["map"].options]
+    fdr = real_result.thresholds["fdr"]
+    assert ex.threshold == pytest.approx(fdr.threshold, rel=1e-6)
+    assert ex.n_suprathreshold == fdr.n_suprathreshold
+    (folder / "clusters.csv").unlink()
+    with pytest.raises(ReportError, match="clusters.csv"):
+        explore(folder)
