@@ -831,7 +831,7 @@ def _explore_section(result, cut_coords, contrast_name: str) -> str:
     default = next((name for name in ("logp_maxt", "z_fdr", "z") if name in specs), None)
     fragment = viewer.viewer_html(
         specs, clusters=clusters, cut_coords=tuple(cut_coords), default_map=default,
-        title=f"{contrast_name}: maps of this run")
+        background="mni152", title=f"{contrast_name}: maps of this run")
     body = (
         "<p>Browse slices and re-threshold any map of this run (by value, or by a correction "
         "method and alpha), filter clusters by extent, and click a cluster row to jump to its "
