@@ -331,3 +331,26 @@ def test_real_run_folder(real_result, tmp_path):
     (folder / "clusters.csv").unlink()
     with pytest.raises(ReportError, match="clusters.csv"):
         explore(folder)
+
+
+@pytest.mark.slow
+def test_widget_state_saved_by_nbclient(run_folder, tmp_path):
+    """Executed with nbclient's store_widget_state (as papermill runs do), the notebook keeps the
+    explorer's state, rendered PNG included, so the executed notebook shows it without a kernel."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(
+        f"from glmkit.widgets import explore\nex = explore({str(run_folder)!r}, debounce=0)\nex")]
+    NotebookClient(nb, timeout=300, kernel_name="python3", store_widget_state=True,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = nb.cells[0].outputs
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs), outputs
+    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    models = {m["model_name"] for m in state.values()}
+    assert {"VBoxModel", "ImageModel", "FloatSliderModel", "DropdownModel"} <= models
+    images = [m for m in state.values() if m["model_name"] == "ImageModel"]
+    # the PNG travels as a base64 buffer of the Image model's "value"
+    pngs = [b["data"] for m in images for b in m.get("buffers", []) if b["path"] == ["value"]]
+    assert pngs and all(p.startswith("iVBORw0KGgo") for p in pngs)  # base64 of the PNG signature
