@@ -75,7 +75,7 @@ _KINDS: dict[str, str] = {
     "two_sided": "bool",
     "statistics": "strs",
     "scheme": "str",
-    "tfce": "dict?",
+    "tfce": "tfce?",
     "cluster_threshold": "float",
     "random_state": "int",
     "n_jobs": "int",
@@ -99,6 +99,7 @@ _KIND_HELP = {
     "strs": "a list of names (comma-separated on the command line)",
     "dict": "a mapping, e.g. '{pseudo: fluency}'",
     "dict?": "a mapping or none",
+    "tfce?": "none, true (default TFCE options) or a mapping such as '{E: 0.5, H: 2}'",
     "floats3": "three numbers x,y,z in mm",
 }
 
@@ -147,8 +148,10 @@ class RunSettings:
         "tfce")``; empty skips the permutation stage.
     scheme : {"ter_braak", "freedman_lane"}
         Permutation scheme for designs with nuisance covariates.
-    tfce : dict or None
-        TFCE options passed to the permutation engine (e.g. ``{"E": 0.5, "H": 2}``).
+    tfce : None, True or dict
+        TFCE options passed to the permutation engine (True: the defaults E=0.5, H=2; a
+        mapping such as ``{"E": 0.5, "H": 2}``). Setting it adds ``"tfce"`` to
+        ``statistics``.
     cluster_threshold : float
         Cluster-forming uncorrected p threshold of cluster statistics, in (0, 1).
     random_state : int
@@ -197,7 +200,7 @@ class RunSettings:
     two_sided: bool = False
     statistics: tuple[str, ...] = ("voxel",)
     scheme: str = "ter_braak"
-    tfce: dict[str, Any] | None = None
+    tfce: bool | dict[str, Any] | None = None
     cluster_threshold: float = 0.001
     random_state: int = 2026
     n_jobs: int = 1
@@ -244,6 +247,8 @@ class RunSettings:
         _check_choice("scheme", self.scheme, SCHEMES)
         for stat in self.statistics:
             _check_choice("statistics", stat, STATISTICS, what="statistic")
+        if self.tfce is not None and "tfce" not in self.statistics:
+            object.__setattr__(self, "statistics", (*self.statistics, "tfce"))
         if len(set(self.statistics)) != len(self.statistics):
             raise ParameterError(f"statistics={list(self.statistics)} repeats a statistic")
         _check_run_name(self.run_name)
@@ -448,6 +453,8 @@ def _coerce(name: str, kind: str, value: Any) -> Any:  # noqa: C901 - one branch
     if base in ("str", "path"):
         if isinstance(value, os.PathLike):
             value = os.fspath(value)
+        if base == "str" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)  # e.g. run_name: 2024 in a YAML file
         if not isinstance(value, str):
             raise _type_error(name, kind, value)
         return value.strip() if base == "str" else value
@@ -499,6 +506,17 @@ def _coerce(name: str, kind: str, value: Any) -> Any:  # noqa: C901 - one branch
             raise ParameterError(f"{name}={value!r}: expected three numbers x,y,z in mm, "
                                  f"found {len(coords)}")
         return coords
+    if base == "tfce":
+        if isinstance(value, str):
+            text = value.strip().lower()
+            value = text in _TRUE if text in _TRUE | _FALSE else _yaml_value(name, kind, value)
+        if value is False or value is None:
+            return None
+        if value is True:
+            return True
+        if not isinstance(value, Mapping):
+            raise _type_error(name, kind, value)
+        return dict(value)
     if base == "dict":
         if isinstance(value, str):
             value = _yaml_value(name, kind, value)

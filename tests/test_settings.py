@@ -44,6 +44,9 @@ def test_defaults_are_the_reference_analysis():
         ("rename", "{pseudo: reading}", {"pseudo": "reading"}),
         ("tfce", "{E: 0.5, H: 2}", {"E": 0.5, "H": 2}),
         ("tfce", "null", None),
+        ("tfce", "true", True),
+        ("tfce", "false", None),
+        ("run_name", 2024, "2024"),
         ("height_control", "none", None),
         ("n_jobs", "-1", -1),
         ("random_state", 7.0, 7),
@@ -94,6 +97,13 @@ def test_strings_are_coerced(name, text, expected):
 def test_bad_values_name_parameter_and_range(changes, match):
     with pytest.raises(ParameterError, match=match):
         RunSettings(**changes)
+
+
+def test_tfce_options_add_the_tfce_statistic():
+    assert RunSettings(tfce=True).statistics == ("voxel", "tfce")
+    assert RunSettings(tfce={"E": 1.0}, statistics="tfce").statistics == ("tfce",)
+    with pytest.raises(ParameterError, match="tfce=3 has the wrong type: expected none, true"):
+        RunSettings(tfce=3)
 
 
 def test_table_must_exist(tmp_path):
