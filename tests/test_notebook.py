@@ -150,3 +150,22 @@ def test_second_run_refused_without_force(run_folder):
                          timeout=120)
     assert out.returncode == 1 and "already exists" in out.stderr
     assert (folder / "report.html").stat().st_mtime_ns == stamp
+
+
+def test_real_notebook_failing_cell_is_named(tmp_path):
+    """Parameters that pass validation but fail in the notebook: a folder without maps."""
+    folder = tmp_path / "empty-study"
+    folder.mkdir()
+    table = tmp_path / "participants.tsv"
+    table.write_text("subject\tpseudo\nS01\t1.0\nS02\t2.0\n")
+    reports = tmp_path / "reports"
+    out = subprocess.run([sys.executable, "-m", "glmkit", "run", "--dataset", str(folder),
+                          "--table", str(table), "--reports-dir", str(reports), "--run-name",
+                          "bad", "--quiet"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1
+    assert "failed in notebook cell" in out.stderr
+    assert "dataset = pipeline.load_data(settings, timings=timings)" in out.stderr
+    assert "DataFileNotFoundError" in out.stderr or "DatasetError" in out.stderr
+    names = [p.name for p in reports.iterdir()]
+    assert "bad" not in names and len(names) == 1 and names[0].startswith("bad.failed-")
+    assert (reports / names[0] / "notebook.ipynb").is_file()
