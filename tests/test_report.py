@@ -389,6 +389,14 @@ def test_browser_offline(report, tmp_path):
                 assert n_broken == 0
                 assert page.locator("#summary .headline").inner_text().startswith("At FWER")
                 if javascript:
+                    # the viewer (JavaScript) opens on the max-T FWER map at the report's alpha
+                    # and must count what the report's table (Python) counts
+                    status = page.locator('#explore [data-role="count"]').inner_text()
+                    found = re.search(r"(\d+) supra-threshold voxels in (\d+) cluster", status)
+                    assert found, status
+                    row = page.locator("#comparison tr.fwer", has_text="max-T").locator("td")
+                    assert (int(found.group(1)), int(found.group(2))) == (
+                        int(row.nth(4).inner_text()), int(row.nth(5).inner_text()))
                     shot = tmp_path / "report.png"
                     page.screenshot(path=str(shot), full_page=True)
                     assert shot.stat().st_size > 10_000
