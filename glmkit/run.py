@@ -91,7 +91,8 @@ def run_notebook(settings: RunSettings, *, progress_bar: bool = True,
             first = (exc.source or "").strip().splitlines()[:1] or [""]
             raise RunError(
                 f"run {settings.run_name!r} failed in notebook cell {exc.exec_count} (index "
-                f"{exc.cell_index}, starting {first[0]!r}): {exc.ename}: {exc.evalue}. "
+                f"{exc.cell_index}, starting {first[0]!r}): {exc.ename}: "
+                f"{str(exc.evalue).rstrip('.')}. "
                 f"The partly executed notebook is in {failed}; nothing was written to "
                 f"{target}") from None
         except (GlmkitError, KeyboardInterrupt):
