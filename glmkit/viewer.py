@@ -338,9 +338,9 @@ def prepare_maps(
         name -> (3-D array, affine) | nibabel image | path | dict with key ``image`` and
         optional ``kind``, ``two_sided``, ``label``, ``threshold``, ``method``, ``alpha``,
         ``methods`` ({method: {alpha: threshold}}), ``methods_from`` (name of the map whose
-        values define the method thresholds, e.g. ``"z"`` for a thresholded z map), ``n_tests``. A key ``"mask"`` is used
-        as the mask, not shown as a map. Voxels that are NaN, or 0 in every map, are
-        outside the mask.
+        values define the method thresholds, e.g. ``"z"`` for a thresholded z map), ``n_tests``.
+        A key ``"mask"`` is used as the mask, not shown as a map. Without it, voxels that are
+        NaN, or 0 in every map, are outside the mask.
     thresholds : mapping, optional
         name -> initial threshold (float), or name -> {method: threshold or {alpha: thr}}
         to override the computed method thresholds (e.g. the pipeline's FDR threshold).
@@ -397,7 +397,8 @@ def prepare_maps(
         two_sided = bool(spec.get("two_sided", kind == "z"))
         reference = spec.get("methods_from")
         if reference is not None and reference not in specs:
-            raise ParameterError(f"map {name!r}: methods_from={reference!r} is not one of the maps {list(specs)}")
+            raise ParameterError(
+                f"map {name!r}: methods_from={reference!r} is not one of the maps {list(specs)}")
         ref_data = specs[reference]["data"] if reference else data
         vals = ref_data[mask_arr & np.isfinite(ref_data)]
         n_tests = spec.get("n_tests") or int(mask_arr.sum())
@@ -693,7 +694,8 @@ def viewer_html(
         :func:`prepare_maps`) giving ``kind`` (``"z"``, ``"logp"``, ``"logp_bonferroni"``,
         ``"logp_fwer"``, ``"value"``; guessed from the name otherwise), ``two_sided``,
         ``label``, initial ``threshold`` or ``method``/``alpha``, ``methods`` tables and
-        ``methods_from`` (the map whose values set the method thresholds). All maps share one grid; a ``"mask"`` entry is the mask.
+        ``methods_from`` (the map whose values set the method thresholds). All maps share
+        one grid; a ``"mask"`` entry is the mask.
     clusters : DataFrame or dict name -> DataFrame, optional
         Cluster table(s) with peak columns X, Y, Z (mm); clicking a row jumps to its peak.
     thresholds : mapping, optional
