@@ -37,15 +37,8 @@ import pandas as pd
 from glmkit._util import logger
 from glmkit.errors import ParameterError, ReportError
 
-__all__ = ["write_report", "recovery", "STATISTIC_MAPS"]
+__all__ = ["write_report", "recovery"]
 
-#: permutation statistic -> name of its -log10 FWER p map in ``maps/`` (without ``.nii.gz``)
-STATISTIC_MAPS = {
-    "voxel": "logp_maxt",
-    "cluster_size": "logp_cluster_size",
-    "cluster_mass": "logp_cluster_mass",
-    "tfce": "logp_tfce",
-}
 _STATISTIC_LABELS = {
     "voxel": "permutation max-T (voxel level)",
     "cluster_size": "permutation cluster size",
@@ -338,10 +331,12 @@ def _collect_corrected(result, images: Mapping, alpha: float) -> list[_Corrected
         + (f" (z &gt; {z_bonf:.2f})" if z_bonf is not None else ""),
         mask & (np.asarray(images["logp_bonferroni"].get_fdata()) >= logp_alpha - 1e-12)))
 
+    from glmkit.pipeline import STAT_MAP_NAMES  # what AnalysisResult.maps() calls them
+
     perm = result.permutation
     if perm is not None:
         for stat in perm.statistics:
-            name = STATISTIC_MAPS.get(stat, f"logp_{stat}")
+            name = STAT_MAP_NAMES.get(stat, f"logp_{stat}")
             if name not in images:
                 raise ReportError(f"write_report: result.maps() has no {name!r} for permutation "
                                   f"statistic {stat!r}; found {sorted(images)}")
@@ -584,7 +579,6 @@ def _qc_section(result) -> str:
     table = table.copy()
     table["subject"] = table["subject"].astype(str)
     problems = table[table["verdict"].astype(str) != "pass"]
-    order = {"exclude": 0, "flag": 1}
     rows = []
     for subject in dict.fromkeys(table["subject"]):
         sub = problems[problems["subject"] == subject]
@@ -605,7 +599,6 @@ def _qc_section(result) -> str:
     classes = [{"excluded": "excluded", "flagged": "flagged"}.get(s, "") for s in per_subject["status"]]
     checks = (table.assign(verdict=table["verdict"].astype(str))
               .groupby(["check", "verdict"]).size().unstack(fill_value=0).reset_index())
-    del order
     problem = (per_subject["status"] != "kept").to_numpy()
     clean = per_subject[~problem]
     body = (
@@ -878,14 +871,14 @@ def _provenance_section(result, notebook_path, page_note: str) -> str:
                      + _table(frame) + "</details>")
     if notebook_path is not None:
         nb = Path(notebook_path)
-        digest = sha256_or_none(nb)
+        digest = _sha256_or_none(nb)
         parts.append(f"<p>Notebook: <code>{_esc(nb.name)}</code>"
                      + (f" (sha256 <code>{digest[:16]}&hellip;</code>)" if digest else "") + "</p>")
     parts.append(f"<p class='note'>{page_note}</p>")
     return _section("provenance", "Provenance", "".join(parts))
 
 
-def sha256_or_none(path: Path) -> str | None:
+def _sha256_or_none(path: Path) -> str | None:
     from glmkit._util import sha256_file
 
     try:
