@@ -354,3 +354,29 @@ def test_widget_state_saved_by_nbclient(run_folder, tmp_path):
     # the PNG travels as a base64 buffer of the Image model's "value"
     pngs = [b["data"] for m in images for b in m.get("buffers", []) if b["path"] == ["value"]]
     assert pngs and all(p.startswith("iVBORw0KGgo") for p in pngs)  # base64 of the PNG signature
+
+
+def test_result_without_permutation(synth_maps):
+    """An AnalysisResult-like object with no permutation stage: no FWER anywhere; the run's own
+    FDR threshold is used for the z maps."""
+    from types import SimpleNamespace
+
+    imgs = {k: nib.Nifti1Image(np.asarray(v, dtype=float), AFFINE) for k, v in synth_maps.items()
+            if k != "logp_maxt"}
+    result = SimpleNamespace(
+        maps=lambda: imgs, permutation=None,
+        thresholds={"fdr": SimpleNamespace(threshold=4.25, alpha=0.05, two_sided=False),
+                    "bonferroni": SimpleNamespace(threshold=5.0, alpha=0.05, two_sided=False)},
+        settings=SimpleNamespace(cut_coords=(38, -17, -3), alpha=0.05),
+        clusters=pd.DataFrame({"x": [38.0], "y": [-17.0], "z": [-3.0]}),
+    )
+    ex = explore(result, debounce=0, background=None)
+    assert [o[1] for o in ex.controls["map"].options] == ["z", "z_fdr", "logp_bonferroni"]
+    assert ex.method == "fdr" and ex.threshold == 4.25  # the run's threshold, not recomputed
+    assert ex.n_suprathreshold == _count(synth_maps["z"], synth_maps["mask"], 4.25)
+    for name in ("z", "z_fdr", "logp_bonferroni"):
+        ex.controls["map"].value = name
+        assert "fwer" not in ex.methods
+    assert "bonferroni" in ex.methods
+    ex.controls["map"].value = "z_fdr"
+    assert ex.threshold == 4.25  # thresholds of z_fdr come from z

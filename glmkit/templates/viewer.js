@@ -63,6 +63,7 @@
       return out;
     })();
 
+    var STACK = new Int32Array(nvox);  // flood-fill stack, allocated once
     function compute() {
       var m = D.maps[S.map], vol = vols[S.map], t = S.t, two = m.two_sided, n = maskIdx.length;
       lab.fill(0);
@@ -70,7 +71,7 @@
         var f = maskIdx[p], v = vol[f];
         if (v !== 0 && v === v && (two ? Math.abs(v) >= t : v >= t)) lab[f] = v > 0 ? -1 : -2;
       }
-      var clusters = [], stack = new Int32Array(nvox), id = 0;
+      var clusters = [], stack = STACK, id = 0;
       for (p = 0; p < n; p++) {
         var start = maskIdx[p];
         if (lab[start] >= 0) continue;
