@@ -132,6 +132,11 @@ def _preflight(settings: RunSettings) -> None:
             f"run folder {str(target)!r} already exists (a complete earlier run): refusing to "
             "overwrite it; pass --force (force=True) to replace it, or choose another "
             "--run-name")
+    stale = sorted(p.name for p in Path(settings.reports_dir).glob(f".{settings.run_name}.tmp-*"))
+    if stale:
+        logger.warning("temporary folders %s in %s were left by a run that was killed (or is "
+                       "still running); they are not reports and can be deleted", stale,
+                       settings.reports_dir)
     if importlib.util.find_spec("glmkit.report") is None:  # pragma: no cover - transitional
         raise RunError("glmkit.report is not available in this glmkit, so no report can be "
                        "written; `glmkit summary` prints the dataset/QC/design summary")

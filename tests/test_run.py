@@ -178,6 +178,11 @@ def test_killed_run_leaves_nothing_half_written(tmp_path, notebooks, sig):
     if sig != signal.SIGKILL:  # cleanup ran: not even the temporary folder is left
         assert _listing(reports) == [], err
         assert "interrupted; nothing was written" in err
+    else:  # only a hidden temporary folder, which the next run points out
+        assert all(name.startswith(".r.tmp-") for name in _listing(reports))
+        out = subprocess.run([*cmd[:5], notebooks["fail"], *cmd[6:]], capture_output=True,
+                             text=True, timeout=120)
+        assert "were left by a run that was killed" in out.stderr
 
 
 def test_reports_dir_not_writable(tmp_path, notebooks):
