@@ -448,6 +448,8 @@ class Explorer(widgets.VBox):
         draw = ImageDraw.Draw(img)
         for (x0, y0), text in labels:
             draw.text((x0 + 3, y0 + 2), text, fill=(255, 255, 255))
+        if self.n_suprathreshold == 0:  # say so in the figure too, not only in the status line
+            draw.text((6, img.height - 16), EMPTY_MESSAGE, fill=(255, 200, 60))
         buf = io.BytesIO()
         img.save(buf, format="PNG", compress_level=1)
         self.image_bytes = buf.getvalue()
