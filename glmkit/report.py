@@ -340,12 +340,8 @@ def _collect_corrected(result, images: Mapping, alpha: float) -> list[_Corrected
             if name not in images:
                 raise ReportError(f"write_report: result.maps() has no {name!r} for permutation "
                                   f"statistic {stat!r}; found {sorted(images)}")
-            try:
-                crit = float(perm.critical_value(stat, alpha=alpha))
-                crit_text = f"; critical {_STATISTIC_UNITS.get(stat, stat)} = {crit:.3g}"
-            except Exception as exc:  # noqa: BLE001 - the threshold text is informative only
-                logger.warning("critical value of %s unavailable: %s", stat, exc)
-                crit_text = ""
+            crit = float(perm.critical_value(stat, alpha=alpha))
+            crit_text = f"; critical {_STATISTIC_UNITS.get(stat, stat)} = {crit:.3g}"
             items.append(_Corrected(
                 stat, _STATISTIC_LABELS.get(stat, f"permutation {stat}"), "FWER", name,
                 f"-log10 p<sub>FWER</sub> &ge; {logp_alpha:.2f}{crit_text}",

@@ -313,13 +313,13 @@ EVIL = '<script>alert("x")</script><img src="http://example.com/x.png">'
 
 
 def test_user_strings_escaped_and_no_permutation(analysis, tmp_path):
-    """User-provided strings are escaped; a run without permutations still reports honestly."""
+    """User strings are escaped; a run without permutations or ground truth still reports."""
     qc_table = analysis.qc.table.copy()
     qc_table.loc[qc_table.index[0], ["verdict", "reason"]] = ["flag", EVIL]
     clusters = pd.DataFrame({"x": [33.0], "y": [-16.0], "z": [-2.0], EVIL: [EVIL]})
     result = dataclasses.replace(
         analysis, permutation=None, clusters=clusters,
-        dataset=dataclasses.replace(analysis.dataset, name=EVIL),
+        dataset=dataclasses.replace(analysis.dataset, name=EVIL, ground_truth=None),
         qc=dataclasses.replace(analysis.qc, table=qc_table))
     page = write_report(result, tmp_path / "evil").read_text(encoding="utf-8")
     assert EVIL not in page and "example.com" not in _parse(page).urls.__repr__()
@@ -327,6 +327,7 @@ def test_user_strings_escaped_and_no_permutation(analysis, tmp_path):
     scripts = [a for t, a in _parse(page).tags if t == "script"]
     assert len(scripts) == 2  # the viewer's JSON data block and its code, nothing else
     assert "No permutation inference was run" in page
+    assert "This dataset has no ground truth" in page
     assert not (tmp_path / "evil" / "maps" / "logp_maxt.nii.gz").exists()
     comparison = page[page.index('id="comparison"'):]
     comparison = comparison[:comparison.index("</table>")]
