@@ -248,7 +248,7 @@ def load_grid(path: str | os.PathLike, *, force: bool | None = None) -> list[Run
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "grid.yaml"
     >>> _ = p.write_text("n_perm: 100\\ngrid:\\n  smoothing_fwhm: [0, 5]\\n")
     >>> [s.run_name for s in load_grid(p)]
-    ['grid-smoothing_fwhm0', 'grid-smoothing_fwhm5']
+    ['grid-smoothing_fwhm=0', 'grid-smoothing_fwhm=5']
     """
     path = Path(path)
     data = read_params_file(path)
@@ -276,7 +276,7 @@ def load_grid(path: str | os.PathLike, *, force: bool | None = None) -> list[Run
             values.append(options)
         for combo in itertools.product(*values):
             params = dict(zip(names, combo, strict=True))
-            label = "_".join(f"{_normalise(n)}{_label(v)}" for n, v in params.items())
+            label = "_".join(f"{_normalise(n)}={_label(v)}" for n, v in params.items())
             combos.append({**params, "run_name": f"{prefix}-{label}"})
     elif runs is not None:
         if not isinstance(runs, list) or not all(isinstance(r, Mapping) for r in runs):

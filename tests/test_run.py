@@ -225,10 +225,10 @@ def test_grid_is_cartesian_product_with_derived_names(tmp_path):
     path = _grid(tmp_path, "nb.ipynb", "grid:\n  smoothing_fwhm: [0, 5.5]\n"
                  "  covariates: [[pseudo], [pseudo, age]]\n")
     names = [s.run_name for s in load_grid(path)]
-    assert names == ["grid-smoothing_fwhm0_covariatespseudo",
-                     "grid-smoothing_fwhm0_covariatespseudo+age",
-                     "grid-smoothing_fwhm5.5_covariatespseudo",
-                     "grid-smoothing_fwhm5.5_covariatespseudo+age"]
+    assert names == ["grid-smoothing_fwhm=0_covariates=pseudo",
+                     "grid-smoothing_fwhm=0_covariates=pseudo+age",
+                     "grid-smoothing_fwhm=5.5_covariates=pseudo",
+                     "grid-smoothing_fwhm=5.5_covariates=pseudo+age"]
     assert [s.smoothing_fwhm for s in load_grid(path)] == [0, 0, 5.5, 5.5]
 
 
@@ -262,7 +262,7 @@ def test_batch_runs_skips_and_forces(tmp_path, notebooks):
     reports = tmp_path / "reports"
     index = run_batch(path, n_jobs=2)
     assert index == reports / "index.html"
-    names = ["grid-random_state1", "grid-random_state2"]
+    names = ["grid-random_state=1", "grid-random_state=2"]
     assert [n for n in _listing(reports) if not n.endswith(".html")] == names
     page = index.read_text()
     for name in names:
