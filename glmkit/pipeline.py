@@ -188,11 +188,12 @@ def collect(settings: RunSettings, *, dataset: Dataset, qc: QCResult, design: De
     with _timed("collect", timings):
         logp_bonferroni = np.asarray(bonferroni_logp(contrast.p))
         primary = thresholds.get(settings.height_control or "fdr", thresholds["fdr"])
-        if np.isfinite(primary.threshold) and primary.n_suprathreshold > 0:
-            clusters = cluster_table(model.unmask(contrast.z), stat_threshold=primary.threshold,
-                                     two_sided=settings.two_sided)
-        else:
-            clusters = pd.DataFrame()
+        # nothing survives -> threshold above the peak: an empty table with the usual columns
+        z = np.asarray(contrast.z, dtype=float)
+        threshold = (float(primary.threshold) if np.isfinite(primary.threshold)
+                     else float(np.abs(z).max()) + 1.0)
+        clusters = cluster_table(model.unmask(z), stat_threshold=threshold,
+                                 two_sided=settings.two_sided)
     return AnalysisResult(settings=settings, dataset=dataset, qc=qc, design=design, model=model,
                           contrast=contrast, thresholds=dict(thresholds),
                           logp_bonferroni=logp_bonferroni, permutation=permutation,

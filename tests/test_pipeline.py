@@ -128,6 +128,25 @@ def test_no_permutation_when_no_statistic(result):
     assert set(bare.headline()["suprathreshold"]) == {"fdr", "bonferroni"}
 
 
+def test_cluster_table_of_the_headline_threshold(result):
+    clusters = result.clusters
+    assert {"x", "y", "z", "peak_stat", "size_voxels"} <= set(clusters.columns)
+    fdr = result.thresholds["fdr"]
+    assert (clusters["peak_stat"] >= fdr.threshold).all()
+    peak_z, peak_xyz = result.peak()
+    assert clusters["peak_stat"].max() == pytest.approx(peak_z, rel=1e-5)
+
+
+def test_nothing_survives_gives_empty_cluster_table_with_columns(result):
+    settings = result.settings.replace(alpha=1e-12)
+    thresholds = pipeline.apply_thresholds(result.contrast, result.model, settings)
+    bare = pipeline.collect(settings, dataset=result.dataset, qc=result.qc,
+                            design=result.design, model=result.model,
+                            contrast=result.contrast, thresholds=thresholds, permutation=None)
+    assert bare.headline()["suprathreshold"]["fdr"] == 0
+    assert bare.clusters.empty and "peak_stat" in bare.clusters.columns
+
+
 def test_unknown_contrast_with_formula_fails_before_fit(result):
     settings = RunSettings(formula="pseudo + age", contrast="fluensy")
     with pytest.raises(ContrastError, match=r"contrast 'fluensy' names 'fluensy', which is not "
