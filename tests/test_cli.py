@@ -144,9 +144,10 @@ def test_batch_bad_inputs(tmp_path, capsys):
     assert "parameters go in the batch file" in capsys.readouterr().err
 
 
-def test_summary_prints_dataset_qc_design(capsys):
+def test_summary_prints_dataset_qc_design(capsys, demo):
     code, out, err = _main(["summary", "--dataset", "demo"], capsys)
     assert code == 0, err
-    assert "S23" in out  # the x100 map QC excludes, named
+    for subject in demo.provenance["defects"]:  # the planted defects QC excludes, named
+        assert f"excluded {subject}" in out
     assert "fluency" in out and "intercept" in out
     assert "contrast: fluency" in out
