@@ -66,7 +66,7 @@ def neighbors(mask: np.ndarray, connectivity: int = 6) -> np.ndarray:
     return table
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _find(parent, i):
     # path halving
     while parent[i] != i:
@@ -89,11 +89,11 @@ def _union_above(u, thr, nbr, parent, size, mass):
     for i in range(n):
         if parent[i] < 0:
             continue
+        ri = _find(parent, i)
         for m in range(nbr.shape[1]):
             j = nbr[i, m]
             if j <= i or parent[j] < 0:
                 continue
-            ri = _find(parent, i)
             rj = _find(parent, j)
             if ri == rj:
                 continue
@@ -159,7 +159,7 @@ def cluster_labels(u, thr, nbr):
 
 
 # ---------------------------------------------------------------- TFCE
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _wfind(parent, acc, stack, i):
     """Root of ``i``; compresses the path keeping value(v) = sum of acc from v to root."""
     n = 0
@@ -247,11 +247,11 @@ def _tfce_pass(u, nbr, max_score, E, H, dh, sign, out, work_i, work_f, cnt, off)
             since[i] = k
         for p in range(off[k], off[k + 1]):
             i = order[p]
+            ri = _wfind(parent, acc, stack, i)
             for m in range(nbr.shape[1]):
                 j = nbr[i, m]
                 if j < 0 or lev[j] < k:
                     continue
-                ri = _wfind(parent, acc, stack, i)
                 rj = _wfind(parent, acc, stack, j)
                 if ri == rj:
                     continue
@@ -305,7 +305,7 @@ def _tfce_into(t, nbr, two_sided, E, H, dh, out, work_i, work_f, cnt, off, neg):
 @njit(cache=True, nogil=True)
 def _workspace(n):
     return (
-        np.empty((6, n), np.int64),
+        np.empty((6, n), np.int32),
         np.empty(n, np.float64),
         np.empty(1002, np.int64),
         np.empty(1002, np.int64),

@@ -439,6 +439,7 @@ def _t_from_num(num, dof):
 # ----------------------------------------------------------------------------- engine
 def _run_block(R, xvec, zconf, ss, perms, signs, cfg):
     """Null maxima (dict) and per-voxel counts for one block of permutations."""
+    R = np.asarray(R)  # a joblib memmap would make every product a memmap subclass
     dtype = R.dtype
     B = perms.shape[0] if perms is not None else signs.shape[0]
     num = _scatter(xvec[:, None], perms, signs, dtype) @ R
