@@ -345,10 +345,17 @@ def run_batch(path: str | os.PathLike, *, force: bool = False, n_jobs: int = 1,
         from tqdm.auto import tqdm
 
         jobs = (delayed(_run_one)(s) for s in todo)
-        with _sigterm_as_interrupt():  # workers are stopped, each run cleans up after itself
-            results = Parallel(n_jobs=n_jobs, return_as="generator")(jobs)
-            for name, outcome in tqdm(results, total=len(todo), desc="batch", unit="run"):
-                status[name] = outcome
+        try:
+            with _sigterm_as_interrupt():
+                results = Parallel(n_jobs=n_jobs, return_as="generator")(jobs)
+                for name, outcome in tqdm(results, total=len(todo), desc="batch", unit="run"):
+                    status[name] = outcome
+        except KeyboardInterrupt:
+            # workers killed by joblib could not remove their temporary folders
+            for s in todo:
+                for tmp in Path(s.reports_dir).glob(f".{s.run_name}.tmp-*"):
+                    shutil.rmtree(tmp, ignore_errors=True)
+            raise
     index = write_index(reports_dir, all_settings, status)
     failed = {n: s for n, s in status.items() if s.startswith("failed")}
     if failed:

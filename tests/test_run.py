@@ -291,3 +291,21 @@ def test_batch_reports_failed_runs_and_still_writes_index(tmp_path, notebooks):
 def test_batch_n_jobs_zero(tmp_path, notebooks):
     with pytest.raises(ParameterError, match="n_jobs=0 is not allowed"):
         run_batch(_grid(tmp_path, notebooks["ok"], "grid:\n  n_perm: [1]\n"), n_jobs=0)
+
+
+def test_terminated_parallel_batch_leaves_nothing(tmp_path, notebooks):
+    path = _grid(tmp_path, notebooks["slow"], "grid:\n  random_state: [1, 2]\n")
+    reports = tmp_path / "reports"
+    proc = subprocess.Popen([sys.executable, "-m", "glmkit", "batch", str(path), "--n-jobs", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if len([p for p in reports.glob(".*.tmp-*") if (p / "report.html").exists()]) == 2:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"the runs did not start: {proc.communicate(timeout=10)}")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert _listing(reports) == [], err
