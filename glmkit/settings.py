@@ -104,7 +104,7 @@ _KIND_HELP = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunSettings:
     """Parameters of one second-level run (the reference analysis by default).
 
