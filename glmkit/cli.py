@@ -83,7 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     batch = sub.add_parser(
         "batch", allow_abbrev=False, help="run a grid of parameter sets and write index.html",
         description="Run every parameter set of GRID.yaml (base parameters + 'grid:' of lists "
-                    "or 'runs:' list), one report each, and write <reports_dir>/index.html.")
+                    "or 'runs:' list), one report each, and write <reports_dir>/index.html.",
+        epilog="example GRID.yaml:\n  n_perm: 1000\n  run_name: sweep\n  grid:\n"
+               "    smoothing_fwhm: [0, 5, 8]\n    covariates: [[pseudo], [pseudo, age]]\n"
+               "-> runs sweep-smoothing_fwhm=0_covariates=pseudo, ... (6 runs)",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     batch.add_argument("grid", metavar="GRID.yaml")
     batch.add_argument("--force", action="store_true", help="redo complete runs too")
     batch.add_argument("--n-jobs", "--n_jobs", dest="n_jobs", type=int, default=1,
