@@ -46,6 +46,7 @@ p-values
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -437,8 +438,21 @@ def _t_from_num(num, dof):
 
 
 # ----------------------------------------------------------------------------- engine
+def _single_blas_thread(parent_pid):
+    """Make BLAS single-threaded in a worker *process* (OpenBLAS rounds differently with
+    1 and 2 threads, and results must not depend on how the work was split). In the
+    calling process the limit is already set, and restored, by :func:`permutation_test`."""
+    if os.getpid() == parent_pid:
+        return
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    if any(i.get("num_threads", 1) > 1 for i in threadpool_info() if i["user_api"] == "blas"):
+        threadpool_limits(1, user_api="blas")
+
+
 def _run_block(R, xvec, zconf, ss, perms, signs, cfg):
     """Null maxima (dict) and per-voxel counts for one block of permutations."""
+    _single_blas_thread(cfg["parent_pid"])
     R = np.asarray(R)  # a joblib memmap would make every product a memmap subclass
     dtype = R.dtype
     B = perms.shape[0] if perms is not None else signs.shape[0]
@@ -715,6 +729,7 @@ def permutation_test(
         "tfce": "tfce" in spatial,
         "tfce_params": tparams,
         "nbr": nbr,
+        "parent_pid": os.getpid(),
     }
     R_ = np.ascontiguousarray(R, dtype=npdtype)
     xvec = model.x.astype(npdtype)
@@ -722,6 +737,7 @@ def permutation_test(
     ss_ = ss_unit
 
     import joblib
+    from threadpoolctl import threadpool_limits
     from tqdm.auto import tqdm
 
     tasks = (
@@ -742,10 +758,15 @@ def permutation_test(
     )
     counts = np.zeros(V, np.int64)
     null_parts: dict[str, list] = {s: [] for s in stats_}
-    with tqdm(total=n_perm, disable=not verbose, desc="permutations", unit="perm") as bar:
+    # Every block runs with single-threaded BLAS, whoever runs it, so that n_jobs (and the
+    # joblib backend) never change a bit of the result; parallelism comes from n_jobs.
+    # Threads by default (GEMM and the numba kernels release the GIL; no copies, no worker
+    # start-up); joblib.parallel_config(backend=...) overrides this, e.g. "dask".
+    with tqdm(total=n_perm, disable=not verbose, desc="permutations", unit="perm") as bar, \
+            threadpool_limits(1, user_api="blas"):
         # never more workers than blocks (does not change the result, saves start-up)
         jobs = min(int(n_jobs), len(starts)) if n_jobs > 0 else int(n_jobs)
-        parallel = joblib.Parallel(n_jobs=jobs, return_as="generator")
+        parallel = joblib.Parallel(n_jobs=jobs, prefer="threads", return_as="generator")
         for s, (maxima, cnt) in zip(starts, parallel(tasks)):
             counts += cnt
             for st in stats_:
