@@ -32,8 +32,11 @@ Engine
 Reproducibility
     Every permutation (or sign vector) is drawn in the calling process from
     ``numpy.random.default_rng(random_state)`` before any work is split; fixed-size blocks
-    are then handed to joblib, so ``n_jobs=1``, ``n_jobs=2`` and a Dask cluster
-    (``joblib.parallel_config(backend="dask")``) give identical results.
+    (their size depends on the data size only) are then handed to joblib (threads unless
+    ``joblib.parallel_config`` picks a backend), and every block runs with single-threaded
+    BLAS (OpenBLAS rounds differently with 1 and 2 threads), so ``n_jobs=1``, ``n_jobs=2``
+    and a Dask cluster (``joblib.parallel_config(backend="dask")``) give bit-identical
+    results. Parallelism therefore comes from ``n_jobs`` alone.
 
 p-values
     Every statistic uses ``p = (1 + #{k : M_k >= m}) / (1 + n_perm)`` where ``M_k`` is the
@@ -560,8 +563,9 @@ def permutation_test(
     random_state : int or None
         Seed of every permutation; ``None`` draws one from entropy and records it.
     n_jobs : int, default 1
-        joblib workers (the result does not depend on it). Honors
-        ``joblib.parallel_config`` (e.g. ``backend="dask"``).
+        joblib workers (threads by default; ``joblib.parallel_config(backend="dask")`` etc.
+        is honoured). The result does not depend on it: BLAS is single-threaded inside each
+        block, so ``n_jobs=1`` uses one core.
     dtype : {"float64", "float32"}
         Precision of the permutation GEMMs (observed statistics are always float64).
     verbose : bool, default True
