@@ -45,8 +45,10 @@ _STATISTIC_LABELS = {
     "cluster_mass": "permutation cluster mass",
     "tfce": "permutation TFCE",
 }
-_STATISTIC_SHORT = {"voxel": "max-T", "cluster_size": "cluster-size", "cluster_mass": "cluster-mass",
-                    "tfce": "TFCE"}
+_STATISTIC_SHORT = {
+    "voxel": "max-T", "cluster_size": "cluster-size", "cluster_mass": "cluster-mass",
+    "tfce": "TFCE",
+}
 _STATISTIC_UNITS = {
     "voxel": "maximum t over voxels",
     "cluster_size": "largest cluster size (voxels)",
@@ -124,7 +126,8 @@ def recovery(detected: Mapping[str, np.ndarray], truth: np.ndarray, affine: np.n
     truth = np.asarray(truth, dtype=bool)
     affine = np.asarray(affine, dtype=float)
     if truth.ndim != 3:
-        raise ParameterError(f"recovery: truth must be a 3-D boolean array; got shape {truth.shape}")
+        raise ParameterError(
+            f"recovery: truth must be a 3-D boolean array; got shape {truth.shape}")
     if affine.shape != (4, 4):
         raise ParameterError(f"recovery: affine must be 4x4; got shape {affine.shape}")
     if not far_mm >= 0:
@@ -201,12 +204,15 @@ def _table(frame: pd.DataFrame, *, index: bool = False, row_classes: Sequence[st
                 value, (bool, np.bool_))
             cells.append(f'<td class="num">{_esc(_fmt(value))}</td>' if is_num
                          else f"<td>{_esc(_fmt(value))}</td>")
-        cls = f' class="{_esc(row_classes[i])}"' if row_classes is not None and row_classes[i] else ""
+        cls = row_classes[i] if row_classes is not None else ""
+        cls = f' class="{_esc(cls)}"' if cls else ""
         body.append(f"<tr{cls}>{''.join(cells)}</tr>")
     more = ""
     if max_rows is not None and len(frame) > max_rows:
-        more = f'<p class="note">First {max_rows} of {len(frame)} rows; all rows are in the CSV file.</p>'
-    return f'<table class="data"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>{more}'
+        more = (f'<p class="note">First {max_rows} of {len(frame)} rows; all rows are in the CSV '
+                f"file.</p>")
+    return (f'<table class="data"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody>'
+            f"</table>{more}")
 
 
 def _figure(uri: str, caption: str, alt: str) -> str:
@@ -404,11 +410,11 @@ def _summary_section(result, items, z, affine, alpha, contrast_name,
     pct = f"{100 * alpha:g}%"
 
     lines = []
-    headline = None
     for item in items:
         n, k, peak = _describe(item, z, affine)
         if item.key == "fdr":
-            how = f"FDR {pct} (Benjamini-Hochberg; a false discovery rate, not a family-wise error rate)"
+            how = (f"FDR {pct} (Benjamini-Hochberg; a false discovery rate, not a family-wise "
+                   f"error rate)")
         elif item.key == "bonferroni":
             how = f"FWER {pct} (Bonferroni, parametric)"
         else:
@@ -421,8 +427,8 @@ def _summary_section(result, items, z, affine, alpha, contrast_name,
                     f"{_esc(contrast_name)} as a whole (a cluster-level statement, not one about "
                     f"each voxel); {peak}.")
         elif n:
-            text = (f"At {how}, {n} voxel{'s' if n != 1 else ''} in {k} cluster{'s' if k != 1 else ''} "
-                    f"{verb} {_esc(contrast_name)}; {peak}.")
+            text = (f"At {how}, {n} voxel{'s' if n != 1 else ''} in {k} "
+                    f"cluster{'s' if k != 1 else ''} {verb} {_esc(contrast_name)}; {peak}.")
         else:
             text = f"At {how}, no voxel {verb.replace('are ', 'is ').replace('show ', 'shows ')} " \
                    f"{_esc(contrast_name)}."
@@ -436,17 +442,21 @@ def _summary_section(result, items, z, affine, alpha, contrast_name,
         for i, (it, t) in enumerate(lines) if i != first)
     if recovered is not None and len(recovered):
         row = recovered.iloc[first]
+        n_truth, far_mm = recovered.attrs.get("n_truth", "?"), recovered.attrs.get("far_mm", 10.0)
         others += (
-            f'<li class="recovery">Simulated data with a planted effect: the {_esc(head_item.label)} '
-            f"map finds {int(row['hits'])} of the {recovered.attrs.get('n_truth', '?')} planted voxels (Dice {row['dice']:.2f}) with "
-            f"{int(row['false_positives'])} false-positive voxels, {int(row['far_false_positives'])} "
-            f'of them farther than {recovered.attrs.get("far_mm", 10.0):g} mm from it (see <a href="#recovery">Recovery</a>).</li>')
-    excluded_text = (f"{len(excluded)} excluded by quality control ({', '.join(_esc(s) for s in excluded)})"
+            f'<li class="recovery">Simulated data with a planted effect: the '
+            f"{_esc(head_item.label)} map finds {int(row['hits'])} of the {n_truth} planted voxels "
+            f"(Dice {row['dice']:.2f}) with {int(row['false_positives'])} false-positive voxels, "
+            f"{int(row['far_false_positives'])} of them farther than {far_mm:g} mm from it "
+            f'(see <a href="#recovery">Recovery</a>).</li>')
+    excluded_text = (f"{len(excluded)} excluded by quality control "
+                     f"({', '.join(_esc(s) for s in excluded)})"
                      if excluded else "none excluded by quality control")
     body = (
         f"<p><b>Dataset</b>: {_esc(_get(ds, 'name', '?'))} &mdash; {n_total} subjects, "
         f"{len(kept)} analysed, {excluded_text}.</p>"
-        f"<p><b>Design</b>: columns {', '.join('<code>' + _esc(c) + '</code>' for c in design_cols)}"
+        f"<p><b>Design</b>: columns "
+        f"{', '.join('<code>' + _esc(c) + '</code>' for c in design_cols)}"
         + (f" (formula <code>{_esc(formula)}</code>)" if formula else "")
         + f"; contrast <code>{_esc(contrast_name)}</code>, "
         f"{'two' if two_sided else 'one'}-sided; smoothing "
@@ -455,7 +465,8 @@ def _summary_section(result, items, z, affine, alpha, contrast_name,
         f"<ul>{others}</ul>"
     )
     if perm is None:
-        body += '<p class="note">No permutation inference was run; only the parametric Bonferroni map controls the FWER.</p>'
+        body += ('<p class="note">No permutation inference was run; only the parametric '
+                 "Bonferroni map controls the FWER.</p>")
     return _section("summary", "Summary", body)
 
 
@@ -519,8 +530,8 @@ def _methods_section(result, images, alpha, contrast_name) -> str:
         + f" was fitted at each of {n_vox:,} in-mask voxels after Gaussian smoothing of "
         f"{_fmt(_get(s, 'smoothing_fwhm'))} mm FWHM, using glmkit {v['glmkit']}, whose maps "
         f"equal those of nilearn's SecondLevelModel (nilearn {v['nilearn']}) [@nilearn].",
-        f"The contrast <i>{_esc(contrast_name)}</i> was tested with a {'two' if two_sided else 'one'}"
-        f"-sided t test and converted to z.",
+        f"The contrast <i>{_esc(contrast_name)}</i> was tested with a "
+        f"{'two' if two_sided else 'one'}-sided t test and converted to z.",
         f"Parametric inference used the Benjamini-Hochberg false discovery rate at q = {alpha:g} "
         f"[@bh1995] and Bonferroni family-wise error control at {alpha:g} over {n_vox:,} voxels.",
     ]
@@ -592,7 +603,7 @@ def _qc_section(result) -> str:
     per_subject = per_subject.assign(_rank=rank).sort_values(
         ["_rank"], kind="stable").drop(columns="_rank").reset_index(drop=True)
     counts = per_subject["status"].value_counts()
-    classes = [{"excluded": "excluded", "flagged": "flagged"}.get(s, "") for s in per_subject["status"]]
+    classes = [s if s in ("excluded", "flagged") else "" for s in per_subject["status"]]
     checks = (table.assign(verdict=table["verdict"].astype(str))
               .groupby(["check", "verdict"]).size().unstack(fill_value=0).reset_index())
     problem = (per_subject["status"] != "kept").to_numpy()
@@ -646,7 +657,6 @@ def _results_section(result, images, items, z, affine, alpha, cut_coords) -> str
     from glmkit import _figures
 
     rows = []
-    classes = []
     fwer = [it for it in items if it.error_rate == "FWER"]
     fdr = [it for it in items if it.error_rate == "FDR"]
     for group, members in ((f"Family-wise error rate (FWER) {alpha:g}: compare these rows with "
@@ -696,14 +706,16 @@ def _results_section(result, images, items, z, affine, alpha, cut_coords) -> str
         n = int(it.significant.sum())
         slices = _figures.stat_map_figure(img, cut_coords=cut_coords, title=title, cmap=cmap,
                                           symmetric=symmetric, **kwargs)
-        glass = _figures.glass_brain_figure(img, title=title, two_sided=two_sided and it.key == "fdr",
-                                            cmap=None if it.key == "fdr" else "autumn_r", **kwargs)
+        glass = _figures.glass_brain_figure(
+            img, title=title, two_sided=two_sided and it.key == "fdr",
+            cmap=None if it.key == "fdr" else "autumn_r", **kwargs)
         caption = (f"<b>{it.error_rate} &ndash; {_esc(it.label)}</b>: {n} voxels pass "
                    f"({it.threshold}). Slices at ({cut}) mm and glass brain; colour = {unit}. "
                    f"File: <code>maps/{_esc(it.map_name)}.nii.gz</code>.")
-        return (f'<figure class="{it.error_rate.lower()}"><img src="{slices}" alt="{_esc(title)} slices">'
-                f'<img src="{glass}" alt="{_esc(title)} glass brain"><figcaption>{caption}'
-                f"</figcaption></figure>")
+        return (f'<figure class="{it.error_rate.lower()}">'
+                f'<img src="{slices}" alt="{_esc(title)} slices">'
+                f'<img src="{glass}" alt="{_esc(title)} glass brain">'
+                f"<figcaption>{caption}</figcaption></figure>")
 
     uncorrected = _figures.stat_map_figure(
         z_img, cut_coords=cut_coords, threshold=3.09, vmax=z_abs,
@@ -787,8 +799,8 @@ def _p_of(observed: float, null: np.ndarray) -> float:
 def _recovery_section(result, items, images, far_mm: float) -> tuple[str, pd.DataFrame | None]:
     truth = _ground_truth(result, images["mask"])
     if truth is None:
-        return _section("recovery", "Recovery of the planted effect",
-                        "<p>This dataset has no ground truth (only the simulated demo does).</p>"), None
+        text = "<p>This dataset has no ground truth (only the simulated demo does).</p>"
+        return _section("recovery", "Recovery of the planted effect", text), None
     mask = np.asarray(images["mask"].get_fdata()) > 0
     truth_in = truth & mask
     table = recovery({f"{it.error_rate}: {it.label}": it.significant for it in items},
@@ -840,8 +852,9 @@ def _provenance_section(result, notebook_path, page_note: str) -> str:
             hashes.update({str(k): str(h) for k, h in value.items()})
     combined = hashlib.sha256("\n".join(f"{k} {hashes[k]}" for k in sorted(hashes)).encode()
                               ).hexdigest() if hashes else None
-    versions = pd.DataFrame({"package": [*_SOFTWARE, "python"],
-                             "version": [_version(p) for p in _SOFTWARE] + [platform.python_version()]})
+    versions = pd.DataFrame({
+        "package": [*_SOFTWARE, "python"],
+        "version": [_version(p) for p in _SOFTWARE] + [platform.python_version()]})
     timings = pd.DataFrame({"stage": list(result.timings),
                             "seconds": [float(t) for t in result.timings.values()]})
     settings = pd.DataFrame({"parameter": list(_settings_dict(s)),

@@ -56,7 +56,8 @@ def test_recovery_perfect_and_disjoint():
     assert table.loc["same", "max_distance_mm"] == 0.0
     # (10,10,10) is 5 voxels from (5,5,5) along each axis: sqrt(3) * 5 * 3 mm
     assert table.loc["far", "max_distance_mm"] == pytest.approx(np.sqrt(3) * 15)
-    assert table.loc["far", ["hits", "false_positives", "far_false_positives"]].tolist() == [0, 1, 1]
+    far_counts = table.loc["far", ["hits", "false_positives", "far_false_positives"]]
+    assert far_counts.tolist() == [0, 1, 1]
     assert table.loc["far", "dice"] == 0.0
     assert table.loc["near", "max_distance_mm"] == pytest.approx(3.0)
     assert table.loc["near", ["false_positives", "far_false_positives"]].tolist() == [1, 0]
@@ -198,7 +199,8 @@ def test_sections_and_headline(analysis, page):
     excluded = analysis.qc.excluded
     assert excluded, "the demo has defects QC must exclude"
     qc_section = page[page.index('id="qc"'):page.index('id="design"')]
-    rows = re.findall(r'<tr( class="(\w+)")?><td>(S\d+)</td><td>(\w+)</td><td>(.*?)</td>', qc_section)
+    rows = re.findall(r'<tr( class="(\w+)")?><td>(S\d+)</td><td>(\w+)</td><td>(.*?)</td>',
+                      qc_section)
     statuses = [r[3] for r in rows]
     assert statuses[:len(excluded)] == ["excluded"] * len(excluded)
     assert {r[2] for r in rows[:len(excluded)]} == set(excluded)
@@ -384,7 +386,8 @@ def test_browser_offline(report, tmp_path):
                 page.goto(report.as_uri(), wait_until="load")
                 # every static figure decoded (they are <img>, not drawn by JavaScript)
                 n_broken = page.evaluate(
-                    "Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).length")
+                    "Array.from(document.images)"
+                    ".filter(i => !i.complete || i.naturalWidth === 0).length")
                 assert n_broken == 0
                 assert page.locator("#summary .headline").inner_text().startswith("At FWER")
                 if javascript:
