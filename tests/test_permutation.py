@@ -323,6 +323,25 @@ def test_n_jobs_and_dask_bit_identical(spatial_case, monkeypatch):
     _assert_same(r1, r3)
 
 
+def test_n_jobs_bit_identical_at_blas_threaded_sizes(rng):
+    """Large enough for multi-threaded BLAS, whose rounding depends on the thread count:
+    loky worker processes run BLAS with one thread, so they only agree with the calling
+    process because every block is computed single-threaded (fails without that limit)."""
+    import joblib
+
+    n, v = 40, 30000
+    Y = rng.standard_normal((n, v))
+    X = pd.DataFrame({"g": rng.standard_normal(n), "age": rng.standard_normal(n),
+                      "intercept": 1.0})
+    kw = dict(n_perm=120, random_state=3, verbose=False, two_sided=True)
+    a = permutation_test(Y, X, "g", n_jobs=1, **kw)
+    b = permutation_test(Y, X, "g", n_jobs=2, **kw)
+    _assert_same(a, b)
+    with joblib.parallel_config(backend="loky"):
+        c = permutation_test(Y, X, "g", n_jobs=2, **kw)
+    _assert_same(a, c)
+
+
 def test_more_jobs_than_permutations_and_seed_reuse(cohort):
     Y, design = cohort
     a = permutation_test(Y, design, "fluency", n_perm=3, n_jobs=8, random_state=5, verbose=False)
