@@ -279,7 +279,9 @@ def _design_matrix(design, contrast, n) -> tuple[np.ndarray, np.ndarray, str]:
                 "pass a DataFrame design or a contrast vector."
             )
         if contrast not in columns:
-            raise ContrastError(f"contrast {contrast!r} is not a design column; columns: {columns}.")
+            raise ContrastError(
+                f"contrast {contrast!r} is not a design column; columns: {columns}."
+            )
         c = np.zeros(p)
         c[columns.index(contrast)] = 1.0
         name = contrast
@@ -597,7 +599,9 @@ def permutation_test(
     if connectivity not in _cluster._MAX_DIST:
         raise ParameterError(f"connectivity must be 6, 18 or 26; got {connectivity!r}.")
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0:
-        raise ParameterError(f"n_jobs must be a non-zero integer (joblib convention); got {n_jobs!r}.")
+        raise ParameterError(
+            f"n_jobs must be a non-zero integer (joblib convention); got {n_jobs!r}."
+        )
     stats_ = _as_statistics(statistics, tfce)
     tparams = _tfce_params(tfce)
     if not (0 < float(cluster_threshold) < 1):
@@ -606,9 +610,12 @@ def permutation_test(
         )
     if random_state is None:
         random_state = int(np.random.SeedSequence().entropy % (2**63))
-    elif isinstance(random_state, (bool, np.bool_)) or not isinstance(random_state, (int, np.integer)):
+    elif isinstance(random_state, (bool, np.bool_)) or not isinstance(
+        random_state, (int, np.integer)
+    ):
         raise ParameterError(
-            f"random_state must be an int or None (it is recorded); got {type(random_state).__name__}."
+            "random_state must be an int or None (it is recorded); "
+            f"got {type(random_state).__name__}."
         )
     random_state = int(random_state)
 
