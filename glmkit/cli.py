@@ -8,6 +8,7 @@ Every :class:`~glmkit.settings.RunSettings` field is a ``--flag`` of ``run`` and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from typing import Any
@@ -124,13 +125,41 @@ def _settings_from_args(args: argparse.Namespace, extras: list[str]):
     return RunSettings.from_mapping(mapping)
 
 
-def _setup_logging() -> None:
+class _StderrHandler(logging.StreamHandler):
+    """Write to whatever ``sys.stderr`` is when a record is emitted (never a stale stream)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("glmkit: %(message)s"))
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: D102
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; ignore
+        pass
+
+
+@contextlib.contextmanager
+def _cli_logging():
+    """Show glmkit's INFO messages on stderr while the command runs, then restore the logger.
+
+    The command may be called in-process (tests, notebooks): the handler and level must not
+    outlive it, or later library calls would keep printing.
+    """
     logger = logging.getLogger("glmkit")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("glmkit: %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
+    if logger.handlers:  # the caller configured logging; leave it alone
+        yield
+        return
+    handler, level = _StderrHandler(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,7 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "batch" and extras:
         parser.error(f"unrecognized arguments for batch: {' '.join(extras)} (parameters go "
                      "in the batch file)")
-    _setup_logging()
+    with _cli_logging():
+        return _dispatch(args, extras)
+
+
+def _dispatch(args: argparse.Namespace, extras: list[str]) -> int:
     try:
         if args.command == "run":
             from glmkit.run import run_notebook

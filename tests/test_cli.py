@@ -151,3 +151,17 @@ def test_summary_prints_dataset_qc_design(capsys, demo):
         assert f"excluded {subject}" in out
     assert "fluency" in out and "intercept" in out
     assert "contrast: fluency" in out
+
+
+def test_in_process_main_leaves_logging_as_it_found_it(capsys, demo):
+    """glmkit.cli.main called from Python (a notebook, a test) must not leave a handler behind
+    that keeps printing, or that writes to a stream closed since (CI failure of stop 7)."""
+    import logging
+
+    logger = logging.getLogger("glmkit")
+    before = (list(logger.handlers), logger.level)
+    code, _, err = _main(["summary", "--dataset", "demo"], capsys)
+    assert code == 0, err
+    assert (list(logger.handlers), logger.level) == before
+    logger.info("after the command")
+    assert capsys.readouterr().err == ""
