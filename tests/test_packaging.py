@@ -92,3 +92,49 @@ def test_errors_inherit_builtins():
     assert issubclass(glmkit.RunError, RuntimeError)
     for name in glmkit.errors.__all__:
         assert issubclass(getattr(glmkit.errors, name), glmkit.GlmkitError)
+
+
+# ----------------------------------------------------------------- README stays true
+def _readme() -> str:
+    return (ROOT / "README.md").read_text()
+
+
+def _readme_parameter_rows() -> dict[str, str]:
+    rows = re.findall(r"^\| `(\w+)` \| ([^|]+) \|", _readme(), flags=re.M)
+    return {name: default.strip() for name, default in rows}
+
+
+def test_readme_parameter_table_lists_every_setting_with_its_default():
+    from glmkit.settings import RunSettings
+
+    rows = _readme_parameter_rows()
+    assert set(rows) == set(RunSettings.field_names()) - {"output_dir"}
+    defaults = RunSettings()
+    for name, shown in rows.items():
+        if shown in ("none", "glmkit's"):
+            assert getattr(defaults, name) is None, name
+            continue
+        shown = shown.strip("`")
+        value = RunSettings(**{name: shown}).to_dict()[name]  # coerced as a CLI flag would be
+        assert value == defaults.to_dict()[name], (name, shown)
+
+
+def test_readme_python_examples_run(demo):
+    blocks = re.findall(r"```python\n(.*?)```", _readme(), flags=re.S)
+    assert len(blocks) >= 2
+    for block in blocks:
+        namespace: dict = {}
+        exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102
+    assert namespace["perm"].null_max["voxel"].shape == (10_001,)
+
+
+def test_readme_and_example_batch_files_are_valid(tmp_path):
+    from glmkit.run import load_grid
+
+    example = load_grid(ROOT / "notebooks" / "batch_example.yaml")
+    assert len(example) == 6
+    block = re.search(r"```yaml\n(.*?)```", _readme(), flags=re.S).group(1)
+    (tmp_path / "grid.yaml").write_text(block)
+    names = [s.run_name for s in load_grid(tmp_path / "grid.yaml")]
+    named = re.search(r"here `(grid-[^`]+)`", _readme()).group(1)
+    assert named in names and len(names) == 6
