@@ -63,12 +63,19 @@ from glmkit import _cluster
 from glmkit._util import logger
 from glmkit.errors import ContrastError, DesignError, ParameterError
 
-__all__ = ["PermutationResult", "permutation_test", "STATISTICS", "SCHEMES"]
+__all__ = ["PermutationResult", "permutation_test", "STATISTICS", "SCHEMES", "STAT_MAP_NAMES"]
 
 STATISTICS = ("voxel", "cluster_size", "cluster_mass", "tfce")
 SCHEMES = ("ter_braak", "freedman_lane")
 _SPATIAL = {"cluster_size", "cluster_mass", "tfce"}
 _TFCE_DEFAULTS = {"E": 0.5, "H": 2.0, "dh": "auto"}
+#: statistic -> name of its FWER -log10 p map (``to_frame`` column, ``maps/<name>.nii.gz``)
+STAT_MAP_NAMES = {
+    "voxel": "logp_maxt",
+    "cluster_size": "logp_cluster_size",
+    "cluster_mass": "logp_cluster_mass",
+    "tfce": "logp_tfce",
+}
 #: memory budget (bytes) of one block's GEMM output; sets the block size.
 BLOCK_BYTES = 64 * 2**20
 _MAX_BLOCK = 256
@@ -148,7 +155,7 @@ class PermutationResult:
         for s in self.statistics:
             if s != "voxel":
                 cols[s] = self.observed[s]
-            cols[f"logp_{_MAP_NAMES[s]}"] = self.logp_fwer[s]
+            cols[STAT_MAP_NAMES[s]] = self.logp_fwer[s]
         frame = pd.DataFrame(cols)
         frame.index.name = "voxel"
         return frame
@@ -174,10 +181,6 @@ class PermutationResult:
                 f" {n_sig} voxels with FWER p <= 0.05"
             )
         return "\n".join(lines)
-
-
-_MAP_NAMES = {"voxel": "maxt", "cluster_size": "cluster_size", "cluster_mass": "cluster_mass",
-              "tfce": "tfce"}
 
 
 # ----------------------------------------------------------------------------- checks

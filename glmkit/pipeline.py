@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from glmkit.datasets import Dataset
     from glmkit.design import Design
     from glmkit.glm import ContrastResult, SecondLevelResult
-    from glmkit.permutation import PermutationResult
+    from glmkit.permutation import STAT_MAP_NAMES, PermutationResult
     from glmkit.qc import QCResult
     from glmkit.threshold import ThresholdResult
 
@@ -58,13 +58,20 @@ __all__ = [
     "software_versions",
 ]
 
-#: permutation statistic -> name of its FWER -log10 p map in ``maps/``
-STAT_MAP_NAMES = {
-    "voxel": "logp_maxt",
-    "cluster_size": "logp_cluster_size",
-    "cluster_mass": "logp_cluster_mass",
-    "tfce": "logp_tfce",
-}
+
+def __getattr__(name: str) -> Any:
+    """``STAT_MAP_NAMES`` (statistic -> map name), defined once in :mod:`glmkit.permutation`.
+
+    Resolved on first use so that ``import glmkit.pipeline`` does not import the permutation
+    engine (numba) up front.
+    """
+    if name == "STAT_MAP_NAMES":
+        from glmkit.permutation import STAT_MAP_NAMES
+
+        return STAT_MAP_NAMES
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 _PACKAGES = ("glmkit", "numpy", "scipy", "pandas", "nibabel", "nilearn", "formulaic", "numba",
              "joblib", "papermill", "matplotlib")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
@@ -280,6 +287,8 @@ class AnalysisResult:
             "logp_bonferroni": unmask(self.logp_bonferroni),
         }
         if self.permutation is not None:
+            from glmkit.permutation import STAT_MAP_NAMES
+
             for stat in self.permutation.statistics:
                 out[STAT_MAP_NAMES[stat]] = unmask(np.asarray(self.permutation.logp_fwer[stat]))
         return out
