@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 from scipy import linalg, special, stats
 
+from glmkit._pvalues import P_FLOOR, logp_from_log
 from glmkit._util import logger
 from glmkit.errors import (
     ContrastError,
@@ -62,8 +63,6 @@ __all__ = [
 
 #: floor of the contrast variance (nilearn's ``DEF_TINY``)
 VARIANCE_FLOOR = 1e-50
-#: smallest p-value stored (smallest positive normal float)
-P_FLOOR = float(np.finfo(float).tiny)
 #: below this tail probability z is computed from the exact log p
 _LOG_TAIL = 1e-300
 
@@ -603,8 +602,7 @@ def compute_contrast(
         p_two = np.clip(np.exp(log_two), P_FLOOR, 1.0)
     else:
         p_two = p
-    logp = -log_upper / np.log(10.0)
-    logp = np.maximum(logp, 0.0)
+    logp = logp_from_log(log_upper)
     return ContrastResult(
         name=str(name),
         stat_type=stat_type,

@@ -60,6 +60,7 @@ from scipy import linalg, stats
 from scipy.linalg import blas
 
 from glmkit import _cluster
+from glmkit._pvalues import logp_from_p
 from glmkit._util import logger
 from glmkit.errors import ContrastError, DesignError, ParameterError
 
@@ -506,10 +507,6 @@ def _p_from_null(null, values):
     return (1.0 + count) / (1.0 + perm.size)
 
 
-def _logp(p):
-    return -np.log10(np.clip(p, np.finfo(float).tiny, 1.0))
-
-
 def permutation_test(
     Y,
     design,
@@ -800,10 +797,10 @@ def permutation_test(
         else:
             p = _p_from_null(null_max[st], observed[st])
             p = np.where(observed[st] > 0, p, 1.0)
-        logp_fwer[st] = _logp(p)
+        logp_fwer[st] = logp_from_p(p)
     return PermutationResult(
         t=t_obs,
-        logp_uncorrected=_logp(p_unc),
+        logp_uncorrected=logp_from_p(p_unc),
         logp_fwer=logp_fwer,
         null_max=null_max,
         observed=observed,

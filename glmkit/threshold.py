@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage, stats
 
+from glmkit._pvalues import P_FLOOR, logp_from_p
 from glmkit._util import logger
 from glmkit.errors import ImageError, ParameterError
 
@@ -44,7 +45,6 @@ __all__ = [
 ]
 
 HEIGHT_CONTROLS = ("fpr", "fdr", "bonferroni", None)
-_P_FLOOR = float(np.finfo(float).tiny)
 _FACES = ndimage.generate_binary_structure(3, 1)  # 6-connectivity (nilearn's)
 
 
@@ -154,8 +154,8 @@ def bonferroni_logp(p: Any, n_tests: int | None = None) -> np.ndarray:
     n = p.size if n_tests is None else n_tests
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ParameterError(f"n_tests must be a positive integer; got {n_tests!r}.")
-    corrected = np.minimum(1.0, np.maximum(p, _P_FLOOR) * n)
-    return np.abs(-np.log10(corrected))  # abs: -0.0 -> 0.0
+    corrected = np.minimum(1.0, np.maximum(p, P_FLOOR) * n)
+    return np.abs(logp_from_p(corrected))  # abs: -0.0 -> 0.0
 
 
 # ---------------------------------------------------------------- thresholds
