@@ -72,6 +72,20 @@ def _check_cluster_threshold(cluster_threshold: Any) -> int:
     return int(cluster_threshold)
 
 
+def _check_height(
+    value: Any, two_sided: bool, *, name: str, units: str = "", rule: str = ""
+) -> None:
+    """A height threshold is a finite real number, >= 0 when two-sided (``|stat| >= value``).
+
+    ``name`` is the parameter named in the error; ``units`` and ``rule`` are appended to the
+    two messages (e.g. ``" (z units)"``, ``" (|z| >= threshold)"``).
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+        raise ParameterError(f"{name} must be a finite number{units}; got {value!r}.")
+    if two_sided and value < 0:
+        raise ParameterError(f"{name} must be >= 0 when two_sided=True{rule}; got {value}.")
+
+
 def _masker_of(mask_img: Any):
     """A fitted NiftiMasker from a masker, a mask image or a path."""
     from nilearn.maskers import NiftiMasker
@@ -304,16 +318,8 @@ def threshold_map(
                 "height_control=None needs an explicit threshold in z units (e.g. threshold=3.1), "
                 "or choose height_control='fpr', 'fdr' or 'bonferroni'."
             )
-        if (
-            isinstance(threshold, bool)
-            or not isinstance(threshold, numbers.Real)
-            or not np.isfinite(threshold)
-        ):
-            raise ParameterError(f"threshold must be a finite number (z units); got {threshold!r}.")
-        if two_sided and threshold < 0:
-            raise ParameterError(
-                f"threshold must be >= 0 when two_sided=True (|z| >= threshold); got {threshold}."
-            )
+        _check_height(threshold, two_sided, name="threshold", units=" (z units)",
+                      rule=" (|z| >= threshold)")
         alpha_out = None
     else:
         if threshold is not None:
@@ -459,16 +465,7 @@ def cluster_table(
     """
     import nibabel as nib
 
-    if (
-        isinstance(stat_threshold, bool)
-        or not isinstance(stat_threshold, numbers.Real)
-        or not np.isfinite(stat_threshold)
-    ):
-        raise ParameterError(f"stat_threshold must be a finite number; got {stat_threshold!r}.")
-    if two_sided and stat_threshold < 0:
-        raise ParameterError(
-            f"stat_threshold must be >= 0 when two_sided=True; got {stat_threshold}."
-        )
+    _check_height(stat_threshold, two_sided, name="stat_threshold")
     cluster_threshold = _check_cluster_threshold(cluster_threshold)
     if (
         isinstance(min_distance, bool)
