@@ -6,6 +6,7 @@ runner's guarantees are checked quickly; tests/test_notebook.py runs the real no
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -161,18 +162,30 @@ def test_killed_run_leaves_nothing_half_written(tmp_path, notebooks, sig):
     reports = tmp_path / "reports"
     cmd = [sys.executable, "-m", "glmkit", "run", "--notebook", notebooks["slow"],
            "--reports-dir", str(reports), "--run-name", "r", "--quiet"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 90
-    started = False
-    while time.time() < deadline and proc.poll() is None:
-        tmp = [p for p in reports.glob(".r.tmp-*") if (p / "report.html").exists()]
-        if tmp:  # the notebook is running and has written half of its outputs
-            started = True
-            break
-        time.sleep(0.2)
-    assert started, proc.communicate(timeout=10)
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=60)
+    # Output goes to files, not pipes: after SIGKILL the orphaned kernel still holds the
+    # runner's stdout/stderr, so reading pipes to EOF would wait for the kernel's cell to end.
+    # A new session lets the test clean up that orphan afterwards.
+    log_out, log_err = tmp_path / "out.log", tmp_path / "err.log"
+    with open(log_out, "w") as fout, open(log_err, "w") as ferr:
+        proc = subprocess.Popen(cmd, stdout=fout, stderr=ferr, text=True,
+                                start_new_session=True)
+    try:
+        deadline = time.time() + 90
+        started = False
+        while time.time() < deadline and proc.poll() is None:
+            tmp = [p for p in reports.glob(".r.tmp-*") if (p / "report.html").exists()]
+            if tmp:  # the notebook is running and has written half of its outputs
+                started = True
+                break
+            time.sleep(0.2)
+        assert started, (proc.poll(), log_err.read_text())
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the kernel too, whatever happened
+        proc.wait(timeout=30)
+    err = log_err.read_text()
     assert proc.returncode != 0
     assert not (reports / "r").exists()
     if sig != signal.SIGKILL:  # cleanup ran: not even the temporary folder is left
