@@ -532,10 +532,14 @@ def load_localizer(
         raise ParameterError(
             f"load_localizer(n_subjects={n_subjects!r}): expected an integer from 1 to 94."
         )
-    bunch = fetch_localizer_contrasts(
-        [contrast], n_subjects=int(n_subjects),
-        data_dir=None if data_dir is None else str(data_dir), verbose=0,
-    )
+    folder = _localizer_folder(data_dir)
+    try:
+        bunch = fetch_localizer_contrasts(
+            [contrast], n_subjects=int(n_subjects),
+            data_dir=None if data_dir is None else str(data_dir), verbose=0,
+        )
+    except (OSError, ValueError) as exc:  # requests' errors are OSErrors
+        raise DatasetError(_localizer_fetch_failure(exc, folder)) from exc
     if not bunch.get("cmaps"):
         raise DatasetError(
             f"Localizer: nilearn returned no {contrast!r} map; its index in "
@@ -552,11 +556,30 @@ def load_localizer(
         ["subject", "pseudo", "age", "sex", "site"]
     ].astype({"subject": str})
     by_subject = {Path(p).parent.name: str(Path(p).resolve()) for p in bunch.cmaps}
+    root = Path(bunch.cmaps[0]).resolve().parents[2]  # <root>/brainomics_data/S01/cmaps_*
+    tables = [root / "brainomics_data" / "participants.tsv",
+              root / "brainomics_data" / "phenotype" / "behavioural.tsv"]
+    wanted = [f"S{i:02d}" for i in range(1, int(n_subjects) + 1)]
+    unlisted = [s for s in wanted if s not in set(table["subject"])]
+    if unlisted:
+        raise DatasetError(
+            f"Localizer: subjects {unlisted} are missing from the subject tables "
+            f"{[str(t) for t in tables]} (truncated or stale download?); delete these two "
+            "files and call load_localizer again to download them anew."
+        )
     lost = sorted(set(table["subject"]) - set(by_subject))
     if lost:
         raise DatasetError(f"Localizer: no {contrast!r} map was fetched for subjects {lost}.")
     table = table.reset_index(drop=True)
     maps = tuple(by_subject[s] for s in table["subject"])
+    for path in maps:
+        try:
+            _open_image(Path(path))
+        except ImageError as exc:
+            raise ImageError(
+                f"Localizer: {exc} The download was probably cut short: delete {path} and "
+                "call load_localizer again (only missing files are downloaded)."
+            ) from exc
     return Dataset(
         name="localizer",
         maps=maps,
@@ -567,9 +590,59 @@ def load_localizer(
             "source": "nilearn.datasets.fetch_localizer_contrasts",
             "contrast": contrast,
             "n_subjects": int(n_subjects),
+            "root": str(root),
+            "nilearn_version": _nilearn_version(),
             "sha256": {m: sha256_file(m) for m in maps},
+            "tables_sha256": {str(t): sha256_file(t) for t in tables if t.is_file()},
         },
     )
+
+
+def _nilearn_version() -> str:
+    import nilearn
+
+    return str(nilearn.__version__)
+
+
+def _localizer_folder(data_dir: str | os.PathLike | None) -> Path:
+    """The folder nilearn downloads the Localizer into (the first existing, else the first)."""
+    from nilearn.datasets import get_data_dirs
+
+    candidates = [
+        Path(d).expanduser() / "brainomics_localizer"
+        for d in get_data_dirs(None if data_dir is None else str(data_dir))
+    ]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+def _localizer_fetch_failure(exc: BaseException, folder: Path) -> str:
+    """Message for a failed Localizer download: what failed, then how to fix it."""
+    import requests
+
+    retry = (
+        "Check the internet connection and that https://osf.io is reachable, then call "
+        "load_localizer again with the same arguments: files already downloaded are reused. "
+        f"If it keeps failing, delete {folder} and retry."
+    )
+    if isinstance(exc, json.JSONDecodeError):
+        index = folder / "download"
+        return (
+            f"Localizer: nilearn's OSF index file {index} is not valid JSON ({exc}); the "
+            f"download was cut short or OSF sent an error page. Delete {index} and call "
+            "load_localizer again."
+        )
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        response = exc.response
+        return (
+            f"Localizer download failed: the server answered {response.status_code} "
+            f"{response.reason} for {response.url}. {retry}"
+        )
+    if isinstance(exc, requests.RequestException):
+        url = getattr(exc.request, "url", None)
+        partial = sorted(str(p) for p in folder.rglob("*.part")) if folder.is_dir() else []
+        what = f"of {url}" if url else f"interrupted (partial files: {partial})"
+        return f"Localizer download {what} failed ({type(exc).__name__}: {exc}). {retry}"
+    return f"Localizer download into {folder} failed ({type(exc).__name__}: {exc}). {retry}"
 
 
 # --------------------------------------------------------------------------- folders

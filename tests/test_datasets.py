@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
+import hashlib
+import http.server
+import io
 import json
 import logging
 import shutil
+import threading
+import urllib.parse
 from pathlib import Path
 
 import nibabel as nib
@@ -292,6 +298,304 @@ def test_load_localizer_offline(tmp_path, no_network):
 def test_load_localizer_bad_parameters(kwargs, match, tmp_path, no_network):
     with pytest.raises(ParameterError, match=match):
         load_localizer(**kwargs, data_dir=tmp_path)
+
+
+# --------------------------------------------------------------------------- localizer download
+#
+# The real download path, end to end, against a fake OSF on 127.0.0.1. nilearn
+# (fetch_localizer_contrasts, nilearn 0.14) hard-codes two https URLs: the OSF index
+# https://osf.io/hwbm2/download (a JSON {"/localizer/<path>": "/<osf id>"}) and the files
+# https://osf.io/download/<osf id>/, and sends every request through requests.Session.send
+# -> HTTPAdapter.send. `fake_osf` rewrites https://osf.io/... to http://127.0.0.1:<port>/...
+# at the HTTPAdapter (nothing else of nilearn is patched), and refuses any other connection
+# or DNS lookup (recorded, so an escape fails the test even if an error swallowed it).
+
+LOCALIZER_CONTRAST = "left button press (auditory cue)"
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _localizer_key(subject: str, kind: str = "cmaps") -> str:
+    from nilearn.datasets.func import CONTRAST_NAME_WRAPPER
+
+    acq = CONTRAST_NAME_WRAPPER[LOCALIZER_CONTRAST].title().replace(" ", "")
+    return (
+        f"/localizer/derivatives/spm_1st_level/sub-{subject}/sub-{subject}_task-localizer"
+        f"_acq-{acq}_{kind}.nii.gz"
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _fake_osf_content() -> tuple[dict[str, bytes], dict[str, bytes], dict[str, str]]:
+    """The real tables from nilearn's tests data, 94 small fake maps and the OSF index."""
+    import nilearn
+
+    data = Path(nilearn.__file__).parent / "datasets" / "tests" / "data"
+    tsv = {
+        "participants": (data / "localizer_participants.tsv").read_bytes(),
+        "behavioural": (data / "localizer_behavioural.tsv").read_bytes(),
+    }
+    index = {
+        "/localizer/participants.tsv": "/ptsv1",
+        "/localizer/phenotype/behavioural.tsv": "/btsv1",
+    }
+    maps: dict[str, bytes] = {}
+    for i in range(1, 95):
+        subject = f"S{i:02d}"
+        index[_localizer_key(subject)] = f"/c{i:04d}"
+        index[_localizer_key(subject, "tmaps")] = f"/t{i:04d}"  # listed, never served
+        data_i = np.random.default_rng(i).standard_normal((10, 10, 10)).astype("f4")
+        img = nib.Nifti1Image(data_i, np.diag([3.0, 3.0, 3.0, 1.0]))
+        maps[subject] = gzip.compress(img.to_bytes(), mtime=0)
+    return tsv, maps, index
+
+
+class _FakeOSF:
+    """What nilearn downloads from OSF for the Localizer, served on 127.0.0.1.
+
+    ``files`` maps URL paths to bytes; ``faults`` maps a URL path to ``("status", code)``,
+    ``("cut", n)`` (announce the full length, send ``n`` bytes, close) or ``("body", b)``
+    (serve other bytes, consistently). ``requests`` lists the paths asked for, in order.
+    """
+
+    INDEX = "/hwbm2/download"
+
+    def __init__(self) -> None:
+        self.tsv, self.maps, index = _fake_osf_content()
+        self.files = {self.INDEX: json.dumps(index).encode()}
+        self.files["/download/ptsv1/"] = self.tsv["participants"]
+        self.files["/download/btsv1/"] = self.tsv["behavioural"]
+        self.files.update({f"/download/c{s[1:].zfill(4)}/": b for s, b in self.maps.items()})
+        self.faults: dict[str, tuple] = {}
+        self.requests: list[str] = []
+
+    @staticmethod
+    def map_path(subject: str) -> str:
+        return f"/download/c{subject[1:].zfill(4)}/"
+
+    def handler(self):
+        osf = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                path = urllib.parse.urlsplit(self.path).path
+                osf.requests.append(path)
+                kind, arg = osf.faults.get(path, (None, None))
+                body = osf.files.get(path)
+                if kind == "status" or body is None:
+                    self.send_error(arg or 404)
+                    return
+                sent = arg if kind == "body" else body
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(sent)))
+                self.end_headers()  # HTTP/1.0: the connection closes after each answer
+                self.wfile.write(sent[:arg] if kind == "cut" else sent)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        return Handler
+
+
+@pytest.fixture
+def fake_osf(monkeypatch, tmp_path):
+    """A fake OSF on 127.0.0.1; https://osf.io is redirected to it; no other network."""
+    import socket
+
+    import requests
+
+    escapes: list = []
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+    real_getaddrinfo = socket.getaddrinfo
+
+    def allowed(sock, address) -> bool:
+        return sock.family == socket.AF_UNIX or (
+            isinstance(address, tuple) and address[0] in _LOOPBACK
+        )
+
+    def connect(sock, address):
+        if not allowed(sock, address):
+            escapes.append(address)
+            raise ConnectionRefusedError(f"the test blocks network access to {address!r}")
+        return real_connect(sock, address)
+
+    def connect_ex(sock, address):
+        if not allowed(sock, address):
+            escapes.append(address)
+            raise ConnectionRefusedError(f"the test blocks network access to {address!r}")
+        return real_connect_ex(sock, address)
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host not in (None, *_LOOPBACK):
+            escapes.append(host)
+            raise socket.gaierror(f"the test blocks DNS lookups of {host!r}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+    osf = _FakeOSF()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), osf.handler())
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    real_send = requests.adapters.HTTPAdapter.send
+
+    def send(adapter, request, *args, **kwargs):
+        parts = urllib.parse.urlsplit(request.url)
+        if parts.hostname == "osf.io":
+            request.url = base + urllib.parse.urlunsplit(("", "", parts.path, parts.query, ""))
+            kwargs["proxies"] = {}  # an http_proxy in the environment must not catch it
+        return real_send(adapter, request, *args, **kwargs)
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", send)
+    # nilearn's other data folders point into tmp_path: a stray write shows up there
+    monkeypatch.setenv("NILEARN_DATA", str(tmp_path / "nilearn_data"))
+    monkeypatch.delenv("NILEARN_SHARED_DATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    try:
+        yield osf
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    assert not escapes, f"network access outside 127.0.0.1: {escapes}"
+
+
+def _sha256(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def test_load_localizer_downloads_from_loopback_osf(fake_osf, tmp_path):
+    n = 40
+    data_dir = tmp_path / "data"
+    ds = load_localizer(LOCALIZER_CONTRAST, n_subjects=n, data_dir=data_dir)
+
+    subjects = [f"S{i:02d}" for i in range(1, n + 1)]
+    assert fake_osf.requests == [
+        _FakeOSF.INDEX,
+        *[_FakeOSF.map_path(s) for s in subjects],
+        "/download/ptsv1/",
+        "/download/btsv1/",
+    ]
+    # the Dataset: n maps, in subject order, with the real tables joined
+    assert ds.name == "localizer" and len(ds) == n and ds.subjects == tuple(subjects)
+    assert list(ds.table.columns) == ["subject", "pseudo", "age", "sex", "site"]
+    participants = pd.read_csv(io.BytesIO(fake_osf.tsv["participants"]), sep="\t").iloc[:n]
+    behavioural = pd.read_csv(io.BytesIO(fake_osf.tsv["behavioural"]), sep="\t").iloc[:n]
+    for column, source in [("age", participants), ("sex", participants),
+                           ("site", participants), ("pseudo", behavioural)]:
+        np.testing.assert_array_equal(ds.table[column], source[column], err_msg=column)
+    assert ds.table.loc[ds.table["pseudo"].isna(), "subject"].tolist() == ["S15", "S38"]
+    assert [s for s in MISSING_PSEUDO if s in subjects] == ["S15", "S38"]  # the real n/a
+    # the files: written under data_dir, byte for byte what the server sent
+    root = data_dir / "brainomics_localizer"
+    for subject, path in zip(subjects, ds.maps):
+        assert Path(path).parent == (root / "brainomics_data" / subject).resolve()
+        assert Path(path).read_bytes() == fake_osf.maps[subject]
+    assert (root / "download").is_file()  # nilearn's copy of the OSF index
+    assert not list(root.rglob("*.part")) and not (tmp_path / "nilearn_data").exists()
+    assert not (tmp_path / "home").exists()
+    # provenance
+    prov = ds.provenance
+    assert prov["source"] == "nilearn.datasets.fetch_localizer_contrasts"
+    assert (prov["contrast"], prov["n_subjects"], prov["root"]) == (
+        LOCALIZER_CONTRAST, n, str(root.resolve())
+    )
+    assert prov["sha256"] == {m: _sha256(fake_osf.maps[s]) for s, m in zip(subjects, ds.maps)}
+    resolved = root.resolve() / "brainomics_data"
+    assert prov["tables_sha256"] == {
+        str(resolved / "participants.tsv"): _sha256(fake_osf.tsv["participants"]),
+        str(resolved / "phenotype" / "behavioural.tsv"): _sha256(fake_osf.tsv["behavioural"]),
+    }
+    # a second call is served from the cache: the server sees no request
+    seen = len(fake_osf.requests)
+    again = load_localizer(LOCALIZER_CONTRAST, n_subjects=n, data_dir=data_dir)
+    assert len(fake_osf.requests) == seen
+    assert again.maps == ds.maps and again.provenance == ds.provenance
+    pd.testing.assert_frame_equal(again.table, ds.table)
+
+
+def test_load_localizer_default_folder_is_nilearns(fake_osf, tmp_path, glmkit_data_dir):
+    """Without data_dir the maps go to nilearn's data dir ($NILEARN_DATA), not GLMKIT_DATA."""
+    before = sorted(glmkit_data_dir.rglob("*"))
+    ds = load_localizer(LOCALIZER_CONTRAST, n_subjects=2)
+    root = (tmp_path / "nilearn_data" / "brainomics_localizer").resolve()
+    assert ds.provenance["root"] == str(root) and all(Path(m).is_relative_to(root) for m in ds.maps)
+    assert sorted(glmkit_data_dir.rglob("*")) == before
+
+
+_BAD_MAP = b"<html>bad gateway</html>"
+
+
+@pytest.mark.parametrize(
+    ("fault_path", "fault", "error", "match", "delete"),
+    [
+        pytest.param(
+            _FakeOSF.INDEX, ("status", 500), DatasetError,
+            r"server answered 500 Internal Server Error for http://127\.0\.0\.1:\d+/hwbm2/"
+            r"download\. Check the internet connection.*call load_localizer again with the same "
+            r"arguments: files already downloaded are reused",
+            None, id="index-500",
+        ),
+        pytest.param(
+            "/download/c0003/", ("status", 404), DatasetError,
+            r"server answered 404 Not Found for http://127\.0\.0\.1:\d+/download/c0003/\. "
+            r"Check the internet connection.*call load_localizer again",
+            None, id="map-404",
+        ),
+        pytest.param(
+            "/download/c0003/", ("cut", 100), DatasetError,
+            r"download interrupted \(partial files: \[.*c0003\.part'\]\) failed "
+            r"\(ChunkedEncodingError: .*IncompleteRead.*call load_localizer again",
+            None, id="map-cut-mid-transfer",
+        ),
+        pytest.param(
+            "/download/c0003/", ("body", "half"), ImageError,
+            r"map .*brainomics_data/S03/cmaps_LeftAuditoryClick\.nii\.gz is truncated or corrupt"
+            r".*delete \S+/S03/cmaps_LeftAuditoryClick\.nii\.gz and call load_localizer again",
+            ["brainomics_data/S03/cmaps_LeftAuditoryClick.nii.gz"], id="map-truncated-file",
+        ),
+        pytest.param(
+            "/download/ptsv1/", ("body", "3 lines"), DatasetError,
+            r"subjects \['S03', 'S04', 'S05'\] are missing from the subject tables .*"
+            r"participants\.tsv.*behavioural\.tsv.*delete these two files and call load_loc",
+            ["brainomics_data/participants.tsv", "brainomics_data/phenotype/behavioural.tsv"],
+            id="table-truncated-file",
+        ),
+        pytest.param(
+            _FakeOSF.INDEX, ("body", _BAD_MAP), DatasetError,
+            r"OSF index file \S+brainomics_localizer/download is not valid JSON .*"
+            r"Delete \S+/download and call load_localizer again",
+            ["download"], id="index-not-json",
+        ),
+    ],
+)
+def test_load_localizer_download_errors(fake_osf, tmp_path, fault_path, fault, error, match,
+                                        delete):
+    """Each failure names what failed and how to fix it; following the advice works."""
+    kind, arg = fault
+    if arg == "half":  # header intact, data cut
+        arg = fake_osf.files[fault_path][: len(fake_osf.files[fault_path]) // 2]
+    elif arg == "3 lines":
+        arg = b"".join(fake_osf.files[fault_path].splitlines(keepends=True)[:3])
+    fake_osf.faults[fault_path] = (kind, arg)
+    data_dir = tmp_path / "data"
+    with pytest.raises(error, match=match):
+        load_localizer(LOCALIZER_CONTRAST, n_subjects=5, data_dir=data_dir)
+    assert fault_path in fake_osf.requests
+    first = list(fake_osf.requests)
+
+    fake_osf.faults.clear()  # the server recovers; the user follows the message
+    for relative in delete or []:
+        (data_dir / "brainomics_localizer" / relative).unlink()
+    ds = load_localizer(LOCALIZER_CONTRAST, n_subjects=5, data_dir=data_dir)
+    fetched_ok = {p for p in first if p.startswith("/download/c") and p != fault_path}
+    assert not fetched_ok & set(fake_osf.requests[len(first):])  # "files ... are reused"
+    assert ds.subjects == ("S01", "S02", "S03", "S04", "S05")
+    assert Path(ds.maps[2]).read_bytes() == fake_osf.maps["S03"]
+    assert ds.table["site"].notna().all()
 
 
 # --------------------------------------------------------------------------- folders
