@@ -8,10 +8,17 @@ write the user's ``~/glmkit_data`` and notebooks run in subprocesses see the sam
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage
+
+#: flags for headless Chromium in containers; nothing in the background may use the network
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 def _session_data_dir(config: pytest.Config) -> Path:
@@ -60,3 +67,54 @@ def demo_null(glmkit_data_dir: Path):
     from glmkit.datasets import load_demo
 
     return load_demo(variant="null", data_dir=glmkit_data_dir)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (Playwright), launched once per test module that uses it.
+
+    Module scope, not session: Playwright's sync API keeps its event loop running while it
+    is open, and a later ``asyncio.run()`` (tests/test_widgets.py) would then fail. Skips when
+    Playwright is not installed or ``chromium`` is not on PATH (``make test`` installs it).
+    """
+    sync_api = pytest.importorskip("playwright.sync_api")
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.skip(
+            "chromium is not on PATH; `make test` (or apt-get install chromium) installs it"
+        )
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def _planted_z(
+    rng: np.random.Generator,
+    shape: Sequence[int],
+    affine: np.ndarray,
+    peaks: Sequence[Sequence[float]],
+    amplitudes: Sequence[float] = (7.0, 5.0),
+) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth unit-variance z map on an ellipsoid "brain" with Gaussian blobs at ``peaks``.
+
+    Returns ``(z, mask)``: blobs of height ``amplitudes`` (sigma 2 voxels) at the voxels
+    nearest to the mm coordinates ``peaks``, z = 0 outside the mask.
+    """
+    g = np.indices(shape).astype(float)
+    c = (np.array(shape) - 1) / 2
+    radii = np.array(shape)[:, None, None, None] * 0.45
+    mask = (((g - c[:, None, None, None]) / radii) ** 2).sum(0) <= 1
+    z = ndimage.gaussian_filter(rng.standard_normal(shape), 1.5)
+    z /= z[mask].std()
+    for peak, amp in zip(peaks, amplitudes):
+        ijk = np.round(np.linalg.solve(affine, [*peak, 1])[:3])
+        z += amp * np.exp(-((g - ijk[:, None, None, None]) ** 2).sum(0) / (2 * 2.0**2))
+    z[~mask] = 0.0
+    return z, mask
+
+
+@pytest.fixture(scope="session")
+def planted_z() -> Callable[..., tuple[np.ndarray, np.ndarray]]:
+    """``planted_z(rng, shape, affine, peaks)`` -> ``(z, mask)``: synthetic map with blobs."""
+    return _planted_z

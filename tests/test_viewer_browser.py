@@ -9,22 +9,18 @@ from __future__ import annotations
 
 import base64
 import re
-import shutil
 import zlib
 
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import ndimage
 
 from glmkit.viewer import label_clusters, result_viewer_html, viewer_html, viewer_payload
 
 pytestmark = pytest.mark.browser
 
-sync_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 AFFINE = np.array([[3.0, 0, 0, -78], [0, 3, 0, -111], [0, 0, 3, -51], [0, 0, 0, 1]])
 SHAPE = (53, 63, 46)
 PEAKS = ((38, -17, -3), (-40, -60, 20))
@@ -32,23 +28,9 @@ CLUSTERS = pd.DataFrame({"Cluster ID": ["1", "2"], "X": [39.0, -39.0], "Y": [-18
                          "Z": [-3.0, 21.0], "Peak Stat": [7.0, 5.0]})
 
 
-def _synthetic(seed=7):
-    rng = np.random.default_rng(seed)
-    g = np.indices(SHAPE).astype(float)
-    c = (np.array(SHAPE) - 1) / 2
-    mask = (((g - c[:, None, None, None]) / (np.array(SHAPE)[:, None, None, None] * 0.45)) ** 2).sum(0) <= 1
-    z = ndimage.gaussian_filter(rng.standard_normal(SHAPE), 1.5)
-    z /= z[mask].std()
-    for peak, amp in zip(PEAKS, (7.0, 5.0)):
-        ijk = np.round(np.linalg.solve(AFFINE, [*peak, 1])[:3])
-        z += amp * np.exp(-((g - ijk[:, None, None, None]) ** 2).sum(0) / (2 * 2.0**2))
-    z[~mask] = 0.0
-    return z, mask
-
-
 @pytest.fixture(scope="module")
-def synth():
-    z, mask = _synthetic()
+def synth(planted_z):
+    z, mask = planted_z(np.random.default_rng(7), SHAPE, AFFINE, PEAKS)
     maps = {
         "mask": (mask.astype(float), AFFINE),
         "z": {"image": (z, AFFINE), "two_sided": False},
@@ -63,17 +45,6 @@ def _page(path, *fragments, title="glmkit viewer test"):
     path.write_text("<!doctype html><html><head><meta charset='utf-8'><title>" + title
                     + "</title></head><body>" + "".join(fragments) + "</body></html>", encoding="utf-8")
     return path
-
-
-@pytest.fixture(scope="module")
-def browser():
-    executable = shutil.which("chromium")
-    if executable is None:
-        pytest.skip("chromium is not on PATH; `make test` (or apt-get install chromium) installs it")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 class Session:

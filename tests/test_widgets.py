@@ -11,7 +11,6 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import ndimage
 from scipy.stats import norm
 
 from glmkit.errors import ParameterError, ReportError
@@ -22,17 +21,8 @@ SHAPE = (53, 63, 46)
 PEAKS = ((38, -17, -3), (-40, -60, 20))
 
 
-def _synthetic_maps(rng):
-    """A z map with two planted blobs on a brain-like mask, and maps derived from it."""
-    g = np.indices(SHAPE).astype(float)
-    c = (np.array(SHAPE) - 1) / 2
-    mask = (((g - c[:, None, None, None]) / (np.array(SHAPE)[:, None, None, None] * 0.45)) ** 2).sum(0) <= 1
-    z = ndimage.gaussian_filter(rng.standard_normal(SHAPE), 1.5)
-    z /= z[mask].std()
-    for peak, amp in zip(PEAKS, (7.0, 5.0)):
-        ijk = np.round(np.linalg.solve(AFFINE, [*peak, 1])[:3])
-        z += amp * np.exp(-((g - ijk[:, None, None, None]) ** 2).sum(0) / (2 * 2.0**2))
-    z[~mask] = 0.0
+def _synthetic_maps(z, mask):
+    """Maps derived from a z map with planted blobs (conftest's ``planted_z``) and its mask."""
     p = np.where(mask, norm.sf(z), 0.0)
     logp_bonf = np.where(mask, -np.log10(np.minimum(1, norm.sf(z) * mask.sum())), 0.0)
     return {"mask": mask.astype(np.uint8), "z": z, "p": p, "effect": z * 0.5,
@@ -54,8 +44,8 @@ def _write_folder(path, maps, *, clusters=True, params=True):
 
 
 @pytest.fixture(scope="module")
-def synth_maps():
-    return _synthetic_maps(np.random.default_rng(7))
+def synth_maps(planted_z):
+    return _synthetic_maps(*planted_z(np.random.default_rng(7), SHAPE, AFFINE, PEAKS))
 
 
 @pytest.fixture
