@@ -1,19 +1,27 @@
-"""p-values at the edge of the float range: the floor and ``-log10 p``.
+"""p-values at the edge of the float range: the floor, ``-log10 p``, exact tails and z.
 
-Shared by :mod:`glmkit.glm` (parametric maps), :mod:`glmkit.permutation` (permutation
-p-values) and :mod:`glmkit.threshold` (Bonferroni), so that every ``-log10 p`` map is finite
-and computed the same way.
+The floor and ``-log10 p`` are shared by :mod:`glmkit.glm` (parametric maps),
+:mod:`glmkit.permutation` (permutation p-values) and :mod:`glmkit.threshold` (Bonferroni),
+so that every ``-log10 p`` map is finite and computed the same way.
+
+The t and F tails and z scores serve :func:`glmkit.glm.compute_contrast`: where the upper
+tail underflows (p < 1e-300) ``log p`` is computed from the incomplete-beta continued
+fraction and z by inverting the normal tail in log space, so z and ``-log10 p`` stay finite
+and strictly monotone in the statistic (nilearn saturates at z = 37.04 there).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numpy.typing import ArrayLike
+from scipy import special, stats
 
-__all__ = ["P_FLOOR", "logp_from_p", "logp_from_log"]
+__all__ = ["P_FLOOR", "logp_from_p", "logp_from_log", "log_sf_t", "log_sf_f", "z_scores"]
 
 #: smallest p-value stored (smallest positive normal float); ``-log10`` of it is 307.65
 P_FLOOR = float(np.finfo(float).tiny)
+#: below this tail probability z is computed from the exact log p
+_LOG_TAIL = 1e-300
 
 
 def logp_from_p(p: ArrayLike) -> np.ndarray:
@@ -56,3 +64,95 @@ def logp_from_log(log_p: ArrayLike) -> np.ndarray:
     [2.0, 1000.0, 0.0]
     """
     return np.maximum(-np.asarray(log_p) / np.log(10.0), 0.0)
+
+
+def _log_betainc_small(a: np.ndarray, b: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``log I_x(a, b)`` for small x (far tail): prefactor in logs, Lentz's continued fraction."""
+    a, b, x = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (a, b, x)))
+    log_front = a * np.log(x) + b * np.log1p(-x) - np.log(a) - special.betaln(a, b)
+    tiny = 1e-300
+    c = np.ones_like(x)
+    d = 1.0 - (a + b) * x / (a + 1.0)
+    d = np.where(np.abs(d) < tiny, tiny, d)
+    d = 1.0 / d
+    h = d.copy()
+    for m in range(1, 301):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((a + m2 - 1) * (a + m2))
+        d = 1.0 + aa * d
+        d = np.where(np.abs(d) < tiny, tiny, d)
+        c = 1.0 + aa / c
+        c = np.where(np.abs(c) < tiny, tiny, c)
+        d = 1.0 / d
+        h *= d * c
+        aa = -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1))
+        d = 1.0 + aa * d
+        d = np.where(np.abs(d) < tiny, tiny, d)
+        c = 1.0 + aa / c
+        c = np.where(np.abs(c) < tiny, tiny, c)
+        d = 1.0 / d
+        delta = d * c
+        h *= delta
+        if np.all(np.abs(delta - 1.0) < 1e-15):
+            break
+    return log_front + np.log(h)
+
+
+def log_sf_t(t: np.ndarray, dof: float) -> np.ndarray:
+    """Natural log of the Student-t upper tail, exact also where ``sf`` underflows."""
+    t = np.asarray(t, dtype=float)
+    sf = stats.t.sf(t, dof)
+    with np.errstate(divide="ignore"):
+        out = np.log(sf)
+    far = (t > 0) & (sf < _LOG_TAIL)
+    if np.any(far):
+        tf = t[far]
+        x = dof / (dof + tf * tf)
+        out[far] = np.log(0.5) + _log_betainc_small(dof / 2.0, 0.5, x)
+    return out
+
+
+def log_sf_f(f: np.ndarray, dfn: float, dfd: float) -> np.ndarray:
+    """Natural log of the F upper tail, exact also where ``sf`` underflows."""
+    f = np.asarray(f, dtype=float)
+    sf = stats.f.sf(f, dfn, dfd)
+    with np.errstate(divide="ignore"):
+        out = np.log(sf)
+    far = (f > 0) & (sf < _LOG_TAIL)
+    if np.any(far):
+        x = dfd / (dfd + dfn * f[far])
+        out[far] = _log_betainc_small(dfd / 2.0, dfn / 2.0, x)
+    return out
+
+
+def _z_from_log_sf(log_p: np.ndarray) -> np.ndarray:
+    """z with ``log(norm.sf(z)) == log_p`` for tiny p (Newton on ``norm.logsf``)."""
+    log_p = np.asarray(log_p, dtype=float)
+    z = np.sqrt(-2.0 * log_p)
+    for _ in range(60):
+        f = stats.norm.logsf(z) - log_p
+        slope = -np.exp(stats.norm.logpdf(z) - stats.norm.logsf(z))
+        step = f / slope
+        z = z - step
+        if np.all(np.abs(step) < 1e-13 * np.maximum(1.0, np.abs(z))):
+            break
+    return z
+
+
+def z_scores(
+    p_upper: np.ndarray, p_lower: np.ndarray, log_upper: np.ndarray, log_lower: np.ndarray
+) -> np.ndarray:
+    """z from the two tail probabilities: nilearn's formula, exact-log in the far tails."""
+    z = np.empty(p_upper.shape)
+    upper = p_upper <= 0.5
+    z[upper] = stats.norm.isf(np.clip(p_upper[upper], 1e-300, 1 - 1e-16))
+    lower = ~upper
+    z[lower] = stats.norm.ppf(np.clip(p_lower[lower], 1e-300, 1 - 1e-16))
+    far_up = upper & (p_upper < _LOG_TAIL)
+    if np.any(far_up):
+        z[far_up] = _z_from_log_sf(log_upper[far_up])
+    # (an F of exactly 0 has log_lower = -inf: it keeps nilearn's clipped value, z = -37.05)
+    far_low = lower & (p_lower < _LOG_TAIL) & np.isfinite(log_lower)
+    if np.any(far_low):
+        z[far_low] = -_z_from_log_sf(log_lower[far_low])
+    return z

@@ -25,11 +25,13 @@ Numerical conventions (same as nilearn unless stated):
   z = 37.04) glmkit computes ``log p`` exactly from the incomplete-beta continued
   fraction and inverts the normal tail in log space, so z stays finite and
   strictly monotone in t. ``logp`` (``-log10 p``) uses the same exact log.
+
+Contrast specifications are parsed in :mod:`glmkit._contrast` (:func:`contrast_vector` is
+re-exported here) and the exact tails and z scores live in :mod:`glmkit._pvalues`.
 """
 
 from __future__ import annotations
 
-import ast
 import os
 import warnings
 from collections.abc import Sequence
@@ -38,9 +40,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import linalg, special, stats
+from scipy import linalg, stats
 
-from glmkit._pvalues import P_FLOOR, logp_from_log
+from glmkit._contrast import contrast_vector
+from glmkit._pvalues import P_FLOOR, log_sf_f, log_sf_t, logp_from_log, z_scores
 from glmkit._util import logger
 from glmkit.errors import (
     ContrastError,
@@ -63,8 +66,6 @@ __all__ = [
 
 #: floor of the contrast variance (nilearn's ``DEF_TINY``)
 VARIANCE_FLOOR = 1e-50
-#: below this tail probability z is computed from the exact log p
-_LOG_TAIL = 1e-300
 
 MAP_KINDS = ("stat", "z", "p", "p_two_sided", "effect", "variance", "logp")
 
@@ -204,240 +205,6 @@ def ols_fit(Y: Any, X: Any, *, columns: Sequence[str] | None = None) -> OLSFit:
     )
 
 
-# ------------------------------------------------------------------- contrasts
-def _expression_vector(expression: str, columns: Sequence[str]) -> np.ndarray:
-    """Linear combination of columns from an expression such as ``"2*a - b/2"``."""
-    columns = list(columns)
-    try:
-        tree = ast.parse(expression.strip(), mode="eval")
-    except SyntaxError as exc:
-        raise ContrastError(
-            f"contrast {expression!r} is neither a design column nor a valid expression "
-            f"({exc.msg}); design columns are {columns}."
-        ) from None
-
-    def unit(name: str) -> np.ndarray:
-        v = np.zeros(len(columns))
-        v[columns.index(name)] = 1.0
-        return v
-
-    def ev(node: ast.AST) -> float | np.ndarray:
-        if isinstance(node, ast.Expression):
-            return ev(node.body)
-        if (
-            isinstance(node, ast.Constant)
-            and isinstance(node.value, (int, float))
-            and not isinstance(node.value, bool)
-        ):
-            return float(node.value)
-        if isinstance(node, ast.Name):
-            if node.id not in columns:
-                raise ContrastError(
-                    f"contrast {expression!r} uses {node.id!r}, which is not a design column; "
-                    f"design columns are {columns}."
-                )
-            return unit(node.id)
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-            val = ev(node.operand)
-            return -val if isinstance(node.op, ast.USub) else val
-        if isinstance(node, ast.BinOp) and isinstance(
-            node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div)
-        ):
-            left, right = ev(node.left), ev(node.right)
-            lvec, rvec = isinstance(left, np.ndarray), isinstance(right, np.ndarray)
-            if isinstance(node.op, (ast.Add, ast.Sub)):
-                if lvec != rvec:
-                    raise ContrastError(
-                        f"contrast {expression!r} adds a number to a column; a contrast must be a "
-                        "linear combination of columns, e.g. 'a - b' or '2*a - b'."
-                    )
-                return left + right if isinstance(node.op, ast.Add) else left - right
-            if isinstance(node.op, ast.Mult):
-                if lvec and rvec:
-                    raise ContrastError(
-                        f"contrast {expression!r} multiplies two columns; only number * column "
-                        "is linear."
-                    )
-                return left * right
-            if rvec:
-                raise ContrastError(
-                    f"contrast {expression!r} divides by a column; only column / number."
-                )
-            if right == 0:
-                raise ContrastError(f"contrast {expression!r} divides by zero.")
-            return left / right
-        raise ContrastError(
-            f"contrast {expression!r} contains {type(node).__name__}, which is not allowed: use "
-            f"column names, numbers, +, -, * and /; design columns are {columns}."
-        )
-
-    vec = ev(tree)
-    if not isinstance(vec, np.ndarray):
-        raise ContrastError(
-            f"contrast {expression!r} names no design column; columns are {columns}."
-        )
-    return vec
-
-
-def contrast_vector(contrast: Any, columns: Sequence[str]) -> np.ndarray:
-    """Turn a contrast specification into a vector (t) or matrix (F).
-
-    Parameters
-    ----------
-    contrast : str, sequence of numbers, 2-D array, or sequence of str
-        A column name (``"fluency"``), an expression of column names
-        (``"a - b"``, ``"2*a - b"``; parsed, never ``eval``-ed), a vector with
-        one weight per column, a matrix with one row per F-contrast row, or a
-        list of names/expressions (one row each).
-    columns : sequence of str
-        Design column names.
-
-    Returns
-    -------
-    ndarray
-        Shape ``(p,)`` for a single row, ``(q, p)`` for several rows.
-
-    Examples
-    --------
-    >>> contrast_vector("2*a - b", ["a", "b", "intercept"]).tolist()
-    [2.0, -1.0, 0.0]
-    """
-    columns = [str(c) for c in columns]
-    p = len(columns)
-    if isinstance(contrast, str):
-        if contrast in columns:
-            vec = np.zeros(p)
-            vec[columns.index(contrast)] = 1.0
-            return vec
-        return _expression_vector(contrast, columns)
-    if (
-        isinstance(contrast, (list, tuple))
-        and contrast
-        and all(isinstance(c, str) for c in contrast)
-    ):
-        return np.vstack([contrast_vector(c, columns) for c in contrast])
-    try:
-        arr = np.asarray(contrast, dtype=float)
-    except (TypeError, ValueError):
-        raise ContrastError(
-            "contrast must be a column name, an expression, a vector or a matrix; got "
-            f"{contrast!r}."
-        ) from None
-    if arr.ndim == 0 or arr.ndim > 2:
-        raise ContrastError(
-            f"contrast must be a vector of {p} weights (columns {columns}) or a (q, {p}) matrix; "
-            f"got an array of shape {arr.shape}."
-        )
-    if arr.shape[-1] != p:
-        raise ContrastError(
-            f"contrast has length {arr.shape[-1]} but the design has {p} columns {columns}: "
-            f"expected {p} weights, got {arr.shape[-1]}."
-        )
-    if not np.all(np.isfinite(arr)):
-        raise ContrastError("contrast holds NaN or infinite weights.")
-    if arr.ndim == 2 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.size == 0 or np.all(arr == 0):
-        raise ContrastError(
-            "contrast is all zeros: nothing to test; give at least one non-zero weight."
-        )
-    return arr
-
-
-# ------------------------------------------------------------ tails and z scores
-def _log_betainc_small(a: np.ndarray, b: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """``log I_x(a, b)`` for small x (far tail), prefactor in logs and Lentz's continued "
-    "fraction."""
-    a, b, x = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (a, b, x)))
-    log_front = a * np.log(x) + b * np.log1p(-x) - np.log(a) - special.betaln(a, b)
-    tiny = 1e-300
-    c = np.ones_like(x)
-    d = 1.0 - (a + b) * x / (a + 1.0)
-    d = np.where(np.abs(d) < tiny, tiny, d)
-    d = 1.0 / d
-    h = d.copy()
-    for m in range(1, 301):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((a + m2 - 1) * (a + m2))
-        d = 1.0 + aa * d
-        d = np.where(np.abs(d) < tiny, tiny, d)
-        c = 1.0 + aa / c
-        c = np.where(np.abs(c) < tiny, tiny, c)
-        d = 1.0 / d
-        h *= d * c
-        aa = -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1))
-        d = 1.0 + aa * d
-        d = np.where(np.abs(d) < tiny, tiny, d)
-        c = 1.0 + aa / c
-        c = np.where(np.abs(c) < tiny, tiny, c)
-        d = 1.0 / d
-        delta = d * c
-        h *= delta
-        if np.all(np.abs(delta - 1.0) < 1e-15):
-            break
-    return log_front + np.log(h)
-
-
-def _log_sf_t(t: np.ndarray, dof: float) -> np.ndarray:
-    """Natural log of the Student-t upper tail, exact also where ``sf`` underflows."""
-    t = np.asarray(t, dtype=float)
-    sf = stats.t.sf(t, dof)
-    with np.errstate(divide="ignore"):
-        out = np.log(sf)
-    far = (t > 0) & (sf < _LOG_TAIL)
-    if np.any(far):
-        tf = t[far]
-        x = dof / (dof + tf * tf)
-        out[far] = np.log(0.5) + _log_betainc_small(dof / 2.0, 0.5, x)
-    return out
-
-
-def _log_sf_f(f: np.ndarray, dfn: float, dfd: float) -> np.ndarray:
-    """Natural log of the F upper tail, exact also where ``sf`` underflows."""
-    f = np.asarray(f, dtype=float)
-    sf = stats.f.sf(f, dfn, dfd)
-    with np.errstate(divide="ignore"):
-        out = np.log(sf)
-    far = (f > 0) & (sf < _LOG_TAIL)
-    if np.any(far):
-        x = dfd / (dfd + dfn * f[far])
-        out[far] = _log_betainc_small(dfd / 2.0, dfn / 2.0, x)
-    return out
-
-
-def _z_from_log_sf(log_p: np.ndarray) -> np.ndarray:
-    """z with ``log(norm.sf(z)) == log_p`` for tiny p (Newton on ``norm.logsf``)."""
-    log_p = np.asarray(log_p, dtype=float)
-    z = np.sqrt(-2.0 * log_p)
-    for _ in range(60):
-        f = stats.norm.logsf(z) - log_p
-        slope = -np.exp(stats.norm.logpdf(z) - stats.norm.logsf(z))
-        step = f / slope
-        z = z - step
-        if np.all(np.abs(step) < 1e-13 * np.maximum(1.0, np.abs(z))):
-            break
-    return z
-
-
-def _z_scores(
-    p_upper: np.ndarray, p_lower: np.ndarray, log_upper: np.ndarray, log_lower: np.ndarray
-) -> np.ndarray:
-    """z from the two tail probabilities: nilearn's formula, exact-log in the far tails."""
-    z = np.empty(p_upper.shape)
-    upper = p_upper <= 0.5
-    z[upper] = stats.norm.isf(np.clip(p_upper[upper], 1e-300, 1 - 1e-16))
-    lower = ~upper
-    z[lower] = stats.norm.ppf(np.clip(p_lower[lower], 1e-300, 1 - 1e-16))
-    far_up = upper & (p_upper < _LOG_TAIL)
-    if np.any(far_up):
-        z[far_up] = _z_from_log_sf(log_upper[far_up])
-    # (an F of exactly 0 has log_lower = -inf: it keeps nilearn's clipped value, z = -37.05)
-    far_low = lower & (p_lower < _LOG_TAIL) & np.isfinite(log_lower)
-    if np.any(far_low):
-        z[far_low] = -_z_from_log_sf(log_lower[far_low])
-    return z
-
-
 # ------------------------------------------------------------- contrast result
 @dataclass(frozen=True, eq=False)
 class ContrastResult:
@@ -573,8 +340,8 @@ def compute_contrast(
         stat = np.clip(stat, -np.finfo(float).max, np.finfo(float).max)
         p_upper = stats.t.sf(stat, dof)
         p_lower = stats.t.cdf(stat, dof)
-        log_upper = _log_sf_t(stat, dof)
-        log_lower = _log_sf_t(-stat, dof)
+        log_upper = log_sf_t(stat, dof)
+        log_lower = log_sf_t(-stat, dof)
     else:
         q = C.shape[0]
         V = C @ fit.cov_unscaled @ C.T
@@ -592,10 +359,10 @@ def compute_contrast(
         stat = np.minimum(stat, np.finfo(float).max)
         p_upper = stats.f.sf(stat, q, dof)
         p_lower = stats.f.cdf(stat, q, dof)
-        log_upper = _log_sf_f(stat, q, dof)
+        log_upper = log_sf_f(stat, q, dof)
         with np.errstate(divide="ignore"):
             log_lower = np.log(p_lower)
-    z = _z_scores(p_upper, p_lower, log_upper, log_lower)
+    z = z_scores(p_upper, p_lower, log_upper, log_lower)
     p = np.maximum(p_upper, P_FLOOR)
     if stat_type == "t":
         log_two = np.log(2.0) + np.minimum(log_upper, log_lower)
