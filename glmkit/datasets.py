@@ -764,9 +764,12 @@ def _read_table(table: str | os.PathLike | pd.DataFrame, subject_column: str) ->
                 f"({type(exc).__name__}: {exc}); check its format and encoding."
             ) from exc
     if subject_column not in frame.columns:
+        bids = ("participant_id" in frame.columns and subject_column != "participant_id")
         raise DatasetError(
             f"table has no subject column {subject_column!r}; its columns are "
-            f"{list(frame.columns)}. Pass subject_column=<the column holding the subject ids>."
+            f"{list(frame.columns)}. Pass subject_column=<the column holding the subject ids>"
+            + (" (a BIDS participants table: subject_column='participant_id')." if bids
+               else ".")
         )
     ids = frame.pop(subject_column)
     if ids.isna().any():
@@ -836,7 +839,9 @@ def load_folder(
     subject id appearing as a whole token in the file name: ``sub-01_con.nii.gz`` matches
     ``01`` or ``sub-01`` but not ``1``. When several ids match, the longest wins; ties, or
     two maps for one id, are an error. A single 4-D file with one volume per table row is
-    split (in table order) into 3-D files cached under ``<data_dir>/split/``.
+    split (in table order) into 3-D files cached under ``<data_dir>/split/``. Analyze 7.5
+    pairs are kept as they are (both files are hashed); Analyze stores no orientation and
+    nibabel reads them as x-flipped (radiological).
 
     Parameters
     ----------
@@ -845,7 +850,8 @@ def load_folder(
     table : path or DataFrame
         ``.tsv``/``.txt`` (tab) or ``.csv`` (comma) file, or a DataFrame.
     subject_column : str
-        Column holding the subject ids (read as text, so ``01`` stays ``01``).
+        Column holding the subject ids (read as text, so ``01`` stays ``01``); for a BIDS
+        ``participants.tsv``, ``"participant_id"``.
     on_missing : {"error", "drop"}
         What to do with maps without a row and rows without a map: raise, or drop and log.
     name : str, optional
@@ -928,13 +934,26 @@ def load_folder(
     if frame.empty:
         raise DatasetError(f"no map matches any subject id of column {subject_column!r}.")
     provenance["sha256"] = {str(matched[s]): sha256_file(matched[s]) for s in frame["subject"]}
+    analyze = [images[matched[s]] for s in frame["subject"]
+               if not isinstance(images[matched[s]], nib.Nifti1Image)]
+    if analyze:  # "sha256" is keyed by the maps (.hdr); the data live in the .img files
+        provenance["sha256_analyze_img"] = {
+            str(Path(img.file_map["image"].filename).resolve()):
+            sha256_file(img.file_map["image"].filename) for img in analyze
+        }
     files = []
     for subject in frame["subject"]:
         path = matched[subject]
         if len(shapes[path]) == 4:  # (x, y, z, 1), as some tools write: store it as 3-D
             path = _split_4d(images[path], path, [subject], data_dir)[0]
         files.append(str(path))
-    return Dataset(name, tuple(files), frame, None, f"{len(files)} maps from {maps}", provenance)
+    description = f"{len(files)} maps from {maps}"
+    if analyze:
+        description += (f" ({len(analyze)} Analyze 7.5 maps: Analyze stores no orientation, "
+                        "nibabel reads them as x-flipped (radiological); check left and right)")
+        logger.info("load_folder: %d Analyze 7.5 maps; Analyze stores no orientation, nibabel "
+                    "reads them as x-flipped (radiological): check left and right", len(analyze))
+    return Dataset(name, tuple(files), frame, None, description, provenance)
 
 
 def load_dataset(spec: str | os.PathLike, **kwargs: Any) -> Dataset:

@@ -487,7 +487,9 @@ def _load_images(maps: list) -> list:
                 f"maps are not all on the same grid (shape/affine of map {i} differ from map 0); "
                 "resample them (QC with on_grid_mismatch='resample')."
             )
-        if isinstance(m, (str, os.PathLike)):
+        if not isinstance(img, nib.Nifti1Image):  # Analyze: nilearn's maskers take NIfTI only
+            img = nib.Nifti1Image(np.asarray(img.dataobj), img.affine)
+        elif isinstance(m, (str, os.PathLike)):
             img = img.__class__(np.asarray(img.dataobj), img.affine, img.header)
         loaded.append(img)
     return loaded

@@ -653,7 +653,8 @@ def _design_section(result) -> str:
     return _section("design", "Design", body)
 
 
-def _results_section(result, images, items, z, affine, alpha, cut_coords) -> str:
+def _results_section(result, images, items, z, affine, alpha, cut_coords,
+                     cut_note: str | None = None) -> str:
     from glmkit import _figures
 
     rows = []
@@ -687,7 +688,7 @@ def _results_section(result, images, items, z, affine, alpha, cut_coords) -> str
     z_img = images["z"]
     two_sided = bool(_get(result.settings, "two_sided", False))
     z_abs = float(np.nanmax(np.abs(z))) if z.size else 1.0
-    cut = ", ".join(f"{c:g}" for c in cut_coords)
+    cut = ", ".join(f"{round(c, 1):g}" for c in cut_coords)
 
     def card(it: _Corrected) -> str:
         img = images[it.map_name]
@@ -724,6 +725,9 @@ def _results_section(result, images, items, z, affine, alpha, cut_coords) -> str
         "<p>Parametric (Bonferroni) and permutation maps control the same error rate (FWER) and "
         "are compared in the blue rows; the FDR map is a different error rate and has its own "
         "row.</p>" + comparison
+        + (f'<p class="note" id="cut-note">Figures: {_esc(cut_note[0].upper() + cut_note[1:])} '
+           "(the field of view of these maps does not contain the requested cut_coords).</p>"
+           if cut_note else "")
         + "<h3>Family-wise error rate maps</h3><div class='grid'>"
         + "".join(card(it) for it in fwer) + "</div>"
         + "<h3>False discovery rate map</h3><div class='grid'>"
@@ -900,13 +904,26 @@ def _sha256_or_none(path: Path) -> str | None:
 # the public entry point
 # --------------------------------------------------------------------------------------
 
+def _cut(settings, images, z: np.ndarray) -> tuple[tuple[float, float, float], str | None]:
+    """The figures' cut: the run's ``cut_coords`` if its slices cross the mask, else the peak."""
+    from glmkit.viewer import cut_in_view
+
+    requested = tuple(_get(settings, "cut_coords", None) or (38, -17, -3))
+    mask = np.asarray(images["mask"].get_fdata()) > 0
+    cut, note = cut_in_view(requested, mask, images["z"].affine, z,
+                            two_sided=bool(_get(settings, "two_sided", False)), label="z map")
+    if note:
+        logger.warning("report: %s", note)
+    return cut, note
+
+
 def _render_page(result, images, *, notebook_path=None, far_mm: float = 10.0) -> str:
     settings = result.settings
     alpha = float(_get(settings, "alpha", 0.05))
-    cut_coords = tuple(_get(settings, "cut_coords", None) or (38, -17, -3))
     contrast_name = str(_get(result.contrast, "name", _get(settings, "contrast", "contrast")))
     z = np.asarray(images["z"].get_fdata())
     affine = images["z"].affine
+    cut_coords, cut_note = _cut(settings, images, z)
     items = _collect_corrected(result, images, alpha)
     recovery_html, recovered = _recovery_section(result, items, images, far_mm)
     sections = [
@@ -915,7 +932,7 @@ def _render_page(result, images, *, notebook_path=None, far_mm: float = 10.0) ->
         _methods_section(result, images, alpha, contrast_name),
         _qc_section(result),
         _design_section(result),
-        _results_section(result, images, items, z, affine, alpha, cut_coords),
+        _results_section(result, images, items, z, affine, alpha, cut_coords, cut_note),
         _clusters_section(result, items, z, affine),
         _null_section(result, alpha),
         recovery_html,

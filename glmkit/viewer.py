@@ -34,6 +34,7 @@ import pandas as pd
 from scipy import ndimage
 from scipy.stats import norm
 
+from glmkit._util import logger
 from glmkit.errors import ImageError, ParameterError
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "method_threshold",
     "label_clusters",
     "background_u8",
+    "cut_in_view",
     "METHODS",
     "ALPHAS",
 ]
@@ -444,6 +446,87 @@ def prepare_maps(
     return out, mask_arr, affine
 
 
+def cut_in_view(
+    cut_coords: Any, mask: np.ndarray, affine: np.ndarray, values: np.ndarray | None = None, *,
+    two_sided: bool = False, label: str = "map",
+) -> tuple[tuple[float, float, float], str | None]:
+    """The cut to show: ``cut_coords`` when its slices cross the data, else the peak or centre.
+
+    A cut (mm) is in view when its nearest voxel lies, along each axis, within the bounding box
+    of ``mask``: then each of the three orthogonal slices through it holds data. Otherwise the
+    cut moves to the peak of ``values`` inside the mask (largest value, or largest |value| when
+    ``two_sided``), or, when ``values`` has no non-zero finite voxel, to the mask voxel nearest
+    the mask's centre of mass. Works with any affine (flipped, oblique).
+
+    Parameters
+    ----------
+    cut_coords : (x, y, z)
+        Requested cut in mm (e.g. the reference analysis' (38, -17, -3)).
+    mask : ndarray of bool
+        3-D mask of the voxels with data.
+    affine : ndarray, shape (4, 4)
+        Voxel-to-mm affine of ``mask`` (and ``values``).
+    values : ndarray, optional
+        3-D map whose peak is the fallback (e.g. the z map).
+    two_sided : bool
+        Peak of |values| rather than of values.
+    label : str
+        What ``values`` is, for the note (``"the peak of the <label>"``).
+
+    Returns
+    -------
+    cut : tuple of 3 floats
+        The cut to use, in mm.
+    note : str or None
+        Why the cut was moved (None when ``cut_coords`` is kept), to show to the reader.
+
+    Examples
+    --------
+    >>> mask = np.zeros((10, 10, 10), bool); mask[2:5, 2:5, 2:5] = True
+    >>> values = np.where(mask, 1.0, 0.0); values[3, 4, 2] = 5.0
+    >>> cut_in_view((3, 3, 3), mask, np.eye(4), values)
+    ((3.0, 3.0, 3.0), None)
+    >>> cut, note = cut_in_view((38, -17, -3), mask, np.eye(4), values)
+    >>> cut, note.split(";")[0]
+    ((3.0, 4.0, 2.0), 'the cut (38, -17, -3) mm lies outside the data (x 2 to 4, y 2 to 4, z 2 to 4 mm)')
+    """
+    try:
+        cut = tuple(float(c) for c in cut_coords)
+        if len(cut) != 3 or not all(np.isfinite(cut)):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ParameterError(
+            f"cut_coords must be three finite numbers (x, y, z mm); got {cut_coords!r}") from None
+    mask = np.asarray(mask, dtype=bool)
+    affine = np.asarray(affine, dtype=float)
+    if mask.ndim != 3 or not mask.any():
+        return cut, None
+    ijk = np.rint(np.linalg.solve(affine, np.r_[cut, 1.0])[:3])
+    inside = np.argwhere(mask)
+    lo, hi = inside.min(axis=0), inside.max(axis=0)
+    if np.all((ijk >= lo) & (ijk <= hi)):
+        return cut, None
+    corners = np.array([[a, b, c, 1.0] for a in (lo[0], hi[0]) for b in (lo[1], hi[1])
+                        for c in (lo[2], hi[2])]) @ affine.T
+    extent = ", ".join(f"{axis} {corners[:, a].min():.0f} to {corners[:, a].max():.0f}"
+                       for a, axis in enumerate("xyz"))
+    data = None if values is None else np.where(mask, np.nan_to_num(
+        np.asarray(values, dtype=float), nan=0.0, posinf=0.0, neginf=0.0), 0.0)
+    if data is not None and data.shape == mask.shape and np.any(data[mask] != 0):
+        score = np.abs(data) if two_sided else np.where(mask, data, -np.inf)
+        target = np.unravel_index(int(np.argmax(score)), mask.shape)
+        where = f"the peak of the {label}"
+    else:
+        centre = inside.mean(axis=0)
+        target = inside[int(np.argmin(((inside - centre) ** 2).sum(axis=1)))]
+        where = "the centre of the data"
+    xyz = tuple(float(v) for v in (affine @ np.r_[np.asarray(target, dtype=float), 1.0])[:3])
+    shown = ", ".join(f"{c:g}" for c in cut)
+    note = (f"the cut ({shown}) mm lies outside the data ({extent} mm); slices are shown at "
+            f"{where}, ({', '.join(f'{c:.0f}' for c in xyz)}) mm, instead")
+    return xyz, note
+
+
 def _alpha_table(name: str, method: str, table: Any, alpha: float) -> dict[float, float]:
     if method not in METHODS or method == "value":
         raise ParameterError(
@@ -639,12 +722,12 @@ def viewer_payload(
         default_map = names[0]
     if default_map not in names:
         raise ParameterError(f"default_map {default_map!r} is not one of the maps {names}")
-    try:
-        cut = [float(c) for c in cut_coords]
-        if len(cut) != 3:
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ParameterError(f"cut_coords must be three numbers (x, y, z mm); got {cut_coords!r}") from None
+    shown = next(m for m in vmaps if m.name == default_map)
+    cut, cut_note = cut_in_view(cut_coords, mask, affine, shown.data, two_sided=shown.two_sided,
+                                label=f"{shown.label} map")
+    if cut_note:
+        logger.warning("viewer: %s", cut_note)
+    cut = list(cut)
     bg = background_u8(background, mask.shape, affine, mask)
     if bg is not None:
         bg = _b64(zlib.compress(bg.ravel(order="C").tobytes(), 9))
@@ -675,7 +758,7 @@ def viewer_payload(
         "version": 1, "title": title or "", "shape": list(mask.shape),
         "affine": np.asarray(affine).round(6).tolist(), "mask": _encode_bits(mask),
         "n_mask": int(mask.sum()), "background": bg, "maps": out_maps, "default_map": default_map,
-        "cut": cut, "connectivity": connectivity,
+        "cut": cut, "cut_note": cut_note, "connectivity": connectivity,
         "method_labels": METHODS,
     }
 
@@ -703,7 +786,9 @@ def viewer_html(
     default_map : str, optional
         Map shown first (default: the first).
     cut_coords : (x, y, z)
-        Initial cut in mm.
+        Initial cut in mm; when its slices miss the data (another field of view), the viewer
+        opens at the default map's peak instead (see :func:`cut_in_view`) and the payload's
+        ``cut_note`` says so.
     background : image, (array, affine), path or "mni152", optional
         Anatomical/mean image drawn in grey under the map, resampled to the maps' grid;
         ``"mni152"`` uses nilearn's bundled MNI152 template (about +80 kB on the demo grid).

@@ -30,6 +30,7 @@ from glmkit.viewer import (
     METHODS,
     ViewerMap,
     background_u8,
+    cut_in_view,
     infer_kind,
     label_clusters,
     maps_from_result,
@@ -125,6 +126,7 @@ class Explorer(widgets.VBox):
         self._handle = None
         self._busy = False
         self._note = ""
+        self.cut_note = ""  # why the initial cut was moved (explore() sets it)
         self._state = {"threshold": 0.0, "method": "value", "alpha": 0.05, "extent": 0}
         self._labels = np.zeros(mask.shape, np.int32)
         self._table = pd.DataFrame()
@@ -405,6 +407,8 @@ class Explorer(widgets.VBox):
             parts.append(EMPTY_MESSAGE)
         if self._note:
             parts.append(self._note)
+        if self.cut_note:
+            parts.append(self.cut_note)
         self._message = " · ".join(parts)
         self._status.value = (
             "<div style='font-weight:600'>" + " · ".join(html.escape(p) for p in parts[:2])
@@ -543,7 +547,8 @@ def explore(result: Any, *, cut_coords=None, background: Any = "mni152", debounc
         A :class:`glmkit.pipeline.AnalysisResult`, or a run folder ``reports/<run_name>/``
         holding ``maps/*.nii.gz``, ``clusters.csv`` and ``params.json``.
     cut_coords : (x, y, z) mm, optional
-        Initial cut (default: the run's ``cut_coords``, else (38, -17, -3)).
+        Initial cut (default: the run's ``cut_coords``, else (38, -17, -3)). A cut whose
+        slices miss the data moves to the first map's peak; the status line says so.
     background : image, path, "mni152" or None
         Grey image under the maps (default: nilearn's bundled MNI152 template resampled to the
         maps' grid; None draws the mask in grey).
@@ -575,5 +580,14 @@ def explore(result: Any, *, cut_coords=None, background: Any = "mni152", debounc
         )
     cut = cut_coords if cut_coords is not None else (default_cut or (38, -17, -3))
     vmaps, mask, affine = prepare_maps(specs)
-    return Explorer(vmaps, mask, affine, clusters=clusters, cut_coords=tuple(cut), debounce=debounce,
-                    connectivity=connectivity, background=background)
+    first = vmaps[0]
+    cut, cut_note = cut_in_view(cut, mask, affine, first.data, two_sided=first.two_sided,
+                                label=f"{first.label} map")
+    if cut_note:
+        logger.warning("explore: %s", cut_note)
+    explorer = Explorer(vmaps, mask, affine, clusters=clusters, cut_coords=tuple(cut),
+                        debounce=debounce, connectivity=connectivity, background=background)
+    if cut_note:
+        explorer.cut_note = cut_note
+        explorer._update_text()
+    return explorer
