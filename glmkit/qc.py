@@ -27,6 +27,9 @@ Checks
 ``coverage``
     Fraction of analysis-mask voxels where the map has finite, non-zero data.
 
+Integer maps are read through their ``scl_slope``/``scl_inter``; with an intercept, 0 is not
+representable and is stored as a tiny value (different in each file), which QC reads as 0.
+
 The ``value`` column holds, per check: the number of missing variables, the number of
 in-mask inf voxels, the number of in-mask voxels with data, the in-mask SD, 0/1 (grid differs),
 the robust z, and the covered fraction.
@@ -255,6 +258,22 @@ def _load_header(path: str, subject: str):
     return img, tuple(int(s) for s in shape)
 
 
+def _zero_step(img) -> float:
+    """Half the quantisation step of an integer map with ``scl_slope``/``scl_inter``, else 0.
+
+    With an intercept, 0 is not representable: a map written as int16 stores its zeros
+    (outside the brain, say) as ``inter + slope * round(-inter / slope)``, a tiny value
+    that differs from file to file. Values within half a step of 0 are those zeros.
+    """
+    dataobj = getattr(img, "dataobj", None)
+    if not np.issubdtype(img.get_data_dtype(), np.integer) or dataobj is None:
+        return 0.0
+    slope, inter = getattr(dataobj, "slope", 1.0), getattr(dataobj, "inter", 0.0)
+    if slope is None or inter is None or not np.isfinite(slope) or float(inter) == 0.0:
+        return 0.0
+    return abs(float(slope)) / 2.0
+
+
 def _read_data(img) -> np.ndarray:
     try:
         data = img.get_fdata(dtype=np.float64, caching="unchanged")
@@ -263,7 +282,11 @@ def _read_data(img) -> np.ndarray:
             f"image data cannot be read from {img.get_filename()} ({type(exc).__name__}: "
             f"{exc}); the file is probably truncated or corrupt: re-export it"
         ) from exc
-    return data.reshape(data.shape[:3])
+    data = data.reshape(data.shape[:3])
+    step = _zero_step(img)
+    if step:  # the stored zeros of a scaled integer map are zeros
+        data[np.abs(data) <= step * (1 + 1e-6)] = 0.0
+    return data
 
 
 def _same_grid(shape_a, affine_a, shape_b, affine_b) -> bool:

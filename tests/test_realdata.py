@@ -25,7 +25,7 @@ import pytest
 from scipy import ndimage
 
 from glmkit.datasets import load_dataset, load_folder
-from glmkit.errors import DatasetError, ImageError
+from glmkit.errors import DatasetError, ImageError, QCError
 from glmkit.pipeline import run_analysis
 from glmkit.qc import QCPolicy, run_qc
 from glmkit.report import write_report
@@ -224,7 +224,7 @@ FORMS = {
     # sub-001_task-x_con_0001 file names
     "oblique_int16": dict(shape=(48, 56, 30),
                           affine=_oblique_affine((2, 2, 3.5), 12, (60.0, -70.0, -40.0)),
-                          slope_inter=(0.0007, -3.0), units=0.05, ids="bids3",
+                          slope_inter="auto", units=0.05, ids="bids3",
                           table_format="csv"),
     # Analyze 7.5 .hdr/.img pairs
     "analyze": dict(shape=(40, 48, 36), affine=np.diag([3.0, 3.0, 3.0, 1.0]), fmt="analyze"),
@@ -358,6 +358,8 @@ def test_report_files_keep_the_input_grid_and_are_finite(analysed, form):
         assert img.shape == cohort.shape, path.name
         np.testing.assert_allclose(img.affine, cohort.affine, atol=1e-5, err_msg=path.name)
         assert np.isfinite(img.get_fdata()).all(), f"{path.name} holds non-finite values"
+    qc = pd.read_csv(out / "qc.csv")
+    assert (qc["verdict"] == "pass").all(), qc[qc["verdict"] != "pass"]  # odd units, NaN: fine
     design = pd.read_csv(out / "design.csv", index_col="subject", dtype={"subject": str})
     assert list(design.index) == list(cohort.subjects)
     np.testing.assert_allclose(design["score"], 50 + 10 * cohort.covariate, atol=1e-5)
@@ -427,3 +429,99 @@ def test_nothing_survives_report_says_so_and_cluster_table_is_empty(analysed):
     results = re.search(r'<section id="results">(.*?)</section>', page, flags=re.S).group(1)
     counts = re.findall(r"</b>: (\d+) voxels pass", results)
     assert counts == ["0", "0", "0"], counts  # Bonferroni, max-T, FDR figure captions
+
+
+# --------------------------------------------------------------------------------------
+# subject ids and tables
+# --------------------------------------------------------------------------------------
+
+SMALL = dict(shape=(12, 14, 11), affine=_shifted((3, 3, 3), (-18, -21, -15)), n=12, effect=0.0)
+
+
+@pytest.mark.parametrize("ids, table_format, prefix", [
+    ("bids2", "tsv", True),    # participants.tsv 'sub-01' <-> sub-01_con.nii.gz
+    ("bids3", "csv", True),    # 'sub-001' <-> sub-001_task-x_con_0001.nii.gz ('0001' is not it)
+    ("bids3", "tsv", False),   # '001' (leading zeros kept) <-> sub-001_task-x_con_0001.nii.gz
+])
+def test_bids_subject_ids_match_maps_in_table_order(tmp_path, ids, table_format, prefix):
+    cohort = make_cohort(tmp_path, ids=ids, table_format=table_format, **SMALL)
+    sep = "," if table_format == "csv" else "\t"
+    table = pd.read_csv(cohort.table, sep=sep, dtype={"participant_id": str})
+    table = table.sample(frac=1.0, random_state=1).reset_index(drop=True)  # not in file order
+    if not prefix:
+        table["participant_id"] = table["participant_id"].str.removeprefix("sub-")
+    table.to_csv(cohort.table, sep=sep, index=False)
+
+    ds = load_folder(cohort.maps, cohort.table, subject_column="participant_id")
+    assert ds.subjects == tuple(table["participant_id"])
+    for subject, path in zip(ds.subjects, ds.maps):
+        name = Path(path).name
+        assert name.startswith(f"{'' if prefix else 'sub-'}{subject}_"), (subject, name)
+        assert name.endswith("_task-x_con_0001.nii.gz" if ids == "bids3" else "_con.nii.gz")
+    np.testing.assert_allclose(ds.table["score"], table["score"])
+    same = load_dataset(str(cohort.maps), table=str(cohort.table), subject_column="participant_id")
+    assert same.maps == ds.maps and same.subjects == ds.subjects
+    # the default subject_column: a clear error that points at participant_id
+    with pytest.raises(DatasetError, match=r"no subject column 'subject'.*"
+                                           r"subject_column='participant_id'"):
+        load_folder(cohort.maps, cohort.table)
+
+
+# --------------------------------------------------------------------------------------
+# quality control on these forms
+# --------------------------------------------------------------------------------------
+
+def test_qc_int16_maps_in_odd_units_pass_and_one_map_in_x100_units_is_caught(tmp_path):
+    outlier = 5
+    cohort = make_cohort(tmp_path, slope_inter="auto", units=0.003, scale_outlier=outlier,
+                         **SMALL)
+    headers = [nib.load(f) for f in cohort.files]
+    assert {img.get_data_dtype() for img in headers} == {np.dtype(np.int16)}
+    slopes = {round(float(img.dataobj.slope), 12) for img in headers}
+    assert len(slopes) > 2  # every file has its own scl_slope: QC must decode them
+    ds = load_folder(cohort.maps, cohort.table, subject_column="participant_id")
+    qc = run_qc(ds, variables=("score",))
+    scale = qc.table[qc.table["check"] == "scale_outlier"].set_index("subject")
+    odd = cohort.subjects[outlier]
+    assert scale.loc[odd, "verdict"] == "exclude"
+    assert "other units" in scale.loc[odd, "reason"] and scale.loc[odd, "value"] > 5
+    assert (scale.drop(index=odd)["verdict"] == "pass").all()
+    assert qc.excluded == (odd,)
+    assert (qc.table.loc[qc.table["subject"] != odd, "verdict"] == "pass").all()
+
+
+def test_qc_reads_nan_as_no_data(analysed):
+    _, result, _, _ = analysed("fov_no_cut")
+    table = result.qc.table
+    non_finite = table[table["check"] == "non_finite"]
+    assert (non_finite["verdict"] == "pass").all()
+    assert non_finite["reason"].str.contains("2 NaN voxels inside the brain mask").all()
+    coverage = table[table["check"] == "coverage"]
+    assert (coverage["value"] >= 0.99).all() and (coverage["verdict"] == "pass").all()
+
+
+@pytest.mark.parametrize("change", ["affine", "shape"])
+def test_grid_mismatch_names_the_file_or_resamples_on_request(tmp_path, change):
+    cohort = make_cohort(tmp_path, **SMALL)
+    odd, subject = cohort.files[4], cohort.subjects[4]
+    img = nib.load(odd)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    if change == "affine":  # one voxel off in x, as after a bad re-export
+        moved = nib.Nifti1Image(data, img.affine @ _shifted((1, 1, 1), (1, 0, 0)))
+    else:
+        moved = nib.Nifti1Image(data[:-1], img.affine)
+    nib.save(moved, odd)
+    ds = load_folder(cohort.maps, cohort.table, subject_column="participant_id")
+    with pytest.raises(ImageError) as raised:
+        run_qc(ds, variables=("score",))
+    message = str(raised.value)
+    assert str(odd) in message and subject in message and str(cohort.files[0]) in message
+    assert "on_grid_mismatch='resample'" in message
+    # the user's path stops at QC, before any model is fitted, with the same message
+    with pytest.raises(ImageError, match=re.escape(str(odd))):
+        run_analysis(settings_for(cohort, tmp_path, "mismatch"))
+    qc = run_qc(ds, variables=("score",), policy=QCPolicy(on_grid_mismatch="resample"))
+    assert qc.resampled == (subject,)
+    grid = qc.table[qc.table["check"] == "grid"].set_index("subject")
+    assert grid.loc[subject, "verdict"] == "flag" and "resampled" in grid.loc[subject, "reason"]
+    assert subject in qc.kept and (grid.drop(index=subject)["verdict"] == "pass").all()
