@@ -66,10 +66,18 @@ def logp_from_log(log_p: ArrayLike) -> np.ndarray:
     return np.maximum(-np.asarray(log_p) / np.log(10.0), 0.0)
 
 
-def _log_betainc_small(a: np.ndarray, b: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """``log I_x(a, b)`` for small x (far tail): prefactor in logs, Lentz's continued fraction."""
+def _log_betainc_small(a: np.ndarray, b: np.ndarray, x: np.ndarray, *,
+                       log_x: np.ndarray | None = None,
+                       log1m_x: np.ndarray | None = None) -> np.ndarray:
+    """``log I_x(a, b)`` for small x (far tail): prefactor in logs, Lentz's continued fraction.
+
+    ``log_x`` and ``log1m_x`` (``log x`` and ``log(1 - x)``), when given, replace the logs
+    computed from ``x``: they stay finite where ``x`` itself underflows to 0.
+    """
     a, b, x = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (a, b, x)))
-    log_front = a * np.log(x) + b * np.log1p(-x) - np.log(a) - special.betaln(a, b)
+    log_x = np.log(x) if log_x is None else log_x
+    log1m_x = np.log1p(-x) if log1m_x is None else log1m_x
+    log_front = a * log_x + b * log1m_x - np.log(a) - special.betaln(a, b)
     tiny = 1e-300
     c = np.ones_like(x)
     d = 1.0 - (a + b) * x / (a + 1.0)
@@ -106,9 +114,13 @@ def log_sf_t(t: np.ndarray, dof: float) -> np.ndarray:
         out = np.log(sf)
     far = (t > 0) & (sf < _LOG_TAIL)
     if np.any(far):
-        tf = t[far]
-        x = dof / (dof + tf * tf)
-        out[far] = np.log(0.5) + _log_betainc_small(dof / 2.0, 0.5, x)
+        # x = dof / (dof + t^2) = s^2 / (1 + s^2) with s = sqrt(dof) / t, in logs so that
+        # neither t * t overflows nor x underflows for huge t
+        s = np.sqrt(dof) / t[far]
+        log1p_s2 = np.log1p(s * s)
+        x = s * s / (1.0 + s * s)
+        out[far] = np.log(0.5) + _log_betainc_small(
+            dof / 2.0, 0.5, x, log_x=2.0 * np.log(s) - log1p_s2, log1m_x=-log1p_s2)
     return out
 
 
