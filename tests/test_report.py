@@ -352,16 +352,9 @@ def test_bad_inputs(tmp_path, analysis):
 # headless browser: zero network requests, no console error, readable without JavaScript
 # --------------------------------------------------------------------------------------
 
-_CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-
 
 @pytest.mark.browser
-def test_browser_offline(report, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    executable = shutil.which("chromium")
-    if executable is None:
-        pytest.skip("chromium is not on PATH (`make test` installs it)")
+def test_browser_offline(report, tmp_path, browser):
     requests: list[str] = []
     errors: list[str] = []
 
@@ -373,42 +366,37 @@ def test_browser_offline(report, tmp_path):
             requests.append(url)
             r.abort()
 
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, args=_CHROMIUM_ARGS)
-        try:
-            for javascript in (True, False):
-                context = browser.new_context(java_script_enabled=javascript,
-                                              viewport={"width": 1280, "height": 900})
-                page = context.new_page()
-                page.route("**/*", route)
-                page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                page.goto(report.as_uri(), wait_until="load")
-                # every static figure decoded (they are <img>, not drawn by JavaScript)
-                n_broken = page.evaluate(
-                    "Array.from(document.images)"
-                    ".filter(i => !i.complete || i.naturalWidth === 0).length")
-                assert n_broken == 0
-                assert page.locator("#summary .headline").inner_text().startswith("At FWER")
-                if javascript:
-                    # the viewer (JavaScript) opens on the max-T FWER map at the report's alpha
-                    # and must count what the report's table (Python) counts
-                    status = page.locator('#explore [data-role="count"]').inner_text()
-                    found = re.search(r"(\d+) supra-threshold voxels in (\d+) cluster", status)
-                    assert found, status
-                    row = page.locator("#comparison tr.fwer", has_text="max-T").locator("td")
-                    assert (int(found.group(1)), int(found.group(2))) == (
-                        int(row.nth(4).inner_text()), int(row.nth(5).inner_text()))
-                    shot = tmp_path / "report.png"
-                    page.screenshot(path=str(shot), full_page=True)
-                    assert shot.stat().st_size > 10_000
-                    target = os.environ.get("GLMKIT_REPORT_SCREENSHOTS")
-                    if target:
-                        folder = Path("reports") if target == "1" else Path(target)
-                        folder.mkdir(parents=True, exist_ok=True)
-                        shutil.copy(shot, folder / "report_test_screenshot.png")
-                context.close()
-        finally:
-            browser.close()
+    for javascript in (True, False):
+        context = browser.new_context(java_script_enabled=javascript,
+                                      viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        page.route("**/*", route)
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(report.as_uri(), wait_until="load")
+        # every static figure decoded (they are <img>, not drawn by JavaScript)
+        n_broken = page.evaluate(
+            "Array.from(document.images)"
+            ".filter(i => !i.complete || i.naturalWidth === 0).length")
+        assert n_broken == 0
+        assert page.locator("#summary .headline").inner_text().startswith("At FWER")
+        if javascript:
+            # the viewer (JavaScript) opens on the max-T FWER map at the report's alpha
+            # and must count what the report's table (Python) counts
+            status = page.locator('#explore [data-role="count"]').inner_text()
+            found = re.search(r"(\d+) supra-threshold voxels in (\d+) cluster", status)
+            assert found, status
+            row = page.locator("#comparison tr.fwer", has_text="max-T").locator("td")
+            assert (int(found.group(1)), int(found.group(2))) == (
+                int(row.nth(4).inner_text()), int(row.nth(5).inner_text()))
+            shot = tmp_path / "report.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 10_000
+            target = os.environ.get("GLMKIT_REPORT_SCREENSHOTS")
+            if target:
+                folder = Path("reports") if target == "1" else Path(target)
+                folder.mkdir(parents=True, exist_ok=True)
+                shutil.copy(shot, folder / "report_test_screenshot.png")
+        context.close()
     assert requests == [], f"the report tried to load {requests}"
     assert errors == [], errors
