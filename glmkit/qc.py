@@ -1,4 +1,4 @@
-"""Quality control of a second-level dataset: every exclusion is explained, nothing is dropped silently.
+"""Quality control of a second-level dataset: every exclusion explained, nothing dropped silently.
 
 :func:`run_qc` checks the subject table and every subject map, one image at a time (memory
 stays flat in the number of subjects), and returns a :class:`QCResult`: one row per
@@ -622,11 +622,13 @@ def _map_checks(
                 if n_nan else "no NaN inside the brain mask")
     if n_inf:
         rows.append(("non_finite", float(n_inf), True,
-                     f"{_n(n_inf, 'voxel')} inside the brain mask {'is' if n_inf == 1 else 'are'} +/-inf; inf is never valid "
+                     f"{_n(n_inf, 'voxel')} inside the brain mask "
+                     f"{'is' if n_inf == 1 else 'are'} +/-inf; inf is never valid "
                      "data: re-export the map (or set those voxels to NaN)"))
     elif n_inf_all:
         rows.append(("non_finite", 0.0, False,
-                     f"{_n(n_inf_all, '+/-inf voxel')} outside the brain mask (ignored); {nan_note}"))
+                     f"{_n(n_inf_all, '+/-inf voxel')} outside the brain mask (ignored); "
+                     f"{nan_note}"))
     else:
         rows.append(("non_finite", 0.0, False, f"no inf; {nan_note}"))
     if n_data == 0:

@@ -487,8 +487,12 @@ def cut_in_view(
     >>> cut_in_view((3, 3, 3), mask, np.eye(4), values)
     ((3.0, 3.0, 3.0), None)
     >>> cut, note = cut_in_view((38, -17, -3), mask, np.eye(4), values)
-    >>> cut, note.split(";")[0]
-    ((3.0, 4.0, 2.0), 'the cut (38, -17, -3) mm lies outside the data (x 2 to 4, y 2 to 4, z 2 to 4 mm)')
+    >>> cut
+    (3.0, 4.0, 2.0)
+    >>> for part in note.split("; "):
+    ...     print(part)
+    the cut (38, -17, -3) mm lies outside the data (x 2 to 4, y 2 to 4, z 2 to 4 mm)
+    slices are shown at the peak of the map, (3, 4, 2) mm, instead
     """
     try:
         cut = tuple(float(c) for c in cut_coords)
