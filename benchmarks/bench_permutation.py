@@ -303,9 +303,9 @@ def main(argv=None) -> int:
             "1000: fixed part from the 1-permutation run + the rest x 1000 / n_perm_run.",
             "nilearn non_parametric_inference includes masking + 5 mm smoothing of the 89 maps "
             "and its OLS fit; permuted_ols and glmkit get the same prepared Y.",
-            "glmkit scheme: default (ter_braak); nilearn 0.14 sign-flips for this design "
-            "(intercept among confounds), glmkit permutes rows (sign-flip rows are the "
-            "one-sample case).",
+            "glmkit scheme: default (freedman_lane, nilearn's scheme); nilearn 0.14 "
+            "sign-flips for this design (intercept among confounds), glmkit permutes rows "
+            "(sign-flip rows are the one-sample case).",
             "2 shared cores: other users' jobs were running; see loadavg_before/after.",
         ],
         "cases": results, "ratios": ratios,

@@ -26,7 +26,7 @@ _HELP = {
     "contrast": "design column or expression tested (e.g. fluency)",
     "statistics": "permutation statistics: voxel,cluster_size,cluster_mass,tfce (empty: none)",
     "height_control": "fdr | bonferroni | fpr | none",
-    "scheme": "ter_braak | freedman_lane",
+    "scheme": "freedman_lane | ter_braak",
     "tfce": "TFCE options as YAML, e.g. '{E: 0.5, H: 2}'",
     "cut_coords": "figure cut x,y,z in mm",
     "force": "replace a complete earlier run of the same name",

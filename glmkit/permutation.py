@@ -11,7 +11,7 @@ Model
     orthonormal basis of the model.
 
 Schemes (Winkler et al. 2014, NeuroImage 92:381, table 2)
-    ``"freedman_lane"`` permutes the residuals of the reduced model ``R_Z Y``; this is what
+    ``"freedman_lane"`` (the default) permutes the residuals of the reduced model ``R_Z Y``; this is what
     nilearn's ``permuted_ols`` does (it permutes ``x_r`` and ``Z_o`` jointly against
     ``R_Z Y``, the same statistic with the inverse permutation), and with the same
     permutations the two give the same null maxima. ``"ter_braak"`` permutes the residuals
@@ -67,7 +67,7 @@ from glmkit.errors import ContrastError, DesignError, ParameterError
 __all__ = ["PermutationResult", "permutation_test", "STATISTICS", "SCHEMES", "STAT_MAP_NAMES"]
 
 STATISTICS = ("voxel", "cluster_size", "cluster_mass", "tfce")
-SCHEMES = ("ter_braak", "freedman_lane")
+SCHEMES = ("freedman_lane", "ter_braak")
 _SPATIAL = {"cluster_size", "cluster_mass", "tfce"}
 _TFCE_DEFAULTS = {"E": 0.5, "H": 2.0, "dh": "auto"}
 #: statistic -> name of its FWER -log10 p map (``to_frame`` column, ``maps/<name>.nii.gz``)
@@ -519,7 +519,7 @@ def permutation_test(
     cluster_threshold: float = 0.001,
     tfce=None,
     connectivity: int = 6,
-    scheme: str = "ter_braak",
+    scheme: str = "freedman_lane",
     groups=None,
     random_state: int | None = None,
     n_jobs: int = 1,
@@ -556,9 +556,11 @@ def permutation_test(
         ``statistics``.
     connectivity : {6, 18, 26}, default 6
         Neighbourhood of clusters and TFCE (6 = faces, as nilearn).
-    scheme : {"ter_braak", "freedman_lane"}
-        Which residuals are permuted (full model or reduced model). nilearn's
-        ``permuted_ols`` is equivalent to ``"freedman_lane"``.
+    scheme : {"freedman_lane", "ter_braak"}, default "freedman_lane"
+        Which residuals are permuted: those of the reduced model (Freedman-Lane: the scheme
+        of nilearn's ``permuted_ols``, FSL randomise and PALM, and the one Winkler et al.
+        2014 recommend) or those of the full model (ter Braak). The two coincide when the
+        design has no nuisance regressor besides what the contrast leaves out.
     groups : array-like of length n_subjects, optional
         Exchangeability blocks: permutations stay within blocks (sign flips are per subject).
     random_state : int or None

@@ -536,15 +536,16 @@ def _methods_section(result, images, alpha, contrast_name) -> str:
         f"[@bh1995] and Bonferroni family-wise error control at {alpha:g} over {n_vox:,} voxels.",
     ]
     if perm is not None:
-        scheme = str(_get(perm, "scheme", None) or _get(s, "scheme", "ter_braak"))
+        scheme = str(_get(perm, "scheme", None) or _get(s, "scheme", "freedman_lane"))
         if list(cols) == [contrast_name] or contrast_name.lower() == "intercept":
             scheme_text = "sign-flipping of the data (one-sample test)"
         elif scheme == "freedman_lane":
-            scheme_text = ("the Freedman-Lane scheme (permuting the residuals of the nuisance "
-                           "model) [@freedman1983]")
+            scheme_text = ("the Freedman-Lane scheme (permuting the residuals of the model "
+                           "without the tested regressor, as nilearn's permuted_ols, FSL "
+                           "randomise and PALM do) [@freedman1983,@winkler2014]")
         else:
-            scheme_text = ("permutation of the tested regressor after removal of the nuisance "
-                           "regressors (ter Braak's scheme, as in nilearn) [@terbraak1992]")
+            scheme_text = ("ter Braak's scheme (permuting the residuals of the full model) "
+                           "[@terbraak1992,@winkler2014]")
         stats = []
         for stat in perm.statistics:
             if stat == "voxel":

@@ -33,7 +33,7 @@ __all__ = [
 BUILTIN_DATASETS = ("demo", "demo-null", "localizer")
 STATISTICS = ("voxel", "cluster_size", "cluster_mass", "tfce")
 HEIGHT_CONTROLS = ("fdr", "bonferroni", "fpr", None)
-SCHEMES = ("ter_braak", "freedman_lane")
+SCHEMES = ("freedman_lane", "ter_braak")
 NOTEBOOK_NAME = "second_level_association.ipynb"
 #: Fields that steer the runner (where and how to run), not the analysis; they are not
 #: notebook parameters and are left out of ``params.json``.
@@ -146,8 +146,10 @@ class RunSettings:
     statistics : tuple of str
         Permutation statistics, a subset of ``("voxel", "cluster_size", "cluster_mass",
         "tfce")``; empty skips the permutation stage.
-    scheme : {"ter_braak", "freedman_lane"}
-        Permutation scheme for designs with nuisance covariates.
+    scheme : {"freedman_lane", "ter_braak"}
+        Permutation scheme for designs with nuisance covariates: Freedman-Lane (nilearn's,
+        randomise's and PALM's) permutes the residuals of the model without the tested
+        regressor; ter Braak those of the full model.
     tfce : None, True or dict
         TFCE options passed to the permutation engine (True: the defaults E=0.5, H=2; a
         mapping such as ``{"E": 0.5, "H": 2}``). Setting it adds ``"tfce"`` to
@@ -199,7 +201,7 @@ class RunSettings:
     n_perm: int = 5000
     two_sided: bool = False
     statistics: tuple[str, ...] = ("voxel",)
-    scheme: str = "ter_braak"
+    scheme: str = "freedman_lane"
     tfce: bool | dict[str, Any] | None = None
     cluster_threshold: float = 0.001
     random_state: int = 2026

@@ -174,15 +174,17 @@ def test_engine_matches_naive_lstsq(cohort, rng, scheme, contrast, flip):
         np.testing.assert_allclose(res.t, t_ref, rtol=1e-9)
 
 
-def test_one_sample_with_covariate_sign_flips_match_naive(rng):
+@pytest.mark.parametrize("scheme", ["freedman_lane", "ter_braak"])
+def test_one_sample_with_covariate_sign_flips_match_naive(rng, scheme):
     n = 18
     age = rng.standard_normal(n)
     Y = rng.standard_normal((n, 120)) + 0.3
     X = np.column_stack([np.ones(n), age])
-    res = permutation_test(Y, X, [1.0, 0.0], n_perm=40, random_state=4, verbose=False)
+    res = permutation_test(Y, X, [1.0, 0.0], n_perm=40, random_state=4, scheme=scheme,
+                           verbose=False)
     assert res.method == "sign_flip"
     _, signs = _draw(np.random.default_rng(4), 40, n, True, None)
-    naive = _naive_null_max(Y, X, np.array([1.0, 0.0]), None, signs, "ter_braak", False)
+    naive = _naive_null_max(Y, X, np.array([1.0, 0.0]), None, signs, scheme, False)
     np.testing.assert_allclose(res.null_max["voxel"][1:], naive, rtol=1e-9)
 
 
@@ -376,9 +378,9 @@ def test_groups_permute_within_blocks(rng):
     Y = rng.standard_normal((n, 50))
     X = np.column_stack([rng.standard_normal(n), np.ones(n)])
     res = permutation_test(Y, X, [1, 0], n_perm=30, groups=groups, random_state=1,
-                           verbose=False)
+                           verbose=False)  # the default scheme, Freedman-Lane
     used, _ = _draw(np.random.default_rng(1), 30, n, False, groups)
-    naive = _naive_null_max(Y, X, np.array([1.0, 0.0]), used, None, "ter_braak", False)
+    naive = _naive_null_max(Y, X, np.array([1.0, 0.0]), used, None, "freedman_lane", False)
     np.testing.assert_allclose(res.null_max["voxel"][1:], naive, rtol=1e-9)
 
 

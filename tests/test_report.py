@@ -193,7 +193,8 @@ def test_sections_and_headline(analysis, page):
     methods = page[page.index('id="methods"'):page.index('id="qc"')]
     for needle in (f"{N_PERM:,} permutations", "random_state = 2026", "5 mm FWHM",
                    "Nichols TE, Holmes AP (2002)", "Winkler AM", "Smith SM, Nichols TE (2009)",
-                   "Benjamini Y, Hochberg Y (1995)", "ter Braak", "nilearn 0.", "numpy "):
+                   "Benjamini Y, Hochberg Y (1995)", "Freedman D, Lane D (1983)",
+                   "Freedman-Lane scheme", "nilearn 0.", "numpy "):
         assert needle in methods, needle
     # QC: excluded subjects listed first, with their reasons
     excluded = analysis.qc.excluded
