@@ -820,7 +820,8 @@ def permutation_test(
         tfce_params=(dict(tparams, connectivity=connectivity) if "tfce" in stats_ else None),
         elapsed=time.perf_counter() - t_start,
         info={"block_size": B, "n_blocks": len(starts), "dtype": dtype,
-              "n_valid_voxels": int(valid.sum())},
+              "n_valid_voxels": int(valid.sum()),
+              "exchangeability_blocks": None if groups is None else int(len(pd.unique(groups)))},
     )
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from glmkit._util import get_data_dir, logger
-from glmkit.errors import ContrastError
+from glmkit.errors import ContrastError, ParameterError
 from glmkit.settings import RunSettings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -129,6 +129,8 @@ def build_design(dataset: Dataset, qc: QCResult, settings: RunSettings, *,
             center=settings.center,
         )
         _check_contrast(settings.contrast, design.columns)
+        if settings.groups is not None:
+            _exchangeability_blocks(kept, design, settings.groups)  # checked before the fit
         return design
 
 
@@ -168,20 +170,56 @@ def apply_thresholds(contrast: ContrastResult, model: SecondLevelResult,
 
 
 def run_permutation(model: SecondLevelResult, settings: RunSettings, *,
+                    dataset: Dataset | None = None,
                     timings: dict[str, float] | None = None) -> PermutationResult | None:
-    """Permutation FWER inference for each of ``settings.statistics`` (None when empty)."""
+    """Permutation FWER inference for each of ``settings.statistics`` (None when empty).
+
+    ``dataset`` (its table) is needed when ``settings.groups`` names the exchangeability
+    blocks column.
+    """
     if not settings.statistics:
         return None
     from glmkit.permutation import permutation_test
 
+    groups = None
+    if settings.groups is not None:
+        if dataset is None:
+            raise ParameterError(
+                f"groups={settings.groups!r}: run_permutation needs the dataset to read the "
+                "exchangeability blocks; call run_permutation(model, settings, dataset=dataset)")
+        groups = _exchangeability_blocks(dataset, model.design, settings.groups)
     with _timed("permutation", timings):
         return permutation_test(
             model.Y, model.design.matrix, settings.contrast, n_perm=settings.n_perm,
             two_sided=settings.two_sided, statistics=tuple(settings.statistics),
             mask_img=model.mask_img, cluster_threshold=settings.cluster_threshold,
-            tfce=settings.tfce, scheme=settings.scheme, random_state=settings.random_state,
-            n_jobs=settings.n_jobs,
+            tfce=settings.tfce, scheme=settings.scheme, groups=groups,
+            random_state=settings.random_state, n_jobs=settings.n_jobs,
         )
+
+
+def _exchangeability_blocks(dataset: Dataset, design: Design, column: str) -> np.ndarray:
+    """The ``column`` value of each design subject (in design order), checked."""
+    table = dataset.table
+    if column not in table.columns:
+        raise ParameterError(
+            f"groups={column!r} is not a column of the subject table (columns: "
+            f"{', '.join(map(str, table.columns))}); name the column of exchangeability blocks, "
+            "e.g. groups=site, or leave groups unset")
+    values = table.set_index(table["subject"].astype(str))[column]
+    blocks = values.reindex([str(s) for s in design.matrix.index])
+    if blocks.isna().any():
+        missing = [str(s) for s in blocks.index[blocks.isna()]]
+        raise ParameterError(
+            f"groups={column!r} is missing for subjects {missing[:5]}"
+            f"{' ...' if len(missing) > 5 else ''}; QC excludes them when groups is set, "
+            "or fill the column in the table")
+    counts = blocks.value_counts()
+    if len(counts) == len(blocks):
+        raise ParameterError(
+            f"groups={column!r} puts every subject in its own block: no permutation is "
+            "possible within blocks; name a column with repeated values (e.g. site)")
+    return blocks.to_numpy()
 
 
 def collect(settings: RunSettings, *, dataset: Dataset, qc: QCResult, design: Design,
@@ -224,7 +262,7 @@ def run_analysis(settings: RunSettings | None = None, /, **changes: Any) -> Anal
     model = fit_model(dataset, design, settings, timings=timings)
     contrast = compute_contrast(model, settings, timings=timings)
     thresholds = apply_thresholds(contrast, model, settings, timings=timings)
-    permutation = run_permutation(model, settings, timings=timings)
+    permutation = run_permutation(model, settings, dataset=dataset, timings=timings)
     return collect(settings, dataset=dataset, qc=qc, design=design, model=model,
                    contrast=contrast, thresholds=thresholds, permutation=permutation,
                    timings=timings)

@@ -537,7 +537,9 @@ def _methods_section(result, images, alpha, contrast_name) -> str:
     ]
     if perm is not None:
         scheme = str(_get(perm, "scheme", None) or _get(s, "scheme", "freedman_lane"))
-        if list(cols) == [contrast_name] or contrast_name.lower() == "intercept":
+        method = _get(perm, "method", None)
+        if method == "sign_flip" or (method is None and (
+                list(cols) == [contrast_name] or contrast_name.lower() == "intercept")):
             scheme_text = "sign-flipping of the data (one-sample test)"
         elif scheme == "freedman_lane":
             scheme_text = ("the Freedman-Lane scheme (permuting the residuals of the model "
@@ -546,6 +548,10 @@ def _methods_section(result, images, alpha, contrast_name) -> str:
         else:
             scheme_text = ("ter Braak's scheme (permuting the residuals of the full model) "
                            "[@terbraak1992,@winkler2014]")
+        blocks = (_get(perm, "info", None) or {}).get("exchangeability_blocks")
+        if blocks and method != "sign_flip" and _get(s, "groups", None):
+            scheme_text += (f", within {blocks} exchangeability blocks defined by "
+                            f"<i>{_esc(_get(s, 'groups'))}</i>")
         stats = []
         for stat in perm.statistics:
             if stat == "voxel":

@@ -75,6 +75,7 @@ _KINDS: dict[str, str] = {
     "two_sided": "bool",
     "statistics": "strs",
     "scheme": "str",
+    "groups": "str?",
     "tfce": "tfce?",
     "cluster_threshold": "float",
     "random_state": "int",
@@ -150,6 +151,9 @@ class RunSettings:
         Permutation scheme for designs with nuisance covariates: Freedman-Lane (nilearn's,
         randomise's and PALM's) permutes the residuals of the model without the tested
         regressor; ter Braak those of the full model.
+    groups : str or None
+        Table column of exchangeability blocks (e.g. ``"site"``): permutations stay within
+        blocks, as randomise's and PALM's ``-eb``. Subjects missing it are excluded by QC.
     tfce : None, True or dict
         TFCE options passed to the permutation engine (True: the defaults E=0.5, H=2; a
         mapping such as ``{"E": 0.5, "H": 2}``). Setting it adds ``"tfce"`` to
@@ -202,6 +206,7 @@ class RunSettings:
     two_sided: bool = False
     statistics: tuple[str, ...] = ("voxel",)
     scheme: str = "freedman_lane"
+    groups: str | None = None
     tfce: bool | dict[str, Any] | None = None
     cluster_threshold: float = 0.001
     random_state: int = 2026
@@ -367,10 +372,11 @@ class RunSettings:
         return Path(self.output_dir) if self.output_dir else self.run_dir
 
     def design_variables(self) -> tuple[str, ...]:
-        """Table columns the design uses (for the missing-value QC check)."""
-        if self.formula is None:
-            return tuple(self.covariates)
-        return tuple(dict.fromkeys(_IDENTIFIER.findall(self.formula)))
+        """Table columns the analysis uses (design and ``groups``; QC checks them for missing
+        values)."""
+        columns = (tuple(self.covariates) if self.formula is None
+                   else tuple(_IDENTIFIER.findall(self.formula)))
+        return tuple(dict.fromkeys(columns + ((self.groups,) if self.groups else ())))
 
     def summary(self) -> str:
         """One line per analysis parameter."""

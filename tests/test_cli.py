@@ -165,3 +165,8 @@ def test_in_process_main_leaves_logging_as_it_found_it(capsys, demo):
     assert (list(logger.handlers), logger.level) == before
     logger.info("after the command")
     assert capsys.readouterr().err == ""
+
+
+def test_every_flag_has_its_own_help_text():
+    """No flag falls back to a generic 'a string' / 'a number' description."""
+    assert set(cli._HELP) == set(RunSettings.field_names()) - {"output_dir"}

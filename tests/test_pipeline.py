@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from glmkit import pipeline
-from glmkit.errors import ContrastError
+from glmkit.errors import ContrastError, ParameterError
 from glmkit.settings import RunSettings
 
 STAGES = ["load", "qc", "design", "fit", "contrast", "thresholds", "permutation", "collect"]
@@ -162,3 +162,33 @@ def test_fpr_height_control_adds_its_threshold(result):
     from scipy.stats import norm
 
     assert thresholds["fpr"].threshold == pytest.approx(norm.isf(0.001), rel=1e-6)
+
+
+# ------------------------------------------------------------------ exchangeability blocks
+def test_groups_permute_within_site_blocks(result):
+    """groups=site: the run's null equals the engine's with the kept subjects' sites, each
+    permutation keeps every subject within its site, and it differs from free permutations."""
+    from glmkit.permutation import _draw, permutation_test
+
+    settings = RunSettings(n_perm=30, run_name="pipeline-test", groups="site")
+    assert "site" in settings.design_variables()
+    perm = pipeline.run_permutation(result.model, settings, dataset=result.dataset)
+    table = result.dataset.table.set_index("subject")
+    sites = table.loc[list(result.design.matrix.index), "site"].to_numpy()
+    direct = permutation_test(result.model.Y, result.design.matrix, "fluency", n_perm=30,
+                              groups=sites, random_state=settings.random_state, verbose=False)
+    np.testing.assert_array_equal(perm.null_max["voxel"], direct.null_max["voxel"])
+    assert perm.info["exchangeability_blocks"] == len(set(sites)) > 1
+    perms, _ = _draw(np.random.default_rng(settings.random_state), 30, len(sites), False, sites)
+    assert all(np.array_equal(sites[p], sites) for p in perms)
+    assert not np.array_equal(perm.null_max["voxel"], result.permutation.null_max["voxel"])
+
+
+def test_groups_bad_column_fails_before_the_fit(result):
+    settings = RunSettings(n_perm=30, groups="scanner")
+    with pytest.raises(ParameterError, match=r"groups='scanner' is not a column .*site"):
+        pipeline.build_design(result.dataset, result.qc, settings)
+    with pytest.raises(ParameterError, match="needs the dataset"):
+        pipeline.run_permutation(result.model, RunSettings(n_perm=30, groups="site"))
+    with pytest.raises(ParameterError, match="every subject in its own block"):
+        pipeline.build_design(result.dataset, result.qc, settings.replace(groups="subject"))
