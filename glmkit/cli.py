@@ -22,6 +22,7 @@ _HELP = {
     "dataset": "demo | demo-null | localizer | a folder or glob of maps (with --table)",
     "table": "subject table (TSV/CSV) of a folder dataset",
     "subject_column": "the table's subject-id column (e.g. participant_id)",
+    "on_grid_mismatch": "a map on another grid than the first: error | resample (to the first)",
     "localizer_contrast": "Localizer contrast fetched with --dataset localizer",
     "n_subjects": "Localizer subjects to fetch",
     "covariates": "design columns, comma-separated (e.g. pseudo,age); an intercept is added",

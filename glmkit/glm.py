@@ -481,16 +481,19 @@ def _load_images(maps: list) -> list:
             shape = shape[:3]
         if len(shape) != 3:
             raise ImageError(f"map {i} has shape {img.shape}; expected one 3-D image per subject.")
-        grids.setdefault((shape, tuple(np.round(img.affine, 5).ravel())), i)
-        if len(grids) > 1:
+        grids.setdefault("first", (tuple(shape), img.affine))
+        ref_shape, ref_affine = grids["first"]
+        if tuple(shape) != ref_shape or not np.allclose(img.affine, ref_affine, atol=1e-4):
             raise ImageError(
                 f"maps are not all on the same grid (shape/affine of map {i} differ from map 0); "
-                "resample them (QC with on_grid_mismatch='resample')."
+                "resample them to one grid (glmkit run --on-grid-mismatch resample, or "
+                "nilearn.image.resample_to_img)."
             )
+        # one affine for all (they agree within 1e-4 mm, rounding of different exporters)
         if not isinstance(img, nib.Nifti1Image):  # Analyze: nilearn's maskers take NIfTI only
-            img = nib.Nifti1Image(np.asarray(img.dataobj), img.affine)
-        elif isinstance(m, (str, os.PathLike)):
-            img = img.__class__(np.asarray(img.dataobj), img.affine, img.header)
+            img = nib.Nifti1Image(np.asarray(img.dataobj), ref_affine)
+        elif isinstance(m, (str, os.PathLike)) or not np.array_equal(img.affine, ref_affine):
+            img = img.__class__(np.asarray(img.dataobj), ref_affine, img.header)
         loaded.append(img)
     return loaded
 

@@ -107,11 +107,12 @@ def load_data(settings: RunSettings, *, timings: dict[str, float] | None = None)
 def quality_control(dataset: Dataset, settings: RunSettings, *,
                     timings: dict[str, float] | None = None) -> QCResult:
     """Run the QC checks on the maps and the design variables; nothing is dropped silently."""
-    from glmkit.qc import run_qc
+    from glmkit.qc import QCPolicy, run_qc
 
     variables = [v for v in settings.design_variables() if v in dataset.table.columns]
     with _timed("qc", timings):
-        return run_qc(dataset, variables=tuple(variables))
+        return run_qc(dataset, variables=tuple(variables),
+                      policy=QCPolicy(on_grid_mismatch=settings.on_grid_mismatch))
 
 
 def build_design(dataset: Dataset, qc: QCResult, settings: RunSettings, *,
@@ -142,7 +143,27 @@ def fit_model(dataset: Dataset, design: Design, settings: RunSettings, *,
     by_subject = dict(zip(dataset.table["subject"].astype(str), dataset.maps, strict=True))
     maps = [by_subject[str(s)] for s in design.matrix.index]
     with _timed("fit", timings):
+        if settings.on_grid_mismatch == "resample":
+            maps = _on_first_grid(maps, dataset.maps[0])
         return fit_second_level(maps, design, smoothing_fwhm=settings.smoothing_fwhm)
+
+
+def _on_first_grid(maps: list, first: Any) -> list:
+    """Maps on another grid than the dataset's first map resampled to it, as QC did."""
+    import nibabel as nib
+
+    from glmkit.qc import _resample, _same_grid
+
+    ref = nib.load(first)
+    ref_shape, ref_affine = ref.shape[:3], ref.affine
+    out = []
+    for path in maps:
+        img = nib.load(path)
+        if not _same_grid(img.shape[:3], img.affine, ref_shape, ref_affine):
+            logger.info("resampling %s to the grid of %s", path, first)
+            img = _resample(img, ref_shape, ref_affine, interpolation="continuous")
+        out.append(img)
+    return out
 
 
 def compute_contrast(model: SecondLevelResult, settings: RunSettings, *,

@@ -499,7 +499,8 @@ def run_qc(
             f"({subjects[0]}: {maps[0]}; shape {ref_shape}, affine\n      "
             f"{_fmt_affine(ref_affine)}):\n" + "\n".join(parts) + more
             + "\nResample them to a common grid, or pass "
-            "policy=QCPolicy(on_grid_mismatch='resample') to resample to the first map's grid"
+            "policy=QCPolicy(on_grid_mismatch='resample') (glmkit run: --on-grid-mismatch "
+            "resample) to resample them to the first map's grid"
         )
     grid_notes = {i: _grid_difference(headers[i][1], headers[i][0].affine, ref_shape, ref_affine)
                   for i in mismatched}

@@ -34,6 +34,7 @@ BUILTIN_DATASETS = ("demo", "demo-null", "localizer")
 STATISTICS = ("voxel", "cluster_size", "cluster_mass", "tfce")
 HEIGHT_CONTROLS = ("fdr", "bonferroni", "fpr", None)
 SCHEMES = ("freedman_lane", "ter_braak")
+GRID_ACTIONS = ("error", "resample")
 NOTEBOOK_NAME = "second_level_association.ipynb"
 #: Fields that steer the runner (where and how to run), not the analysis; they are not
 #: notebook parameters and are left out of ``params.json``.
@@ -61,6 +62,7 @@ _KINDS: dict[str, str] = {
     "dataset": "str",
     "table": "path?",
     "subject_column": "str",
+    "on_grid_mismatch": "str",
     "localizer_contrast": "str",
     "n_subjects": "int",
     "covariates": "strs",
@@ -122,6 +124,10 @@ class RunSettings:
         Subject table (TSV/CSV) of a folder dataset.
     subject_column : str
         Column of ``table`` holding the subject ids.
+    on_grid_mismatch : {"error", "resample"}
+        A map on another grid (shape/affine) than the first map: stop with an error naming
+        the files, or resample it to the first map's grid (continuous interpolation; QC
+        flags it).
     localizer_contrast, n_subjects : str, int
         Which Localizer contrast and how many subjects (``dataset="localizer"``).
     covariates : tuple of str
@@ -192,6 +198,7 @@ class RunSettings:
     dataset: str = "demo"
     table: str | None = None
     subject_column: str = "subject"
+    on_grid_mismatch: str = "error"
     localizer_contrast: str = "left button press (auditory cue)"
     n_subjects: int = 94
     covariates: tuple[str, ...] = ("pseudo",)
@@ -252,6 +259,7 @@ class RunSettings:
                                  "or a negative one counted from all cores (-1 = all cores)")
         _check_choice("height_control", self.height_control, HEIGHT_CONTROLS)
         _check_choice("scheme", self.scheme, SCHEMES)
+        _check_choice("on_grid_mismatch", self.on_grid_mismatch, GRID_ACTIONS)
         for stat in self.statistics:
             _check_choice("statistics", stat, STATISTICS, what="statistic")
         if self.tfce is not None and "tfce" not in self.statistics:

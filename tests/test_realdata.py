@@ -525,3 +525,14 @@ def test_grid_mismatch_names_the_file_or_resamples_on_request(tmp_path, change):
     grid = qc.table[qc.table["check"] == "grid"].set_index("subject")
     assert grid.loc[subject, "verdict"] == "flag" and "resampled" in grid.loc[subject, "reason"]
     assert subject in qc.kept and (grid.drop(index=subject)["verdict"] == "pass").all()
+    # ... and the user's path does the same with --on-grid-mismatch resample: the map is
+    # resampled for QC and for the fit alike, so the subject stays in the model
+    result = run_analysis(settings_for(cohort, tmp_path, "resampled",
+                                       on_grid_mismatch="resample"))
+    assert result.qc.resampled == (subject,)
+    assert subject in set(map(str, result.design.matrix.index))
+    assert len(result.design.matrix) == len(cohort.subjects)
+    first = nib.load(cohort.files[0])
+    z = result.maps()["z"]
+    assert z.shape == first.shape[:3] and np.allclose(z.affine, first.affine)
+    assert np.isfinite(np.asarray(z.dataobj)).all()
