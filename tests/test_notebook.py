@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -169,3 +170,12 @@ def test_real_notebook_failing_cell_is_named(tmp_path):
     names = [p.name for p in reports.iterdir()]
     assert "bad" not in names and len(names) == 1 and names[0].startswith("bad.failed-")
     assert (reports / names[0] / "notebook.ipynb").is_file()
+
+
+def test_settings_cell_passes_every_parameter_on():
+    """A parameter declared in the parameters cell but not passed to RunSettings would be
+    silently ignored by `glmkit run --that-parameter ...`."""
+    cell = next(c for c in _cells() if c.cell_type == "code" and "RunSettings(" in c.source
+                and "parameters" not in c.metadata.get("tags", []))
+    passed = set(re.findall(r"^\s+(\w+)=\1,$", cell.source, flags=re.M))
+    assert passed == set(RunSettings.notebook_parameters())
