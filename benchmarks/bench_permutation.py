@@ -47,7 +47,7 @@ def prepare(folder: Path) -> dict:
     keep = ds.table["pseudo"].notna().to_numpy()
     maps = [m for m, k in zip(ds.maps, keep) if k]
     pseudo = ds.table.loc[keep, "pseudo"].to_numpy(float)
-    masker = NiftiMasker(smoothing_fwhm=5.0).fit(maps)
+    masker = NiftiMasker(smoothing_fwhm=5.0, standardize=None).fit(maps)
     Y = masker.transform(maps)
     np.save(folder / "Y.npy", Y)
     np.save(folder / "pseudo.npy", pseudo)
