@@ -221,6 +221,24 @@ def _ground_truth(result, reference_img):
 
 # the recovery section: built here because it calls recovery (above)
 
+def _planted_text(prov: dict) -> str:
+    """The planted effect in words, from the demo's provenance (generic when unknown)."""
+    region = prov.get("planted_region")
+    if not isinstance(region, dict) or "center_mm" not in region:
+        planted = {k: v for k, v in prov.items() if "plant" in str(k).lower()}
+        return ("; ".join(f"{_esc(k)} = {_esc(v)}" for k, v in planted.items())
+                if planted else "see the dataset description")
+    centre = ", ".join(f"{float(c):g}" for c in region["center_mm"])
+    radius = float(region.get("radius_mm", float("nan")))
+    text = f"a sphere of radius {radius:g} mm centred at ({centre}) mm"
+    if "n_voxels" in region:
+        text += f", {int(region['n_voxels'])} voxels of the grid"
+    if "effect_size" in prov:
+        units = prov.get("effect_units", "")
+        text += f"; effect {float(prov['effect_size']):g}" + (f" {_esc(units)}" if units else "")
+    return text
+
+
 def _recovery_section(result, items, images, far_mm: float) -> tuple[str, pd.DataFrame | None]:
     truth = _ground_truth(result, images["mask"])
     if truth is None:
@@ -231,9 +249,7 @@ def _recovery_section(result, items, images, far_mm: float) -> tuple[str, pd.Dat
     table = recovery({f"{it.error_rate}: {it.label}": it.significant for it in items},
                      truth_in, images["mask"].affine, far_mm=far_mm)
     prov = _get(result.dataset, "provenance", {}) or {}
-    planted = {k: v for k, v in prov.items() if "plant" in str(k).lower()}
-    detail = ("; ".join(f"{_esc(k)} = {_esc(v)}" for k, v in planted.items())
-              if planted else "see the dataset description")
+    detail = _planted_text(prov)
     body = (
         f"<p>The demo cohort is simulated with a known planted association ({detail}). "
         f"{int(truth_in.sum())} planted voxels lie inside the analysis mask. For each corrected "

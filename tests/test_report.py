@@ -401,3 +401,13 @@ def test_browser_offline(report, tmp_path, browser):
         context.close()
     assert requests == [], f"the report tried to load {requests}"
     assert errors == [], errors
+
+
+def test_recovery_section_describes_the_planted_region_in_words(report, demo):
+    """The planted sphere from the demo's provenance, not a Python dict repr."""
+    page = report.read_text()
+    section = page[page.index('id="recovery"'):]
+    region = demo.provenance["planted_region"]
+    centre = ", ".join(f"{float(c):g}" for c in region["center_mm"])
+    assert f"a sphere of radius {region['radius_mm']:g} mm centred at ({centre}) mm" in section
+    assert "{" not in section[:section.index("<table")]
