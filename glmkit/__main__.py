@@ -1,6 +1,6 @@
 """``python -m glmkit`` is the same as the ``glmkit`` command."""
 
-from glmkit.cli import main
+from glmkit.cli import entry
 
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    entry()

@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 from typing import Any
 
 from glmkit._version import __version__
 from glmkit.errors import DataFileNotFoundError, GlmkitError, ParameterError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "entry", "main"]
 
 _HELP = {
     "dataset": "demo | demo-null | localizer | a folder or glob of maps (with --table)",
@@ -224,5 +225,20 @@ def _dispatch(args: argparse.Namespace, extras: list[str]) -> int:
     return 0
 
 
+def entry() -> None:
+    """The console script (``glmkit``, ``python -m glmkit``): exit with :func:`main`'s status.
+
+    After an interrupt (status 130) the process exits at once, once the run's kernel is stopped
+    and its temporary folder removed: sockets or threads left behind by the interrupted
+    notebook client must not hold the terminal.
+    """
+    code = main()
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

@@ -74,7 +74,8 @@ def run_notebook(settings: RunSettings, *, progress_bar: bool = True,
     import papermill
 
     start = time.perf_counter()
-    with _sigterm_as_interrupt(), atomic_folder(target, overwrite=settings.force) as tmp:
+    with _interrupts_stop_the_run() as interrupt, \
+            atomic_folder(target, overwrite=settings.force) as tmp:
         _readable(tmp)
         notebook_out = tmp / "notebook.ipynb"
         parameters = settings.replace(output_dir=str(tmp)).to_dict()
@@ -87,6 +88,9 @@ def run_notebook(settings: RunSettings, *, progress_bar: bool = True,
                 kernel_name=KERNEL_NAME, progress_bar=progress_bar, log_output=log_output,
                 cwd=os.getcwd())
         except papermill.PapermillExecutionError as exc:
+            if interrupt["signal"] is not None:  # the cell failed because we stopped its kernel
+                _stop_new_children(interrupt["children"])
+                raise KeyboardInterrupt(f"interrupted by signal {interrupt['signal']}") from None
             failed = _keep_failed(tmp, settings)
             first = (exc.source or "").strip().splitlines()[:1] or [""]
             raise RunError(
@@ -95,9 +99,15 @@ def run_notebook(settings: RunSettings, *, progress_bar: bool = True,
                 f"{str(exc.evalue).rstrip('.')}. "
                 f"The partly executed notebook is in {failed}; nothing was written to "
                 f"{target}") from None
-        except (GlmkitError, KeyboardInterrupt):
+        except GlmkitError:
+            raise
+        except KeyboardInterrupt:
+            _stop_new_children(interrupt["children"])  # the kernel may be busy: stop it now
             raise
         except Exception as exc:  # kernel died, could not start, ...
+            if interrupt["signal"] is not None:  # it died because we stopped it
+                _stop_new_children(interrupt["children"])
+                raise KeyboardInterrupt(f"interrupted by signal {interrupt['signal']}") from None
             failed = _keep_failed(tmp, settings)
             raise RunError(f"run {settings.run_name!r} failed: {type(exc).__name__}: {exc}. "
                            f"What was written is in {failed}; nothing was written to "
@@ -158,20 +168,55 @@ def check_reports_dir(reports_dir: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt so cleanup (temporary folder, kernel) runs."""
+def _interrupts_stop_the_run() -> Iterator[dict[str, Any]]:
+    """SIGINT and SIGTERM stop the run's kernel and raise KeyboardInterrupt, so cleanup runs.
+
+    The handler terminates the child processes started since entering (the notebook's
+    kernel) before raising: wherever the interrupt lands in the notebook client, the run
+    cannot go on waiting for a long cell. The yielded state records the signal, so a cell
+    or kernel failure caused by that termination is reported as the interrupt it is.
+    """
+    state: dict[str, Any] = {"signal": None, "children": _child_pids()}
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield state
         return
 
     def handler(signum, frame):  # noqa: ARG001
-        raise KeyboardInterrupt(f"terminated by signal {signum}")
+        state["signal"] = signum
+        _stop_new_children(state["children"], timeout=0.0)
+        raise KeyboardInterrupt(f"interrupted by signal {signum}")
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield state
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _child_pids() -> set[int]:
+    """PIDs of this process's children (the kernels started before a run are not its own)."""
+    import psutil
+
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def _stop_new_children(before: set[int], timeout: float = 3.0) -> None:
+    """Terminate, then kill, the child processes started since ``before`` (the run's kernel).
+
+    On an interrupt papermill leaves its kernel running the current cell; waiting for it (or
+    for its sockets at interpreter exit) can hold the process for as long as the cell runs.
+    """
+    import psutil
+
+    new = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+    for proc in new:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(new, timeout=timeout)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
 
 
 def _readable(folder: Path) -> None:
@@ -346,7 +391,7 @@ def run_batch(path: str | os.PathLike, *, force: bool = False, n_jobs: int = 1,
 
         jobs = (delayed(_run_one)(s) for s in todo)
         try:
-            with _sigterm_as_interrupt():
+            with _interrupts_stop_the_run():
                 results = Parallel(n_jobs=n_jobs, return_as="generator")(jobs)
                 for name, outcome in tqdm(results, total=len(todo), desc="batch", unit="run"):
                     status[name] = outcome

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import psutil
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
@@ -164,11 +165,11 @@ def test_killed_run_leaves_nothing_half_written(tmp_path, notebooks, sig):
            "--reports-dir", str(reports), "--run-name", "r", "--quiet"]
     # Output goes to files, not pipes: after SIGKILL the orphaned kernel still holds the
     # runner's stdout/stderr, so reading pipes to EOF would wait for the kernel's cell to end.
-    # A new session lets the test clean up that orphan afterwards.
     log_out, log_err = tmp_path / "out.log", tmp_path / "err.log"
     with open(log_out, "w") as fout, open(log_err, "w") as ferr:
         proc = subprocess.Popen(cmd, stdout=fout, stderr=ferr, text=True,
                                 start_new_session=True)
+    kernels: list[psutil.Process] = []
     try:
         deadline = time.time() + 90
         started = False
@@ -179,11 +180,19 @@ def test_killed_run_leaves_nothing_half_written(tmp_path, notebooks, sig):
                 break
             time.sleep(0.2)
         assert started, (proc.poll(), log_err.read_text())
+        kernels = psutil.Process(proc.pid).children(recursive=True)
+        assert kernels, "the run's kernel should be a child of the runner"
         proc.send_signal(sig)
         proc.wait(timeout=60)
+        if sig != signal.SIGKILL:  # the runner stopped its kernel before exiting
+            _, alive = psutil.wait_procs(kernels, timeout=10)
+            assert alive == [], f"kernel processes left running: {alive}"
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # the kernel too, whatever happened
+        if proc.poll() is None:
+            proc.kill()
+        for kernel in kernels:  # whatever happened, nothing lingers
+            with contextlib.suppress(psutil.Error):
+                kernel.kill()
         proc.wait(timeout=30)
     err = log_err.read_text()
     assert proc.returncode != 0
