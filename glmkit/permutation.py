@@ -11,9 +11,9 @@ Model
     orthonormal basis of the model.
 
 Schemes (Winkler et al. 2014, NeuroImage 92:381, table 2)
-    ``"freedman_lane"`` (the default) permutes the residuals of the reduced model ``R_Z Y``; this is what
-    nilearn's ``permuted_ols`` does (it permutes ``x_r`` and ``Z_o`` jointly against
-    ``R_Z Y``, the same statistic with the inverse permutation), and with the same
+    ``"freedman_lane"`` (the default) permutes the residuals of the reduced model ``R_Z Y``;
+    this is what nilearn's ``permuted_ols`` does (it permutes ``x_r`` and ``Z_o`` jointly
+    against ``R_Z Y``, the same statistic with the inverse permutation), and with the same
     permutations the two give the same null maxima. ``"ter_braak"`` permutes the residuals
     of the full model ``R_X Y``. When the tested regressor is constant (one-sample test) the
     rows' signs are flipped instead of permuted (errors assumed symmetric). ``groups=``
@@ -63,11 +63,10 @@ from glmkit import _cluster
 from glmkit._pvalues import logp_from_p
 from glmkit._util import logger
 from glmkit.errors import ContrastError, DesignError, ParameterError
+from glmkit.settings import SCHEMES, STATISTICS  # declared once, with the run parameters
 
 __all__ = ["PermutationResult", "permutation_test", "STATISTICS", "SCHEMES", "STAT_MAP_NAMES"]
 
-STATISTICS = ("voxel", "cluster_size", "cluster_mass", "tfce")
-SCHEMES = ("freedman_lane", "ter_braak")
 _SPATIAL = {"cluster_size", "cluster_mass", "tfce"}
 _TFCE_DEFAULTS = {"E": 0.5, "H": 2.0, "dh": "auto"}
 #: statistic -> name of its FWER -log10 p map (``to_frame`` column, ``maps/<name>.nii.gz``)

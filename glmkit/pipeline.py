@@ -149,7 +149,8 @@ def fit_model(dataset: Dataset, design: Design, settings: RunSettings, *,
 
 
 def _on_first_grid(maps: list, first: Any) -> list:
-    """Maps on another grid than the dataset's first map resampled to it, as QC did."""
+    """Maps on another grid than the dataset's first map resampled to it, as QC did; the
+    others stay paths (the fit loads them once)."""
     import nibabel as nib
 
     from glmkit.qc import _resample, _same_grid
@@ -159,10 +160,11 @@ def _on_first_grid(maps: list, first: Any) -> list:
     out = []
     for path in maps:
         img = nib.load(path)
-        if not _same_grid(img.shape[:3], img.affine, ref_shape, ref_affine):
+        if _same_grid(img.shape[:3], img.affine, ref_shape, ref_affine):
+            out.append(path)
+        else:
             logger.info("resampling %s to the grid of %s", path, first)
-            img = _resample(img, ref_shape, ref_affine, interpolation="continuous")
-        out.append(img)
+            out.append(_resample(img, ref_shape, ref_affine, interpolation="continuous"))
     return out
 
 
@@ -235,8 +237,7 @@ def _exchangeability_blocks(dataset: Dataset, design: Design, column: str) -> np
             f"groups={column!r} is missing for subjects {missing[:5]}"
             f"{' ...' if len(missing) > 5 else ''}; QC excludes them when groups is set, "
             "or fill the column in the table")
-    counts = blocks.value_counts()
-    if len(counts) == len(blocks):
+    if blocks.nunique() == len(blocks):
         raise ParameterError(
             f"groups={column!r} puts every subject in its own block: no permutation is "
             "possible within blocks; name a column with repeated values (e.g. site)")

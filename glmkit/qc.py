@@ -57,6 +57,7 @@ from glmkit.errors import (
     ParameterError,
     QCError,
 )
+from glmkit.settings import GRID_ACTIONS  # declared once, with the run parameters
 
 __all__ = ["CHECKS", "QCPolicy", "QCResult", "run_qc"]
 
@@ -69,7 +70,6 @@ CHECKS = (
     "scale_outlier",
     "coverage",
 )
-_GRID_ACTIONS = ("error", "resample")
 _MIN_LOG_SCALE_SD = 0.1  # floor of the cohort's robust SD of log(scale): ~x1.65 at z=5
 _MIN_MAPS_FOR_SCALE = 5
 _MAD_TO_SD = 1.4826
@@ -140,9 +140,9 @@ class QCPolicy:
                 f"QCPolicy.min_coverage: expected a fraction between 0 and 1 (e.g. 0.9), "
                 f"found {c!r}"
             )
-        if self.on_grid_mismatch not in _GRID_ACTIONS:
+        if self.on_grid_mismatch not in GRID_ACTIONS:
             raise ParameterError(
-                f"QCPolicy.on_grid_mismatch: expected one of {list(_GRID_ACTIONS)}, "
+                f"QCPolicy.on_grid_mismatch: expected one of {list(GRID_ACTIONS)}, "
                 f"found {self.on_grid_mismatch!r}"
             )
         m = self.min_subjects

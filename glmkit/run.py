@@ -87,28 +87,20 @@ def run_notebook(settings: RunSettings, *, progress_bar: bool = True,
                 str(settings.notebook_path), str(notebook_out), parameters=parameters,
                 kernel_name=KERNEL_NAME, progress_bar=progress_bar, log_output=log_output,
                 cwd=os.getcwd())
-        except papermill.PapermillExecutionError as exc:
-            if interrupt["signal"] is not None:  # the cell failed because we stopped its kernel
-                _stop_new_children(interrupt["children"])
+        except (GlmkitError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # a cell failed, the kernel died or could not start, ...
+            if interrupt["signal"] is not None:  # it failed because the handler stopped it
                 raise KeyboardInterrupt(f"interrupted by signal {interrupt['signal']}") from None
             failed = _keep_failed(tmp, settings)
-            first = (exc.source or "").strip().splitlines()[:1] or [""]
-            raise RunError(
-                f"run {settings.run_name!r} failed in notebook cell {exc.exec_count} (index "
-                f"{exc.cell_index}, starting {first[0]!r}): {exc.ename}: "
-                f"{str(exc.evalue).rstrip('.')}. "
-                f"The partly executed notebook is in {failed}; nothing was written to "
-                f"{target}") from None
-        except GlmkitError:
-            raise
-        except KeyboardInterrupt:
-            _stop_new_children(interrupt["children"])  # the kernel may be busy: stop it now
-            raise
-        except Exception as exc:  # kernel died, could not start, ...
-            if interrupt["signal"] is not None:  # it died because we stopped it
-                _stop_new_children(interrupt["children"])
-                raise KeyboardInterrupt(f"interrupted by signal {interrupt['signal']}") from None
-            failed = _keep_failed(tmp, settings)
+            if isinstance(exc, papermill.PapermillExecutionError):
+                first = (exc.source or "").strip().splitlines()[:1] or [""]
+                raise RunError(
+                    f"run {settings.run_name!r} failed in notebook cell {exc.exec_count} (index "
+                    f"{exc.cell_index}, starting {first[0]!r}): {exc.ename}: "
+                    f"{str(exc.evalue).rstrip('.')}. "
+                    f"The partly executed notebook is in {failed}; nothing was written to "
+                    f"{target}") from None
             raise RunError(f"run {settings.run_name!r} failed: {type(exc).__name__}: {exc}. "
                            f"What was written is in {failed}; nothing was written to "
                            f"{target}") from exc
@@ -171,8 +163,8 @@ def check_reports_dir(reports_dir: str | os.PathLike) -> Path:
 def _interrupts_stop_the_run() -> Iterator[dict[str, Any]]:
     """SIGINT and SIGTERM stop the run's kernel and raise KeyboardInterrupt, so cleanup runs.
 
-    The handler terminates the child processes started since entering (the notebook's
-    kernel) before raising: wherever the interrupt lands in the notebook client, the run
+    The handler kills the child processes started since entering (the notebook's kernel)
+    before raising: wherever the interrupt lands in the notebook client, the run
     cannot go on waiting for a long cell. The yielded state records the signal, so a cell
     or kernel failure caused by that termination is reported as the interrupt it is.
     """
@@ -183,7 +175,7 @@ def _interrupts_stop_the_run() -> Iterator[dict[str, Any]]:
 
     def handler(signum, frame):  # noqa: ARG001
         state["signal"] = signum
-        _stop_new_children(state["children"], timeout=0.0)
+        _kill_new_children(state["children"])
         raise KeyboardInterrupt(f"interrupted by signal {signum}")
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -201,22 +193,19 @@ def _child_pids() -> set[int]:
     return {p.pid for p in psutil.Process().children(recursive=True)}
 
 
-def _stop_new_children(before: set[int], timeout: float = 3.0) -> None:
-    """Terminate, then kill, the child processes started since ``before`` (the run's kernel).
+def _kill_new_children(before: set[int]) -> None:
+    """Kill the child processes started since ``before`` (the run's kernel, batch workers).
 
     On an interrupt papermill leaves its kernel running the current cell; waiting for it (or
     for its sockets at interpreter exit) can hold the process for as long as the cell runs.
+    The kernel holds nothing worth a graceful shutdown: the run is being discarded.
     """
     import psutil
 
-    new = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
-    for proc in new:
-        with contextlib.suppress(psutil.Error):
-            proc.terminate()
-    _, alive = psutil.wait_procs(new, timeout=timeout)
-    for proc in alive:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
+    for proc in psutil.Process().children(recursive=True):
+        if proc.pid not in before:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
 
 
 def _readable(folder: Path) -> None:

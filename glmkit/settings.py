@@ -26,6 +26,7 @@ __all__ = [
     "STATISTICS",
     "HEIGHT_CONTROLS",
     "SCHEMES",
+    "GRID_ACTIONS",
     "RUNNER_FIELDS",
     "packaged_notebook",
 ]
