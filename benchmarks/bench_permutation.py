@@ -41,7 +41,7 @@ def prepare(folder: Path) -> dict:
     import nibabel as nib
     from nilearn.maskers import NiftiMasker
 
-    from glmkit.datasets import load_demo
+    from glmkit.data.datasets import load_demo
 
     ds = load_demo()
     keep = ds.table["pseudo"].notna().to_numpy()
@@ -116,7 +116,7 @@ def worker(case: str, folder: Path, quick: bool) -> dict:
     if tool == "glmkit":
         import nibabel as nib
 
-        from glmkit.permutation import permutation_test
+        from glmkit.stats.permutation import permutation_test
 
         mask = nib.load(folder / "mask.nii.gz")
         stats_ = {"maxt": ("voxel",), "maxt32": ("voxel",), "onesample": ("voxel",),

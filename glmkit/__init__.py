@@ -26,34 +26,34 @@ from glmkit.errors import (
 # public name -> module that defines it
 _LAZY = {
     # datasets
-    "Dataset": "glmkit.datasets",
-    "load_demo": "glmkit.datasets",
-    "load_localizer": "glmkit.datasets",
-    "load_folder": "glmkit.datasets",
-    "load_dataset": "glmkit.datasets",
+    "Dataset": "glmkit.data.datasets",
+    "load_demo": "glmkit.data.datasets",
+    "load_localizer": "glmkit.data.datasets",
+    "load_folder": "glmkit.data.datasets",
+    "load_dataset": "glmkit.data.datasets",
     # quality control
-    "QCPolicy": "glmkit.qc",
-    "QCResult": "glmkit.qc",
-    "run_qc": "glmkit.qc",
+    "QCPolicy": "glmkit.data.qc",
+    "QCResult": "glmkit.data.qc",
+    "run_qc": "glmkit.data.qc",
     # design
-    "Design": "glmkit.design",
-    "make_design": "glmkit.design",
+    "Design": "glmkit.stats.design",
+    "make_design": "glmkit.stats.design",
     # glm
-    "SecondLevelResult": "glmkit.glm",
-    "ContrastResult": "glmkit.glm",
-    "fit_second_level": "glmkit.glm",
-    "ols_fit": "glmkit.glm",
-    "OLSFit": "glmkit.glm",
-    "contrast_vector": "glmkit.glm",
+    "SecondLevelResult": "glmkit.stats.glm",
+    "ContrastResult": "glmkit.stats.glm",
+    "fit_second_level": "glmkit.stats.glm",
+    "ols_fit": "glmkit.stats.glm",
+    "OLSFit": "glmkit.stats.glm",
+    "contrast_vector": "glmkit.stats.glm",
     # thresholds
-    "ThresholdResult": "glmkit.threshold",
-    "threshold_map": "glmkit.threshold",
-    "cluster_table": "glmkit.threshold",
-    "bonferroni_logp": "glmkit.threshold",
-    "fdr_threshold": "glmkit.threshold",
+    "ThresholdResult": "glmkit.stats.threshold",
+    "threshold_map": "glmkit.stats.threshold",
+    "cluster_table": "glmkit.stats.threshold",
+    "bonferroni_logp": "glmkit.stats.threshold",
+    "fdr_threshold": "glmkit.stats.threshold",
     # permutation
-    "PermutationResult": "glmkit.permutation",
-    "permutation_test": "glmkit.permutation",
+    "PermutationResult": "glmkit.stats.permutation",
+    "permutation_test": "glmkit.stats.permutation",
     # runs
     "RunSettings": "glmkit.settings",
     "AnalysisResult": "glmkit.pipeline",
@@ -61,9 +61,9 @@ _LAZY = {
     "run_notebook": "glmkit.run",
     "run_batch": "glmkit.run",
     # report and exploration
-    "write_report": "glmkit.report",
-    "recovery": "glmkit.report",
-    "viewer_html": "glmkit.viewer",
+    "write_report": "glmkit.report.page",
+    "recovery": "glmkit.report.page",
+    "viewer_html": "glmkit.report.viewer",
     "explore": "glmkit.widgets",
 }
 
@@ -97,9 +97,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from glmkit.datasets import Dataset, load_dataset, load_demo, load_folder, load_localizer
-    from glmkit.design import Design, make_design
-    from glmkit.glm import (
+    from glmkit.data.datasets import Dataset, load_dataset, load_demo, load_folder, load_localizer
+    from glmkit.stats.design import Design, make_design
+    from glmkit.stats.glm import (
         ContrastResult,
         OLSFit,
         SecondLevelResult,
@@ -107,18 +107,18 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         fit_second_level,
         ols_fit,
     )
-    from glmkit.permutation import PermutationResult, permutation_test
+    from glmkit.stats.permutation import PermutationResult, permutation_test
     from glmkit.pipeline import AnalysisResult, run_analysis
-    from glmkit.qc import QCPolicy, QCResult, run_qc
+    from glmkit.data.qc import QCPolicy, QCResult, run_qc
     from glmkit.report import recovery, write_report
     from glmkit.run import run_batch, run_notebook
     from glmkit.settings import RunSettings
-    from glmkit.threshold import (
+    from glmkit.stats.threshold import (
         ThresholdResult,
         bonferroni_logp,
         cluster_table,
         fdr_threshold,
         threshold_map,
     )
-    from glmkit.viewer import viewer_html
+    from glmkit.report.viewer import viewer_html
     from glmkit.widgets import explore

@@ -34,12 +34,12 @@ from glmkit.settings import RunSettings
 if TYPE_CHECKING:  # pragma: no cover
     import nibabel as nib
 
-    from glmkit.datasets import Dataset
-    from glmkit.design import Design
-    from glmkit.glm import ContrastResult, SecondLevelResult
-    from glmkit.permutation import STAT_MAP_NAMES, PermutationResult
-    from glmkit.qc import QCResult
-    from glmkit.threshold import ThresholdResult
+    from glmkit.data.datasets import Dataset
+    from glmkit.stats.design import Design
+    from glmkit.stats.glm import ContrastResult, SecondLevelResult
+    from glmkit.stats.permutation import STAT_MAP_NAMES, PermutationResult
+    from glmkit.data.qc import QCResult
+    from glmkit.stats.threshold import ThresholdResult
 
 __all__ = [
     "AnalysisResult",
@@ -60,13 +60,13 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """``STAT_MAP_NAMES`` (statistic -> map name), defined once in :mod:`glmkit.permutation`.
+    """``STAT_MAP_NAMES`` (statistic -> map name), defined once in :mod:`glmkit.stats.permutation`.
 
     Resolved on first use so that ``import glmkit.pipeline`` does not import the permutation
     engine (numba) up front.
     """
     if name == "STAT_MAP_NAMES":
-        from glmkit.permutation import STAT_MAP_NAMES
+        from glmkit.stats.permutation import STAT_MAP_NAMES
 
         return STAT_MAP_NAMES
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -90,7 +90,7 @@ def _timed(stage: str, timings: dict[str, float] | None) -> Iterator[None]:
 # ---------------------------------------------------------------------------------- stages
 def load_data(settings: RunSettings, *, timings: dict[str, float] | None = None) -> Dataset:
     """Load the dataset named by ``settings.dataset`` (demo, demo-null, localizer, folder)."""
-    from glmkit import datasets
+    from glmkit.data import datasets
 
     with _timed("load", timings):
         if settings.dataset == "demo":
@@ -107,7 +107,7 @@ def load_data(settings: RunSettings, *, timings: dict[str, float] | None = None)
 def quality_control(dataset: Dataset, settings: RunSettings, *,
                     timings: dict[str, float] | None = None) -> QCResult:
     """Run the QC checks on the maps and the design variables; nothing is dropped silently."""
-    from glmkit.qc import QCPolicy, run_qc
+    from glmkit.data.qc import QCPolicy, run_qc
 
     variables = [v for v in settings.design_variables() if v in dataset.table.columns]
     with _timed("qc", timings):
@@ -118,7 +118,7 @@ def quality_control(dataset: Dataset, settings: RunSettings, *,
 def build_design(dataset: Dataset, qc: QCResult, settings: RunSettings, *,
                  timings: dict[str, float] | None = None) -> Design:
     """Design matrix of the subjects QC kept; the contrast is checked against its columns."""
-    from glmkit.design import make_design
+    from glmkit.stats.design import make_design
 
     with _timed("design", timings):
         kept = qc.apply(dataset)
@@ -138,7 +138,7 @@ def build_design(dataset: Dataset, qc: QCResult, settings: RunSettings, *,
 def fit_model(dataset: Dataset, design: Design, settings: RunSettings, *,
               timings: dict[str, float] | None = None) -> SecondLevelResult:
     """Smooth, mask and fit the mass-univariate OLS on the design's subjects (in its order)."""
-    from glmkit.glm import fit_second_level
+    from glmkit.stats.glm import fit_second_level
 
     by_subject = dict(zip(dataset.table["subject"].astype(str), dataset.maps, strict=True))
     maps = [by_subject[str(s)] for s in design.matrix.index]
@@ -153,7 +153,7 @@ def _on_first_grid(maps: list, first: Any) -> list:
     others stay paths (the fit loads them once)."""
     import nibabel as nib
 
-    from glmkit.qc import _resample, _same_grid
+    from glmkit.data.qc import _resample, _same_grid
 
     ref = nib.load(first)
     ref_shape, ref_affine = ref.shape[:3], ref.affine
@@ -179,7 +179,7 @@ def apply_thresholds(contrast: ContrastResult, model: SecondLevelResult,
                      settings: RunSettings, *, timings: dict[str, float] | None = None
                      ) -> dict[str, ThresholdResult]:
     """Parametric thresholds of the z map: FDR and Bonferroni always (+ ``height_control``)."""
-    from glmkit.threshold import threshold_map
+    from glmkit.stats.threshold import threshold_map
 
     methods = ["fdr", "bonferroni"]
     if settings.height_control not in (None, *methods):
@@ -202,7 +202,7 @@ def run_permutation(model: SecondLevelResult, settings: RunSettings, *,
     """
     if not settings.statistics:
         return None
-    from glmkit.permutation import permutation_test
+    from glmkit.stats.permutation import permutation_test
 
     groups = None
     if settings.groups is not None:
@@ -249,7 +249,7 @@ def collect(settings: RunSettings, *, dataset: Dataset, qc: QCResult, design: De
             thresholds: Mapping[str, ThresholdResult], permutation: PermutationResult | None,
             timings: dict[str, float] | None = None) -> AnalysisResult:
     """Bonferroni -log10 p map and cluster table, then everything in one :class:`AnalysisResult`."""
-    from glmkit.threshold import bonferroni_logp, cluster_table
+    from glmkit.stats.threshold import bonferroni_logp, cluster_table
 
     timings = {} if timings is None else timings
     with _timed("collect", timings):
@@ -311,7 +311,7 @@ class AnalysisResult:
         The inputs and the result of each stage (``dataset`` is the full cohort; ``qc``
         says who was kept; ``design`` rows are the kept subjects).
     thresholds : dict
-        Parametric :class:`~glmkit.threshold.ThresholdResult` per method (``"fdr"``,
+        Parametric :class:`~glmkit.stats.threshold.ThresholdResult` per method (``"fdr"``,
         ``"bonferroni"``, and ``height_control`` when it is another one).
     logp_bonferroni : ndarray
         Parametric Bonferroni ``-log10(min(1, p * n_voxels))`` per in-mask voxel (finite).
@@ -347,7 +347,7 @@ class AnalysisResult:
             "logp_bonferroni": unmask(self.logp_bonferroni),
         }
         if self.permutation is not None:
-            from glmkit.permutation import STAT_MAP_NAMES
+            from glmkit.stats.permutation import STAT_MAP_NAMES
 
             for stat in self.permutation.statistics:
                 out[STAT_MAP_NAMES[stat]] = unmask(np.asarray(self.permutation.logp_fwer[stat]))

@@ -5,7 +5,7 @@ alpha for permutation maps), cluster-extent minimum, x/y/z cut in mm, "go to pea
 cluster table, display mode (ortho, x, y, z, mosaic). Each change re-renders one PNG into an
 ``ipywidgets.Image`` (slices composed with numpy, encoded by Pillow: no figure is cleared, so
 nothing flickers), debounced on the kernel's event loop; the cluster table (an HTML widget)
-follows the threshold. Thresholds and clusters come from :mod:`glmkit.viewer`, so the numbers
+follows the threshold. Thresholds and clusters come from :mod:`glmkit.report.viewer`, so the numbers
 match the report's kernel-free viewer.
 """
 
@@ -26,7 +26,7 @@ import pandas as pd
 
 from glmkit._util import logger
 from glmkit.errors import ParameterError, ReportError
-from glmkit.viewer import (
+from glmkit.report.viewer import (
     METHODS,
     ViewerMap,
     background_u8,

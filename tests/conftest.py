@@ -56,7 +56,7 @@ def rng() -> np.random.Generator:
 @pytest.fixture(scope="session")
 def demo(glmkit_data_dir: Path):
     """The embedded demo cohort (association variant), generated once per session."""
-    from glmkit.datasets import load_demo
+    from glmkit.data.datasets import load_demo
 
     return load_demo(data_dir=glmkit_data_dir)
 
@@ -64,7 +64,7 @@ def demo(glmkit_data_dir: Path):
 @pytest.fixture(scope="session")
 def demo_null(glmkit_data_dir: Path):
     """The demo cohort without the planted association (for calibration)."""
-    from glmkit.datasets import load_demo
+    from glmkit.data.datasets import load_demo
 
     return load_demo(variant="null", data_dir=glmkit_data_dir)
 

@@ -1,4 +1,4 @@
-"""Tests of glmkit.datasets: the demo cohort, the Localizer loader (offline), folders."""
+"""Tests of glmkit.data.datasets: the demo cohort, the Localizer loader (offline), folders."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from glmkit import datasets
+from glmkit.data import datasets
 from glmkit._util import sha256_file
-from glmkit.datasets import Dataset, load_dataset, load_demo, load_folder, load_localizer
+from glmkit.data.datasets import Dataset, load_dataset, load_demo, load_folder, load_localizer
 from glmkit.errors import DataFileNotFoundError, DatasetError, ImageError, ParameterError
 
 MISSING_PSEUDO = ["S15", "S38", "S62", "S81", "S87"]

@@ -1,4 +1,4 @@
-"""Tests of glmkit.design: closed-form VIF, rank deficiency, formula path, bad inputs."""
+"""Tests of glmkit.stats.design: closed-form VIF, rank deficiency, formula path, bad inputs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from glmkit.design import Design, make_design, variance_inflation
+from glmkit.stats.design import Design, make_design, variance_inflation
 from glmkit.errors import DesignError, ParameterError
 
 
@@ -285,7 +285,7 @@ def test_demo_design_before_and_after_qc(demo):
     with pytest.raises(DesignError, match=r"'pseudo' has 5 missing values "
                                           r"\(subjects S15, S38, S62, S81, S87\)"):
         make_design(demo.table, ["pseudo"])
-    from glmkit.qc import run_qc
+    from glmkit.data.qc import run_qc
 
     kept = run_qc(demo, variables=["pseudo"]).apply(demo)
     d = make_design(kept, ["pseudo"], rename={"pseudo": "fluency"})

@@ -1,4 +1,4 @@
-"""Tests of glmkit.glm: closed forms, nilearn as a second implementation, bad inputs."""
+"""Tests of glmkit.stats.glm: closed forms, nilearn as a second implementation, bad inputs."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from glmkit.errors import (
     ImageError,
     ParameterError,
 )
-from glmkit._pvalues import log_sf_t, logp_from_log, logp_from_p
-from glmkit.glm import (
+from glmkit.stats.pvalues import log_sf_t, logp_from_log, logp_from_p
+from glmkit.stats.glm import (
     P_FLOOR,
     compute_contrast,
     contrast_vector,
@@ -372,7 +372,7 @@ def test_bad_designs(synth):
 # ------------------------------------------------------------------ demo parity
 @pytest.fixture(scope="module")
 def demo_fit(request):
-    pytest.importorskip("glmkit.datasets")
+    pytest.importorskip("glmkit.data.datasets")
     demo = request.getfixturevalue("demo")
     keep = demo.table["pseudo"].notna().to_numpy()
     maps = [m for m, k in zip(demo.maps, keep, strict=True) if k]
@@ -414,7 +414,7 @@ def test_demo_parity_without_smoothing_explicit_mask(demo_fit):
 
 def test_demo_dataset_and_design_objects_are_aligned_by_subject(demo, demo_fit):
     """The whole 94-map Dataset with the 89-row reference Design: maps are picked by subject id."""
-    from glmkit.design import make_design
+    from glmkit.stats.design import make_design
 
     _, _, model = demo_fit
     kept = demo.subset(demo.table.loc[demo.table["pseudo"].notna(), "subject"])

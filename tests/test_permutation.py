@@ -1,4 +1,4 @@
-"""Tests of glmkit.permutation and its kernels (glmkit._cluster).
+"""Tests of glmkit.stats.permutation and its kernels (glmkit.stats.cluster).
 
 Second implementations: nilearn's ``permuted_ols`` fed the very same permutation stream,
 a naive per-permutation ``lstsq`` for every scheme, ``scipy.ndimage.label`` and nilearn's
@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 from scipy import ndimage, stats
 
-from glmkit import _cluster
+from glmkit.stats import cluster as _cluster
 from glmkit.errors import ContrastError, DesignError, ParameterError
-from glmkit.permutation import _draw, permutation_test
+from glmkit.stats.permutation import _draw, permutation_test
 
 N_SUBJ = 24
 
@@ -308,7 +308,7 @@ def test_n_jobs_and_dask_bit_identical(spatial_case, monkeypatch):
     import joblib
     from distributed import Client, LocalCluster
 
-    from glmkit import permutation as perm_mod
+    from glmkit.stats import permutation as perm_mod
 
     monkeypatch.setattr(perm_mod, "_MAX_BLOCK", 16)  # several blocks to spread
     Y, design, mask = spatial_case
@@ -548,7 +548,7 @@ def test_uncorrected_p_calibrated_against_t_distribution(rng):
 @pytest.mark.slow
 def test_fwer_on_demo_null(request):
     """The demo's null variant (no planted effect): no voxel survives max-T FWER 0.05."""
-    pytest.importorskip("glmkit.datasets")
+    pytest.importorskip("glmkit.data.datasets")
     from nilearn.maskers import NiftiMasker
 
     demo_null = request.getfixturevalue("demo_null")

@@ -168,7 +168,7 @@ def test_fpr_height_control_adds_its_threshold(result):
 def test_groups_permute_within_site_blocks(result):
     """groups=site: the run's null equals the engine's with the kept subjects' sites, each
     permutation keeps every subject within its site, and it differs from free permutations."""
-    from glmkit.permutation import _draw, permutation_test
+    from glmkit.stats.permutation import _draw, permutation_test
 
     settings = RunSettings(n_perm=30, run_name="pipeline-test", groups="site")
     assert "site" in settings.design_variables()

@@ -1,4 +1,4 @@
-"""Tests of glmkit.qc on small synthetic NIfTI cohorts, then on the demo."""
+"""Tests of glmkit.data.qc on small synthetic NIfTI cohorts, then on the demo."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from glmkit.errors import DataFileNotFoundError, DatasetError, ImageError, ParameterError, QCError
-from glmkit.qc import CHECKS, QCPolicy, QCResult, run_qc
+from glmkit.data.qc import CHECKS, QCPolicy, QCResult, run_qc
 
 SHAPE = (10, 11, 9)
 AFFINE = np.diag([3.0, 3.0, 3.0, 1.0])
@@ -550,7 +550,7 @@ def test_maps_are_streamed_one_at_a_time(tmp_path, rng, monkeypatch):
     """Memory stays flat in n_subjects: when a map is read, no earlier map is still alive."""
     import weakref
 
-    import glmkit.qc as qc_module
+    import glmkit.data.qc as qc_module
 
     alive_at_read = []
     refs = []

@@ -24,10 +24,10 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from glmkit.datasets import load_dataset, load_folder
+from glmkit.data.datasets import load_dataset, load_folder
 from glmkit.errors import DatasetError, ImageError, QCError
 from glmkit.pipeline import run_analysis
-from glmkit.qc import QCPolicy, run_qc
+from glmkit.data.qc import QCPolicy, run_qc
 from glmkit.report import write_report
 from glmkit.settings import RunSettings
 

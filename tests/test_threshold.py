@@ -1,4 +1,4 @@
-"""Tests of glmkit.threshold: nilearn as second implementation, closed forms, bad inputs."""
+"""Tests of glmkit.stats.threshold: nilearn as second implementation, closed forms, bad inputs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from scipy import ndimage, stats
 
 from glmkit.errors import ImageError, ParameterError
-from glmkit.threshold import (
+from glmkit.stats.threshold import (
     HEIGHT_CONTROLS,
     bonferroni_logp,
     cluster_table,
@@ -328,7 +328,7 @@ def test_bad_cluster_table_and_bonferroni_inputs(zmap, tmp_path):
 # ------------------------------------------------------------------ demo parity
 @pytest.fixture(scope="module")
 def demo_z(request):
-    from glmkit.glm import fit_second_level
+    from glmkit.stats.glm import fit_second_level
 
     demo = request.getfixturevalue("demo")
     # the reference analysis after QC: no missing pseudo, no planted defect subjects

@@ -1,4 +1,4 @@
-"""Tests of glmkit.viewer without a browser: thresholds, clusters, encoding, the HTML fragment.
+"""Tests of glmkit.report.viewer without a browser: thresholds, clusters, encoding, the HTML fragment.
 
 The browser behaviour is tested in tests/test_viewer_browser.py.
 """
@@ -18,7 +18,7 @@ from scipy import ndimage
 from scipy.stats import norm
 
 from glmkit.errors import ImageError, ParameterError
-from glmkit.viewer import (
+from glmkit.report.viewer import (
     ALPHAS,
     infer_kind,
     label_clusters,

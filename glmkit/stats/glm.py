@@ -26,8 +26,8 @@ Numerical conventions (same as nilearn unless stated):
   fraction and inverts the normal tail in log space, so z stays finite and
   strictly monotone in t. ``logp`` (``-log10 p``) uses the same exact log.
 
-Contrast specifications are parsed in :mod:`glmkit._contrast` (:func:`contrast_vector` is
-re-exported here) and the exact tails and z scores live in :mod:`glmkit._pvalues`.
+Contrast specifications are parsed in :mod:`glmkit.stats.contrast` (:func:`contrast_vector` is
+re-exported here) and the exact tails and z scores live in :mod:`glmkit.stats.pvalues`.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ import numpy as np
 import pandas as pd
 from scipy import linalg, stats
 
-from glmkit._contrast import contrast_vector
-from glmkit._pvalues import P_FLOOR, log_sf_f, log_sf_t, logp_from_log, z_scores
+from glmkit.stats.contrast import contrast_vector
+from glmkit.stats.pvalues import P_FLOOR, log_sf_f, log_sf_t, logp_from_log, z_scores
 from glmkit._util import logger
 from glmkit.errors import (
     ContrastError,

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from glmkit._html import (_cluster_summary, _coords, _esc, _figure, _fmt, _get, _mm,
+from glmkit.report.markup import (_cluster_summary, _coords, _esc, _figure, _fmt, _get, _mm,
                           _n_clusters, _section, _settings_dict, _table, _version)
 
 _STATISTIC_LABELS = {
@@ -315,7 +315,7 @@ def _qc_section(result) -> str:
 
 
 def _design_section(result) -> str:
-    from glmkit import _figures
+    from glmkit.report import figures as _figures
 
     design = result.design
     matrix = design.matrix
@@ -348,7 +348,7 @@ def _design_section(result) -> str:
 
 def _results_section(result, images, items, z, affine, alpha, cut_coords,
                      cut_note: str | None = None) -> str:
-    from glmkit import _figures
+    from glmkit.report import figures as _figures
 
     rows = []
     fwer = [it for it in items if it.error_rate == "FWER"]
@@ -456,7 +456,7 @@ def _clusters_section(result, items, z, affine) -> str:
 
 
 def _null_section(result, alpha: float) -> str:
-    from glmkit import _figures
+    from glmkit.report import figures as _figures
 
     perm = result.permutation
     if perm is None:
@@ -494,8 +494,8 @@ def _p_of(observed: float, null: np.ndarray) -> float:
 
 
 def _explore_section(result, cut_coords, contrast_name: str) -> str:
-    """The kernel-free viewer of :mod:`glmkit.viewer`, fed with the run's maps."""
-    from glmkit import viewer
+    """The kernel-free viewer of :mod:`glmkit.report.viewer`, fed with the run's maps."""
+    from glmkit.report import viewer
 
     specs, clusters = viewer.maps_from_result(result)
     alpha = float(_get(result.settings, "alpha", 0.05))

@@ -16,8 +16,8 @@ Family-wise error (FWER) maps are compared with FWER maps only (Bonferroni, perm
 max-T, cluster and TFCE); the false discovery rate (FDR) map is shown in its own row,
 labelled as FDR (nilearn issue #3038).
 
-The page's sections are built in :mod:`glmkit._report_sections`, with the formatting helpers
-of :mod:`glmkit._html`; the recovery section stays here, next to :func:`recovery`.
+The page's sections are built in :mod:`glmkit.report.sections`, with the formatting helpers
+of :mod:`glmkit.report.markup`; the recovery section stays here, next to :func:`recovery`.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from glmkit._html import _esc, _get, _section, _table, _version
-from glmkit._report_sections import (_STATISTIC_LABELS, _STATISTIC_UNITS, _Corrected,
+from glmkit.report.markup import _esc, _get, _section, _table, _version
+from glmkit.report.sections import (_STATISTIC_LABELS, _STATISTIC_UNITS, _Corrected,
                                      _clusters_section, _design_section, _explore_section,
                                      _how_to_read_section, _methods_section, _null_section,
                                      _provenance_section, _qc_section, _results_section,
@@ -266,7 +266,7 @@ def _recovery_section(result, items, images, far_mm: float) -> tuple[str, pd.Dat
 
 def _cut(settings, images, z: np.ndarray) -> tuple[tuple[float, float, float], str | None]:
     """The figures' cut: the run's ``cut_coords`` if its slices cross the mask, else the peak."""
-    from glmkit.viewer import cut_in_view
+    from glmkit.report.viewer import cut_in_view
 
     requested = tuple(_get(settings, "cut_coords", None) or (38, -17, -3))
     mask = np.asarray(images["mask"].get_fdata()) > 0
@@ -300,8 +300,8 @@ def _render_page(result, images, *, notebook_path=None, far_mm: float = 10.0) ->
     ]
     nav = "".join(f'<a href="#{key}">{_esc(title)}</a>' for key, title in _SECTIONS)
     template = string.Template(
-        resources.files("glmkit").joinpath("templates/report.html").read_text("utf-8"))
-    css = resources.files("glmkit").joinpath("templates/report.css").read_text("utf-8")
+        resources.files("glmkit.report").joinpath("templates/report.html").read_text("utf-8"))
+    css = resources.files("glmkit.report").joinpath("templates/report.css").read_text("utf-8")
     run_name = _get(settings, "run_name", "")
     title = f"glmkit report: {contrast_name}" + (f" ({run_name})" if run_name else "")
     dataset_name = _get(result.dataset, "name", "")

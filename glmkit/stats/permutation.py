@@ -59,8 +59,8 @@ import pandas as pd
 from scipy import linalg, stats
 from scipy.linalg import blas
 
-from glmkit import _cluster
-from glmkit._pvalues import logp_from_p
+from glmkit.stats import cluster as _cluster
+from glmkit.stats.pvalues import logp_from_p
 from glmkit._util import logger
 from glmkit.errors import ContrastError, DesignError, ParameterError
 from glmkit.settings import SCHEMES, STATISTICS  # declared once, with the run parameters
@@ -255,7 +255,7 @@ def _as_mask(mask_img, n_voxels) -> np.ndarray:
 
 def _design_matrix(design, contrast, n) -> tuple[np.ndarray, np.ndarray, str]:
     if hasattr(design, "matrix") and isinstance(design.matrix, pd.DataFrame):
-        design = design.matrix  # glmkit.design.Design
+        design = design.matrix  # glmkit.stats.design.Design
     columns = None
     if isinstance(design, pd.DataFrame):
         columns = [str(c) for c in design.columns]

@@ -12,8 +12,8 @@ subject table whose first column is ``subject``, in the same order as the maps.
   matches maps to rows by the subject id found in each file name.
 * :func:`load_dataset` dispatches on a name or a path.
 
-The demo simulation and generation live in :mod:`glmkit._demo`, the folder, image and table
-readers in :mod:`glmkit._folder`; both are private.
+The demo simulation and generation live in :mod:`glmkit.data.demo`, the folder, image and table
+readers in :mod:`glmkit.data.folder`; both are private.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from glmkit._demo import (  # noqa: F401 - the DEMO_* constants stay public here
+from glmkit.data.demo import (  # noqa: F401 - the DEMO_* constants stay public here
     DEMO_DEFECTS,
     DEMO_EFFECT_SIZE,
     DEMO_GENERATOR_VERSION,
@@ -42,7 +42,7 @@ from glmkit._demo import (  # noqa: F401 - the DEMO_* constants stay public here
     _demo_cache_problem,
     _generate_demo,
 )
-from glmkit._folder import _check_unique, _list_maps, _match, _open_image, _read_table, _split_4d
+from glmkit.data.folder import _check_unique, _list_maps, _match, _open_image, _read_table, _split_4d
 from glmkit._util import atomic_folder, get_data_dir, logger, sha256_file
 from glmkit.errors import (
     DataFileNotFoundError,

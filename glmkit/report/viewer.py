@@ -709,7 +709,7 @@ def _cluster_rows(df: pd.DataFrame | None) -> dict | None:
 
 
 def _template(name: str) -> str:
-    return resources.files("glmkit").joinpath("templates", name).read_text(encoding="utf-8")
+    return resources.files("glmkit.report").joinpath("templates", name).read_text(encoding="utf-8")
 
 
 def viewer_payload(

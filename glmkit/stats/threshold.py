@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage, stats
 
-from glmkit._pvalues import P_FLOOR, logp_from_p
+from glmkit.stats.pvalues import P_FLOOR, logp_from_p
 from glmkit._util import logger
 from glmkit.errors import ImageError, ParameterError
 

@@ -1,6 +1,6 @@
 """Contrast specifications -> weight vectors: column names, expressions, vectors, matrices.
 
-:func:`contrast_vector` is public as ``glmkit.contrast_vector`` / ``glmkit.glm.contrast_vector``.
+:func:`contrast_vector` is public as ``glmkit.contrast_vector`` / ``glmkit.stats.glm.contrast_vector``.
 Expressions such as ``"2*a - b/2"`` are parsed with :mod:`ast` and evaluated by a small
 interpreter that allows only column names, numbers, ``+ - * /`` and requires the result to
 be linear in the columns; nothing is ``eval``-ed.
