@@ -37,13 +37,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from glmkit.data.datasets import Dataset
     from glmkit.stats.design import Design
     from glmkit.stats.glm import ContrastResult, SecondLevelResult
-    from glmkit.stats.permutation import STAT_MAP_NAMES, PermutationResult
+    from glmkit.stats.permutation import PermutationResult
     from glmkit.data.qc import QCResult
     from glmkit.stats.threshold import ThresholdResult
 
 __all__ = [
     "AnalysisResult",
-    "STAT_MAP_NAMES",
     "load_data",
     "quality_control",
     "build_design",
@@ -57,19 +56,6 @@ __all__ = [
     "write_record",
     "software_versions",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    """``STAT_MAP_NAMES`` (statistic -> map name), defined once in :mod:`glmkit.stats.permutation`.
-
-    Resolved on first use so that ``import glmkit.pipeline`` does not import the permutation
-    engine (numba) up front.
-    """
-    if name == "STAT_MAP_NAMES":
-        from glmkit.stats.permutation import STAT_MAP_NAMES
-
-        return STAT_MAP_NAMES
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 _PACKAGES = ("glmkit", "numpy", "scipy", "pandas", "nibabel", "nilearn", "formulaic", "numba",
@@ -347,10 +333,11 @@ class AnalysisResult:
             "logp_bonferroni": unmask(self.logp_bonferroni),
         }
         if self.permutation is not None:
-            from glmkit.stats.permutation import STAT_MAP_NAMES
+            from glmkit.stats.statistics import get_statistic
 
             for stat in self.permutation.statistics:
-                out[STAT_MAP_NAMES[stat]] = unmask(np.asarray(self.permutation.logp_fwer[stat]))
+                out[get_statistic(stat).map_name] = unmask(
+                    np.asarray(self.permutation.logp_fwer[stat]))
         return out
 
     @property

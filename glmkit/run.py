@@ -263,9 +263,9 @@ def _finish(tmp: Path, settings: RunSettings, given: RunSettings, *, wall_time: 
 
 
 def _stat_map(statistic: str) -> str:
-    from glmkit.pipeline import STAT_MAP_NAMES
+    from glmkit.stats.statistics import get_statistic
 
-    return STAT_MAP_NAMES[statistic]
+    return get_statistic(statistic).map_name
 
 
 # --------------------------------------------------------------------------------- batch

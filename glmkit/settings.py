@@ -19,22 +19,19 @@ from pathlib import Path
 from typing import Any
 
 from glmkit.errors import DataFileNotFoundError, ParameterError
+from glmkit.stats.statistics import SCHEMES, statistic_names  # the engine's registry
 
 __all__ = [
     "RunSettings",
     "BUILTIN_DATASETS",
-    "STATISTICS",
     "HEIGHT_CONTROLS",
-    "SCHEMES",
     "GRID_ACTIONS",
     "RUNNER_FIELDS",
     "packaged_notebook",
 ]
 
 BUILTIN_DATASETS = ("demo", "demo-null", "localizer")
-STATISTICS = ("voxel", "cluster_size", "cluster_mass", "tfce")
 HEIGHT_CONTROLS = ("fdr", "bonferroni", "fpr", None)
-SCHEMES = ("freedman_lane", "ter_braak")
 GRID_ACTIONS = ("error", "resample")
 NOTEBOOK_NAME = "second_level_association.ipynb"
 #: Fields that steer the runner (where and how to run), not the analysis; they are not
@@ -262,7 +259,7 @@ class RunSettings:
         _check_choice("scheme", self.scheme, SCHEMES)
         _check_choice("on_grid_mismatch", self.on_grid_mismatch, GRID_ACTIONS)
         for stat in self.statistics:
-            _check_choice("statistics", stat, STATISTICS, what="statistic")
+            _check_choice("statistics", stat, statistic_names(), what="statistic")
         if self.tfce is not None and "tfce" not in self.statistics:
             object.__setattr__(self, "statistics", (*self.statistics, "tfce"))
         if len(set(self.statistics)) != len(self.statistics):

@@ -59,23 +59,16 @@ import pandas as pd
 from scipy import linalg, stats
 from scipy.linalg import blas
 
-from glmkit.stats import cluster as _cluster
-from glmkit.stats.pvalues import logp_from_p
 from glmkit._util import logger
 from glmkit.errors import ContrastError, DesignError, ParameterError
-from glmkit.settings import SCHEMES, STATISTICS  # declared once, with the run parameters
+from glmkit.stats.pvalues import logp_from_p
+from glmkit.stats.statistics import (SCHEMES, TFCE_DEFAULTS, StatContext, StatisticSpec,
+                                     get_statistic)
 
-__all__ = ["PermutationResult", "permutation_test", "STATISTICS", "SCHEMES", "STAT_MAP_NAMES"]
+__all__ = ["PermutationResult", "permutation_test"]
 
-_SPATIAL = {"cluster_size", "cluster_mass", "tfce"}
-_TFCE_DEFAULTS = {"E": 0.5, "H": 2.0, "dh": "auto"}
-#: statistic -> name of its FWER -log10 p map (``to_frame`` column, ``maps/<name>.nii.gz``)
-STAT_MAP_NAMES = {
-    "voxel": "logp_maxt",
-    "cluster_size": "logp_cluster_size",
-    "cluster_mass": "logp_cluster_mass",
-    "tfce": "logp_tfce",
-}
+#: neighbourhoods of clusters and TFCE (faces, + edges, + corners)
+CONNECTIVITIES = (6, 18, 26)
 #: memory budget (bytes) of one block's GEMM output; sets the block size.
 BLOCK_BYTES = 64 * 2**20
 _MAX_BLOCK = 256
@@ -155,7 +148,7 @@ class PermutationResult:
         for s in self.statistics:
             if s != "voxel":
                 cols[s] = self.observed[s]
-            cols[STAT_MAP_NAMES[s]] = self.logp_fwer[s]
+            cols[get_statistic(s).map_name] = self.logp_fwer[s]
         frame = pd.DataFrame(cols)
         frame.index.name = "voxel"
         return frame
@@ -191,35 +184,33 @@ def _check_stat_in(stat, known):
         )
 
 
-def _as_statistics(statistics, tfce) -> tuple[str, ...]:
+def _as_statistics(statistics, tfce) -> tuple[StatisticSpec, ...]:
+    """The registry specs of ``statistics`` (``tfce`` given adds TFCE), in the order given."""
     if isinstance(statistics, str):
         statistics = (statistics,)
-    stats_ = tuple(dict.fromkeys(statistics))
-    for s in stats_:
-        if s not in STATISTICS:
-            raise ParameterError(
-                f"statistics: unknown statistic {s!r}; known statistics are {STATISTICS}."
-            )
-    if not stats_:
-        raise ParameterError(f"statistics is empty; pick from {STATISTICS}.")
-    if tfce not in (None, False) and "tfce" not in stats_:
-        stats_ = stats_ + ("tfce",)
-    return stats_
+    names = tuple(dict.fromkeys(statistics))
+    if not names:
+        from glmkit.stats.statistics import statistic_names
+
+        raise ParameterError(f"statistics is empty; pick from {statistic_names()}.")
+    if tfce not in (None, False) and "tfce" not in names:
+        names = names + ("tfce",)
+    return tuple(get_statistic(name) for name in names)
 
 
 def _tfce_params(tfce) -> dict:
-    params = dict(_TFCE_DEFAULTS)
+    params = dict(TFCE_DEFAULTS)
     if tfce in (None, True, False):
         return params
     if not isinstance(tfce, Mapping):
         raise ParameterError(
-            f"tfce must be None, True or a mapping with keys {tuple(_TFCE_DEFAULTS)}; "
+            f"tfce must be None, True or a mapping with keys {tuple(TFCE_DEFAULTS)}; "
             f"got {tfce!r}."
         )
-    unknown = set(tfce) - set(_TFCE_DEFAULTS)
+    unknown = set(tfce) - set(TFCE_DEFAULTS)
     if unknown:
         raise ParameterError(
-            f"tfce: unknown keys {sorted(unknown)}; known keys are {tuple(_TFCE_DEFAULTS)}."
+            f"tfce: unknown keys {sorted(unknown)}; known keys are {tuple(TFCE_DEFAULTS)}."
         )
     params.update(tfce)
     for key in ("E", "H"):
@@ -458,7 +449,7 @@ def _single_blas_thread(parent_pid):
 
 
 def _run_block(R, xvec, zconf, ss, perms, signs, cfg):
-    """Null maxima (dict) and per-voxel counts for one block of permutations."""
+    """Null maxima (dict: statistic -> (B,)) and per-voxel counts for one block."""
     _single_blas_thread(cfg["parent_pid"])
     R = np.asarray(R)  # a joblib memmap would make every product a memmap subclass
     dtype = R.dtype
@@ -467,8 +458,8 @@ def _run_block(R, xvec, zconf, ss, perms, signs, cfg):
     counts = np.zeros(R.shape[1], np.int64)
     out: dict[str, np.ndarray] = {}
     two = cfg["two_sided"]
-    if zconf.shape[1] == 0 and not cfg["spatial"]:
-        mx = np.empty(B)
+    mx = np.empty(B)
+    if zconf.shape[1] == 0 and not cfg["needs_maps"]:
         _reduce_fast(num, cfg["thr_num"].astype(dtype), two, counts, mx)
         out["voxel"] = _t_from_num(mx, cfg["dof"])
         return out, counts
@@ -476,21 +467,12 @@ def _run_block(R, xvec, zconf, ss, perms, signs, cfg):
     tm = np.empty((B, R.shape[1]), dtype=dtype)
     _tmaps(num, conf, zconf.shape[1], ss.astype(dtype), float(cfg["dof"]), tm)
     del num, conf
-    mx = np.empty(B)
     _reduce_fast(tm, cfg["t_obs"].astype(dtype), two, counts, mx)
     out["voxel"] = mx
-    nbr = np.array(cfg["nbr"]) if cfg["nbr"] is not None else None  # writable (numba types)
-    if cfg["cluster"]:
-        size = np.empty(B, np.int64)
-        mass = np.empty(B)
-        _cluster.cluster_max(tm, cfg["cluster_t"], nbr, two, size, mass)
-        out["cluster_size"] = size.astype(float)
-        out["cluster_mass"] = mass
-    if cfg["tfce"]:
-        tf = np.empty(B)
-        p = cfg["tfce_params"]
-        _cluster.tfce_max(tm, nbr, two, p["E"], p["H"], p["dh"], tf)
-        out["tfce"] = tf
+    cache: dict = {}
+    for spec in cfg["specs"]:
+        if spec.null_max is not None:
+            out[spec.name] = np.asarray(spec.null_max(tm, cfg["ctx"], cache), dtype=np.float64)
     return out, counts
 
 
@@ -506,25 +488,235 @@ def _p_from_null(null, values):
     return (1.0 + count) / (1.0 + perm.size)
 
 
+# ----------------------------------------------------------------------------- validation
+def _check_int(value, *, low=None, nonzero=False) -> bool:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or (low is not None and value < low) or (nonzero and value == 0):
+        return False
+    return True
+
+
+def _check_options(*, n_perm, scheme, dtype, connectivity, n_jobs, cluster_threshold,
+                   random_state) -> tuple[int, int]:
+    """Check the scalar options; return ``(n_perm, random_state)`` (drawn when None)."""
+    if not _check_int(n_perm, low=1):
+        raise ParameterError(f"n_perm must be an integer >= 1; got {n_perm!r}.")
+    if scheme not in SCHEMES:
+        raise ParameterError(f"scheme must be one of {SCHEMES}; got {scheme!r}.")
+    if dtype not in ("float64", "float32"):
+        raise ParameterError(f"dtype must be 'float64' or 'float32'; got {dtype!r}.")
+    if connectivity not in CONNECTIVITIES:
+        raise ParameterError(f"connectivity must be 6, 18 or 26; got {connectivity!r}.")
+    if not _check_int(n_jobs, nonzero=True):
+        raise ParameterError(
+            f"n_jobs must be a non-zero integer (joblib convention); got {n_jobs!r}."
+        )
+    if not (0 < float(cluster_threshold) < 1):
+        raise ParameterError(
+            f"cluster_threshold is a p-value in (0, 1); got {cluster_threshold!r}."
+        )
+    if random_state is None:
+        random_state = int(np.random.SeedSequence().entropy % (2**63))
+    elif not _check_int(random_state):
+        raise ParameterError(
+            "random_state must be an int or None (it is recorded); "
+            f"got {type(random_state).__name__}."
+        )
+    return int(n_perm), int(random_state)
+
+
+def _check_data(Y) -> np.ndarray:
+    """``Y`` as a finite float64 (n_subjects, n_voxels) array."""
+    Y = np.asarray(Y)
+    if Y.ndim != 2:
+        raise ParameterError(f"Y must be 2-D (n_subjects, n_voxels); got shape {Y.shape}.")
+    Y = Y.astype(np.float64, copy=False)
+    if not np.isfinite(Y.sum()):  # cheap test first; exact count only on failure
+        finite = np.isfinite(Y)
+        if not finite.all():
+            bad_v = int((~finite).any(axis=0).sum())
+            bad_s = int((~finite).any(axis=1).sum())
+            raise ParameterError(
+                f"Y has NaN or infinite values in {bad_v} voxels across {bad_s} subjects; "
+                "mask those voxels out or drop/impute those subjects before permuting."
+            )
+    return Y
+
+
+def _check_groups(groups, n):
+    if groups is None:
+        return None
+    groups = np.asarray(groups)
+    if groups.ndim != 1 or groups.shape[0] != n:
+        raise ParameterError(
+            f"groups must have one label per subject ({n}); got shape {groups.shape}."
+        )
+    return groups
+
+
+def _spatial_mask(specs, mask_img, n_voxels):
+    """The 3-D mask when a statistic needs voxel neighbours (else None)."""
+    spatial = [spec.name for spec in specs if spec.needs_mask]
+    if not spatial:
+        return None
+    if mask_img is None:
+        raise ParameterError(
+            f"statistics {sorted(spatial)} need mask_img (the 3-D mask that produced Y) "
+            "to define voxel neighbours; pass mask_img=."
+        )
+    return _as_mask(mask_img, n_voxels)
+
+
+def _check_given(given, n_perm):
+    if given is not None and np.asarray(given).shape[0] != n_perm:
+        raise ParameterError(
+            f"_permutations/_signs have {np.asarray(given).shape[0]} rows, n_perm={n_perm}.")
+
+
+# ----------------------------------------------------------------------------- observed
+@dataclass(frozen=True, eq=False)
+class _Observed:
+    """The observed fit: what is permuted, and what permuted statistics are compared with."""
+
+    R: np.ndarray  # normalised residuals that are permuted (n, V)
+    ss_unit: np.ndarray  # 1.0 where the voxel has variance, else 0.0
+    valid: np.ndarray  # voxels with variance left after the confounds
+    t: np.ndarray  # observed t
+    thr_num: np.ndarray  # fast path: num >= thr_num  <=>  t >= observed (2.0: never)
+    t_cmp_slow: np.ndarray  # slow path: observed |t| or t (1e300 where invalid)
+
+
+def _observed_fit(Y, model: _Model, scheme: str, two_sided: bool) -> _Observed:
+    """Residualise on the confounds, normalise, and compute the observed t (in place on a
+    copy of ``Y``)."""
+    Zo = model.z_all
+    dof = model.dof
+    Yrz = Y.copy()
+    if Zo.shape[1]:  # Yrz -= Zo (Zo'Y), in place (Fortran view of the C array)
+        blas.dgemm(-1.0, Yrz.T @ Zo, Zo.T, beta=1.0, c=Yrz.T, overwrite_c=True)
+    ss = np.einsum("ij,ij->j", Yrz, Yrz)
+    ss_y = np.einsum("ij,ij->j", Y, Y)
+    valid = ss > 1e-24 * np.maximum(ss_y, np.finfo(float).tiny)
+    Yrz /= np.where(valid, np.sqrt(ss), 1.0)
+    Yrz[:, ~valid] = 0.0
+    R = Yrz
+    num0 = model.x @ R
+    t_obs = np.where(valid, _t_from_num(num0, dof), 0.0)
+    if scheme == "ter_braak":  # full-model residuals: R -= x num0', in place
+        blas.dger(-1.0, num0, model.x, a=R.T, overwrite_a=True)
+        ssm = np.einsum("ij,ij->j", R, R)
+        valid = valid & (ssm > 1e-24)
+        R /= np.where(valid, np.sqrt(ssm), 1.0)
+        R[:, ~valid] = 0.0
+    t_cmp = np.abs(t_obs) if two_sided else t_obs
+    # threshold on num (fast path): t(num) >= t_obs  <=>  num >= t_obs / sqrt(dof + t_obs^2);
+    # |num| <= 1, so 2.0 marks "never" (finite: the kernels use fastmath)
+    return _Observed(
+        R=R, ss_unit=valid.astype(np.float64), valid=valid, t=t_obs,
+        thr_num=np.where(valid, t_cmp / np.sqrt(dof + t_cmp**2), 2.0),
+        t_cmp_slow=np.where(valid, t_cmp, 1e300),
+    )
+
+
+def _score(value: np.ndarray, two_sided: bool) -> np.ndarray:
+    """What a statistic's null maxima are compared with: ``|value|`` two-sided."""
+    return np.abs(value) if two_sided else value
+
+
+def _observed_statistics(specs, t_obs, ctx: StatContext) -> tuple[dict, dict]:
+    """Observed per-voxel statistic and its maximum, per statistic (``voxel`` always)."""
+    cache: dict = {}
+    observed: dict[str, np.ndarray] = {"voxel": t_obs}
+    obs_max: dict[str, float] = {}
+    for spec in specs:
+        value = np.asarray(spec.observed(t_obs, ctx, cache), dtype=np.float64)
+        observed[spec.name] = value
+        score = _score(value, ctx.two_sided)
+        obs_max[spec.name] = float(score.max(initial=0.0) if spec.nonzero_only else score.max())
+    return observed, obs_max
+
+
+def _fwer_logp(specs, observed, null_max, two_sided) -> dict[str, np.ndarray]:
+    """-log10 FWER p per voxel and statistic (p = 1 where a ``nonzero_only`` statistic is 0)."""
+    out = {}
+    for spec in specs:
+        value = observed[spec.name]
+        p = _p_from_null(null_max[spec.name], _score(value, two_sided))
+        if spec.nonzero_only:
+            p = np.where(value != 0, p, 1.0)
+        out[spec.name] = logp_from_p(p)
+    return out
+
+
+# ----------------------------------------------------------------------------- permutations
+def _permute_blocks(fit: _Observed, model: _Model, zconf, specs, ctx, perms, signs, *,
+                    n_perm, dtype, n_jobs, verbose):
+    """Run every block of permutations; return per-voxel counts, null maxima and blocking."""
+    import joblib
+    from threadpoolctl import threadpool_limits
+    from tqdm.auto import tqdm
+
+    needs_maps = any(spec.null_max is not None for spec in specs)
+    npdtype = np.dtype(dtype)
+    V = fit.R.shape[1]
+    rows = 1 + zconf.shape[1] + (1 if (needs_maps or zconf.shape[1]) else 0)
+    B = _block_size(V, rows, npdtype.itemsize, n_perm)
+    starts = list(range(0, n_perm, B))
+    cfg = {"two_sided": ctx.two_sided, "needs_maps": needs_maps, "dof": model.dof,
+           "thr_num": fit.thr_num, "t_obs": fit.t_cmp_slow, "specs": specs, "ctx": ctx,
+           "parent_pid": os.getpid()}
+    R_ = np.ascontiguousarray(fit.R, dtype=npdtype)
+    xvec = model.x.astype(npdtype)
+    zc = np.ascontiguousarray(zconf, dtype=npdtype)
+    tasks = (
+        joblib.delayed(_run_block)(
+            R_, xvec, zc, fit.ss_unit,
+            None if perms is None else perms[s : s + B],
+            None if signs is None else signs[s : s + B], cfg)
+        for s in starts
+    )
+    logger.info(
+        "permutation_test: %d %ss in %d blocks of <= %d, %d voxels, n_jobs=%s", n_perm,
+        "sign_flip" if perms is None else "permutation", len(starts), B, V, n_jobs,
+    )
+    counts = np.zeros(V, np.int64)
+    null_parts: dict[str, list] = {spec.name: [] for spec in specs}
+    # Every block runs with single-threaded BLAS, whoever runs it, so that n_jobs (and the
+    # joblib backend) never change a bit of the result; parallelism comes from n_jobs.
+    # Threads by default (GEMM and the numba kernels release the GIL; no copies, no worker
+    # start-up); joblib.parallel_config(backend=...) overrides this, e.g. "dask".
+    with tqdm(total=n_perm, disable=not verbose, desc="permutations", unit="perm") as bar, \
+            threadpool_limits(1, user_api="blas"):
+        # never more workers than blocks (does not change the result, saves start-up)
+        jobs = min(int(n_jobs), len(starts)) if n_jobs > 0 else int(n_jobs)
+        parallel = joblib.Parallel(n_jobs=jobs, prefer="threads", return_as="generator")
+        for s, (maxima, cnt) in zip(starts, parallel(tasks)):
+            counts += cnt
+            for spec in specs:
+                part = maxima[spec.name] if spec.null_max is not None else maxima["voxel"]
+                null_parts[spec.name].append(part)
+            bar.update(min(B, n_perm - s))
+    return counts, null_parts, {"block_size": B, "n_blocks": len(starts)}
+
+
+def _draws(random_state, n_perm, n, model, groups, given_perms, given_signs):
+    """The permutations or sign flips: given ones, or drawn from ``random_state``."""
+    if given_perms is not None:
+        return np.asarray(given_perms, dtype=np.int32), None, False
+    if given_signs is not None:
+        return None, np.asarray(given_signs, dtype=np.int8), True
+    rng = np.random.default_rng(random_state)
+    perms, signs = _draw(rng, n_perm, n, model.sign_flip, groups)
+    return perms, signs, model.sign_flip
+
+
+# ----------------------------------------------------------------------------- entry point
 def permutation_test(
-    Y,
-    design,
-    contrast,
-    *,
-    n_perm: int = 10000,
-    two_sided: bool = False,
-    statistics=("voxel",),
-    mask_img=None,
-    cluster_threshold: float = 0.001,
-    tfce=None,
-    connectivity: int = 6,
-    scheme: str = "freedman_lane",
-    groups=None,
-    random_state: int | None = None,
-    n_jobs: int = 1,
-    dtype: str = "float64",
-    verbose: bool = True,
-    _permutations: np.ndarray | None = None,
+    Y, design, contrast, *, n_perm: int = 10000, two_sided: bool = False,
+    statistics=("voxel",), mask_img=None, cluster_threshold: float = 0.001, tfce=None,
+    connectivity: int = 6, scheme: str = "freedman_lane", groups=None,
+    random_state: int | None = None, n_jobs: int = 1, dtype: str = "float64",
+    verbose: bool = True, _permutations: np.ndarray | None = None,
     _signs: np.ndarray | None = None,
 ) -> PermutationResult:
     """Permutation (or sign-flip) test of one contrast with FWER control.
@@ -541,8 +733,10 @@ def permutation_test(
         Number of permutations (the observed data count as one more).
     two_sided : bool, default False
         Test ``|t|`` (two-sided clusters/TFCE take positive and negative parts separately).
-    statistics : str or sequence of {"voxel", "cluster_size", "cluster_mass", "tfce"}
-        Statistics whose FWER-corrected p-values are computed.
+    statistics : str or sequence of str
+        Statistics whose FWER-corrected p-values are computed: names registered in
+        :mod:`glmkit.stats.statistics` (built in: ``"voxel"``, ``"cluster_size"``,
+        ``"cluster_mass"``, ``"tfce"``).
     mask_img : Nifti1Image, path or 3-D array, optional
         The mask that produced ``Y`` (columns in C order of the mask); needed for
         cluster and TFCE statistics.
@@ -589,254 +783,49 @@ def permutation_test(
     True
     """
     t_start = time.perf_counter()
-    # ---------------------------------------------------------------- validate
-    if isinstance(n_perm, bool) or not isinstance(n_perm, (int, np.integer)) or n_perm < 1:
-        raise ParameterError(f"n_perm must be an integer >= 1; got {n_perm!r}.")
-    n_perm = int(n_perm)
-    if scheme not in SCHEMES:
-        raise ParameterError(f"scheme must be one of {SCHEMES}; got {scheme!r}.")
-    if dtype not in ("float64", "float32"):
-        raise ParameterError(f"dtype must be 'float64' or 'float32'; got {dtype!r}.")
-    if connectivity not in _cluster._MAX_DIST:
-        raise ParameterError(f"connectivity must be 6, 18 or 26; got {connectivity!r}.")
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0:
-        raise ParameterError(
-            f"n_jobs must be a non-zero integer (joblib convention); got {n_jobs!r}."
-        )
-    stats_ = _as_statistics(statistics, tfce)
-    tparams = _tfce_params(tfce)
-    if not (0 < float(cluster_threshold) < 1):
-        raise ParameterError(
-            f"cluster_threshold is a p-value in (0, 1); got {cluster_threshold!r}."
-        )
-    if random_state is None:
-        random_state = int(np.random.SeedSequence().entropy % (2**63))
-    elif isinstance(random_state, (bool, np.bool_)) or not isinstance(
-        random_state, (int, np.integer)
-    ):
-        raise ParameterError(
-            "random_state must be an int or None (it is recorded); "
-            f"got {type(random_state).__name__}."
-        )
-    random_state = int(random_state)
-
-    Y = np.asarray(Y)
-    if Y.ndim != 2:
-        raise ParameterError(f"Y must be 2-D (n_subjects, n_voxels); got shape {Y.shape}.")
+    n_perm, random_state = _check_options(
+        n_perm=n_perm, scheme=scheme, dtype=dtype, connectivity=connectivity, n_jobs=n_jobs,
+        cluster_threshold=cluster_threshold, random_state=random_state)
+    specs = _as_statistics(statistics, tfce)
+    tfce_params = _tfce_params(tfce)
+    Y = _check_data(Y)
     n, V = Y.shape
-    Y = Y.astype(np.float64, copy=False)
-    if not np.isfinite(Y.sum()):  # cheap test first; exact count only on failure
-        finite = np.isfinite(Y)
-        if not finite.all():
-            bad_v = int((~finite).any(axis=0).sum())
-            bad_s = int((~finite).any(axis=1).sum())
-            raise ParameterError(
-                f"Y has NaN or infinite values in {bad_v} voxels across {bad_s} subjects; "
-                "mask those voxels out or drop/impute those subjects before permuting."
-            )
     X, c, cname = _design_matrix(design, contrast, n)
-    if groups is not None:
-        groups = np.asarray(groups)
-        if groups.ndim != 1 or groups.shape[0] != n:
-            raise ParameterError(
-                f"groups must have one label per subject ({n}); got shape {groups.shape}."
-            )
-    spatial = _SPATIAL.intersection(stats_)
-    mask = None
-    if spatial:
-        if mask_img is None:
-            raise ParameterError(
-                f"statistics {sorted(spatial)} need mask_img (the 3-D mask that produced Y) "
-                "to define voxel neighbours; pass mask_img=."
-            )
-        mask = _as_mask(mask_img, V)
+    groups = _check_groups(groups, n)
+    mask = _spatial_mask(specs, mask_img, V)
+    _check_given(_permutations if _permutations is not None else _signs, n_perm)
 
     model = _partition(X, c)
-    dof = model.dof
-    n_perm_given = None
-    if _permutations is not None or _signs is not None:
-        given = _permutations if _permutations is not None else _signs
-        n_perm_given = np.asarray(given).shape[0]
-        if n_perm_given != n_perm:
-            raise ParameterError(f"_permutations/_signs have {n_perm_given} rows, n_perm={n_perm}.")
+    fit = _observed_fit(Y, model, scheme, two_sided)
+    ctx = StatContext(dof=model.dof, two_sided=two_sided, mask=mask, connectivity=connectivity,
+                      cluster_threshold=cluster_threshold, tfce_params=tfce_params)
+    observed, obs_max = _observed_statistics(specs, fit.t, ctx)
 
-    # ---------------------------------------------------------------- observed
-    Zo = model.z_all
-    Yrz = Y.copy()
-    if Zo.shape[1]:  # Yrz -= Zo (Zo'Y), in place (Fortran view of the C array)
-        blas.dgemm(-1.0, Yrz.T @ Zo, Zo.T, beta=1.0, c=Yrz.T, overwrite_c=True)
-    ss = np.einsum("ij,ij->j", Yrz, Yrz)
-    ss_y = np.einsum("ij,ij->j", Y, Y)
-    valid = ss > 1e-24 * np.maximum(ss_y, np.finfo(float).tiny)
-    Yrz /= np.where(valid, np.sqrt(ss), 1.0)
-    Yrz[:, ~valid] = 0.0
-    Rz = Yrz
-    num0 = model.x @ Rz
-    t_obs = np.where(valid, _t_from_num(num0, dof), 0.0)
-    if scheme == "freedman_lane":
-        R = Rz
-    else:
-        R = Rz  # full-model residuals: R -= x num0', in place
-        blas.dger(-1.0, num0, model.x, a=R.T, overwrite_a=True)
-        ssm = np.einsum("ij,ij->j", R, R)
-        valid = valid & (ssm > 1e-24)
-        R /= np.where(valid, np.sqrt(ssm), 1.0)
-        R[:, ~valid] = 0.0
-    ss_unit = valid.astype(np.float64)
-    t_cmp = np.abs(t_obs) if two_sided else t_obs
-    # threshold on num (fast path): t(num) >= t_obs  <=>  num >= t_obs / sqrt(dof + t_obs^2);
-    # |num| <= 1, so 2.0 marks "never" (finite: the kernels use fastmath)
-    thr_num = np.where(valid, t_cmp / np.sqrt(dof + t_cmp**2), 2.0)
-    t_cmp_slow = np.where(valid, t_cmp, 1e300)
-
+    perms, signs, sign_flip = _draws(random_state, n_perm, n, model, groups, _permutations,
+                                     _signs)
     # confound columns that permutations do not cancel
-    sign_flip = model.sign_flip or _signs is not None
-    zconf = Zo[:, 1:] if (model.has_const and not sign_flip) else Zo
-    cluster_t = None
-    nbr = None
-    observed: dict[str, np.ndarray] = {"voxel": t_obs}
-    obs_max: dict[str, float] = {"voxel": float(np.max(t_cmp))}
-    obs_cluster = None
-    if spatial:
-        nbr = _cluster.neighbors(mask, connectivity)
-        dh = 0.0 if tparams["dh"] == "auto" else float(tparams["dh"])
-        tparams = {"E": float(tparams["E"]), "H": float(tparams["H"]), "dh": dh}
-        if {"cluster_size", "cluster_mass"} & spatial:
-            q = cluster_threshold / 2 if two_sided else cluster_threshold
-            cluster_t = float(stats.t.isf(q, dof))
-            obs_cluster = _observed_clusters(t_obs, cluster_t, nbr, two_sided)
-            for s in ("cluster_size", "cluster_mass"):
-                observed[s] = obs_cluster[s]
-                obs_max[s] = float(observed[s].max(initial=0.0))
-        if "tfce" in spatial:
-            observed["tfce"] = _cluster.tfce_map(
-                t_obs, nbr, two_sided, tparams["E"], tparams["H"], tparams["dh"]
-            )
-            obs_max["tfce"] = float(np.abs(observed["tfce"]).max(initial=0.0))
-
-    # ---------------------------------------------------------------- draws
-    rng = np.random.default_rng(random_state)
-    if _permutations is not None:
-        perms, signs = np.asarray(_permutations, dtype=np.int32), None
-        sign_flip = False
-    elif _signs is not None:
-        perms, signs = None, np.asarray(_signs, dtype=np.int8)
-    else:
-        perms, signs = _draw(rng, n_perm, n, model.sign_flip, groups)
-    method = "sign_flip" if sign_flip else "permutation"
-
-    npdtype = np.dtype(dtype)
-    rows = 1 + zconf.shape[1] + (1 if (spatial or zconf.shape[1]) else 0)
-    B = _block_size(V, rows, npdtype.itemsize, n_perm)
-    starts = list(range(0, n_perm, B))
-    cfg = {
-        "two_sided": bool(two_sided),
-        "spatial": bool(spatial),
-        "dof": dof,
-        "thr_num": thr_num,
-        "t_obs": t_cmp_slow,
-        "cluster": bool({"cluster_size", "cluster_mass"} & spatial),
-        "cluster_t": cluster_t,
-        "tfce": "tfce" in spatial,
-        "tfce_params": tparams,
-        "nbr": nbr,
-        "parent_pid": os.getpid(),
-    }
-    R_ = np.ascontiguousarray(R, dtype=npdtype)
-    xvec = model.x.astype(npdtype)
-    zc = np.ascontiguousarray(zconf, dtype=npdtype)
-    ss_ = ss_unit
-
-    import joblib
-    from threadpoolctl import threadpool_limits
-    from tqdm.auto import tqdm
-
-    tasks = (
-        joblib.delayed(_run_block)(
-            R_,
-            xvec,
-            zc,
-            ss_,
-            None if perms is None else perms[s : s + B],
-            None if signs is None else signs[s : s + B],
-            cfg,
-        )
-        for s in starts
-    )
-    logger.info(
-        "permutation_test: %d %ss in %d blocks of <= %d, %d voxels, n_jobs=%s",
-        n_perm, method, len(starts), B, V, n_jobs,
-    )
-    counts = np.zeros(V, np.int64)
-    null_parts: dict[str, list] = {s: [] for s in stats_}
-    # Every block runs with single-threaded BLAS, whoever runs it, so that n_jobs (and the
-    # joblib backend) never change a bit of the result; parallelism comes from n_jobs.
-    # Threads by default (GEMM and the numba kernels release the GIL; no copies, no worker
-    # start-up); joblib.parallel_config(backend=...) overrides this, e.g. "dask".
-    with tqdm(total=n_perm, disable=not verbose, desc="permutations", unit="perm") as bar, \
-            threadpool_limits(1, user_api="blas"):
-        # never more workers than blocks (does not change the result, saves start-up)
-        jobs = min(int(n_jobs), len(starts)) if n_jobs > 0 else int(n_jobs)
-        parallel = joblib.Parallel(n_jobs=jobs, prefer="threads", return_as="generator")
-        for s, (maxima, cnt) in zip(starts, parallel(tasks)):
-            counts += cnt
-            for st in stats_:
-                null_parts[st].append(maxima[st])
-            bar.update(min(B, n_perm - s))
+    zconf = model.z_all[:, 1:] if (model.has_const and not sign_flip) else model.z_all
+    counts, null_parts, blocking = _permute_blocks(
+        fit, model, zconf, specs, ctx, perms, signs, n_perm=n_perm, dtype=dtype,
+        n_jobs=n_jobs, verbose=verbose)
 
     null_max = {
-        st: np.concatenate([[obs_max[st]], *null_parts[st]]).astype(np.float64) for st in stats_
+        spec.name: np.concatenate([[obs_max[spec.name]], *null_parts[spec.name]]).astype(
+            np.float64) for spec in specs
     }
-    p_unc = np.where(valid, (1.0 + counts) / (1.0 + n_perm), 1.0)
-    logp_fwer: dict[str, np.ndarray] = {}
-    for st in stats_:
-        if st == "voxel":
-            p = _p_from_null(null_max[st], t_cmp)
-        elif st == "tfce":
-            p = _p_from_null(null_max[st], np.abs(observed["tfce"]))
-            p = np.where(observed["tfce"] != 0, p, 1.0)
-        else:
-            p = _p_from_null(null_max[st], observed[st])
-            p = np.where(observed[st] > 0, p, 1.0)
-        logp_fwer[st] = logp_from_p(p)
+    used = ctx.used()
     return PermutationResult(
-        t=t_obs,
-        logp_uncorrected=logp_from_p(p_unc),
-        logp_fwer=logp_fwer,
-        null_max=null_max,
-        observed=observed,
-        random_state=random_state,
-        n_perm=n_perm,
-        two_sided=bool(two_sided),
-        statistics=stats_,
-        scheme=scheme,
-        method=method,
-        dof=dof,
-        contrast=cname,
-        cluster_forming_t=cluster_t,
-        cluster_threshold=float(cluster_threshold) if cluster_t is not None else None,
+        t=fit.t,
+        logp_uncorrected=logp_from_p(np.where(fit.valid, (1.0 + counts) / (1.0 + n_perm), 1.0)),
+        logp_fwer=_fwer_logp(specs, observed, null_max, two_sided),
+        null_max=null_max, observed=observed, random_state=random_state, n_perm=n_perm,
+        two_sided=bool(two_sided), statistics=tuple(spec.name for spec in specs),
+        scheme=scheme, method="sign_flip" if sign_flip else "permutation", dof=model.dof,
+        contrast=cname, cluster_forming_t=used.get("cluster_t"),
+        cluster_threshold=float(cluster_threshold) if "cluster_t" in used else None,
         connectivity=int(connectivity),
-        tfce_params=(dict(tparams, connectivity=connectivity) if "tfce" in stats_ else None),
+        tfce_params=dict(used["tfce"], connectivity=connectivity) if "tfce" in used else None,
         elapsed=time.perf_counter() - t_start,
-        info={"block_size": B, "n_blocks": len(starts), "dtype": dtype,
-              "n_valid_voxels": int(valid.sum()),
+        info={**blocking, "dtype": dtype, "n_valid_voxels": int(fit.valid.sum()),
               "exchangeability_blocks": None if groups is None else int(len(pd.unique(groups)))},
     )
-
-
-def _observed_clusters(t, thr, nbr, two_sided) -> dict[str, np.ndarray]:
-    """Per-voxel size and mass of the observed cluster containing each voxel (0 outside)."""
-    size = np.zeros(t.size)
-    mass = np.zeros(t.size)
-    for sign in (1.0, -1.0) if two_sided else (1.0,):
-        u = sign * t
-        lab = _cluster.cluster_labels(u, thr, nbr)
-        inside = lab >= 0
-        if not inside.any():
-            continue
-        roots, inv = np.unique(lab[inside], return_inverse=True)
-        sz = np.bincount(inv).astype(float)
-        ms = np.bincount(inv, weights=u[inside] - thr)
-        size[inside] = sz[inv]
-        mass[inside] = ms[inv]
-    return {"cluster_size": size, "cluster_mass": mass}

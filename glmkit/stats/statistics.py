@@ -8,12 +8,13 @@ methods text, citations, null-distribution figures) and the viewer's map list al
 registry; adding a statistic touches one place.
 
 Kernels
-    ``observed(stat_map, ctx)`` returns the per-voxel observed statistic (1-D, one value per
-    voxel) from the observed statistic map (a t map). ``null_max(maps, ctx, cache)`` returns
+    ``observed(stat_map, ctx, cache)`` returns the per-voxel observed statistic (1-D, one value
+    per voxel) from the observed statistic map (a t map). ``null_max(maps, ctx, cache)`` returns
     the maximum of the statistic for each row of ``maps`` (``(B, n_voxels)`` statistic maps of
     ``B`` permutations), so the FWER p of a voxel is the share of those maxima at or above its
-    observed value. ``cache`` is a dict shared by the statistics of one block, so statistics
-    computed by one pass (cluster size and mass) share it. ``null_max=None`` marks the
+    observed value. ``cache`` is a dict shared by the statistics of one call (the observed map,
+    or one block of permutations), so statistics computed by one pass (cluster size and mass)
+    share it. ``null_max=None`` marks the
     engine's own voxel maximum, computed in the same pass as the uncorrected counts without
     forming whole t maps.
 
@@ -163,7 +164,7 @@ class StatisticSpec:
     needs_mask : bool
         Needs voxel neighbours (the 3-D mask).
     observed : callable
-        ``observed(stat_map, ctx) -> ndarray`` per-voxel observed statistic.
+        ``observed(stat_map, ctx, cache) -> ndarray`` per-voxel observed statistic.
     null_max : callable or None
         ``null_max(maps, ctx, cache) -> ndarray (B,)``; None: the engine's voxel maximum.
     methods : callable
@@ -262,16 +263,14 @@ def spatial_statistics() -> tuple[str, ...]:
 
 
 # ----------------------------------------------------------------------------- built-ins
-def _score(stat_map: np.ndarray, ctx: StatContext) -> np.ndarray:
-    return np.abs(stat_map) if ctx.two_sided else stat_map
-
-
-def _voxel_observed(t: np.ndarray, ctx: StatContext) -> np.ndarray:
+def _voxel_observed(t: np.ndarray, ctx: StatContext, cache: dict) -> np.ndarray:
     return np.asarray(t, dtype=np.float64)
 
 
-def _observed_clusters(t: np.ndarray, ctx: StatContext) -> dict[str, np.ndarray]:
+def _observed_clusters(t: np.ndarray, ctx: StatContext, cache: dict) -> dict[str, np.ndarray]:
     """Per-voxel size and mass of the observed cluster containing each voxel (0 outside)."""
+    if "clusters" in cache:
+        return cache["clusters"]
     from glmkit.stats import cluster
 
     thr, nbr = ctx.cluster_t, ctx.neighbours
@@ -286,7 +285,8 @@ def _observed_clusters(t: np.ndarray, ctx: StatContext) -> dict[str, np.ndarray]
         _, inv = np.unique(lab[inside], return_inverse=True)
         size[inside] = np.bincount(inv).astype(float)[inv]
         mass[inside] = np.bincount(inv, weights=u[inside] - thr)[inv]
-    return {"cluster_size": size, "cluster_mass": mass}
+    cache["clusters"] = {"cluster_size": size, "cluster_mass": mass}
+    return cache["clusters"]
 
 
 def _null_clusters(maps: np.ndarray, ctx: StatContext, cache: dict) -> dict[str, np.ndarray]:
@@ -302,7 +302,7 @@ def _null_clusters(maps: np.ndarray, ctx: StatContext, cache: dict) -> dict[str,
     return cache["clusters"]
 
 
-def _tfce_observed(t: np.ndarray, ctx: StatContext) -> np.ndarray:
+def _tfce_observed(t: np.ndarray, ctx: StatContext, cache: dict) -> np.ndarray:
     from glmkit.stats import cluster
 
     p = ctx.tfce
@@ -345,14 +345,14 @@ for _spec in (
         name="cluster_size", label="permutation cluster size", short="cluster-size",
         units="largest cluster size (voxels)", level="cluster", needs_mask=True,
         nonzero_only=True,
-        observed=lambda t, ctx: _observed_clusters(t, ctx)["cluster_size"],
+        observed=lambda t, ctx, cache: _observed_clusters(t, ctx, cache)["cluster_size"],
         null_max=lambda maps, ctx, cache: _null_clusters(maps, ctx, cache)["cluster_size"],
         methods=_cluster_methods("size")),
     StatisticSpec(
         name="cluster_mass", label="permutation cluster mass", short="cluster-mass",
         units="largest cluster mass (sum of t above the threshold)", level="cluster",
         needs_mask=True, nonzero_only=True,
-        observed=lambda t, ctx: _observed_clusters(t, ctx)["cluster_mass"],
+        observed=lambda t, ctx, cache: _observed_clusters(t, ctx, cache)["cluster_mass"],
         null_max=lambda maps, ctx, cache: _null_clusters(maps, ctx, cache)["cluster_mass"],
         methods=_cluster_methods("mass")),
     StatisticSpec(
