@@ -308,9 +308,9 @@ def test_n_jobs_and_dask_bit_identical(spatial_case, monkeypatch):
     import joblib
     from distributed import Client, LocalCluster
 
-    from glmkit.stats import permutation as perm_mod
+    from glmkit.stats import engine
 
-    monkeypatch.setattr(perm_mod, "_MAX_BLOCK", 16)  # several blocks to spread
+    monkeypatch.setattr(engine, "MAX_BLOCK", 16)  # several blocks to spread
     Y, design, mask = spatial_case
     kw = dict(n_perm=70, statistics=ALL, mask_img=mask, two_sided=True, random_state=11,
               verbose=False, cluster_threshold=0.01)

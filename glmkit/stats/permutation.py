@@ -49,19 +49,18 @@ p-values
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import linalg, stats
-from scipy.linalg import blas
 
-from glmkit._util import logger
 from glmkit.errors import ContrastError, DesignError, ParameterError
+from glmkit.stats.engine import observed_fit, partition, permute_blocks
 from glmkit.stats.pvalues import logp_from_p
+from glmkit.stats.resample import all_arrangements, all_sign_flips, n_arrangements
+from glmkit.stats.resample import draw as _draw  # noqa: F401 - the tests' hook
 from glmkit.stats.statistics import (SCHEMES, TFCE_DEFAULTS, StatContext, StatisticSpec,
                                      get_statistic)
 
@@ -69,9 +68,6 @@ __all__ = ["PermutationResult", "permutation_test"]
 
 #: neighbourhoods of clusters and TFCE (faces, + edges, + corners)
 CONNECTIVITIES = (6, 18, 26)
-#: memory budget (bytes) of one block's GEMM output; sets the block size.
-BLOCK_BYTES = 64 * 2**20
-_MAX_BLOCK = 256
 
 
 # ----------------------------------------------------------------------------- result
@@ -82,7 +78,8 @@ class PermutationResult:
     Attributes
     ----------
     t : ndarray (n_voxels,)
-        Observed t statistic of the contrast.
+        Observed statistic of the contrast: t, or F for an F test (``stat_type``; also
+        available as ``stat``).
     logp_uncorrected : ndarray (n_voxels,)
         -log10 of the per-voxel permutation p-value (of ``t``, or ``|t|`` two-sided).
     logp_fwer : dict[str, ndarray]
@@ -102,6 +99,14 @@ class PermutationResult:
         t threshold of the clusters (from ``cluster_threshold``).
     tfce_params : dict or None
         ``E``, ``H``, ``dh`` and ``connectivity`` used for TFCE.
+    stat_type : {"t", "F"}
+        ``"F"`` for a contrast given as rows (a matrix or a list): the voxel statistic is F
+        (max-F, the same p-values as two-sided max-T for one row); cluster and TFCE
+        statistics are computed on sqrt(F) maps (sign-less clusters).
+    exact : bool
+        Every distinct permutation (or sign flip) was enumerated, since they numbered at most
+        the ``n_perm`` asked for; ``n_perm`` is then their number minus the observed one and
+        the p-values are exact.
     """
 
     t: np.ndarray
@@ -123,6 +128,13 @@ class PermutationResult:
     tfce_params: dict | None = None
     elapsed: float = 0.0
     info: dict = field(default_factory=dict)
+    stat_type: str = "t"
+    exact: bool = False
+
+    @property
+    def stat(self) -> np.ndarray:
+        """The observed statistic per voxel (``t``, or F for an F test)."""
+        return self.t
 
     def critical_value(self, stat: str = "voxel", alpha: float = 0.05) -> float:
         """Value a voxel's (or cluster's) statistic must exceed for FWER p <= ``alpha``.
@@ -281,10 +293,10 @@ def _design_matrix(design, contrast, n) -> tuple[np.ndarray, np.ndarray, str]:
         name = contrast
     else:
         c = np.atleast_1d(np.asarray(contrast, dtype=float))
-        if c.ndim != 1 or c.size != p:
+        if c.shape[-1] != p or c.ndim > 2:
             raise ContrastError(
-                f"contrast must be a column name or a vector of length {p} (design columns); "
-                f"got shape {c.shape}."
+                f"contrast must be a column name, a vector of length {p} (design columns) or a "
+                f"(q, {p}) matrix (F test); got shape {c.shape}."
             )
         if not np.any(c):
             raise ContrastError("contrast is all zeros; it must select at least one regressor.")
@@ -305,182 +317,7 @@ def _design_matrix(design, contrast, n) -> tuple[np.ndarray, np.ndarray, str]:
     return X, c, name
 
 
-def _orthonormal(M, tol=1e-10) -> np.ndarray:
-    if M.shape[1] == 0:
-        return M
-    U, s, _ = linalg.svd(M, full_matrices=False)
-    return U[:, s > tol * max(1.0, s.max())]
-
-
-@dataclass(frozen=True)
-class _Model:
-    x: np.ndarray  # normalised tested regressor, residualised on Z
-    z_all: np.ndarray  # orthonormal basis of Z (intercept direction first when present)
-    has_const: bool  # z_all[:, 0] is the constant direction
-    sign_flip: bool
-    dof: int
-
-
-def _partition(X, c) -> _Model:
-    n, p = X.shape
-    x = X @ c / (c @ c)
-    Z = X @ linalg.null_space(c[None, :]) if p > 1 else np.empty((n, 0))
-    ones = np.ones(n) / math.sqrt(n)
-    has_const = False
-    if Z.shape[1]:
-        Zo = _orthonormal(Z)
-        if np.linalg.norm(ones - Zo @ (Zo.T @ ones)) < 1e-8:
-            rest = Z - np.outer(ones, ones @ Z)
-            Zo = np.column_stack([ones, _orthonormal(rest)])[:, : Z.shape[1]]
-            has_const = True
-    else:
-        Zo = Z
-    xr = x - Zo @ (Zo.T @ x)
-    xr = xr / np.linalg.norm(xr)
-    sign_flip = bool(np.ptp(x) <= 1e-12 * max(1.0, np.abs(x).max()))
-    return _Model(x=xr, z_all=Zo, has_const=has_const, sign_flip=sign_flip, dof=n - p)
-
-
 # ----------------------------------------------------------------------------- draws
-def _draw(rng, n_perm, n, sign_flip, groups):
-    """Data-side permutations (n_perm, n) int32 and signs (n_perm, n) int8 or None."""
-    if sign_flip:
-        signs = (rng.integers(0, 2, size=(n_perm, n), dtype=np.int8) * 2 - 1).astype(np.int8)
-        return None, signs
-    if groups is None:
-        perms = rng.permuted(np.tile(np.arange(n, dtype=np.int32), (n_perm, 1)), axis=1)
-        return perms, None
-    perms = np.tile(np.arange(n, dtype=np.int32), (n_perm, 1))
-    for g in pd.unique(groups):
-        idx = np.flatnonzero(groups == g).astype(np.int32)
-        if idx.size > 1:
-            perms[:, idx] = idx[rng.permuted(np.tile(np.arange(idx.size), (n_perm, 1)), axis=1)]
-    return perms, None
-
-
-def _scatter(vecs, perms, signs, dtype):
-    """Rows ``a_k`` with ``a_k[perm_k[i]] = v[i] * sign_k[i]`` for each column v of ``vecs``.
-
-    Returns (n_vecs * B, n): all B rows of the first vector, then the second, ...
-    """
-    n = vecs.shape[0]
-    B = perms.shape[0] if perms is not None else signs.shape[0]
-    out = np.zeros((vecs.shape[1], B, n), dtype=dtype)
-    for j in range(vecs.shape[1]):
-        v = vecs[:, j]
-        if signs is not None:
-            vals = v[None, :] * signs
-        else:
-            vals = np.broadcast_to(v, (B, n))
-        if perms is None:
-            out[j] = vals
-        else:
-            np.put_along_axis(out[j], perms.astype(np.intp), vals, axis=1)
-    return out.reshape(vecs.shape[1] * B, n)
-
-
-# ----------------------------------------------------------------------------- kernels
-from numba import njit  # noqa: E402
-
-
-@njit(cache=True, nogil=True, fastmath=True)
-def _reduce_fast(num, thr, two_sided, counts, out_max):
-    """Row max of num (|num| two-sided) and per-voxel counts of num >= thr.
-
-    Branch-free so that it vectorises (inputs are finite: no inf/NaN under fastmath).
-    """
-    B, V = num.shape
-    for b in range(B):
-        out_max[b] = -1e308
-    for v0 in range(0, V, 2048):  # voxel chunks keep counts/thr in L1 across rows
-        v1 = min(V, v0 + 2048)
-        for b in range(B):
-            row = num[b]
-            m = out_max[b]
-            if two_sided:
-                for v in range(v0, v1):
-                    a = abs(row[v])
-                    m = max(m, a)
-                    counts[v] += a >= thr[v]
-            else:
-                for v in range(v0, v1):
-                    a = row[v]
-                    m = max(m, a)
-                    counts[v] += a >= thr[v]
-            out_max[b] = m
-
-
-@njit(cache=True, nogil=True, fastmath=True)
-def _tmaps(num, conf, n_conf, ss, dof, out):
-    """t = num * sqrt(dof / (ss - num^2 - sum_j conf_j^2)); 0 where ss == 0."""
-    B, V = num.shape
-    for b in range(B):
-        for v in range(V):
-            if ss[v] <= 0.0:
-                out[b, v] = 0.0
-                continue
-            a = num[b, v]
-            rss = ss[v] - a * a
-            for j in range(n_conf):
-                c = conf[j * B + b, v]
-                rss -= c * c
-            if rss < 1e-300:
-                rss = 1e-300
-            out[b, v] = a * np.sqrt(dof / rss)
-
-
-def _t_from_num(num, dof):
-    num = np.clip(num, -1.0, 1.0)
-    with np.errstate(divide="ignore"):
-        return num * np.sqrt(dof / np.maximum(1.0 - num * num, 1e-300))
-
-
-# ----------------------------------------------------------------------------- engine
-def _single_blas_thread(parent_pid):
-    """Make BLAS single-threaded in a worker *process* (OpenBLAS rounds differently with
-    1 and 2 threads, and results must not depend on how the work was split). In the
-    calling process the limit is already set, and restored, by :func:`permutation_test`."""
-    if os.getpid() == parent_pid:
-        return
-    from threadpoolctl import threadpool_info, threadpool_limits
-
-    if any(i.get("num_threads", 1) > 1 for i in threadpool_info() if i["user_api"] == "blas"):
-        threadpool_limits(1, user_api="blas")
-
-
-def _run_block(R, xvec, zconf, ss, perms, signs, cfg):
-    """Null maxima (dict: statistic -> (B,)) and per-voxel counts for one block."""
-    _single_blas_thread(cfg["parent_pid"])
-    R = np.asarray(R)  # a joblib memmap would make every product a memmap subclass
-    dtype = R.dtype
-    B = perms.shape[0] if perms is not None else signs.shape[0]
-    num = _scatter(xvec[:, None], perms, signs, dtype) @ R
-    counts = np.zeros(R.shape[1], np.int64)
-    out: dict[str, np.ndarray] = {}
-    two = cfg["two_sided"]
-    mx = np.empty(B)
-    if zconf.shape[1] == 0 and not cfg["needs_maps"]:
-        _reduce_fast(num, cfg["thr_num"].astype(dtype), two, counts, mx)
-        out["voxel"] = _t_from_num(mx, cfg["dof"])
-        return out, counts
-    conf = _scatter(zconf, perms, signs, dtype) @ R if zconf.shape[1] else num[:0]
-    tm = np.empty((B, R.shape[1]), dtype=dtype)
-    _tmaps(num, conf, zconf.shape[1], ss.astype(dtype), float(cfg["dof"]), tm)
-    del num, conf
-    _reduce_fast(tm, cfg["t_obs"].astype(dtype), two, counts, mx)
-    out["voxel"] = mx
-    cache: dict = {}
-    for spec in cfg["specs"]:
-        if spec.null_max is not None:
-            out[spec.name] = np.asarray(spec.null_max(tm, cfg["ctx"], cache), dtype=np.float64)
-    return out, counts
-
-
-def _block_size(n_vox, n_rows_per_perm, itemsize, n_perm):
-    b = BLOCK_BYTES // max(1, n_vox * n_rows_per_perm * itemsize)
-    return int(min(max(b, 1), _MAX_BLOCK, n_perm))
-
-
 def _p_from_null(null, values):
     """(1 + #{null_perm >= v}) / (1 + n_perm) with null = [observed max, perms...]."""
     perm = np.sort(null[1:])
@@ -574,50 +411,6 @@ def _check_given(given, n_perm):
 
 
 # ----------------------------------------------------------------------------- observed
-@dataclass(frozen=True, eq=False)
-class _Observed:
-    """The observed fit: what is permuted, and what permuted statistics are compared with."""
-
-    R: np.ndarray  # normalised residuals that are permuted (n, V)
-    ss_unit: np.ndarray  # 1.0 where the voxel has variance, else 0.0
-    valid: np.ndarray  # voxels with variance left after the confounds
-    t: np.ndarray  # observed t
-    thr_num: np.ndarray  # fast path: num >= thr_num  <=>  t >= observed (2.0: never)
-    t_cmp_slow: np.ndarray  # slow path: observed |t| or t (1e300 where invalid)
-
-
-def _observed_fit(Y, model: _Model, scheme: str, two_sided: bool) -> _Observed:
-    """Residualise on the confounds, normalise, and compute the observed t (in place on a
-    copy of ``Y``)."""
-    Zo = model.z_all
-    dof = model.dof
-    Yrz = Y.copy()
-    if Zo.shape[1]:  # Yrz -= Zo (Zo'Y), in place (Fortran view of the C array)
-        blas.dgemm(-1.0, Yrz.T @ Zo, Zo.T, beta=1.0, c=Yrz.T, overwrite_c=True)
-    ss = np.einsum("ij,ij->j", Yrz, Yrz)
-    ss_y = np.einsum("ij,ij->j", Y, Y)
-    valid = ss > 1e-24 * np.maximum(ss_y, np.finfo(float).tiny)
-    Yrz /= np.where(valid, np.sqrt(ss), 1.0)
-    Yrz[:, ~valid] = 0.0
-    R = Yrz
-    num0 = model.x @ R
-    t_obs = np.where(valid, _t_from_num(num0, dof), 0.0)
-    if scheme == "ter_braak":  # full-model residuals: R -= x num0', in place
-        blas.dger(-1.0, num0, model.x, a=R.T, overwrite_a=True)
-        ssm = np.einsum("ij,ij->j", R, R)
-        valid = valid & (ssm > 1e-24)
-        R /= np.where(valid, np.sqrt(ssm), 1.0)
-        R[:, ~valid] = 0.0
-    t_cmp = np.abs(t_obs) if two_sided else t_obs
-    # threshold on num (fast path): t(num) >= t_obs  <=>  num >= t_obs / sqrt(dof + t_obs^2);
-    # |num| <= 1, so 2.0 marks "never" (finite: the kernels use fastmath)
-    return _Observed(
-        R=R, ss_unit=valid.astype(np.float64), valid=valid, t=t_obs,
-        thr_num=np.where(valid, t_cmp / np.sqrt(dof + t_cmp**2), 2.0),
-        t_cmp_slow=np.where(valid, t_cmp, 1e300),
-    )
-
-
 def _score(value: np.ndarray, two_sided: bool) -> np.ndarray:
     """What a statistic's null maxima are compared with: ``|value|`` two-sided."""
     return np.abs(value) if two_sided else value
@@ -649,65 +442,25 @@ def _fwer_logp(specs, observed, null_max, two_sided) -> dict[str, np.ndarray]:
 
 
 # ----------------------------------------------------------------------------- permutations
-def _permute_blocks(fit: _Observed, model: _Model, zconf, specs, ctx, perms, signs, *,
-                    n_perm, dtype, n_jobs, verbose):
-    """Run every block of permutations; return per-voxel counts, null maxima and blocking."""
-    import joblib
-    from threadpoolctl import threadpool_limits
-    from tqdm.auto import tqdm
+def _draws(random_state, n_perm, n, model, scheme, groups, given_perms, given_signs):
+    """The permutations or sign flips: given ones, all of them (exact test) when they number at
+    most ``n_perm``, or ``n_perm`` drawn from ``random_state``.
 
-    needs_maps = any(spec.null_max is not None for spec in specs)
-    npdtype = np.dtype(dtype)
-    V = fit.R.shape[1]
-    rows = 1 + zconf.shape[1] + (1 if (needs_maps or zconf.shape[1]) else 0)
-    B = _block_size(V, rows, npdtype.itemsize, n_perm)
-    starts = list(range(0, n_perm, B))
-    cfg = {"two_sided": ctx.two_sided, "needs_maps": needs_maps, "dof": model.dof,
-           "thr_num": fit.thr_num, "t_obs": fit.t_cmp_slow, "specs": specs, "ctx": ctx,
-           "parent_pid": os.getpid()}
-    R_ = np.ascontiguousarray(fit.R, dtype=npdtype)
-    xvec = model.x.astype(npdtype)
-    zc = np.ascontiguousarray(zconf, dtype=npdtype)
-    tasks = (
-        joblib.delayed(_run_block)(
-            R_, xvec, zc, fit.ss_unit,
-            None if perms is None else perms[s : s + B],
-            None if signs is None else signs[s : s + B], cfg)
-        for s in starts
-    )
-    logger.info(
-        "permutation_test: %d %ss in %d blocks of <= %d, %d voxels, n_jobs=%s", n_perm,
-        "sign_flip" if perms is None else "permutation", len(starts), B, V, n_jobs,
-    )
-    counts = np.zeros(V, np.int64)
-    null_parts: dict[str, list] = {spec.name: [] for spec in specs}
-    # Every block runs with single-threaded BLAS, whoever runs it, so that n_jobs (and the
-    # joblib backend) never change a bit of the result; parallelism comes from n_jobs.
-    # Threads by default (GEMM and the numba kernels release the GIL; no copies, no worker
-    # start-up); joblib.parallel_config(backend=...) overrides this, e.g. "dask".
-    with tqdm(total=n_perm, disable=not verbose, desc="permutations", unit="perm") as bar, \
-            threadpool_limits(1, user_api="blas"):
-        # never more workers than blocks (does not change the result, saves start-up)
-        jobs = min(int(n_jobs), len(starts)) if n_jobs > 0 else int(n_jobs)
-        parallel = joblib.Parallel(n_jobs=jobs, prefer="threads", return_as="generator")
-        for s, (maxima, cnt) in zip(starts, parallel(tasks)):
-            counts += cnt
-            for spec in specs:
-                part = maxima[spec.name] if spec.null_max is not None else maxima["voxel"]
-                null_parts[spec.name].append(part)
-            bar.update(min(B, n_perm - s))
-    return counts, null_parts, {"block_size": B, "n_blocks": len(starts)}
-
-
-def _draws(random_state, n_perm, n, model, groups, given_perms, given_signs):
-    """The permutations or sign flips: given ones, or drawn from ``random_state``."""
+    Returns ``(perms, signs, sign_flip, exact)``.
+    """
     if given_perms is not None:
-        return np.asarray(given_perms, dtype=np.int32), None, False
+        return np.asarray(given_perms, dtype=np.int32), None, False, False
     if given_signs is not None:
-        return None, np.asarray(given_signs, dtype=np.int8), True
+        return None, np.asarray(given_signs, dtype=np.int8), True, False
+    sign_flip = model.sign_flip or scheme == "sign_flip"
+    if sign_flip:
+        if n < 63 and 2**n - 1 <= n_perm:
+            return None, all_sign_flips(n), True, True
+    elif n_arrangements(model.rows, groups, at_most=n_perm + 1) - 1 <= n_perm:
+        return all_arrangements(model.rows, groups), None, False, True
     rng = np.random.default_rng(random_state)
-    perms, signs = _draw(rng, n_perm, n, model.sign_flip, groups)
-    return perms, signs, model.sign_flip
+    perms, signs = _draw(rng, n_perm, n, sign_flip, groups)
+    return perms, signs, sign_flip, False
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -727,10 +480,13 @@ def permutation_test(
         Masked data, one row per subject (no NaN).
     design : DataFrame, glmkit Design, or array of shape (n_subjects, p)
         Full-rank design matrix (include the intercept column yourself).
-    contrast : str or array-like of length p
-        Column name (DataFrame design) or contrast vector.
+    contrast : str, array-like of length p, or (q, p) matrix
+        Column name or expression (DataFrame design), contrast vector, or several rows for an
+        F test (max-F; spatial statistics on sqrt(F)).
     n_perm : int, default 10000
-        Number of permutations (the observed data count as one more).
+        Number of permutations (the observed data count as one more). When all distinct
+        permutations or sign flips number at most ``n_perm``, all are enumerated instead (an
+        exact test; ``result.exact``).
     two_sided : bool, default False
         Test ``|t|`` (two-sided clusters/TFCE take positive and negative parts separately).
     statistics : str or sequence of str
@@ -749,11 +505,14 @@ def permutation_test(
         ``statistics``.
     connectivity : {6, 18, 26}, default 6
         Neighbourhood of clusters and TFCE (6 = faces, as nilearn).
-    scheme : {"freedman_lane", "ter_braak"}, default "freedman_lane"
+    scheme : {"freedman_lane", "ter_braak", "sign_flip"}, default "freedman_lane"
         Which residuals are permuted: those of the reduced model (Freedman-Lane: the scheme
         of nilearn's ``permuted_ols``, FSL randomise and PALM, and the one Winkler et al.
         2014 recommend) or those of the full model (ter Braak). The two coincide when the
         design has no nuisance regressor besides what the contrast leaves out.
+        ``"sign_flip"`` flips the signs of the reduced model's residuals instead of
+        permuting them (independent symmetric errors, PALM's ``-ise``); one-sample tests
+        always sign-flip.
     groups : array-like of length n_subjects, optional
         Exchangeability blocks: permutations stay within blocks (sign flips are per subject).
     random_state : int or None
@@ -795,17 +554,23 @@ def permutation_test(
     mask = _spatial_mask(specs, mask_img, V)
     _check_given(_permutations if _permutations is not None else _signs, n_perm)
 
-    model = _partition(X, c)
-    fit = _observed_fit(Y, model, scheme, two_sided)
+    model = partition(X, c)
+    if model.stat_type == "F" and two_sided:
+        raise ParameterError(
+            f"two_sided=True has no meaning for the F test of {cname!r}: F grows with effects "
+            "of either sign already; leave two_sided false")
+    fit = observed_fit(Y, model, scheme, two_sided)
     ctx = StatContext(dof=model.dof, two_sided=two_sided, mask=mask, connectivity=connectivity,
-                      cluster_threshold=cluster_threshold, tfce_params=tfce_params)
+                      cluster_threshold=cluster_threshold, tfce_params=tfce_params,
+                      stat_type=model.stat_type, df1=model.q)
     observed, obs_max = _observed_statistics(specs, fit.t, ctx)
 
-    perms, signs, sign_flip = _draws(random_state, n_perm, n, model, groups, _permutations,
-                                     _signs)
+    perms, signs, sign_flip, exact = _draws(random_state, n_perm, n, model, scheme, groups,
+                                            _permutations, _signs)
+    n_perm = (perms if perms is not None else signs).shape[0]
     # confound columns that permutations do not cancel
     zconf = model.z_all[:, 1:] if (model.has_const and not sign_flip) else model.z_all
-    counts, null_parts, blocking = _permute_blocks(
+    counts, null_parts, blocking = permute_blocks(
         fit, model, zconf, specs, ctx, perms, signs, n_perm=n_perm, dtype=dtype,
         n_jobs=n_jobs, verbose=verbose)
 
@@ -813,12 +578,16 @@ def permutation_test(
         spec.name: np.concatenate([[obs_max[spec.name]], *null_parts[spec.name]]).astype(
             np.float64) for spec in specs
     }
+    logp_fwer = _fwer_logp(specs, observed, null_max, two_sided)
+    if model.stat_type == "F":  # sqrt(F) -> F for the voxel statistic (monotonic: p unchanged)
+        observed["voxel"] = observed["voxel"] ** 2
+        null_max = {k: v**2 if k == "voxel" else v for k, v in null_max.items()}
     used = ctx.used()
     return PermutationResult(
-        t=fit.t,
+        t=observed["voxel"],
         logp_uncorrected=logp_from_p(np.where(fit.valid, (1.0 + counts) / (1.0 + n_perm), 1.0)),
-        logp_fwer=_fwer_logp(specs, observed, null_max, two_sided),
-        null_max=null_max, observed=observed, random_state=random_state, n_perm=n_perm,
+        logp_fwer=logp_fwer, null_max=null_max, observed=observed, random_state=random_state,
+        n_perm=n_perm,
         two_sided=bool(two_sided), statistics=tuple(spec.name for spec in specs),
         scheme=scheme, method="sign_flip" if sign_flip else "permutation", dof=model.dof,
         contrast=cname, cluster_forming_t=used.get("cluster_t"),
@@ -826,6 +595,7 @@ def permutation_test(
         connectivity=int(connectivity),
         tfce_params=dict(used["tfce"], connectivity=connectivity) if "tfce" in used else None,
         elapsed=time.perf_counter() - t_start,
+        stat_type=model.stat_type, exact=exact,
         info={**blocking, "dtype": dtype, "n_valid_voxels": int(fit.valid.sum()),
               "exchangeability_blocks": None if groups is None else int(len(pd.unique(groups)))},
     )

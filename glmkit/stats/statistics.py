@@ -56,8 +56,9 @@ __all__ = [
     "spatial_statistics",
 ]
 
-#: permutation schemes of designs with nuisance regressors (one-sample tests sign-flip)
-SCHEMES = ("freedman_lane", "ter_braak")
+#: resampling schemes: permute reduced- or full-model residuals, or flip their signs
+#: (one-sample tests always sign-flip)
+SCHEMES = ("freedman_lane", "ter_braak", "sign_flip")
 #: TFCE defaults (Smith & Nichols 2009; ``"auto"``: 100 steps up to the map's maximum)
 TFCE_DEFAULTS = {"E": 0.5, "H": 2.0, "dh": "auto"}
 #: citation key -> reference text (the statistics' and the engine's own)
@@ -102,11 +103,19 @@ class StatContext:
         Cluster-forming uncorrected p (two-sided: p/2 per tail).
     tfce_params : mapping
         TFCE ``E``, ``H`` and ``dh`` (``"auto"`` or a step).
+    stat_type : {"t", "F"}
+        The maps the kernels see: t maps, or sqrt(F) maps for an F test (non-negative, on
+        the scale of |t|; clusters are sign-less).
+    df1 : int
+        Numerator degrees of freedom of an F test (rank of the contrast).
     """
 
     def __init__(self, *, dof: int, two_sided: bool, mask: np.ndarray | None = None,
                  connectivity: int = 6, cluster_threshold: float = 0.001,
-                 tfce_params: Mapping[str, Any] | None = None) -> None:
+                 tfce_params: Mapping[str, Any] | None = None, stat_type: str = "t",
+                 df1: int = 1) -> None:
+        self.stat_type = stat_type
+        self.df1 = int(df1)
         self.dof = int(dof)
         self.two_sided = bool(two_sided)
         self.mask = mask
@@ -126,9 +135,11 @@ class StatContext:
 
     @cached_property
     def cluster_t(self) -> float:
-        """Cluster-forming t threshold from ``cluster_threshold`` and ``dof``."""
+        """Cluster-forming threshold on the maps (t, or sqrt(F)) from ``cluster_threshold``."""
         from scipy import stats
 
+        if self.stat_type == "F":
+            return float(np.sqrt(stats.f.isf(self.cluster_threshold, self.df1, self.dof)))
         q = self.cluster_threshold / 2 if self.two_sided else self.cluster_threshold
         return float(stats.t.isf(q, self.dof))
 
@@ -324,14 +335,16 @@ def _cluster_methods(kind: str) -> Callable[[Any], str]:
     def text(result: Any) -> str:
         p = getattr(result, "cluster_threshold", None) or 0.001
         t = getattr(result, "cluster_forming_t", None)
+        on = "sqrt(F)" if getattr(result, "stat_type", "t") == "F" else "t"
         return (f"cluster {kind} with a cluster-forming threshold of p < {p:g}"
-                + (f" (t > {t:.3f})" if t is not None else "") + " [@poline1997]")
+                + (f" ({on} > {t:.3f})" if t is not None else "") + " [@poline1997]")
     return text
 
 
 def _tfce_methods(result: Any) -> str:
     p = getattr(result, "tfce_params", None) or TFCE_DEFAULTS
-    return (f"threshold-free cluster enhancement (TFCE, E = {float(p['E']):g}, "
+    on = " of sqrt(F)" if getattr(result, "stat_type", "t") == "F" else ""
+    return (f"threshold-free cluster enhancement{on} (TFCE, E = {float(p['E']):g}, "
             f"H = {float(p['H']):g}) [@smith2009]")
 
 
@@ -340,7 +353,9 @@ for _spec in (
         name="voxel", map_name="logp_maxt", label="permutation max-T (voxel level)",
         short="max-T", units="maximum t over voxels", level="voxel",
         observed=_voxel_observed, null_max=None,
-        methods=lambda result: "voxel-wise maximum t (max-T)"),
+        methods=lambda result: ("voxel-wise maximum F (max-F)"
+                                if getattr(result, "stat_type", "t") == "F"
+                                else "voxel-wise maximum t (max-T)")),
     StatisticSpec(
         name="cluster_size", label="permutation cluster size", short="cluster-size",
         units="largest cluster size (voxels)", level="cluster", needs_mask=True,
