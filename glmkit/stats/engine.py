@@ -263,9 +263,16 @@ class Observed:
     t_cmp_slow: np.ndarray  # slow path: observed |t| or t (1e300 where invalid)
 
 
-def observed_fit(Y, model: Model, scheme: str, two_sided: bool) -> Observed:
+def observed_fit(Y, model: Model, scheme: str, two_sided: bool, tie_rtol: float = 0.0
+                 ) -> Observed:
     """Residualise on the confounds, normalise, and compute the observed statistic (t, or
-    sqrt(F) for an F test) in place on a copy of ``Y``."""
+    sqrt(F) for an F test) in place on a copy of ``Y``.
+
+    A permuted statistic within ``tie_rtol`` (relative) below the observed one counts as
+    reaching it: a permutation that reproduces the observed statistic (the all-flipped signs
+    of a two-sided test, a relabelling that leaves the design unchanged) is a tie, not a
+    rounding error apart.
+    """
     Zo = model.z_all
     dof = model.dof
     Yrz = Y.copy()
@@ -293,6 +300,7 @@ def observed_fit(Y, model: Model, scheme: str, two_sided: bool) -> Observed:
         R /= np.where(valid, np.sqrt(ssm), 1.0)
         R[:, ~valid] = 0.0
     t_cmp = np.abs(stat) if two_sided else stat
+    t_cmp = t_cmp - tie_rtol * np.abs(t_cmp)
     # threshold on num (fast path, t only): t(num) >= t_obs <=> num >= t_obs/sqrt(dof + t_obs^2);
     # |num| <= 1, so 2.0 marks "never" (finite: the kernels use fastmath)
     return Observed(

@@ -318,10 +318,16 @@ def _design_matrix(design, contrast, n) -> tuple[np.ndarray, np.ndarray, str]:
 
 
 # ----------------------------------------------------------------------------- draws
-def _p_from_null(null, values):
-    """(1 + #{null_perm >= v}) / (1 + n_perm) with null = [observed max, perms...]."""
+#: relative tolerance of ties between a permuted and the observed statistic, by GEMM precision
+TIE_RTOL = {"float64": 1e-10, "float32": 1e-5}
+
+
+def _p_from_null(null, values, rtol=0.0):
+    """(1 + #{null_perm >= v}) / (1 + n_perm) with null = [observed max, perms...]; a null
+    value within ``rtol`` (relative) below ``v`` is a tie and counts."""
     perm = np.sort(null[1:])
-    count = perm.size - np.searchsorted(perm, values, side="left")
+    values = np.asarray(values, dtype=np.float64)
+    count = perm.size - np.searchsorted(perm, values - rtol * np.abs(values), side="left")
     return (1.0 + count) / (1.0 + perm.size)
 
 
@@ -429,12 +435,12 @@ def _observed_statistics(specs, t_obs, ctx: StatContext) -> tuple[dict, dict]:
     return observed, obs_max
 
 
-def _fwer_logp(specs, observed, null_max, two_sided) -> dict[str, np.ndarray]:
+def _fwer_logp(specs, observed, null_max, two_sided, rtol) -> dict[str, np.ndarray]:
     """-log10 FWER p per voxel and statistic (p = 1 where a ``nonzero_only`` statistic is 0)."""
     out = {}
     for spec in specs:
         value = observed[spec.name]
-        p = _p_from_null(null_max[spec.name], _score(value, two_sided))
+        p = _p_from_null(null_max[spec.name], _score(value, two_sided), rtol)
         if spec.nonzero_only:
             p = np.where(value != 0, p, 1.0)
         out[spec.name] = logp_from_p(p)
@@ -559,7 +565,7 @@ def permutation_test(
         raise ParameterError(
             f"two_sided=True has no meaning for the F test of {cname!r}: F grows with effects "
             "of either sign already; leave two_sided false")
-    fit = observed_fit(Y, model, scheme, two_sided)
+    fit = observed_fit(Y, model, scheme, two_sided, TIE_RTOL[dtype])
     ctx = StatContext(dof=model.dof, two_sided=two_sided, mask=mask, connectivity=connectivity,
                       cluster_threshold=cluster_threshold, tfce_params=tfce_params,
                       stat_type=model.stat_type, df1=model.q)
@@ -578,7 +584,7 @@ def permutation_test(
         spec.name: np.concatenate([[obs_max[spec.name]], *null_parts[spec.name]]).astype(
             np.float64) for spec in specs
     }
-    logp_fwer = _fwer_logp(specs, observed, null_max, two_sided)
+    logp_fwer = _fwer_logp(specs, observed, null_max, two_sided, TIE_RTOL[dtype])
     if model.stat_type == "F":  # sqrt(F) -> F for the voxel statistic (monotonic: p unchanged)
         observed["voxel"] = observed["voxel"] ** 2
         null_max = {k: v**2 if k == "voxel" else v for k, v in null_max.items()}

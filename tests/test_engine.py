@@ -1,0 +1,222 @@
+"""F tests, the sign-flip scheme and exact enumeration of the permutation engine, each
+against a plain numpy loop written here (refit per permutation; brute-force enumeration with
+itertools), on skewed data with one subject at 3x scale.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from scipy import ndimage, stats
+
+import glmkit
+from glmkit.errors import ContrastError, ParameterError
+
+
+def _skewed(rng, n, v):
+    Y = rng.gamma(1.5, size=(n, v))
+    Y[0] *= 3.0
+    return Y
+
+
+def _fit(X, Y):
+    beta, rss = np.linalg.lstsq(X, Y, rcond=None)[:2]
+    return beta, rss
+
+
+def _t(X, Y, c):
+    beta, rss = _fit(X, Y)
+    n, p = X.shape
+    var = c @ np.linalg.inv(X.T @ X) @ c
+    return (c @ beta) / np.sqrt(rss / (n - p) * var)
+
+
+def _f(X, Y, C):
+    beta, rss = _fit(X, Y)
+    n, p = X.shape
+    cb = C @ beta
+    middle = np.linalg.inv(C @ np.linalg.inv(X.T @ X) @ C.T)
+    return np.einsum("iv,ij,jv->v", cb, middle, cb) / C.shape[0] / (rss / (n - p))
+
+
+def _p(null_max, values):
+    """(1 + #{null >= v}) / (1 + n_perm), written out."""
+    null_max = np.asarray(null_max)
+    return np.array([(1 + np.sum(null_max >= v)) / (1 + null_max.size) for v in values])
+
+
+@pytest.fixture
+def case():
+    rng = np.random.default_rng(7)
+    n = 22
+    X = np.column_stack([rng.standard_normal(n), rng.gamma(2.0, size=n), rng.standard_normal(n),
+                         np.ones(n)])
+    Y = _skewed(rng, n, 40)
+    Y[:, :6] += 0.8 * X[:, :1]
+    perms = np.array([rng.permutation(n) for _ in range(39)])
+    return X, Y, perms
+
+
+@pytest.mark.parametrize("scheme", ["freedman_lane", "ter_braak"])
+def test_f_test_null_equals_a_refit_per_permutation(case, scheme):
+    X, Y, perms = case
+    C = np.array([[1.0, 0, 0, 0], [0, 1.0, 0, 0]])
+    res = glmkit.permutation_test(Y, X, C, n_perm=len(perms), scheme=scheme,
+                                  _permutations=perms, verbose=False)
+    assert res.stat_type == "F" and res.dof == X.shape[0] - X.shape[1]
+    np.testing.assert_allclose(res.t, _f(X, Y, C), rtol=1e-9)
+    Z = X[:, 2:]
+    if scheme == "freedman_lane":
+        fitted = Z @ np.linalg.lstsq(Z, Y, rcond=None)[0]
+    else:  # ter Braak: full-model residuals, the fitted part drops out of the test
+        fitted = np.zeros_like(Y)
+    resid = Y - (Z if scheme == "freedman_lane" else X) @ np.linalg.lstsq(
+        Z if scheme == "freedman_lane" else X, Y, rcond=None)[0]
+    maxima = []
+    counts = np.zeros(Y.shape[1])
+    for perm in perms:
+        f_perm = _f(X, fitted + resid[perm], C)
+        maxima.append(f_perm.max())
+        counts += f_perm >= res.t - 1e-9 * np.abs(res.t)
+    np.testing.assert_allclose(res.null_max["voxel"][1:], maxima, rtol=1e-9)
+    np.testing.assert_allclose(res.logp_fwer["voxel"], -np.log10(_p(maxima, res.t)), rtol=1e-9)
+    np.testing.assert_allclose(res.logp_uncorrected, -np.log10((1 + counts) / (1 + len(perms))),
+                               rtol=1e-9)
+
+
+def test_one_row_f_is_the_two_sided_t(case):
+    X, Y, perms = case
+    f = glmkit.permutation_test(Y, X, [[0, 1.0, 0, 0]], n_perm=len(perms), _permutations=perms,
+                                verbose=False)
+    t = glmkit.permutation_test(Y, X, [0, 1.0, 0, 0], n_perm=len(perms), two_sided=True,
+                                _permutations=perms, verbose=False)
+    np.testing.assert_allclose(f.t, t.t**2, rtol=1e-9)
+    np.testing.assert_allclose(f.null_max["voxel"], t.null_max["voxel"] ** 2, rtol=1e-9)
+    np.testing.assert_allclose(f.logp_fwer["voxel"], t.logp_fwer["voxel"], rtol=1e-9)
+    np.testing.assert_allclose(f.logp_uncorrected, t.logp_uncorrected, rtol=1e-9)
+
+
+def test_f_cluster_size_on_sqrt_f_equals_an_ndimage_loop():
+    rng = np.random.default_rng(11)
+    n, shape = 20, (6, 6, 5)
+    mask = np.ones(shape, bool)
+    mask[0, 0, :] = False
+    V = int(mask.sum())
+    X = np.column_stack([rng.standard_normal(n), rng.standard_normal(n), np.ones(n)])
+    noise = ndimage.gaussian_filter(rng.standard_normal((n, *shape)), (0, 1, 1, 1))
+    Y = noise[:, mask] * 5 + rng.gamma(2.0, size=(n, V))
+    Y[:, :30] += 1.5 * X[:, :1]
+    C = np.array([[1.0, 0, 0], [0, 1.0, 0]])
+    perms = np.array([rng.permutation(n) for _ in range(29)])
+    res = glmkit.permutation_test(Y, X, C, n_perm=29, statistics=("cluster_size",),
+                                  mask_img=mask, cluster_threshold=0.05, _permutations=perms,
+                                  verbose=False)
+    thr = np.sqrt(stats.f.isf(0.05, 2, n - 3))
+    assert res.cluster_forming_t == pytest.approx(thr)
+    Z = X[:, 2:]
+    fitted = Z @ np.linalg.lstsq(Z, Y, rcond=None)[0]
+    resid = Y - fitted
+
+    def largest(values):
+        vol = np.zeros(shape)
+        vol[mask] = np.sqrt(values)
+        labels, k = ndimage.label(vol > thr)  # faces: connectivity 6
+        return max([0] + [int((labels == i).sum()) for i in range(1, k + 1)])
+
+    maxima = [largest(_f(X, fitted + resid[perm], C)) for perm in perms]
+    np.testing.assert_array_equal(res.null_max["cluster_size"][1:], maxima)
+    assert res.null_max["cluster_size"][0] == largest(_f(X, Y, C))
+
+
+def test_sign_flip_scheme_equals_a_refit_per_sign_vector(case):
+    X, Y, _ = case
+    rng = np.random.default_rng(3)
+    signs = rng.choice([-1, 1], size=(25, X.shape[0])).astype(np.int8)
+    res = glmkit.permutation_test(Y, X, [1.0, 0, 0, 0], n_perm=25, scheme="sign_flip",
+                                  _signs=signs, verbose=False)
+    assert res.method == "sign_flip"
+    Z = X[:, 1:]
+    fitted = Z @ np.linalg.lstsq(Z, Y, rcond=None)[0]
+    resid = Y - fitted
+    maxima = [_t(X, fitted + s[:, None] * resid, np.array([1.0, 0, 0, 0])).max() for s in signs]
+    np.testing.assert_allclose(res.null_max["voxel"][1:], maxima, rtol=1e-9)
+
+
+def test_sign_flip_scheme_draws_signs_for_a_regression(case):
+    X, Y, _ = case
+    res = glmkit.permutation_test(Y, X, [1.0, 0, 0, 0], n_perm=50, scheme="sign_flip",
+                                  random_state=0, verbose=False)
+    assert res.method == "sign_flip" and res.scheme == "sign_flip" and not res.exact
+
+
+def test_exact_sign_flips_equal_brute_force():
+    rng = np.random.default_rng(5)
+    n = 8
+    Y = _skewed(rng, n, 25) + 0.4
+    res = glmkit.permutation_test(Y, np.ones((n, 1)), [1.0], n_perm=1000, two_sided=True,
+                                  verbose=False)
+    assert res.exact and res.n_perm == 2**n - 1 and res.method == "sign_flip"
+    t_obs = np.abs(stats.ttest_1samp(Y, 0.0).statistic)
+    null = []
+    counts = np.zeros(Y.shape[1])
+    for s in itertools.product([1, -1], repeat=n):
+        t = np.abs(stats.ttest_1samp(np.array(s)[:, None] * Y, 0.0).statistic)
+        null.append(t.max())
+        counts += t >= t_obs - 1e-9
+    # all 2^n sign vectors, the observed among them: p = #{>= observed} / 2^n
+    p_fwer = np.array([np.sum(np.array(null) >= v - 1e-9) for v in t_obs]) / 2**n
+    np.testing.assert_allclose(10 ** -res.logp_fwer["voxel"], p_fwer, rtol=1e-9)
+    np.testing.assert_allclose(10 ** -res.logp_uncorrected, counts / 2**n, rtol=1e-9)
+    assert res.logp_fwer["voxel"].max() <= np.log10(2**n) + 1e-12
+
+
+def test_exact_two_group_arrangements_equal_brute_force():
+    rng = np.random.default_rng(9)
+    g = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1])
+    n = g.size
+    X = np.column_stack([g, np.ones(n)]).astype(float)
+    Y = _skewed(rng, n, 20)
+    Y[g == 1, :4] += 1.0
+    res = glmkit.permutation_test(Y, X, [1.0, 0], n_perm=5000, verbose=False)
+    n_total = 126  # C(9, 4) distinct group labellings
+    assert res.exact and res.n_perm == n_total - 1 and res.method == "permutation"
+    t_obs = stats.ttest_ind(Y[g == 1], Y[g == 0]).statistic
+    null = []
+    for group0 in itertools.combinations(range(n), 4):
+        lab = np.ones(n, bool)
+        lab[list(group0)] = False
+        null.append(stats.ttest_ind(Y[lab], Y[~lab]).statistic.max())
+    assert len(null) == n_total
+    p = np.array([np.sum(np.array(null) >= v - 1e-9) for v in t_obs]) / n_total
+    np.testing.assert_allclose(10 ** -res.logp_fwer["voxel"], p, rtol=1e-9)
+    assert sorted(np.round(res.null_max["voxel"], 9)) == sorted(np.round(null, 9))
+
+
+def test_exact_arrangements_stay_within_blocks():
+    rng = np.random.default_rng(2)
+    g = np.array([0, 0, 1, 1, 0, 0, 1, 1])
+    blocks = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    X = np.column_stack([g, np.ones(8)]).astype(float)
+    Y = _skewed(rng, 8, 10)
+    res = glmkit.permutation_test(Y, X, [1.0, 0], n_perm=100, groups=blocks, verbose=False)
+    assert res.exact and res.n_perm == 6 * 6 - 1
+    null = []
+    for a in itertools.combinations(range(4), 2):
+        for b in itertools.combinations(range(4, 8), 2):
+            lab = np.zeros(8, bool)
+            lab[list(a) + list(b)] = True
+            null.append(stats.ttest_ind(Y[lab], Y[~lab]).statistic.max())
+    assert sorted(np.round(res.null_max["voxel"], 9)) == sorted(np.round(null, 9))
+
+
+def test_f_test_errors():
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.standard_normal(12), rng.standard_normal(12), np.ones(12)])
+    Y = rng.standard_normal((12, 5))
+    with pytest.raises(ParameterError, match="two_sided=True has no meaning for the F test"):
+        glmkit.permutation_test(Y, X, [[1, 0, 0], [0, 1, 0]], n_perm=9, two_sided=True,
+                                verbose=False)
+    with pytest.raises(ContrastError, match="linearly dependent"):
+        glmkit.permutation_test(Y, X, [[1, 0, 0], [2, 0, 0]], n_perm=9, verbose=False)
