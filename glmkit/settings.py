@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from glmkit.data.choices import GRID_ACTIONS  # QC's fact
 from glmkit.errors import DataFileNotFoundError, ParameterError
+from glmkit.stats.choices import HEIGHT_CONTROLS  # the thresholds' fact
 
 __all__ = [
     "RunSettings",
@@ -33,9 +35,7 @@ __all__ = [
 
 BUILTIN_DATASETS = ("demo", "demo-null", "localizer")
 STATISTICS = ("voxel", "cluster_size", "cluster_mass", "tfce")
-HEIGHT_CONTROLS = ("fdr", "bonferroni", "fpr", None)
 SCHEMES = ("freedman_lane", "ter_braak")
-GRID_ACTIONS = ("error", "resample")
 NOTEBOOK_NAME = "second_level_association.ipynb"
 #: Fields that steer the runner (where and how to run), not the analysis; they are not
 #: notebook parameters and are left out of ``params.json``.

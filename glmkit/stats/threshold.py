@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage, stats
 
+from glmkit.stats.choices import HEIGHT_CONTROLS
 from glmkit.stats.pvalues import P_FLOOR, logp_from_p
 from glmkit._util import logger
 from glmkit.errors import ImageError, ParameterError
@@ -44,7 +45,6 @@ __all__ = [
     "cluster_table",
 ]
 
-HEIGHT_CONTROLS = ("fpr", "fdr", "bonferroni", None)
 _FACES = ndimage.generate_binary_structure(3, 1)  # 6-connectivity (nilearn's)
 
 
