@@ -139,18 +139,18 @@ def _on_first_grid(maps: list, first: Any) -> list:
     others stay paths (the fit loads them once)."""
     import nibabel as nib
 
-    from glmkit.data.qc import _resample, _same_grid
+    from glmkit.data.qc import resample_to_grid, same_grid
 
     ref = nib.load(first)
     ref_shape, ref_affine = ref.shape[:3], ref.affine
     out = []
     for path in maps:
         img = nib.load(path)
-        if _same_grid(img.shape[:3], img.affine, ref_shape, ref_affine):
+        if same_grid(img.shape[:3], img.affine, ref_shape, ref_affine):
             out.append(path)
         else:
             logger.info("resampling %s to the grid of %s", path, first)
-            out.append(_resample(img, ref_shape, ref_affine, interpolation="continuous"))
+            out.append(resample_to_grid(img, ref_shape, ref_affine, interpolation="continuous"))
     return out
 
 

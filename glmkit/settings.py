@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from glmkit.data.choices import GRID_ACTIONS  # QC's fact
 from glmkit.errors import DataFileNotFoundError, ParameterError
+from glmkit.stats.choices import HEIGHT_CONTROLS  # the thresholds' fact
 from glmkit.stats.statistics import SCHEMES, statistic_names  # the engine's registry
 
 __all__ = [
@@ -31,8 +33,6 @@ __all__ = [
 ]
 
 BUILTIN_DATASETS = ("demo", "demo-null", "localizer")
-HEIGHT_CONTROLS = ("fdr", "bonferroni", "fpr", None)
-GRID_ACTIONS = ("error", "resample")
 NOTEBOOK_NAME = "second_level_association.ipynb"
 #: Fields that steer the runner (where and how to run), not the analysis; they are not
 #: notebook parameters and are left out of ``params.json``.

@@ -177,7 +177,7 @@ def test_demo_concurrent_generation_loser_uses_winner(demo, tmp_path, monkeypatc
         shutil.copytree(source, target)
         shutil.copytree(source, tmp, dirs_exist_ok=True)
 
-    monkeypatch.setattr(datasets, "_generate_demo", other_worker_wins)
+    monkeypatch.setattr(datasets, "generate_demo", other_worker_wins)
     ds = load_demo(data_dir=tmp_path)
     assert ds.provenance["root"] == str(target) and len(ds) == 94
     assert [p.name for p in tmp_path.joinpath("demo").iterdir()] == ["association"]

@@ -439,6 +439,17 @@ def test_policy_defaults():
         p.min_coverage = 0.5
 
 
+def test_grid_actions_are_declared_once():
+    """Settings validate on_grid_mismatch against QC's own tuple (not a copy), and QC
+    accepts each of its actions."""
+    import glmkit.data.qc as qc_module
+    import glmkit.settings
+
+    assert glmkit.settings.GRID_ACTIONS is qc_module.GRID_ACTIONS
+    for action in qc_module.GRID_ACTIONS:
+        assert QCPolicy(on_grid_mismatch=action).on_grid_mismatch == action
+
+
 def test_bad_policy_type(tmp_path, rng):
     with pytest.raises(ParameterError, match=r"expected a QCPolicy"):
         run_qc(_cohort(tmp_path, rng), policy={"min_coverage": 0.5})

@@ -270,7 +270,7 @@ def test_alpha_outside_unit_interval(alpha):
     [
         (
             {"height_control": "holm"},
-            r"height_control must be one of \['fpr', 'fdr', 'bonferroni', None\]; got 'holm'",
+            r"height_control must be one of \['fdr', 'bonferroni', 'fpr', None\]; got 'holm'",
         ),
         (
             {"cluster_threshold": -1},
@@ -304,7 +304,27 @@ def test_bad_z_inputs(zmap):
         threshold_map(np.array([1.0, np.nan]))
     with pytest.raises(ParameterError, match="1-D array over the mask"):
         threshold_map(np.ones((3, 3)))
-    assert HEIGHT_CONTROLS == ("fpr", "fdr", "bonferroni", None)
+
+
+def test_height_controls_are_declared_once():
+    """Settings validate against the very tuple threshold_map checks (not a copy)."""
+    import glmkit.settings
+
+    assert glmkit.settings.HEIGHT_CONTROLS is HEIGHT_CONTROLS
+    assert set(HEIGHT_CONTROLS) == {"fpr", "fdr", "bonferroni", None}
+
+
+def test_settings_import_stays_light():
+    """The choice lists settings import come from light modules: no numpy/scipy/nibabel."""
+    import subprocess
+    import sys
+
+    code = ("import sys, glmkit.settings; "
+            "print(sorted(m for m in ('numpy', 'scipy', 'pandas', 'nibabel', 'nilearn') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_bad_cluster_table_and_bonferroni_inputs(zmap, tmp_path):

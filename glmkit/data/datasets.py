@@ -13,7 +13,7 @@ subject table whose first column is ``subject``, in the same order as the maps.
 * :func:`load_dataset` dispatches on a name or a path.
 
 The demo simulation and generation live in :mod:`glmkit.data.demo`, the folder, image and table
-readers in :mod:`glmkit.data.folder`; both are private.
+readers in :mod:`glmkit.data.folder`; both are internal to the data layer.
 """
 
 from __future__ import annotations
@@ -39,10 +39,17 @@ from glmkit.data.demo import (  # noqa: F401 - the DEMO_* constants stay public 
     DEMO_RANDOM_STATE,
     DEMO_REGION_CENTER_MM,
     DEMO_REGION_RADIUS_MM,
-    _demo_cache_problem,
-    _generate_demo,
+    demo_cache_problem,
+    generate_demo,
 )
-from glmkit.data.folder import _check_unique, _list_maps, _match, _open_image, _read_table, _split_4d
+from glmkit.data.folder import (
+    check_unique,
+    list_maps,
+    match_maps,
+    open_image,
+    read_table,
+    split_4d,
+)
 from glmkit._util import atomic_folder, get_data_dir, logger, sha256_file
 from glmkit.errors import (
     DataFileNotFoundError,
@@ -116,7 +123,7 @@ class Dataset:
                 f"Dataset {self.name!r}: {len(self.maps)} maps but {len(self.table)} table rows; "
                 "there must be one row per map, in the same order."
             )
-        _check_unique(self.table["subject"], f"dataset {self.name!r}")
+        check_unique(self.table["subject"], f"dataset {self.name!r}")
 
     @property
     def subjects(self) -> tuple[str, ...]:
@@ -222,21 +229,31 @@ def load_demo(
     if variant not in _DEMO_VARIANTS:
         raise ParameterError(f"load_demo(variant={variant!r}): expected one of {_DEMO_VARIANTS}.")
     folder = get_data_dir(data_dir) / "demo" / variant
-    problem = "regeneration forced" if force else (
-        _demo_cache_problem(folder) if folder.exists() else "not generated yet"
-    )
-    if problem is not None:
-        if folder.exists() and not force:
-            logger.warning("cached demo %s is unusable (%s); regenerating it", folder, problem)
-        try:
-            with atomic_folder(folder, overwrite=folder.exists()) as tmp:
-                _generate_demo(tmp, variant)
-        except OSError:
-            # another process (e.g. a pytest-xdist worker) renamed its copy in first
-            if _demo_cache_problem(folder) is not None:
-                raise
-            logger.info("demo %r was generated concurrently; using %s", variant, folder)
+    _ensure_demo(folder, variant, force=force)
+    return _read_demo(folder, variant)
 
+
+def _ensure_demo(folder: Path, variant: str, *, force: bool) -> None:
+    """Generate the demo into ``folder`` unless an intact copy is cached there."""
+    problem = "regeneration forced" if force else (
+        demo_cache_problem(folder) if folder.exists() else "not generated yet"
+    )
+    if problem is None:
+        return
+    if folder.exists() and not force:
+        logger.warning("cached demo %s is unusable (%s); regenerating it", folder, problem)
+    try:
+        with atomic_folder(folder, overwrite=folder.exists()) as tmp:
+            generate_demo(tmp, variant)
+    except OSError:
+        # another process (e.g. a pytest-xdist worker) renamed its copy in first
+        if demo_cache_problem(folder) is not None:
+            raise
+        logger.info("demo %r was generated concurrently; using %s", variant, folder)
+
+
+def _read_demo(folder: Path, variant: str) -> Dataset:
+    """The generated demo in ``folder`` as a Dataset, with its description and provenance."""
     provenance = json.loads((folder / "provenance.json").read_text())
     table = pd.read_csv(folder / "participants.tsv", sep="\t", dtype={"subject": str})
     maps = tuple(str(folder / "maps" / f"{s}.nii.gz") for s in table["subject"])
@@ -291,55 +308,11 @@ def load_localizer(
     Dataset
         Named ``"localizer"``; table ``subject, pseudo, age, sex, site``.
     """
-    from nilearn.datasets import fetch_localizer_contrasts
-    from nilearn.datasets.func import ALLOWED_CONTRASTS, CONTRAST_NAME_WRAPPER
-
-    if contrast not in ALLOWED_CONTRASTS and contrast not in CONTRAST_NAME_WRAPPER:
-        raise ParameterError(
-            f"load_localizer(contrast={contrast!r}): unknown contrast; expected one of "
-            f"{sorted(ALLOWED_CONTRASTS)}."
-        )
-    if isinstance(n_subjects, bool) or not isinstance(n_subjects, (int, np.integer)) or not (
-        1 <= n_subjects <= 94
-    ):
-        raise ParameterError(
-            f"load_localizer(n_subjects={n_subjects!r}): expected an integer from 1 to 94."
-        )
+    _check_localizer_args(contrast, n_subjects)
     folder = _localizer_folder(data_dir)
-    try:
-        bunch = fetch_localizer_contrasts(
-            [contrast], n_subjects=int(n_subjects),
-            data_dir=None if data_dir is None else str(data_dir), verbose=0,
-        )
-    except (OSError, ValueError) as exc:  # requests' errors are OSErrors
-        raise DatasetError(_localizer_fetch_failure(exc, folder)) from exc
-    if not bunch.get("cmaps"):
-        raise DatasetError(
-            f"Localizer: nilearn returned no {contrast!r} map; its index in "
-            f"{data_dir or 'nilearn_data'}/brainomics_localizer may be stale: delete it and retry."
-        )
-    ext = pd.DataFrame(bunch.ext_vars)
-    missing_cols = {"participant_id", "pseudo", "age", "sex", "site"} - set(ext.columns)
-    if missing_cols:
-        raise DatasetError(
-            f"Localizer tables lack columns {sorted(missing_cols)}; delete the cached "
-            "brainomics_localizer folder in nilearn's data dir and fetch again."
-        )
-    table = ext.rename(columns={"participant_id": "subject"})[
-        ["subject", "pseudo", "age", "sex", "site"]
-    ].astype({"subject": str})
+    bunch = _fetch_localizer(contrast, n_subjects, data_dir, folder)
+    table, tables, root = _localizer_table(bunch, n_subjects)
     by_subject = {Path(p).parent.name: str(Path(p).resolve()) for p in bunch.cmaps}
-    root = Path(bunch.cmaps[0]).resolve().parents[2]  # <root>/brainomics_data/S01/cmaps_*
-    tables = [root / "brainomics_data" / "participants.tsv",
-              root / "brainomics_data" / "phenotype" / "behavioural.tsv"]
-    wanted = [f"S{i:02d}" for i in range(1, int(n_subjects) + 1)]
-    unlisted = [s for s in wanted if s not in set(table["subject"])]
-    if unlisted:
-        raise DatasetError(
-            f"Localizer: subjects {unlisted} are missing from the subject tables "
-            f"{[str(t) for t in tables]} (truncated or stale download?); delete these two "
-            "files and call load_localizer again to download them anew."
-        )
     lost = sorted(set(table["subject"]) - set(by_subject))
     if lost:
         raise DatasetError(f"Localizer: no {contrast!r} map was fetched for subjects {lost}.")
@@ -347,7 +320,7 @@ def load_localizer(
     maps = tuple(by_subject[s] for s in table["subject"])
     for path in maps:
         try:
-            _open_image(Path(path))
+            open_image(Path(path))
         except ImageError as exc:
             raise ImageError(
                 f"Localizer: {exc} The download was probably cut short: delete {path} and "
@@ -369,6 +342,69 @@ def load_localizer(
             "tables_sha256": {str(t): sha256_file(t) for t in tables if t.is_file()},
         },
     )
+
+
+def _check_localizer_args(contrast: str, n_subjects: int) -> None:
+    """A contrast nilearn knows and 1 <= n_subjects <= 94, before any download."""
+    from nilearn.datasets.func import ALLOWED_CONTRASTS, CONTRAST_NAME_WRAPPER
+
+    if contrast not in ALLOWED_CONTRASTS and contrast not in CONTRAST_NAME_WRAPPER:
+        raise ParameterError(
+            f"load_localizer(contrast={contrast!r}): unknown contrast; expected one of "
+            f"{sorted(ALLOWED_CONTRASTS)}."
+        )
+    if isinstance(n_subjects, bool) or not isinstance(n_subjects, (int, np.integer)) or not (
+        1 <= n_subjects <= 94
+    ):
+        raise ParameterError(
+            f"load_localizer(n_subjects={n_subjects!r}): expected an integer from 1 to 94."
+        )
+
+
+def _fetch_localizer(contrast: str, n_subjects: int, data_dir, folder: Path):
+    """nilearn's Localizer bunch; a failed or empty download is a DatasetError saying why."""
+    from nilearn.datasets import fetch_localizer_contrasts
+
+    try:
+        bunch = fetch_localizer_contrasts(
+            [contrast], n_subjects=int(n_subjects),
+            data_dir=None if data_dir is None else str(data_dir), verbose=0,
+        )
+    except (OSError, ValueError) as exc:  # requests' errors are OSErrors
+        raise DatasetError(_localizer_fetch_failure(exc, folder)) from exc
+    if not bunch.get("cmaps"):
+        raise DatasetError(
+            f"Localizer: nilearn returned no {contrast!r} map; its index in "
+            f"{data_dir or 'nilearn_data'}/brainomics_localizer may be stale: delete it and retry."
+        )
+    return bunch
+
+
+def _localizer_table(bunch, n_subjects: int) -> tuple[pd.DataFrame, list[Path], Path]:
+    """The subject table (``subject, pseudo, age, sex, site``), the table files and the root
+    of the download; missing columns or subjects are a DatasetError naming the files."""
+    ext = pd.DataFrame(bunch.ext_vars)
+    missing_cols = {"participant_id", "pseudo", "age", "sex", "site"} - set(ext.columns)
+    if missing_cols:
+        raise DatasetError(
+            f"Localizer tables lack columns {sorted(missing_cols)}; delete the cached "
+            "brainomics_localizer folder in nilearn's data dir and fetch again."
+        )
+    table = ext.rename(columns={"participant_id": "subject"})[
+        ["subject", "pseudo", "age", "sex", "site"]
+    ].astype({"subject": str})
+    root = Path(bunch.cmaps[0]).resolve().parents[2]  # <root>/brainomics_data/S01/cmaps_*
+    tables = [root / "brainomics_data" / "participants.tsv",
+              root / "brainomics_data" / "phenotype" / "behavioural.tsv"]
+    wanted = [f"S{i:02d}" for i in range(1, int(n_subjects) + 1)]
+    unlisted = [s for s in wanted if s not in set(table["subject"])]
+    if unlisted:
+        raise DatasetError(
+            f"Localizer: subjects {unlisted} are missing from the subject tables "
+            f"{[str(t) for t in tables]} (truncated or stale download?); delete these two "
+            "files and call load_localizer again to download them anew."
+        )
+    return table, tables, root
 
 
 def _nilearn_version() -> str:
@@ -482,9 +518,9 @@ def load_folder(
     """
     if on_missing not in ("error", "drop"):
         raise ParameterError(f"load_folder(on_missing={on_missing!r}): expected 'error' or 'drop'.")
-    paths = _list_maps(maps)
-    frame = _read_table(table, subject_column)
-    images = {p: _open_image(p) for p in paths}
+    paths = list_maps(maps)
+    frame = read_table(table, subject_column)
+    images = {p: open_image(p) for p in paths}
     shapes = {p: img.shape for p, img in images.items()}
     bad_dims = [f"{p.name} {s}" for p, s in shapes.items() if len(s) not in (3, 4)]
     if bad_dims:
@@ -498,22 +534,59 @@ def load_folder(
         "table": "DataFrame" if isinstance(table, pd.DataFrame) else str(Path(table).resolve()),
         "subject_column": subject_column,
     }
-
     four_d = {p: s for p, s in shapes.items() if len(s) == 4 and s[3] > 1}
     if four_d:
-        path, shape = next(iter(four_d.items()))
-        if len(paths) > 1 or shape[3] != len(frame):
-            raise ImageError(
-                f"map {path.name} is 4-D with {shape[3]} volumes where 3-D maps were expected "
-                f"({len(paths)} files, {len(frame)} table rows). Pass one 3-D map per subject, "
-                "or a single 4-D file with exactly one volume per table row."
-            )
-        files = _split_4d(images[path], path, frame["subject"].tolist(), data_dir)
-        provenance.update(sha256={str(path): sha256_file(path)}, split_from=str(path))
-        description = f"{len(files)} maps split (in table order) from 4-D {path}"
-        return Dataset(name, tuple(files), frame, None, description, provenance)
+        return _split_folder(name, four_d, paths, frame, images, data_dir, provenance)
 
-    matched, unmatched_maps = _match(paths, frame["subject"].tolist())
+    frame, matched = _match_rows(paths, frame, subject_column, on_missing)
+    return _matched_folder(name, maps, frame, matched, images, data_dir, provenance)
+
+
+def _matched_folder(name, maps, frame, matched, images, data_dir, provenance) -> Dataset:
+    """The dataset of maps matched to table rows: hashes (of the Analyze data files too),
+    ``(x, y, z, 1)`` maps stored as 3-D, and a description that warns about Analyze."""
+    provenance["sha256"] = {str(matched[s]): sha256_file(matched[s]) for s in frame["subject"]}
+    analyze = [images[matched[s]] for s in frame["subject"]
+               if not isinstance(images[matched[s]], nib.Nifti1Image)]
+    if analyze:  # "sha256" is keyed by the maps (.hdr); the data live in the .img files
+        provenance["sha256_analyze_img"] = {
+            str(Path(img.file_map["image"].filename).resolve()):
+            sha256_file(img.file_map["image"].filename) for img in analyze
+        }
+    files = []
+    for subject in frame["subject"]:
+        path = matched[subject]
+        if len(images[path].shape) == 4:  # (x, y, z, 1), as some tools write: store it as 3-D
+            path = split_4d(images[path], path, [subject], data_dir)[0]
+        files.append(str(path))
+    description = f"{len(files)} maps from {maps}"
+    if analyze:
+        description += (f" ({len(analyze)} Analyze 7.5 maps: Analyze stores no orientation, "
+                        "nibabel reads them as x-flipped (radiological); check left and right)")
+        logger.info("load_folder: %d Analyze 7.5 maps; Analyze stores no orientation, nibabel "
+                    "reads them as x-flipped (radiological): check left and right", len(analyze))
+    return Dataset(name, tuple(files), frame, None, description, provenance)
+
+
+def _split_folder(name, four_d, paths, frame, images, data_dir, provenance) -> Dataset:
+    """The dataset of a single 4-D file with one volume per table row, split in table order."""
+    path, shape = next(iter(four_d.items()))
+    if len(paths) > 1 or shape[3] != len(frame):
+        raise ImageError(
+            f"map {path.name} is 4-D with {shape[3]} volumes where 3-D maps were expected "
+            f"({len(paths)} files, {len(frame)} table rows). Pass one 3-D map per subject, "
+            "or a single 4-D file with exactly one volume per table row."
+        )
+    files = split_4d(images[path], path, frame["subject"].tolist(), data_dir)
+    provenance.update(sha256={str(path): sha256_file(path)}, split_from=str(path))
+    description = f"{len(files)} maps split (in table order) from 4-D {path}"
+    return Dataset(name, tuple(files), frame, None, description, provenance)
+
+
+def _match_rows(paths, frame, subject_column, on_missing) -> tuple[pd.DataFrame, dict]:
+    """Table rows paired with maps (subject -> path); unmatched maps or rows are an error,
+    or dropped with a warning (``on_missing="drop"``)."""
+    matched, unmatched_maps = match_maps(paths, frame["subject"].tolist())
     unmatched_rows = [s for s in frame["subject"] if s not in matched]
     if unmatched_maps or unmatched_rows:
         detail = (
@@ -530,27 +603,7 @@ def load_folder(
     frame = frame[frame["subject"].isin(list(matched))].reset_index(drop=True)
     if frame.empty:
         raise DatasetError(f"no map matches any subject id of column {subject_column!r}.")
-    provenance["sha256"] = {str(matched[s]): sha256_file(matched[s]) for s in frame["subject"]}
-    analyze = [images[matched[s]] for s in frame["subject"]
-               if not isinstance(images[matched[s]], nib.Nifti1Image)]
-    if analyze:  # "sha256" is keyed by the maps (.hdr); the data live in the .img files
-        provenance["sha256_analyze_img"] = {
-            str(Path(img.file_map["image"].filename).resolve()):
-            sha256_file(img.file_map["image"].filename) for img in analyze
-        }
-    files = []
-    for subject in frame["subject"]:
-        path = matched[subject]
-        if len(shapes[path]) == 4:  # (x, y, z, 1), as some tools write: store it as 3-D
-            path = _split_4d(images[path], path, [subject], data_dir)[0]
-        files.append(str(path))
-    description = f"{len(files)} maps from {maps}"
-    if analyze:
-        description += (f" ({len(analyze)} Analyze 7.5 maps: Analyze stores no orientation, "
-                        "nibabel reads them as x-flipped (radiological); check left and right)")
-        logger.info("load_folder: %d Analyze 7.5 maps; Analyze stores no orientation, nibabel "
-                    "reads them as x-flipped (radiological): check left and right", len(analyze))
-    return Dataset(name, tuple(files), frame, None, description, provenance)
+    return frame, matched
 
 
 def load_dataset(spec: str | os.PathLike, **kwargs: Any) -> Dataset:

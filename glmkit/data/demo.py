@@ -1,9 +1,11 @@
-"""The demo cohort's simulation, generation and cache check (private; see ``datasets.load_demo``).
+"""The demo cohort's simulation, generation and cache check (see ``datasets.load_demo``).
 
-:func:`_simulate_demo` builds the cohort in memory from real ingredients shipped in the nilearn
-wheel; :func:`_generate_demo` writes it (byte-reproducibly) with its README and provenance;
-:func:`_demo_cache_problem` says whether a cached copy is intact. ``datasets.load_demo`` calls
-them; the public constants are re-exported by :mod:`glmkit.data.datasets`.
+An internal module of the data layer: its public names are for :mod:`glmkit.data.datasets`,
+not glmkit's API. :func:`_simulate_demo` builds the cohort in memory from real ingredients
+shipped in the nilearn wheel; :func:`generate_demo` writes it (byte-reproducibly) with its
+README and provenance; :func:`demo_cache_problem` says whether a cached copy is intact.
+``datasets.load_demo`` calls them; the public constants are re-exported by
+:mod:`glmkit.data.datasets`.
 """
 
 from __future__ import annotations
@@ -145,7 +147,7 @@ def _simulate_demo(variant: str, random_state: int = DEMO_RANDOM_STATE) -> dict[
             "site_offsets": site_offsets}
 
 
-def _generate_demo(folder: Path, variant: str) -> None:
+def generate_demo(folder: Path, variant: str) -> None:
     """Write the demo cohort for ``variant`` into ``folder`` (a fresh, empty folder)."""
     start = time.perf_counter()
     sim = _simulate_demo(variant)
@@ -233,7 +235,7 @@ def _demo_readme(variant: str, prov: dict) -> str:
     )
 
 
-def _demo_cache_problem(folder: Path) -> str | None:
+def demo_cache_problem(folder: Path) -> str | None:
     """Why the cached demo in ``folder`` cannot be used, or None if it is intact."""
     try:
         provenance = json.loads((folder / "provenance.json").read_text())

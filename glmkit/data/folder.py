@@ -1,8 +1,10 @@
-"""Readers behind ``datasets.load_folder`` (private): map lists, images, tables, matching.
+"""Readers behind ``datasets.load_folder``: map lists, images, tables, matching.
 
-:func:`_list_maps` resolves a folder, glob or list to image files, :func:`_open_image` checks a
-map cheaply, :func:`_read_table` reads the subject table, :func:`_match` pairs maps with subject
-ids and :func:`_split_4d` caches the volumes of a 4-D file as 3-D maps.
+An internal module of the data layer: its public names are for :mod:`glmkit.data.datasets`,
+not glmkit's API. :func:`list_maps` resolves a folder, glob or list to image files,
+:func:`open_image` checks a map cheaply, :func:`read_table` reads the subject table,
+:func:`match_maps` pairs maps with subject ids and :func:`split_4d` caches the volumes of a
+4-D file as 3-D maps; :func:`check_unique` rejects duplicated subject ids.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ import pandas as pd
 from glmkit._util import atomic_folder, get_data_dir, logger, sha256_file
 from glmkit.errors import DataFileNotFoundError, DatasetError, ImageError
 
+__all__ = ["check_unique", "list_maps", "open_image", "read_table", "match_maps", "split_4d"]
 
 _IMAGE_SUFFIXES = (".nii.gz", ".nii", ".hdr", ".img")
 _TABLE_SEPARATORS = {".tsv": "\t", ".txt": "\t", ".csv": ","}
 
 
-def _check_unique(subjects: pd.Series, where: str) -> None:
+def check_unique(subjects: pd.Series, where: str) -> None:
     duplicated = sorted(set(subjects[subjects.duplicated()].astype(str)))
     if duplicated:
         raise DatasetError(
@@ -41,7 +44,7 @@ def _suffix(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
-def _list_maps(maps: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+def list_maps(maps: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
     """Image files named by a folder, a glob, a file or a list of files (Analyze as .hdr)."""
     if isinstance(maps, (str, os.PathLike)):
         text = str(maps)
@@ -101,7 +104,7 @@ def _expected_bytes(img: nib.spatialimages.SpatialImage) -> int:
     return offset + n
 
 
-def _open_image(path: Path) -> nib.spatialimages.SpatialImage:
+def open_image(path: Path) -> nib.spatialimages.SpatialImage:
     """Load a header and check, cheaply, that the data block is complete."""
     try:
         img = nib.load(path)
@@ -129,7 +132,7 @@ def _open_image(path: Path) -> nib.spatialimages.SpatialImage:
     return img
 
 
-def _read_table(table: str | os.PathLike | pd.DataFrame, subject_column: str) -> pd.DataFrame:
+def read_table(table: str | os.PathLike | pd.DataFrame, subject_column: str) -> pd.DataFrame:
     if isinstance(table, pd.DataFrame):
         frame = table.copy()
     else:
@@ -163,11 +166,11 @@ def _read_table(table: str | os.PathLike | pd.DataFrame, subject_column: str) ->
     if ids.isna().any():
         raise DatasetError(f"table column {subject_column!r} has empty subject ids; fill them.")
     frame.insert(0, "subject", ids.astype(str).str.strip())
-    _check_unique(frame["subject"], f"table column {subject_column!r}")
+    check_unique(frame["subject"], f"table column {subject_column!r}")
     return frame.reset_index(drop=True)
 
 
-def _match(paths: list[Path], subjects: list[str]) -> tuple[dict[str, Path], list[Path]]:
+def match_maps(paths: list[Path], subjects: list[str]) -> tuple[dict[str, Path], list[Path]]:
     """Map subject -> file by the id appearing as a token in the file name (longest wins)."""
     patterns = {s: re.compile(rf"(?<![A-Za-z0-9]){re.escape(s)}(?![A-Za-z0-9])") for s in subjects}
     by_subject: dict[str, list[Path]] = {}
@@ -193,7 +196,7 @@ def _match(paths: list[Path], subjects: list[str]) -> tuple[dict[str, Path], lis
     return {s: ps[0] for s, ps in by_subject.items()}, unmatched
 
 
-def _split_4d(img, path: Path, subjects: list[str], data_dir) -> list[str]:
+def split_4d(img, path: Path, subjects: list[str], data_dir) -> list[str]:
     """Write each volume of a 4-D image as <subject>.nii.gz in a cache folder; return paths."""
     key = hashlib.sha256((sha256_file(path) + "\n".join(subjects)).encode()).hexdigest()[:16]
     folder = get_data_dir(data_dir) / "split" / key

@@ -57,9 +57,17 @@ from glmkit.errors import (
     ParameterError,
     QCError,
 )
-from glmkit.settings import GRID_ACTIONS  # declared once, with the run parameters
+from glmkit.data.choices import GRID_ACTIONS
 
-__all__ = ["CHECKS", "QCPolicy", "QCResult", "run_qc"]
+__all__ = [
+    "CHECKS",
+    "GRID_ACTIONS",
+    "QCPolicy",
+    "QCResult",
+    "run_qc",
+    "same_grid",
+    "resample_to_grid",
+]
 
 CHECKS = (
     "missing_value",
@@ -289,7 +297,8 @@ def _read_data(img) -> np.ndarray:
     return data
 
 
-def _same_grid(shape_a, affine_a, shape_b, affine_b) -> bool:
+def same_grid(shape_a, affine_a, shape_b, affine_b) -> bool:
+    """Whether two grids are the same: equal shapes, affines equal within 1e-4 mm."""
     return tuple(shape_a) == tuple(shape_b) and np.allclose(affine_a, affine_b, atol=1e-4)
 
 
@@ -332,7 +341,12 @@ def _mni_mask_on_grid(shape, affine) -> np.ndarray | None:
     return mask
 
 
-def _resample(img, ref_shape, ref_affine, *, interpolation: str):
+def resample_to_grid(img, ref_shape, ref_affine, *, interpolation: str):
+    """``img`` resampled onto the grid ``(ref_shape, ref_affine)`` (nilearn's resample_img).
+
+    ``interpolation`` is ``"continuous"`` for maps (as QC and the fit do) or ``"nearest"``
+    for masks.
+    """
     from nilearn.image import resample_img
 
     with warnings.catch_warnings():
@@ -419,6 +433,37 @@ def run_qc(
     >>> print(qc.exclusions()["reasons"][0])
     x is missing (n/a)
     """
+    policy, maps, table, subjects, variables = _check_inputs(dataset, variables, policy)
+    rows = _Rows(policy)
+    _table_checks(table, subjects, variables, rows)  # cheap, first
+    grid = _Grid.of(maps, subjects, policy)  # headers only: no voxel data read yet
+
+    def load(i):
+        img = nib.load(maps[i])
+        if i in grid.mismatched:
+            img = resample_to_grid(img, grid.shape, grid.affine, interpolation="continuous")
+        return _read_data(img)
+
+    if mask_img is not None:
+        mask, mask_source = _user_mask(mask_img, grid.shape, grid.affine)
+    else:
+        mask, mask_source = _default_mask(load, len(maps), grid.shape, grid.affine)
+    logger.info("QC analysis mask: %s (%d voxels)", mask_source, int(mask.sum()))
+
+    log_scales = _map_rows(subjects, load, mask, grid, policy, rows)
+    _scale_rows(log_scales, policy, rows.add)
+    result = _assemble(rows, subjects, policy, grid, mask, mask_source)
+    for row in result.exclusions().itertuples(index=False):
+        logger.info("QC excludes %s: %s", row.subject, row.reasons)
+    _check_enough_kept(result, len(variables), len(subjects))
+    return result
+
+
+def _check_inputs(dataset, variables, policy):
+    """Validate the policy, the table against the maps, and the variables (no image read).
+
+    Returns ``(policy, maps, table, subjects, variables)``.
+    """
     policy = QCPolicy() if policy is None else policy
     if not isinstance(policy, QCPolicy):
         raise ParameterError(f"policy: expected a QCPolicy or None, found {type(policy).__name__}")
@@ -443,102 +488,119 @@ def run_qc(
             f"run_qc: subject ids must be unique; duplicated: {duplicated}. Remove or merge "
             "the duplicate rows"
         )
-
-    if isinstance(variables, str):
-        variables = (variables,)
-    variables = tuple(variables)
+    variables = (variables,) if isinstance(variables, str) else tuple(variables)
     unknown = [v for v in variables if v not in table.columns]
     if unknown:
         raise DatasetError(
             f"run_qc: variable(s) {unknown} not in the table; available columns: "
             f"{[c for c in table.columns if c != 'subject']}"
         )
-
     for v in variables:
         if table[v].isna().all():
             raise DatasetError(
                 f"run_qc: variable {v!r} is missing (n/a) for all {len(table)} subjects; "
                 "check the table (wrong column, failed join?) or leave it out of variables"
             )
+    return policy, maps, table, subjects, variables
 
-    rows: list[dict] = []
 
-    def add(subject, check, value, failed, reason):
+class _Rows:
+    """The QC table being built: one row per (subject, check); the policy turns a failed
+    check into ``"exclude"`` or ``"flag"``."""
+
+    def __init__(self, policy: QCPolicy) -> None:
+        self.policy = policy
+        self.rows: list[dict] = []
+
+    def add(self, subject, check, value, failed, reason) -> None:
         verdict = "pass"
         if failed:
-            verdict = "exclude" if check in policy.exclude else "flag"
-        rows.append(dict(subject=subject, check=check, value=value, verdict=verdict,
-                         reason=reason))
+            verdict = "exclude" if check in self.policy.exclude else "flag"
+        self.rows.append(dict(subject=subject, check=check, value=value, verdict=verdict,
+                              reason=reason))
 
-    # --- table checks (cheap, first)
+
+def _table_checks(table: pd.DataFrame, subjects: list[str], variables: tuple[str, ...],
+                  rows: _Rows) -> None:
+    """``missing_value`` rows: the design's variables a subject lacks."""
     for i, subject in enumerate(subjects):
         missing = [v for v in variables if pd.isna(table[v].iloc[i])]
         if variables:
-            add(subject, "missing_value", float(len(missing)), bool(missing),
-                f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing (n/a)"
-                if missing else f"{', '.join(variables)} present")
+            rows.add(subject, "missing_value", float(len(missing)), bool(missing),
+                     f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing (n/a)"
+                     if missing else f"{', '.join(variables)} present")
 
-    # --- headers: existence, 3-D, grid (no voxel data read)
-    headers = [_load_header(p, s) for p, s in zip(maps, subjects)]
-    ref_img, ref_shape = headers[0]
-    ref_affine = ref_img.affine
-    mismatched = [
-        i for i, (img, shape) in enumerate(headers)
-        if not _same_grid(shape, img.affine, ref_shape, ref_affine)
-    ]
-    if mismatched and policy.on_grid_mismatch == "error":
-        shown = mismatched[:3]
-        parts = [
-            f"  {subjects[i]}: {maps[i]}\n    shape {headers[i][1]}, affine\n      "
-            f"{_fmt_affine(headers[i][0].affine)}"
-            for i in shown
+
+@dataclass(frozen=True, eq=False)
+class _Grid:
+    """The reference grid (the first map's) and the maps that are not on it."""
+
+    shape: tuple[int, ...]
+    affine: np.ndarray
+    mismatched: frozenset[int]
+    order: tuple[int, ...]  # the mismatched maps, in dataset order
+    notes: dict[int, str]  # how each mismatched map's grid differs
+
+    @classmethod
+    def of(cls, maps: list[str], subjects: list[str], policy: QCPolicy) -> _Grid:
+        """Read every header (existence, 3-D, grid); a mismatch is an error unless resampling
+        is asked for."""
+        headers = [_load_header(p, s) for p, s in zip(maps, subjects)]
+        ref_img, ref_shape = headers[0]
+        ref_affine = ref_img.affine
+        mismatched = [
+            i for i, (img, shape) in enumerate(headers)
+            if not same_grid(shape, img.affine, ref_shape, ref_affine)
         ]
-        more = f"\n  ... and {len(mismatched) - 3} more" if len(mismatched) > 3 else ""
-        raise ImageError(
-            f"{len(mismatched)} map(s) are not on the grid of the first map "
-            f"({subjects[0]}: {maps[0]}; shape {ref_shape}, affine\n      "
-            f"{_fmt_affine(ref_affine)}):\n" + "\n".join(parts) + more
-            + "\nResample them to a common grid, or pass "
-            "policy=QCPolicy(on_grid_mismatch='resample') (glmkit run: --on-grid-mismatch "
-            "resample) to resample them to the first map's grid"
-        )
-    grid_notes = {i: _grid_difference(headers[i][1], headers[i][0].affine, ref_shape, ref_affine)
-                  for i in mismatched}
-    del headers
-    mismatched_set = set(mismatched)
+        if mismatched and policy.on_grid_mismatch == "error":
+            raise ImageError(_grid_error(headers, mismatched, maps, subjects))
+        notes = {i: _grid_difference(headers[i][1], headers[i][0].affine, ref_shape, ref_affine)
+                 for i in mismatched}
+        return cls(ref_shape, ref_affine, frozenset(mismatched), tuple(mismatched), notes)
 
-    def load(i):
-        img = nib.load(maps[i])
-        if i in mismatched_set:
-            img = _resample(img, ref_shape, ref_affine, interpolation="continuous")
-        return _read_data(img)
 
-    # --- analysis mask
-    if mask_img is not None:
-        mask, mask_source = _user_mask(mask_img, ref_shape, ref_affine)
-    else:
-        mask, mask_source = _default_mask(load, len(maps), ref_shape, ref_affine)
-    n_mask = int(mask.sum())
-    logger.info("QC analysis mask: %s (%d voxels)", mask_source, n_mask)
+def _grid_error(headers, mismatched: list[int], maps: list[str], subjects: list[str]) -> str:
+    """Message for maps off the first map's grid: the first three, and how to fix it."""
+    ref_img, ref_shape = headers[0]
+    shown = mismatched[:3]
+    parts = [
+        f"  {subjects[i]}: {maps[i]}\n    shape {headers[i][1]}, affine\n      "
+        f"{_fmt_affine(headers[i][0].affine)}"
+        for i in shown
+    ]
+    more = f"\n  ... and {len(mismatched) - 3} more" if len(mismatched) > 3 else ""
+    return (
+        f"{len(mismatched)} map(s) are not on the grid of the first map "
+        f"({subjects[0]}: {maps[0]}; shape {ref_shape}, affine\n      "
+        f"{_fmt_affine(ref_img.affine)}):\n" + "\n".join(parts) + more
+        + "\nResample them to a common grid, or pass "
+        "policy=QCPolicy(on_grid_mismatch='resample') (glmkit run: --on-grid-mismatch "
+        "resample) to resample them to the first map's grid"
+    )
 
-    # --- map checks, one image at a time
+
+def _map_rows(subjects, load, mask, grid: _Grid, policy: QCPolicy, rows: _Rows):
+    """``grid`` and the per-map checks, one image in memory at a time; the log scale of each
+    usable map (subject -> float) for the cohort's scale check."""
     log_scales: dict[str, float] = {}
     for i, subject in enumerate(subjects):
-        if i in mismatched_set:
-            add(subject, "grid", 1.0, True,
-                f"map is on another grid than the first map ({grid_notes[i]}); resampled "
-                "to the first map's grid (continuous interpolation)")
+        if i in grid.mismatched:
+            rows.add(subject, "grid", 1.0, True,
+                     f"map is on another grid than the first map ({grid.notes[i]}); resampled "
+                     "to the first map's grid (continuous interpolation)")
         else:
-            add(subject, "grid", 0.0, False, "same grid as the first map")
-        checks, log_scale = _map_checks(load(i), mask, policy.min_coverage, ref_affine)
+            rows.add(subject, "grid", 0.0, False, "same grid as the first map")
+        checks, log_scale = _map_checks(load(i), mask, policy.min_coverage, grid.affine)
         for check, value, failed, reason in checks:
-            add(subject, check, value, failed, reason)
+            rows.add(subject, check, value, failed, reason)
         if log_scale is not None:
             log_scales[subject] = log_scale
+    return log_scales
 
-    _scale_rows(log_scales, policy, add)
 
-    qc_table = pd.DataFrame(rows, columns=["subject", "check", "value", "verdict", "reason"])
+def _assemble(rows: _Rows, subjects, policy, grid: _Grid, mask, mask_source) -> QCResult:
+    """The QC table sorted by subject (dataset order) then check (``CHECKS`` order)."""
+    qc_table = pd.DataFrame(rows.rows, columns=["subject", "check", "value", "verdict", "reason"])
     order = {s: i for i, s in enumerate(subjects)}
     check_order = {c: i for i, c in enumerate(CHECKS)}
     qc_table = qc_table.sort_values(
@@ -546,31 +608,35 @@ def run_qc(
         key=lambda s: s.map(order) if s.name == "subject" else s.map(check_order),
     ).reset_index(drop=True)
     bad = set(qc_table.loc[qc_table["verdict"] == "exclude", "subject"])
-    kept = tuple(s for s in subjects if s not in bad)
-    excluded = tuple(s for s in subjects if s in bad)
-    mask_nii = nib.Nifti1Image(mask.astype(np.uint8), ref_affine)
-    result = QCResult(
-        table=qc_table, kept=kept, excluded=excluded, policy=policy, mask_img=mask_nii,
-        mask_source=mask_source, resampled=tuple(subjects[i] for i in mismatched),
+    return QCResult(
+        table=qc_table,
+        kept=tuple(s for s in subjects if s not in bad),
+        excluded=tuple(s for s in subjects if s in bad),
+        policy=policy,
+        mask_img=nib.Nifti1Image(mask.astype(np.uint8), grid.affine),
+        mask_source=mask_source,
+        resampled=tuple(subjects[i] for i in grid.order),
     )
-    for row in result.exclusions().itertuples(index=False):
-        logger.info("QC excludes %s: %s", row.subject, row.reasons)
 
-    min_subjects = policy.min_subjects or len(variables) + 3
-    if len(kept) < min_subjects:
-        reasons = "\n".join(
-            f"  {r.subject}: {r.reasons}" for r in result.exclusions().itertuples(index=False)
-        )
-        hint = ""
-        if (qc_table.query("check == 'coverage'")["verdict"] == "exclude").mean() > 0.5:
-            hint = (f"\nMost maps fail coverage against the analysis mask ({mask_source}): "
-                    "pass a mask that fits the data (mask_img=) or lower min_coverage")
-        raise QCError(
-            f"QC keeps {len(kept)} of {len(subjects)} subjects; at least {min_subjects} are "
-            f"needed (design columns + 2). Excluded:\n{reasons}{hint}\n"
-            "Fix the inputs, or relax the policy (QCPolicy(exclude=...))"
-        )
-    return result
+
+def _check_enough_kept(result: QCResult, n_variables: int, n_subjects: int) -> None:
+    """QCError listing the exclusions when fewer subjects are kept than the design needs."""
+    min_subjects = result.policy.min_subjects or n_variables + 3
+    if len(result.kept) >= min_subjects:
+        return
+    reasons = "\n".join(
+        f"  {r.subject}: {r.reasons}" for r in result.exclusions().itertuples(index=False)
+    )
+    hint = ""
+    coverage = result.table.query("check == 'coverage'")["verdict"]
+    if (coverage == "exclude").mean() > 0.5:
+        hint = (f"\nMost maps fail coverage against the analysis mask ({result.mask_source}): "
+                "pass a mask that fits the data (mask_img=) or lower min_coverage")
+    raise QCError(
+        f"QC keeps {len(result.kept)} of {n_subjects} subjects; at least {min_subjects} are "
+        f"needed (design columns + 2). Excluded:\n{reasons}{hint}\n"
+        "Fix the inputs, or relax the policy (QCPolicy(exclude=...))"
+    )
 
 
 def _default_mask(load, n_maps, shape, affine) -> tuple[np.ndarray, str]:
@@ -687,8 +753,8 @@ def _user_mask(mask_img, ref_shape, ref_affine) -> tuple[np.ndarray, str]:
     shape = img.shape[:3] if len(img.shape) == 3 or img.shape[3:] == (1,) else None
     if shape is None:
         raise ImageError(f"mask_img must be 3-D, found shape {img.shape}")
-    if not _same_grid(shape, img.affine, ref_shape, ref_affine):
-        img = _resample(img, ref_shape, ref_affine, interpolation="nearest")
+    if not same_grid(shape, img.affine, ref_shape, ref_affine):
+        img = resample_to_grid(img, ref_shape, ref_affine, interpolation="nearest")
         source += " resampled (nearest) to the data grid"
     data = np.asarray(img.dataobj, dtype=np.float64).reshape(ref_shape)
     mask = np.isfinite(data) & (data > 0)

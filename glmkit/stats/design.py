@@ -192,6 +192,23 @@ def make_design(
     >>> d.matrix.loc["S2"].tolist()
     [12.0, 1.0]
     """
+    table, columns = _check_arguments(table, columns, formula, rename)
+    subjects = _subject_index(table, subject_column)
+
+    if formula is not None:
+        matrix = _from_formula(table, formula, intercept=intercept, subjects=subjects)
+    else:
+        matrix = _from_columns(table, list(columns or []), intercept=intercept,
+                               subjects=subjects, subject_column=subject_column)
+    matrix = _renamed(matrix, rename)
+    _check_estimable(matrix)
+    if center or standardize:
+        _center(matrix, standardize=standardize)
+    return Design(matrix=matrix, formula=formula, vif=_vif_with_warning(matrix))
+
+
+def _check_arguments(table, columns, formula, rename) -> tuple[pd.DataFrame, list | None]:
+    """The table (a Dataset's, if given one) and the columns as a list, after type checks."""
     if hasattr(table, "table") and isinstance(getattr(table, "table"), pd.DataFrame):
         table = table.table
     if not isinstance(table, pd.DataFrame):
@@ -207,15 +224,11 @@ def make_design(
         columns = [columns]
     if rename is not None and not isinstance(rename, Mapping):
         raise ParameterError(f"rename: expected a dict old -> new name, found {rename!r}")
+    return table, columns
 
-    subjects = _subject_index(table, subject_column)
 
-    if formula is not None:
-        matrix = _from_formula(table, formula, intercept=intercept, subjects=subjects)
-    else:
-        matrix = _from_columns(table, list(columns or []), intercept=intercept,
-                               subjects=subjects, subject_column=subject_column)
-
+def _renamed(matrix: pd.DataFrame, rename: Mapping[str, str] | None) -> pd.DataFrame:
+    """Columns renamed (keys must be design columns); the names must stay unique."""
     if rename:
         unknown = [k for k in rename if k not in matrix.columns]
         if unknown:
@@ -227,11 +240,14 @@ def make_design(
     dup = matrix.columns[matrix.columns.duplicated()].tolist()
     if dup:
         raise DesignError(f"design columns must be unique; {dup} appear twice (check rename=)")
+    return matrix
 
-    covariates = [c for c in matrix.columns if c != INTERCEPT]
-    has_intercept = INTERCEPT in matrix.columns
-    if has_intercept:
-        for col in covariates:
+
+def _check_estimable(matrix: pd.DataFrame) -> None:
+    """No covariate constant next to an intercept, at least one column, one residual degree
+    of freedom, full rank."""
+    if INTERCEPT in matrix.columns:
+        for col in (c for c in matrix.columns if c != INTERCEPT):
             x = matrix[col].to_numpy()
             if np.ptp(x) == 0:
                 raise DesignError(
@@ -239,7 +255,6 @@ def make_design(
                     "with an intercept it is collinear with the intercept and its effect is "
                     "not estimable. Drop it, or check the table"
                 )
-
     n, p = matrix.shape
     if p == 0:
         raise DesignError(
@@ -254,16 +269,21 @@ def make_design(
         )
     _check_rank(matrix)
 
-    if center or standardize:
-        for col in covariates:
-            x = matrix[col] - matrix[col].mean()
-            if standardize:
-                sd = x.std(ddof=1)
-                if not sd > 0:
-                    raise DesignError(f"cannot standardize column {col!r}: its SD is 0")
-                x = x / sd
-            matrix[col] = x
 
+def _center(matrix: pd.DataFrame, *, standardize: bool) -> None:
+    """Centre (and with ``standardize`` scale to SD 1) every non-intercept column, in place."""
+    for col in [c for c in matrix.columns if c != INTERCEPT]:
+        x = matrix[col] - matrix[col].mean()
+        if standardize:
+            sd = x.std(ddof=1)
+            if not sd > 0:
+                raise DesignError(f"cannot standardize column {col!r}: its SD is 0")
+            x = x / sd
+        matrix[col] = x
+
+
+def _vif_with_warning(matrix: pd.DataFrame) -> pd.Series:
+    """:func:`variance_inflation`, logging a warning for columns above ``_VIF_WARN``."""
     vif = variance_inflation(matrix)
     high = vif[vif > _VIF_WARN]
     if len(high):
@@ -271,7 +291,7 @@ def make_design(
             "design columns %s have VIF > %g (%s): their effects are poorly separated",
             list(high.index), _VIF_WARN, ", ".join(f"{k}={v:.3g}" for k, v in high.items()),
         )
-    return Design(matrix=matrix, formula=formula, vif=vif)
+    return vif
 
 
 def _subject_index(table: pd.DataFrame, subject_column: str) -> pd.Index:

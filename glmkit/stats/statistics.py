@@ -37,11 +37,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from glmkit.errors import ParameterError
+
+if TYPE_CHECKING:  # numpy is imported by the kernels when they run: settings and the CLI
+    import numpy as np  # read this registry without paying for it
 
 __all__ = [
     "StatisticSpec",
@@ -136,6 +137,7 @@ class StatContext:
     @cached_property
     def cluster_t(self) -> float:
         """Cluster-forming threshold on the maps (t, or sqrt(F)) from ``cluster_threshold``."""
+        import numpy as np
         from scipy import stats
 
         if self.stat_type == "F":
@@ -275,11 +277,15 @@ def spatial_statistics() -> tuple[str, ...]:
 
 # ----------------------------------------------------------------------------- built-ins
 def _voxel_observed(t: np.ndarray, ctx: StatContext, cache: dict) -> np.ndarray:
+    import numpy as np
+
     return np.asarray(t, dtype=np.float64)
 
 
 def _observed_clusters(t: np.ndarray, ctx: StatContext, cache: dict) -> dict[str, np.ndarray]:
     """Per-voxel size and mass of the observed cluster containing each voxel (0 outside)."""
+    import numpy as np
+
     if "clusters" in cache:
         return cache["clusters"]
     from glmkit.stats import cluster
@@ -301,6 +307,8 @@ def _observed_clusters(t: np.ndarray, ctx: StatContext, cache: dict) -> dict[str
 
 
 def _null_clusters(maps: np.ndarray, ctx: StatContext, cache: dict) -> dict[str, np.ndarray]:
+    import numpy as np
+
     if "clusters" not in cache:
         from glmkit.stats import cluster
 
@@ -314,6 +322,8 @@ def _null_clusters(maps: np.ndarray, ctx: StatContext, cache: dict) -> dict[str,
 
 
 def _tfce_observed(t: np.ndarray, ctx: StatContext, cache: dict) -> np.ndarray:
+    import numpy as np
+
     from glmkit.stats import cluster
 
     p = ctx.tfce
@@ -322,6 +332,8 @@ def _tfce_observed(t: np.ndarray, ctx: StatContext, cache: dict) -> np.ndarray:
 
 
 def _tfce_null(maps: np.ndarray, ctx: StatContext, cache: dict) -> np.ndarray:
+    import numpy as np
+
     from glmkit.stats import cluster
 
     out = np.empty(maps.shape[0])

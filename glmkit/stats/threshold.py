@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage, stats
 
+from glmkit.stats.choices import HEIGHT_CONTROLS
 from glmkit.stats.pvalues import P_FLOOR, logp_from_p
 from glmkit._util import logger
 from glmkit.errors import ImageError, ParameterError
@@ -44,7 +45,6 @@ __all__ = [
     "cluster_table",
 ]
 
-HEIGHT_CONTROLS = ("fpr", "fdr", "bonferroni", None)
 _FACES = ndimage.generate_binary_structure(3, 1)  # 6-connectivity (nilearn's)
 
 
@@ -303,6 +303,35 @@ def threshold_map(
     >>> round(r.threshold, 3), r.thresholded.tolist()
     (3.291, [4.0, -3.5, 0.0])
     """
+    height_control, cluster_threshold, alpha_out = _check_threshold_args(
+        height_control, threshold, two_sided, cluster_threshold, alpha
+    )
+    values, masker = _z_and_masker(z, mask_img)
+    _check_z_values(values, masker, cluster_threshold)
+    if height_control is None:
+        thr = float(threshold)
+    else:
+        thr = _height_threshold(values, height_control, alpha_out, two_sided)
+    out = np.where(_height_mask(values, thr, two_sided), values, 0.0)
+    if cluster_threshold > 0:
+        vol = masker.inverse_transform(out).get_fdata()
+        vol = _cluster_extent(vol, cluster_threshold)
+        out = vol[np.asarray(masker.mask_img_.dataobj).astype(bool)]
+    return ThresholdResult(
+        method="none" if height_control is None else height_control,
+        alpha=alpha_out,
+        threshold=thr,
+        two_sided=bool(two_sided),
+        cluster_threshold=cluster_threshold,
+        thresholded=out,
+        n_suprathreshold=int(np.count_nonzero(out)),
+        masker=masker,
+    )
+
+
+def _check_threshold_args(height_control, threshold, two_sided, cluster_threshold, alpha):
+    """Validated ``(height_control, cluster_threshold, alpha)`` of :func:`threshold_map`
+    (``"none"`` read as None; alpha None when the threshold is explicit)."""
     if isinstance(height_control, str) and height_control.lower() == "none":
         height_control = None
     if height_control not in HEIGHT_CONTROLS:
@@ -320,16 +349,18 @@ def threshold_map(
             )
         _check_height(threshold, two_sided, name="threshold", units=" (z units)",
                       rule=" (|z| >= threshold)")
-        alpha_out = None
-    else:
-        if threshold is not None:
-            raise ParameterError(
-                f"threshold={threshold!r} was given with height_control={height_control!r}: the "
-                "threshold "
-                "is computed from alpha; pass height_control=None to use your own threshold."
-            )
-        alpha_out = _check_alpha(alpha)
-    values, masker = _z_and_masker(z, mask_img)
+        return None, cluster_threshold, None
+    if threshold is not None:
+        raise ParameterError(
+            f"threshold={threshold!r} was given with height_control={height_control!r}: the "
+            "threshold "
+            "is computed from alpha; pass height_control=None to use your own threshold."
+        )
+    return height_control, cluster_threshold, _check_alpha(alpha)
+
+
+def _check_z_values(values: np.ndarray, masker: Any, cluster_threshold: int) -> None:
+    """z is non-empty, finite, and fits the mask (needed for cluster extent)."""
     if values.size == 0:
         raise ParameterError("z is empty: no voxel in the mask.")
     if not np.all(np.isfinite(values)):
@@ -342,31 +373,16 @@ def threshold_map(
     if cluster_threshold > 0 and masker is None:
         raise ParameterError("cluster_threshold > 0 needs mask_img (to find neighbouring voxels).")
 
-    if height_control is None:
-        thr = float(threshold)
-    else:
-        alpha_ = alpha_out / 2 if two_sided else alpha_out
-        if height_control == "fpr":
-            thr = float(stats.norm.isf(alpha_))
-        elif height_control == "fdr":
-            thr = fdr_threshold(np.abs(values) if two_sided else values, alpha_)
-        else:
-            thr = float(stats.norm.isf(alpha_ / values.size))
-    out = np.where(_height_mask(values, thr, two_sided), values, 0.0)
-    if cluster_threshold > 0:
-        vol = masker.inverse_transform(out).get_fdata()
-        vol = _cluster_extent(vol, cluster_threshold)
-        out = vol[np.asarray(masker.mask_img_.dataobj).astype(bool)]
-    return ThresholdResult(
-        method="none" if height_control is None else height_control,
-        alpha=alpha_out,
-        threshold=thr,
-        two_sided=bool(two_sided),
-        cluster_threshold=cluster_threshold,
-        thresholded=out,
-        n_suprathreshold=int(np.count_nonzero(out)),
-        masker=masker,
-    )
+
+def _height_threshold(values: np.ndarray, height_control: str, alpha: float,
+                      two_sided: bool) -> float:
+    """z threshold of ``height_control`` at ``alpha`` (halved when two-sided)."""
+    alpha_ = alpha / 2 if two_sided else alpha
+    if height_control == "fpr":
+        return float(stats.norm.isf(alpha_))
+    if height_control == "fdr":
+        return fdr_threshold(np.abs(values) if two_sided else values, alpha_)
+    return float(stats.norm.isf(alpha_ / values.size))
 
 
 # -------------------------------------------------------------- cluster table
@@ -463,8 +479,6 @@ def cluster_table(
         (``int(n_voxels * voxel volume)`` as nilearn; NA on sub-peak rows), and
         ``label`` with an atlas. At most 3 sub-peaks per cluster, as nilearn.
     """
-    import nibabel as nib
-
     _check_height(stat_threshold, two_sided, name="stat_threshold")
     cluster_threshold = _check_cluster_threshold(cluster_threshold)
     if (
@@ -477,6 +491,31 @@ def cluster_table(
         raise ParameterError(
             "atlas must be a pair (label image, labels); labels a list or dict value -> name."
         )
+    data, affine, voxel_volume = _stat_volume(stat_img)
+
+    # nilearn first applies threshold_img (height, then extent), then forms clusters
+    data = np.where(_height_mask(data, float(stat_threshold), two_sided), data, 0.0)
+    if cluster_threshold > 0:
+        data = _cluster_extent(data, cluster_threshold)
+    rows = _cluster_rows(data, stat_threshold, two_sided, affine, min_distance, voxel_volume)
+
+    table = pd.DataFrame(rows, columns=_TABLE_COLUMNS)
+    table["size_voxels"] = table["size_voxels"].astype("Int64")
+    table["size_mm3"] = table["size_mm3"].astype("Int64")
+    table["cluster"] = table["cluster"].astype(int)
+    if atlas is not None:
+        table["label"] = (
+            _atlas_lookup(atlas, table[["x", "y", "z"]].to_numpy(dtype=float)) if len(table) else []
+        )
+    if not rows:
+        logger.info("no cluster survives stat_threshold=%s", stat_threshold)
+    return table
+
+
+def _stat_volume(stat_img: Any) -> tuple[np.ndarray, np.ndarray, float]:
+    """A 3-D statistical map (image or path) as a finite array, its affine and voxel volume."""
+    import nibabel as nib
+
     if isinstance(stat_img, (str, os.PathLike)):
         if not os.path.exists(stat_img):
             raise ImageError(f"stat_img {stat_img} does not exist.")
@@ -491,14 +530,13 @@ def cluster_table(
     if data.ndim != 3:
         raise ImageError(f"stat_img must be 3-D; got shape {data.shape}.")
     data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
-    affine = stat_img.affine
-    voxel_volume = float(np.prod(stat_img.header.get_zooms()[:3]))
+    return data, stat_img.affine, float(np.prod(stat_img.header.get_zooms()[:3]))
 
-    # nilearn first applies threshold_img (height, then extent), then forms clusters
-    data = np.where(_height_mask(data, float(stat_threshold), two_sided), data, 0.0)
-    if cluster_threshold > 0:
-        data = _cluster_extent(data, cluster_threshold)
 
+def _cluster_rows(data, stat_threshold, two_sided, affine, min_distance,
+                  voxel_volume) -> list[dict]:
+    """One row per peak (and up to 3 sub-peaks) of each cluster above ``stat_threshold``:
+    positive clusters by decreasing peak, then (two-sided) negative ones, numbered 1..K."""
     rows: list[dict] = []
     negative_one_sided = not two_sided and stat_threshold < 0
     n_clusters = 0
@@ -524,30 +562,23 @@ def cluster_table(
             # nilearn reports |peak| for a negative one-sided threshold; glmkit keeps the sign
             vals = -vals if negative_one_sided else vals * sign
             xyz = ijk @ affine[:3, :3].T + affine[:3, 3]
-            size = int(in_cluster.sum())
-            for k in range(min(len(vals), 4)):
-                rows.append(
-                    {
-                        "cluster_id": str(n_clusters)
-                        if k == 0
-                        else f"{n_clusters}{ascii_lowercase[k - 1]}",
-                        "cluster": n_clusters,
-                        "x": float(xyz[k, 0]),
-                        "y": float(xyz[k, 1]),
-                        "z": float(xyz[k, 2]),
-                        "peak_stat": float(vals[k]),
-                        "size_voxels": size if k == 0 else pd.NA,
-                        "size_mm3": int(size * voxel_volume) if k == 0 else pd.NA,
-                    }
-                )
-    table = pd.DataFrame(rows, columns=_TABLE_COLUMNS)
-    table["size_voxels"] = table["size_voxels"].astype("Int64")
-    table["size_mm3"] = table["size_mm3"].astype("Int64")
-    table["cluster"] = table["cluster"].astype(int)
-    if atlas is not None:
-        table["label"] = (
-            _atlas_lookup(atlas, table[["x", "y", "z"]].to_numpy(dtype=float)) if len(table) else []
-        )
-    if not rows:
-        logger.info("no cluster survives stat_threshold=%s", stat_threshold)
-    return table
+            rows += _peak_rows(n_clusters, xyz, vals, int(in_cluster.sum()), voxel_volume)
+    return rows
+
+
+def _peak_rows(cluster: int, xyz: np.ndarray, vals: np.ndarray, size: int,
+               voxel_volume: float) -> list[dict]:
+    """Rows of one cluster: its peak (id "3", with the size) and up to 3 sub-peaks ("3a"...)."""
+    return [
+        {
+            "cluster_id": str(cluster) if k == 0 else f"{cluster}{ascii_lowercase[k - 1]}",
+            "cluster": cluster,
+            "x": float(xyz[k, 0]),
+            "y": float(xyz[k, 1]),
+            "z": float(xyz[k, 2]),
+            "peak_stat": float(vals[k]),
+            "size_voxels": size if k == 0 else pd.NA,
+            "size_mm3": int(size * voxel_volume) if k == 0 else pd.NA,
+        }
+        for k in range(min(len(vals), 4))
+    ]
