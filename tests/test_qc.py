@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from glmkit.errors import DataFileNotFoundError, DatasetError, ImageError, ParameterError, QCError
-from glmkit.data.qc import CHECKS, QCPolicy, QCResult, run_qc
+from glmkit.data.qc import CHECKS, QCPolicy, QCResult, run_qc, scale_checks
 
 SHAPE = (10, 11, 9)
 AFFINE = np.diag([3.0, 3.0, 3.0, 1.0])
@@ -151,27 +151,36 @@ def test_scale_outlier_closed_form(tmp_path, rng):
     z = (logs - med) / spread
     got = qc.table.query("check == 'scale_outlier'")["value"].to_numpy()
     np.testing.assert_allclose(got, z, atol=2e-3)  # float32 storage, value rounded to 1e-3
-    assert qc.excluded == ("sub04",)
-    reason = _row(qc, "sub04", "scale_outlier")["reason"]
+    ratios = qc.table.query("check == 'unit_change'")["value"].to_numpy()
+    np.testing.assert_allclose(ratios, np.exp(logs - med), rtol=2e-3)
+    assert qc.excluded == ("sub04",)  # the unit change excludes; the z only flags
+    assert _row(qc, "sub04", "unit_change")["verdict"] == "exclude"
+    assert _row(qc, "sub04", "scale_outlier")["verdict"] == "flag"
     ratio = scales[4] / np.exp(med)
+    reason = _row(qc, "sub04", "scale_outlier")["reason"]
     assert f"map scale is {ratio:.3g}x the cohort median (robust z = {z[4]:.1f})" in reason
-    assert "likely in other units (e.g. percent signal change x100)" in reason
+    reason = _row(qc, "sub04", "unit_change")["reason"]
+    assert reason.startswith(f"map scale is {ratio:.3g}x the cohort median (>= 4x): almost "
+                             "surely in other units")
 
 
 def test_scale_outlier_small_map_and_flag_policy(tmp_path, rng):
     ds = _cohort(tmp_path, rng, scales=[1.0] * 5 + [0.01] + [1.0] * 6)
     qc = run_qc(ds)
     assert qc.excluded == ("sub05",)
-    row = _row(qc, "sub05", "scale_outlier")
-    assert row["value"] < -5
-    assert re.search(r"map scale is 0\.01\d*x the cohort median .*other units", row["reason"])
-    flagging = QCPolicy(exclude=QCPolicy().exclude - {"scale_outlier"})
+    assert _row(qc, "sub05", "scale_outlier")["value"] < -5
+    row = _row(qc, "sub05", "unit_change")
+    assert row["value"] == pytest.approx(0.01, rel=0.05)
+    assert re.search(r"map scale is 0\.01\d*x the cohort median \(<= 1/4\): almost surely in "
+                     r"other units", row["reason"])
+    flagging = QCPolicy(exclude=QCPolicy().exclude - {"unit_change"})
     qc2 = run_qc(ds, policy=flagging)
-    assert qc2.excluded == () and _row(qc2, "sub05", "scale_outlier")["verdict"] == "flag"
-    assert "flagged sub05 (scale_outlier)" in qc2.summary()
-    # a lenient threshold passes it
-    qc3 = run_qc(ds, policy=QCPolicy(scale_z_max=1000))
-    assert qc3.excluded == ()
+    assert qc2.excluded == () and _row(qc2, "sub05", "unit_change")["verdict"] == "flag"
+    assert "flagged sub05 (unit_change)" in qc2.summary()
+    # a lenient ratio passes it; a strict z makes the outlier exclude
+    assert run_qc(ds, policy=QCPolicy(unit_ratio=1000)).excluded == ()
+    strict = QCPolicy(exclude=QCPolicy().exclude | {"scale_outlier"}, unit_ratio=1000)
+    assert run_qc(ds, policy=strict).excluded == ("sub05",)
 
 
 def test_scale_not_assessed_for_tiny_cohort(tmp_path, rng):
@@ -189,12 +198,15 @@ def test_missing_block_of_coverage(tmp_path, rng, fill):
         return d
 
     qc = run_qc(_cohort(tmp_path, rng, edit=edit))
-    assert qc.excluded == ("sub03",)
+    assert qc.excluded == ()  # coverage flags by default: real maps cover 85-95 %
     row = _row(qc, "sub03", "coverage")
+    assert row["verdict"] == "flag"
     expected = (BRAIN[:, :, :5]).sum() / BRAIN.sum()
     assert row["value"] == pytest.approx(expected, abs=1e-4)
-    assert row["reason"].startswith(f"covers {expected:.0%} of the brain mask (< 90% required); "
+    assert row["reason"].startswith(f"covers {expected:.0%} of the brain mask (< 80% required); "
                                     "missing block of coverage (")
+    excluding = QCPolicy.from_mapping({"exclude": ["coverage"]})
+    assert run_qc(_cohort(tmp_path, rng, edit=edit), policy=excluding).excluded == ("sub03",)
     non_finite = _row(qc, "sub03", "non_finite")
     assert non_finite["verdict"] == "pass"  # NaN is "no data", counted by coverage
     if np.isnan(fill):
@@ -211,10 +223,10 @@ def test_scattered_missing_voxels_and_min_coverage(tmp_path, rng):
         return d
 
     ds = _cohort(tmp_path, rng, edit=edit)
-    qc = run_qc(ds)
+    qc = run_qc(ds, policy=QCPolicy.from_mapping({"exclude": ["coverage"], "min_coverage": 0.9}))
     assert qc.excluded == ("sub00",)
     assert "scattered" in _row(qc, "sub00", "coverage")["reason"]
-    assert run_qc(ds, policy=QCPolicy(min_coverage=0.5)).excluded == ()
+    assert run_qc(ds, policy=QCPolicy(min_coverage=0.5, exclude={"coverage"})).excluded == ()
 
 
 def test_inf_values_exclude(tmp_path, rng):
@@ -267,7 +279,7 @@ def test_two_failures_are_joined_in_exclusions(tmp_path, rng):
     ds = _cohort(tmp_path, rng, scales=[1] * 4 + [100.0] + [1] * 7, table_edit=table_edit)
     ex = run_qc(ds, variables=["pseudo"]).exclusions()
     assert ex["subject"].tolist() == ["sub04"]
-    assert ex.loc[0, "checks"] == "missing_value, scale_outlier"
+    assert ex.loc[0, "checks"] == "missing_value, unit_change"
     assert ex.loc[0, "reasons"].startswith("pseudo is missing (n/a); map scale is")
 
 
@@ -390,8 +402,10 @@ def test_user_mask_on_other_grid_is_resampled(tmp_path, rng):
 def test_mask_larger_than_data_lowers_coverage(tmp_path, rng):
     ds = _cohort(tmp_path, rng)
     full = nib.Nifti1Image(np.ones(SHAPE, np.uint8), AFFINE)
+    qc = run_qc(ds, mask_img=full)  # every map flagged, nobody dropped by default
+    assert qc.excluded == () and (qc.flags()["check"] == "coverage").all()
     with pytest.raises(QCError, match=r"Most maps fail coverage against the analysis mask"):
-        run_qc(ds, mask_img=full)
+        run_qc(ds, mask_img=full, policy=QCPolicy(exclude={"coverage"}))
 
 
 @pytest.mark.parametrize(
@@ -432,8 +446,10 @@ def test_policy_validation(kwargs, match):
 
 def test_policy_defaults():
     p = QCPolicy()
-    assert p.exclude == frozenset(CHECKS) - {"grid"}
-    assert (p.scale_z_max, p.min_coverage, p.on_grid_mismatch) == (5.0, 0.9, "error")
+    assert p.exclude == frozenset(CHECKS) - {"grid", "scale_outlier", "coverage"}
+    assert (p.scale_z_max, p.unit_ratio, p.min_coverage, p.on_grid_mismatch) == (
+        5.0, 4.0, 0.8, "error")
+    assert p.keep == frozenset()
     assert QCPolicy(exclude=["coverage"]).exclude == frozenset({"coverage"})
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.min_coverage = 0.5
@@ -474,8 +490,10 @@ def test_demo_qc_reports_exactly_the_planted_problems(demo):
     qc = run_qc(demo, variables=["pseudo"])
     defects = demo.provenance["defects"]
     missing = {"S15", "S38", "S62", "S81", "S87"}
-    assert set(qc.excluded) == missing | set(defects)
-    assert len(qc.kept) == 94 - 5 - len(defects)
+    units = {s for s, kind in defects.items() if kind == "scale_x100"}
+    assert set(qc.excluded) == missing | units  # a unit change excludes
+    assert set(qc.flags()["subject"]) == set(defects)  # both defects caught
+    assert len(qc.kept) == 94 - 5 - len(units)
     assert "MNI152" in qc.mask_source
     ex = qc.exclusions().set_index("subject")
     for s in missing:
@@ -483,18 +501,18 @@ def test_demo_qc_reports_exactly_the_planted_problems(demo):
         assert ex.loc[s, "reasons"] == "pseudo is missing (n/a)"
     for s, kind in defects.items():
         if kind == "scale_x100":
-            assert ex.loc[s, "checks"] == "scale_outlier"
+            assert ex.loc[s, "checks"] == "unit_change"
             reason = ex.loc[s, "reasons"]
             assert "the cohort median" in reason and "other units" in reason
             ratio = float(reason.split("map scale is ")[1].split("x")[0])
             assert 70 < ratio < 140
+            assert _row(qc, s, "scale_outlier")["verdict"] == "flag"
         else:
             assert kind == "missing_coverage"
-            assert ex.loc[s, "checks"] == "coverage"
-            assert "missing block of coverage" in ex.loc[s, "reasons"]
-    assert qc.flags().empty
+            row = _row(qc, s, "coverage")
+            assert row["verdict"] == "flag" and "missing block of coverage" in row["reason"]
     # everyone else sits well inside the thresholds
-    others = qc.table[~qc.table["subject"].isin(qc.excluded)]
+    others = qc.table[~qc.table["subject"].isin(defects)]
     assert others.query("check == 'scale_outlier'")["value"].abs().max() < 3
     assert others.query("check == 'coverage'")["value"].min() > 0.97
 
@@ -546,11 +564,11 @@ def test_mni_like_grid_mask_ignores_outside_brain_and_cohort_dropout(tmp_path, r
         nib.save(nib.Nifti1Image(data.astype(np.float32), affine), path)
         maps.append(str(path))
     table = pd.DataFrame({"subject": [f"m{i}" for i in range(8)]})
-    qc = run_qc(StandIn(tuple(maps), table))
+    qc = run_qc(StandIn(tuple(maps), table), policy=QCPolicy(min_coverage=0.9))
     assert qc.mask_source.startswith("MNI152 brain mask")
     mask = np.asarray(qc.mask_img.dataobj) > 0
     np.testing.assert_array_equal(mask, mni & ~dropout)
-    assert qc.excluded == ("m6",)
+    assert qc.excluded == () and qc.flags()["subject"].tolist() == ["m6"]
     cov = _row(qc, "m6", "coverage")["value"]
     assert cov == pytest.approx(1 - (mask & top).sum() / mask.sum(), abs=1e-4)
     others = qc.table.query("check == 'coverage' and subject != 'm6'")["value"]
@@ -577,3 +595,106 @@ def test_maps_are_streamed_one_at_a_time(tmp_path, rng, monkeypatch):
     run_qc(_cohort(tmp_path, rng, n=10))
     assert len(alive_at_read) == 20  # mask pass + check pass
     assert max(alive_at_read) == 0
+
+
+# ----------------------------------------------------------------------- the analyst's policy
+def _unit_verdicts(log_scales, policy=QCPolicy()):
+    rows = scale_checks(dict(enumerate(log_scales)), policy)
+    return np.array([failed for _, check, _, failed, _ in rows if check == "unit_change"])
+
+
+def test_unit_rule_keeps_real_spread_and_catches_unit_errors():
+    """The default rule, by simulation: 30-subject cohorts with log-normal scales (SD 0.5,
+    the spread of real cohorts), 2000 of them. Fewer than 1 % of real subjects are excluded;
+    every x10, x100, x1000 (and 1/10, 1/100) unit error of a subject within one SD of the
+    typical scale is caught, and x100 / x1000 of any subject."""
+    rng = np.random.default_rng(2026)
+    n, reps, sd = 30, 2000, 0.5
+    false = 0
+    caught = {f: 0 for f in (10, 100, 1000, 0.1, 0.01)}
+    caught_any = {f: 0 for f in (100, 1000)}
+    for _ in range(reps):
+        logs = rng.normal(0.0, sd, n)
+        false += int(_unit_verdicts(logs).sum())
+        typical = rng.uniform(-sd, sd)
+        for factor in caught:
+            bad = logs.copy()
+            bad[0] = typical + np.log(factor)
+            caught[factor] += bool(_unit_verdicts(bad)[0])
+        for factor in caught_any:
+            bad = logs.copy()
+            bad[0] += np.log(factor)
+            caught_any[factor] += bool(_unit_verdicts(bad)[0])
+    assert false / (n * reps) < 0.01
+    assert caught == {f: reps for f in caught}
+    assert caught_any == {f: reps for f in caught_any}
+
+
+def test_a_real_3x_subject_is_flagged_not_excluded():
+    """A published 30-subject cohort holds a subject at 3.1x the median (robust z 6.4)."""
+    rng = np.random.default_rng(4)
+    logs = np.sort(rng.normal(0.0, 0.12, 30))
+    logs -= np.median(logs)
+    logs[-1] = np.log(3.1)
+    rows = {(s, c): (failed, value) for s, c, value, failed, _ in
+            scale_checks(dict(enumerate(logs)), QCPolicy())}
+    assert rows[(29, "scale_outlier")][0] and rows[(29, "scale_outlier")][1] > 5
+    assert not rows[(29, "unit_change")][0]
+    assert sum(failed for (s, c), (failed, _) in rows.items() if c == "unit_change") == 0
+
+
+def test_keep_overrides_map_checks_and_is_reported(tmp_path, rng):
+    ds = _cohort(tmp_path, rng, scales=[1.0] * 3 + [100.0] + [1.0] * 8)
+    qc = run_qc(ds, policy=QCPolicy.from_mapping({"keep": ["sub03"]}))
+    assert qc.excluded == () and qc.kept_by_request == ("sub03",)
+    row = _row(qc, "sub03", "unit_change")
+    assert row["verdict"] == "flag" and row["reason"].endswith("[kept by request: qc keep]")
+    assert "kept by request (qc keep): sub03" in qc.summary()
+    # keep does nothing to a subject that passes
+    assert run_qc(ds, policy=QCPolicy(keep={"sub01"}, unit_ratio=1000)).kept_by_request == ()
+
+
+def test_keep_cannot_keep_a_subject_without_design_variables(tmp_path, rng):
+    def table_edit(t):
+        t.loc[2, "pseudo"] = np.nan
+        return t
+
+    ds = _cohort(tmp_path, rng, table_edit=table_edit)
+    with pytest.raises(QCError, match=r"qc keep names 'sub02', but pseudo is missing for it: a "
+                                      r"subject without a design variable cannot enter"):
+        run_qc(ds, variables=["pseudo"], policy=QCPolicy(keep={"sub02"}))
+
+
+def test_keep_naming_an_unknown_subject_is_an_error_before_reading_maps(tmp_path, rng):
+    ds = _cohort(tmp_path, rng)
+    for path in ds.maps:
+        Path(path).write_bytes(b"not an image")  # reading any map would fail differently
+    with pytest.raises(DatasetError, match=r"qc keep names subject\(s\) \['S99'\] that are not "
+                                           r"in the dataset \(12 subjects, e.g."):
+        run_qc(ds, policy=QCPolicy(keep={"S99"}))
+
+
+@pytest.mark.parametrize("mapping, message", [
+    ({"exclud": ["coverage"]}, r"qc: unknown key\(s\) \['exclud'\]; known keys: \['exclude', "),
+    ({"exclude": ["covrage"]}, r"QCPolicy.exclude: unknown check\(s\) \['covrage'\]; known"),
+    ({"flag": ["scale"]}, r"qc.flag: unknown check\(s\) \['scale'\]"),
+    ({"exclude": ["coverage"], "flag": ["coverage"]},
+     r"qc: \['coverage'\] are both in exclude and in flag"),
+    ({"keep": 12}, r"qc.keep: expected a list of names, found 12"),
+    ({"min_coverage": 1.5}, r"QCPolicy.min_coverage: expected a fraction between 0 and 1"),
+    ({"unit_ratio": 0.5}, r"QCPolicy.unit_ratio: expected a number > 1"),
+    ({"scale_z_max": -1}, r"QCPolicy.scale_z_max: expected a positive finite number"),
+])
+def test_qc_mapping_errors(mapping, message):
+    with pytest.raises(ParameterError, match=message):
+        QCPolicy.from_mapping(mapping)
+
+
+def test_qc_mapping_exclude_flag_and_thresholds():
+    p = QCPolicy.from_mapping({"exclude": "missing_value, coverage", "min_coverage": 0.7,
+                               "keep": "S12,S13"})
+    assert p.exclude == {"missing_value", "coverage"} and p.min_coverage == 0.7
+    assert p.keep == {"S12", "S13"}
+    p = QCPolicy.from_mapping({"flag": ["unit_change", "non_finite"]})
+    assert p.exclude == {"missing_value", "empty_map", "constant_map"}
+    assert QCPolicy.from_mapping(None) == QCPolicy()

@@ -21,9 +21,17 @@ Checks
 ``grid``
     Shape or affine differs from the first map's. An error by default; with
     ``on_grid_mismatch="resample"`` the map is resampled to the first map's grid and flagged.
+``unit_change``
+    The map's scale (median absolute in-mask value) is ``unit_ratio`` (default 4) times the
+    cohort median or more, or as many times less: almost surely another unit (x10, x100,
+    x1000, percent signal change). Excludes by default. The rule is set by simulation
+    (``tests/test_qc.py``): with subject scales log-normal of SD 0.5 it excludes under 1 % of
+    real subjects, and catches every x10, x100 and x1000 unit error of a subject within one
+    SD of the typical scale (98 % within two SDs; x100 and x1000 always).
 ``scale_outlier``
-    Robust z of the map's scale (log of the median absolute in-mask value) against the
-    cohort (median and MAD): catches maps in other units (e.g. x100).
+    Robust z of the map's log scale against the cohort (median and MAD) above
+    ``scale_z_max``: an unusual but plausible amplitude (real cohorts hold subjects at 3x
+    the median, robust z above 6). Flags by default.
 ``coverage``
     Fraction of analysis-mask voxels where the map has finite, non-zero data.
 
@@ -67,6 +75,9 @@ __all__ = [
     "run_qc",
     "same_grid",
     "resample_to_grid",
+    "scale_checks",
+    "DEFAULT_EXCLUDE",
+    "POLICY_KEYS",
 ]
 
 CHECKS = (
@@ -75,9 +86,16 @@ CHECKS = (
     "empty_map",
     "constant_map",
     "grid",
+    "unit_change",
     "scale_outlier",
     "coverage",
 )
+#: checks that exclude by default: what is almost surely an error; the rest only flag
+DEFAULT_EXCLUDE = frozenset(
+    {"missing_value", "non_finite", "empty_map", "constant_map", "unit_change"})
+#: keys of the ``qc`` run parameter (:meth:`QCPolicy.from_mapping`)
+POLICY_KEYS = ("exclude", "flag", "keep", "min_coverage", "scale_z_max", "unit_ratio",
+               "min_subjects")
 _MIN_LOG_SCALE_SD = 0.1  # floor of the cohort's robust SD of log(scale): ~x1.65 at z=5
 _MIN_MAPS_FOR_SCALE = 5
 _MAD_TO_SD = 1.4826
@@ -91,12 +109,21 @@ class QCPolicy:
     ----------
     exclude : iterable of str
         Checks whose failure excludes the subject; failures of other checks are flagged
-        (reported, subject kept). Default: every check except ``grid`` (a grid mismatch is
-        an error, or a flag when resampling is asked for).
+        (reported, subject kept). Default :data:`DEFAULT_EXCLUDE`: what is almost surely an
+        error (missing design variables, inf, empty or constant maps, a unit change);
+        ``scale_outlier`` and ``coverage`` only flag (a grid mismatch is an error, or a flag
+        when resampling is asked for).
+    keep : iterable of str
+        Subjects kept whatever the map checks say (their failures are flagged "kept by
+        request"); a subject missing a design variable cannot be kept.
     scale_z_max : float
         Robust z of log map scale above which (in absolute value) a map is a scale outlier.
+    unit_ratio : float
+        Ratio of a map's scale to the cohort median (or its inverse) from which the map is
+        taken to be in other units (``unit_change``), > 1.
     min_coverage : float
-        Minimum fraction (0-1] of the analysis mask a map must cover with finite non-zero data.
+        Fraction (0-1] of the analysis mask a map should cover with finite non-zero data;
+        below it ``coverage`` fails (flags by default).
     on_grid_mismatch : {"error", "resample"}
         What to do with a map whose shape/affine differs from the first map's.
     min_subjects : int or None
@@ -107,19 +134,21 @@ class QCPolicy:
     --------
     >>> QCPolicy(exclude={"missing_value", "coverage"}).exclude == {"missing_value", "coverage"}
     True
+    >>> sorted(QCPolicy.from_mapping({"flag": ["unit_change"], "keep": ["S12"]}).exclude)
+    ['constant_map', 'empty_map', 'missing_value', 'non_finite']
     >>> QCPolicy(exclude={"scale"})
     Traceback (most recent call last):
     ...
     glmkit.errors.ParameterError: QCPolicy.exclude: unknown check(s) ['scale']; known checks: ...
     """
 
-    exclude: frozenset[str] = frozenset(
-        {"missing_value", "non_finite", "empty_map", "constant_map", "scale_outlier", "coverage"}
-    )
+    exclude: frozenset[str] = DEFAULT_EXCLUDE
     scale_z_max: float = 5.0
-    min_coverage: float = 0.9
+    unit_ratio: float = 4.0
+    min_coverage: float = 0.8
     on_grid_mismatch: str = "error"
     min_subjects: int | None = None
+    keep: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         exclude = self.exclude
@@ -137,6 +166,20 @@ class QCPolicy:
                 f"QCPolicy.exclude: unknown check(s) {unknown}; known checks: {list(CHECKS)}"
             )
         object.__setattr__(self, "exclude", exclude)
+        keep = (self.keep,) if isinstance(self.keep, str) else self.keep
+        try:
+            keep = frozenset(str(k) for k in keep)
+        except TypeError:
+            raise ParameterError(
+                f"QCPolicy.keep: expected a list of subject ids, found {self.keep!r}"
+            ) from None
+        object.__setattr__(self, "keep", keep)
+        r = self.unit_ratio
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not (np.isfinite(r) and r > 1):
+            raise ParameterError(
+                f"QCPolicy.unit_ratio: expected a number > 1 (e.g. 5: a map 5x the cohort "
+                f"median or 1/5 of it is in other units), found {r!r}"
+            )
         z = self.scale_z_max
         if isinstance(z, bool) or not isinstance(z, (int, float)) or not (np.isfinite(z) and z > 0):
             raise ParameterError(
@@ -159,6 +202,50 @@ class QCPolicy:
                 f"QCPolicy.min_subjects: expected None or a positive integer, found {m!r}"
             )
 
+    @classmethod
+    def from_mapping(cls, mapping=None, **overrides: Any) -> QCPolicy:
+        """The policy from the ``qc`` run parameter, e.g. ``{exclude: [missing_value,
+        coverage], keep: [S12], min_coverage: 0.7}``.
+
+        ``exclude`` replaces the default list of excluding checks; ``flag`` removes checks
+        from it (they only flag); the other keys are the policy's fields. Unknown keys or
+        checks raise a ParameterError listing the known ones.
+        """
+        given = dict(mapping or {})
+        unknown = sorted(str(k) for k in given if k not in POLICY_KEYS)
+        if unknown:
+            raise ParameterError(
+                f"qc: unknown key(s) {unknown}; known keys: {list(POLICY_KEYS)} (e.g. "
+                "{exclude: [missing_value, coverage], keep: [S12], min_coverage: 0.8})")
+        exclude = given.pop("exclude", None)
+        flag = given.pop("flag", None)
+        checks = set(DEFAULT_EXCLUDE if exclude is None else _names("qc.exclude", exclude))
+        if flag is not None:
+            flag = _names("qc.flag", flag)
+            both = sorted(checks & set(flag)) if exclude is not None else []
+            if both:
+                raise ParameterError(f"qc: {both} are both in exclude and in flag; name each "
+                                     "check in one of them")
+            checks -= set(flag)
+            unknown = sorted(set(flag) - set(CHECKS))
+            if unknown:
+                raise ParameterError(f"qc.flag: unknown check(s) {unknown}; known checks: "
+                                     f"{list(CHECKS)}")
+        if "keep" in given:
+            given["keep"] = _names("qc.keep", given["keep"])
+        return cls(exclude=frozenset(checks), **given, **overrides)
+
+
+def _names(key: str, value) -> tuple[str, ...]:
+    """A list of names from YAML/CLI (a single name is a list of one)."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return tuple(str(v) for v in value)
+    raise ParameterError(f"{key}: expected a list of names, found {value!r}")
+
 
 @dataclass(frozen=True, eq=False)
 class QCResult:
@@ -180,6 +267,8 @@ class QCResult:
         How that mask was chosen.
     resampled : tuple of str
         Subjects whose map was resampled to the reference grid (``on_grid_mismatch="resample"``).
+    kept_by_request : tuple of str
+        Subjects that an excluding check failed but ``policy.keep`` kept.
     """
 
     table: pd.DataFrame
@@ -189,6 +278,7 @@ class QCResult:
     mask_img: Any = None
     mask_source: str = ""
     resampled: tuple[str, ...] = ()
+    kept_by_request: tuple[str, ...] = ()
 
     def to_frame(self) -> pd.DataFrame:
         """A copy of the full QC table (e.g. to save as ``qc.csv``)."""
@@ -219,6 +309,8 @@ class QCResult:
             lines.append(f"  excluded {row.subject}: {row.reasons}")
         for row in self.flags().itertuples(index=False):
             lines.append(f"  flagged {row.subject} ({row.check}): {row.reason}")
+        if self.kept_by_request:
+            lines.append(f"  kept by request (qc keep): {', '.join(self.kept_by_request)}")
         return "\n".join(lines)
 
     def apply(self, dataset):
@@ -451,7 +543,8 @@ def run_qc(
     logger.info("QC analysis mask: %s (%d voxels)", mask_source, int(mask.sum()))
 
     log_scales = _map_rows(subjects, load, mask, grid, policy, rows)
-    _scale_rows(log_scales, policy, rows.add)
+    for row in scale_checks(log_scales, policy):
+        rows.add(*row)
     result = _assemble(rows, subjects, policy, grid, mask, mask_source)
     for row in result.exclusions().itertuples(index=False):
         logger.info("QC excludes %s: %s", row.subject, row.reasons)
@@ -488,6 +581,12 @@ def _check_inputs(dataset, variables, policy):
             f"run_qc: subject ids must be unique; duplicated: {duplicated}. Remove or merge "
             "the duplicate rows"
         )
+    unknown_keep = sorted(policy.keep - set(subjects))
+    if unknown_keep:
+        raise DatasetError(
+            f"qc keep names subject(s) {unknown_keep[:5]} that are not in the dataset "
+            f"({len(subjects)} subjects, e.g. {subjects[:3]}); check the ids or drop them from "
+            "keep")
     variables = (variables,) if isinstance(variables, str) else tuple(variables)
     unknown = [v for v in variables if v not in table.columns]
     if unknown:
@@ -511,11 +610,16 @@ class _Rows:
     def __init__(self, policy: QCPolicy) -> None:
         self.policy = policy
         self.rows: list[dict] = []
+        self.kept_by_request: set[str] = set()
 
     def add(self, subject, check, value, failed, reason) -> None:
         verdict = "pass"
         if failed:
             verdict = "exclude" if check in self.policy.exclude else "flag"
+            if verdict == "exclude" and subject in self.policy.keep:
+                verdict = "flag"
+                reason = f"{reason} [kept by request: qc keep]"
+                self.kept_by_request.add(subject)
         self.rows.append(dict(subject=subject, check=check, value=value, verdict=verdict,
                               reason=reason))
 
@@ -525,6 +629,11 @@ def _table_checks(table: pd.DataFrame, subjects: list[str], variables: tuple[str
     """``missing_value`` rows: the design's variables a subject lacks."""
     for i, subject in enumerate(subjects):
         missing = [v for v in variables if pd.isna(table[v].iloc[i])]
+        if missing and subject in rows.policy.keep:
+            raise QCError(
+                f"qc keep names {subject!r}, but {', '.join(missing)} "
+                f"{'is' if len(missing) == 1 else 'are'} missing for it: a subject without a "
+                "design variable cannot enter the model; fill the table or leave it out of keep")
         if variables:
             rows.add(subject, "missing_value", float(len(missing)), bool(missing),
                      f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing (n/a)"
@@ -616,6 +725,7 @@ def _assemble(rows: _Rows, subjects, policy, grid: _Grid, mask, mask_source) -> 
         mask_img=nib.Nifti1Image(mask.astype(np.uint8), grid.affine),
         mask_source=mask_source,
         resampled=tuple(subjects[i] for i in grid.order),
+        kept_by_request=tuple(s for s in subjects if s in rows.kept_by_request),
     )
 
 
@@ -763,25 +873,43 @@ def _user_mask(mask_img, ref_shape, ref_affine) -> tuple[np.ndarray, str]:
     return mask, source
 
 
-def _scale_rows(log_scales: dict[str, float], policy: QCPolicy, add) -> None:
-    """Robust z of each map's log scale against the cohort median / MAD."""
+def scale_checks(log_scales: dict[str, float], policy: QCPolicy
+                 ) -> list[tuple[str, str, float, bool, str]]:
+    """Each map's scale against the cohort median: rows ``(subject, check, value, failed,
+    reason)`` of ``unit_change`` (the ratio to the median) and ``scale_outlier`` (robust z of
+    the log scale against the median / MAD).
+
+    Examples
+    --------
+    >>> logs = dict(zip("abcdef", np.log([1.0, 1.1, 0.9, 1.2, 0.8, 30.0])))
+    >>> [(s, c) for s, c, _, failed, _ in scale_checks(logs, QCPolicy()) if failed]
+    [('f', 'unit_change'), ('f', 'scale_outlier')]
+    """
     if len(log_scales) < _MIN_MAPS_FOR_SCALE:
-        for subject in log_scales:
-            add(subject, "scale_outlier", float("nan"), False,
-                f"not assessed: fewer than {_MIN_MAPS_FOR_SCALE} usable maps")
-        return
+        return [(subject, check, float("nan"), False,
+                 f"not assessed: fewer than {_MIN_MAPS_FOR_SCALE} usable maps")
+                for subject in log_scales for check in ("unit_change", "scale_outlier")]
     values = np.array(list(log_scales.values()))
     centre = float(np.median(values))
     spread = max(_MAD_TO_SD * float(np.median(np.abs(values - centre))), _MIN_LOG_SCALE_SD)
+    rows = []
     for subject, value in log_scales.items():
         z = (value - centre) / spread
         ratio = float(np.exp(value - centre))
-        failed = abs(z) > policy.scale_z_max
         text = f"{ratio:.3g}x" if ratio >= 0.01 else f"{ratio:.2g}x"
-        reason = f"map scale is {text} the cohort median (robust z = {z:.1f})"
-        if failed:
+        unit = ratio >= policy.unit_ratio or ratio <= 1 / policy.unit_ratio
+        reason = f"map scale is {text} the cohort median"
+        if unit:
             reason += (
-                "; likely in other units (e.g. percent signal change x100)" if z > 0 else
-                "; likely in other units, or nearly empty"
-            )
-        add(subject, "scale_outlier", round(z, 3), failed, reason)
+                f" (>= {policy.unit_ratio:g}x): almost surely in other units (x10, x100, "
+                "percent signal change); rescale it or drop it" if ratio > 1 else
+                f" (<= 1/{policy.unit_ratio:g}): almost surely in other units, or nearly "
+                "empty; rescale it or drop it")
+        rows.append((subject, "unit_change", round(ratio, 4), unit, reason))
+        outlier = abs(z) > policy.scale_z_max
+        reason = f"map scale is {text} the cohort median (robust z = {z:.1f})"
+        if outlier:
+            reason += (f"; above the cohort's spread (|z| > {policy.scale_z_max:g}): check the "
+                       "map; real cohorts hold such subjects")
+        rows.append((subject, "scale_outlier", round(z, 3), outlier, reason))
+    return rows
