@@ -52,7 +52,7 @@ def test_glmkit_help_lists_every_parameter_flag():
         (["--statistics", "voxel,maxt"], "statistics: 'maxt' is not a known statistic"),
         (["--height-control", "fwer"], "height_control: 'fwer' is not a known value"),
         (["--scheme", "manly"], "scheme: 'manly' is not a known value"),
-        (["--contrast", "fluenc"], "contrast='fluenc' names 'fluenc', which is not a design "
+        (["--contrast", "fluenc"], "contrast 'fluenc' names 'fluenc', which is not a design "
                                    "column.*did you mean 'fluency'"),
         (["--smoothing-fwhm", "-2"], "smoothing_fwhm=-2.0 is out of range"),
         (["--n-jobs", "0"], "n_jobs=0 is not allowed"),

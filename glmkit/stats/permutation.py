@@ -60,9 +60,10 @@ from scipy import linalg, stats
 from scipy.linalg import blas
 
 from glmkit.stats import cluster as _cluster
+from glmkit.stats.contrast import parse_contrast
 from glmkit.stats.pvalues import logp_from_p
 from glmkit._util import logger
-from glmkit.errors import ContrastError, DesignError, ParameterError
+from glmkit.errors import DesignError, ParameterError
 from glmkit.settings import SCHEMES, STATISTICS  # declared once, with the run parameters
 
 __all__ = ["PermutationResult", "permutation_test", "STATISTICS", "SCHEMES", "STAT_MAP_NAMES"]
@@ -275,33 +276,8 @@ def _design_matrix(design, contrast, n) -> tuple[np.ndarray, np.ndarray, str]:
         bad = int((~np.isfinite(X)).any(axis=1).sum())
         raise DesignError(f"design has non-finite values in {bad} rows; drop or impute them.")
     p = X.shape[1]
-    if isinstance(contrast, str):
-        if columns is None:
-            raise ContrastError(
-                f"contrast {contrast!r} is a column name but design is an array; "
-                "pass a DataFrame design or a contrast vector."
-            )
-        if contrast not in columns:
-            raise ContrastError(
-                f"contrast {contrast!r} is not a design column; columns: {columns}."
-            )
-        c = np.zeros(p)
-        c[columns.index(contrast)] = 1.0
-        name = contrast
-    else:
-        c = np.atleast_1d(np.asarray(contrast, dtype=float))
-        if c.ndim != 1 or c.size != p:
-            raise ContrastError(
-                f"contrast must be a column name or a vector of length {p} (design columns); "
-                f"got shape {c.shape}."
-            )
-        if not np.any(c):
-            raise ContrastError("contrast is all zeros; it must select at least one regressor.")
-        name = (
-            " ".join(f"{v:+g}*{col}" for v, col in zip(c, columns) if v)
-            if columns
-            else np.array2string(c, separator=",")
-        )
+    parsed = parse_contrast(contrast)  # the one contrast parser (glmkit.stats.contrast)
+    c, name = parsed.vector(columns, X), parsed.name
     rank = np.linalg.matrix_rank(X)
     if rank < p:
         raise DesignError(
