@@ -320,16 +320,16 @@ def _parse_weights(contrast: Any) -> Contrast:
             "neither.") from None
     name = _format_weights(W)
     if W.ndim not in (1, 2) or W.size == 0:
-        raise ContrastError(f"contrast {name} has shape {W.shape}: expected a vector of "
+        raise ContrastError(f"contrast {name!r} has shape {W.shape}: expected a vector of "
                             "weights (one per column) or a matrix (one row per F row).")
     if not np.all(np.isfinite(W)):
-        raise ContrastError(f"contrast {name} holds NaN or infinite weights; give finite "
+        raise ContrastError(f"contrast {name!r} holds NaN or infinite weights; give finite "
                             "numbers.")
     matrix = W if W.ndim == 2 else W[None, :]
     zero = [i for i, row in enumerate(matrix) if not np.any(row)]
     if zero:
         where = "" if W.ndim == 1 else f" in row(s) {zero}"
-        raise ContrastError(f"contrast {name} is all zeros{where}: it tests nothing, whatever "
+        raise ContrastError(f"contrast {name!r} is all zeros{where}: it tests nothing, whatever "
                             "the design; give at least one non-zero weight per row.")
     return Contrast(name=name, weights=matrix, is_list=matrix.shape[0] > 1)
 
