@@ -178,7 +178,7 @@ def test_estimability_agrees_with_an_independent_rank_criterion(rng):
         if estimable:
             np.testing.assert_array_equal(contrast_vector(c, columns, X=X), c)
         else:
-            with pytest.raises(ContrastError, match="is not estimable with this design"):
+            with pytest.raises(ContrastError, match="is not estimable with the design"):
                 contrast_vector(c, columns, X=X)
     assert seen == {True, False}
 
@@ -188,20 +188,20 @@ def test_not_estimable_says_which_columns_and_why(rng):
     with pytest.raises(ContrastError) as info:
         contrast_vector("a", columns, X=X)
     message = str(info.value)
-    assert message.startswith("contrast 'a' is not estimable with this design: the design has "
-                              "rank 3 < 4 columns and ")
+    assert message.startswith("contrast 'a' is not estimable with the design (columns "
+                              "['a', 'b', 'c', 'intercept']): the design has rank 3 < 4 "
+                              "columns and ")
     assert "-0.5*b = 0 for every subject" in message or "+2*a" in message
     assert "cannot separate ['a', 'b']" in message
-    assert "columns are ['a', 'b', 'c', 'intercept']" in message
     assert contrast_vector("a + 2*b", columns, X=X).tolist() == [1, 2, 0, 0]  # estimable
     assert contrast_vector("c", columns, X=X).tolist() == [0, 0, 1, 0]  # untouched by it
 
 
 def test_a_column_no_subject_carries_is_named(rng):
     X = np.column_stack([rng.normal(size=10), np.zeros(10), np.ones(10)])
-    with pytest.raises(ContrastError, match=r"contrast 'level_c' is not estimable with this "
-                                            r"design: column\(s\) \['level_c'\] are zero for "
-                                            r"every subject"):
+    with pytest.raises(ContrastError, match=r"contrast 'level_c' is not estimable with the "
+                                            r"design \(columns .*\): column\(s\) \['level_c'\] "
+                                            r"are zero for every subject"):
         contrast_vector("level_c", ["score", "level_c", "intercept"], X=X)
 
 

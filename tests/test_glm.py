@@ -141,7 +141,8 @@ def test_rank_deficient_design_dof_and_estimability(rng):
     fit = ols_fit(rng.normal(size=(n, 3)), X)
     assert (fit.rank, fit.dof) == (2, n - 2)
     compute_contrast(fit, "intercept")  # estimable
-    with pytest.raises(ContrastError, match=r"contrast 'a' is not estimable with this design: "
+    with pytest.raises(ContrastError, match=r"contrast 'a' is not estimable with the design "
+                                            r"\(columns \['a', 'a2', 'intercept'\]\): "
                                             r"the design has rank 2 < 3 columns and 1\*a -0.5\*a2 "
                                             r"= 0 for every subject, so the data cannot separate "
                                             r"\['a', 'a2'\]"):

@@ -140,7 +140,7 @@ class Contrast:
                 for name, weight in row.items():
                     W[i, self._column_index(name, names, where)] += weight
         if X is not None:
-            _check_estimable(W, X, names, self.name)
+            _check_estimable(W, X, names, self.name, where)
         return W
 
     def vector(self, columns: Sequence[str] | None, X: Any = None, *,
@@ -343,8 +343,8 @@ def _format_weights(W: np.ndarray) -> str:
 
 
 # -------------------------------------------------------------------- step 2: estimable
-def _check_estimable(W: np.ndarray, X: np.ndarray, columns: list[str] | None,
-                     name: str) -> None:
+def _check_estimable(W: np.ndarray, X: np.ndarray, columns: list[str] | None, name: str,
+                     where: str) -> None:
     """Each row of ``W`` must lie in the row space of ``X`` (``w pinv(X) X == w``)."""
     proj = W @ linalg.pinv(X) @ X
     ok = np.all(np.isclose(proj, W, atol=1e-8 * max(1.0, float(np.abs(W).max()))), axis=1)
@@ -353,9 +353,9 @@ def _check_estimable(W: np.ndarray, X: np.ndarray, columns: list[str] | None,
     row = W[int(np.flatnonzero(~ok)[0])]
     columns = columns or [f"x{j}" for j in range(X.shape[1])]
     raise ContrastError(
-        f"contrast {name!r} is not estimable with this design: {_why(row, X, columns)}. "
-        f"The design's columns are {columns}; test a combination the data determine, or "
-        "remove the column(s) the data cannot separate.")
+        f"contrast {name!r} is not estimable with {where} (columns {columns}): "
+        f"{_why(row, X, columns)}; test a combination the data determine, or remove the "
+        "column(s) the data cannot separate.")
 
 
 def _why(row: np.ndarray, X: np.ndarray, columns: list[str]) -> str:
