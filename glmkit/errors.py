@@ -53,8 +53,15 @@ class DesignError(GlmkitError, ValueError):
     """The design matrix cannot be built or is not estimable."""
 
 
-class ContrastError(GlmkitError, ValueError):
-    """A contrast does not match the design."""
+class ContrastError(ParameterError):
+    """A contrast is malformed, zero, or does not match (or is not estimable with) the design.
+
+    A contrast is a parameter (of ``compute_contrast``, ``permutation_test`` and ``glmkit
+    run``) and the fix is always to change it, so this is a :class:`ParameterError` (and so a
+    ``ValueError``): ``except ParameterError`` catches every bad run parameter, and the
+    command line reports it as a usage error (exit status 2), whether settings validation or
+    the pipeline's check before any map is read found it.
+    """
 
 
 class RunError(GlmkitError, RuntimeError):

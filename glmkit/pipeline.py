@@ -7,6 +7,12 @@ into ``timings`` when given one::
 
     load_data -> quality_control -> build_design -> fit_model -> compute_contrast
       -> apply_thresholds -> run_permutation -> collect  (-> AnalysisResult)
+
+The contrast is read by :mod:`glmkit.stats.contrast` (the one parser) three times, each as
+early as the facts allow: by ``RunSettings`` (syntax, zero, and the columns when covariates
+make them predictable), by :func:`check_contrast` at the start of :func:`quality_control`
+against the design of the table rows that have every design variable (before any map is
+read), and by :func:`build_design` against the design of the subjects QC kept.
 """
 
 from __future__ import annotations
@@ -15,7 +21,6 @@ import contextlib
 import json
 import os
 import platform
-import re
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -28,8 +33,9 @@ import numpy as np
 import pandas as pd
 
 from glmkit._util import get_data_dir, logger
-from glmkit.errors import ContrastError, ParameterError
+from glmkit.errors import ParameterError
 from glmkit.settings import RunSettings
+from glmkit.stats.contrast import parse_contrast
 
 if TYPE_CHECKING:  # pragma: no cover
     import nibabel as nib
@@ -44,6 +50,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "AnalysisResult",
     "load_data",
+    "check_contrast",
     "quality_control",
     "build_design",
     "fit_model",
@@ -60,7 +67,6 @@ __all__ = [
 
 _PACKAGES = ("glmkit", "numpy", "scipy", "pandas", "nibabel", "nilearn", "formulaic", "numba",
              "joblib", "papermill", "matplotlib")
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 
 
 @contextlib.contextmanager
@@ -90,32 +96,73 @@ def load_data(settings: RunSettings, *, timings: dict[str, float] | None = None)
                                     subject_column=settings.subject_column)
 
 
+def check_contrast(dataset: Dataset, settings: RunSettings) -> Design:
+    """The contrast against the design of the table rows that have every design variable.
+
+    QC excludes the subjects missing a design variable, and a column only they carry (a
+    categorical level, say) is then absent; this finds that, a zero or non-estimable contrast
+    and an unknown column from the table alone, before any map is read. Returns that design.
+
+    Raises
+    ------
+    ContrastError
+        Naming the contrast, what is wrong, the design's columns and the fix.
+    """
+    variables = _design_variables(dataset, settings)
+    table = dataset.table
+    complete = table.dropna(subset=variables) if variables else table
+    design = _design_from_table(complete, settings)
+    others = len(table) - len(complete)
+    _check_contrast(settings.contrast, design,
+                    f"the design of the {len(complete)} subjects that have every design "
+                    f"variable {list(variables)}"
+                    + (f" (QC excludes the {others} others)" if others else ""))
+    return design
+
+
 def quality_control(dataset: Dataset, settings: RunSettings, *,
                     timings: dict[str, float] | None = None) -> QCResult:
-    """Run the QC checks on the maps and the design variables; nothing is dropped silently."""
+    """Run the QC checks on the maps and the design variables; nothing is dropped silently.
+
+    :func:`check_contrast` runs first: a contrast that cannot work fails before any map is
+    read.
+    """
     from glmkit.data.qc import QCPolicy, run_qc
 
-    variables = [v for v in settings.design_variables() if v in dataset.table.columns]
     with _timed("qc", timings):
-        return run_qc(dataset, variables=tuple(variables),
+        check_contrast(dataset, settings)
+        return run_qc(dataset, variables=_design_variables(dataset, settings),
                       policy=QCPolicy(on_grid_mismatch=settings.on_grid_mismatch))
+
+
+def _design_variables(dataset: Dataset, settings: RunSettings) -> tuple[str, ...]:
+    """The table columns QC checks for missing values (design variables and ``groups``)."""
+    return tuple(v for v in settings.design_variables() if v in dataset.table.columns)
+
+
+def _design_from_table(table: pd.DataFrame, settings: RunSettings) -> Design:
+    from glmkit.stats.design import make_design
+
+    return make_design(table, None if settings.formula else list(settings.covariates),
+                       formula=settings.formula, rename=settings.rename or None,
+                       center=settings.center)
+
+
+def _check_contrast(contrast: Any, design: Design, where: str) -> None:
+    """The contrast against ``design``'s columns and matrix (estimable), by the one parser."""
+    parse_contrast(contrast).matrix(design.columns, design.matrix.to_numpy(dtype=float),
+                                    where=where)
 
 
 def build_design(dataset: Dataset, qc: QCResult, settings: RunSettings, *,
                  timings: dict[str, float] | None = None) -> Design:
-    """Design matrix of the subjects QC kept; the contrast is checked against its columns."""
-    from glmkit.stats.design import make_design
-
+    """Design matrix of the subjects QC kept; the contrast is checked against it again (QC
+    may have excluded, for their maps, the only subjects carrying a column)."""
     with _timed("design", timings):
         kept = qc.apply(dataset)
-        design = make_design(
-            kept.table,
-            None if settings.formula else list(settings.covariates),
-            formula=settings.formula,
-            rename=settings.rename or None,
-            center=settings.center,
-        )
-        _check_contrast(settings.contrast, design.columns)
+        design = _design_from_table(kept.table, settings)
+        _check_contrast(settings.contrast, design,
+                        f"the design of the {len(kept.table)} subjects QC kept")
         if settings.groups is not None:
             _exchangeability_blocks(kept, design, settings.groups)  # checked before the fit
         return design
@@ -283,7 +330,7 @@ def preview(settings: RunSettings | None = None) -> str:
     qc = quality_control(dataset, settings)
     design = build_design(dataset, qc, settings)
     return "\n\n".join([dataset.summary(), qc.summary(), design.summary(),
-                        f"contrast: {settings.contrast}"])
+                        f"contrast: {parse_contrast(settings.contrast).name}"])
 
 
 # ---------------------------------------------------------------------------------- result
@@ -385,7 +432,7 @@ class AnalysisResult:
             "n_excluded": len(self.qc.excluded),
             "excluded": list(self.qc.excluded),
             "design_columns": list(self.design.columns),
-            "contrast": self.settings.contrast,
+            "contrast": self.contrast.name,
             "n_voxels": self.n_voxels,
             "alpha": alpha,
             "suprathreshold": supra,
@@ -451,19 +498,6 @@ def software_versions() -> dict[str, str]:
             out[name] = "not installed"
     out["python"] = sys.version.split()[0]
     return out
-
-
-def _check_contrast(contrast: str, columns) -> None:
-    columns = list(columns)
-    for name in _IDENTIFIER.findall(contrast):
-        if name not in columns:
-            import difflib
-
-            close = difflib.get_close_matches(name, columns, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ContrastError(
-                f"contrast {contrast!r} names {name!r}, which is not a column of the design: "
-                f"columns are {columns}{hint}; pass contrast= one of them or an expression of them")
 
 
 def _jsonable(value: Any) -> Any:

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from glmkit.data.choices import GRID_ACTIONS  # QC's fact
-from glmkit.errors import DataFileNotFoundError, ParameterError
+from glmkit.errors import ContrastError, DataFileNotFoundError, ParameterError
 from glmkit.stats.choices import HEIGHT_CONTROLS  # the thresholds' fact
+from glmkit.stats.contrast import parse_contrast
 from glmkit.stats.statistics import SCHEMES, statistic_names  # the engine's registry
 
 __all__ = [
@@ -66,7 +67,7 @@ _KINDS: dict[str, str] = {
     "covariates": "strs",
     "formula": "str?",
     "rename": "dict",
-    "contrast": "str",
+    "contrast": "contrast",
     "center": "bool",
     "smoothing_fwhm": "float?",
     "alpha": "float",
@@ -102,6 +103,8 @@ _KIND_HELP = {
     "dict?": "a mapping or none",
     "tfce?": "none, true (default TFCE options) or a mapping such as '{E: 0.5, H: 2}'",
     "floats3": "three numbers x,y,z in mm",
+    "contrast": "a design column, an expression such as 'a - b' or '2*a', or one weight per "
+                "column such as '[1, 0]'",
 }
 
 
@@ -134,8 +137,11 @@ class RunSettings:
         A formulaic formula, e.g. ``"pseudo + age + C(sex)"``, instead of ``covariates``.
     rename : dict
         Design column renames, e.g. ``{"pseudo": "fluency"}`` as in nilearn's example.
-    contrast : str
-        Design column (or expression such as ``"a - b"``) tested.
+    contrast : str or tuple of float
+        What is tested: a design column (``"fluency"``), an expression of columns
+        (``"a - b"``, ``"2*fluency"``) or one weight per design column (``[1, 0]``; on the
+        command line ``'[1, 0]'``). Parsed by :func:`glmkit.stats.contrast.parse_contrast`;
+        a list of names (an F-test) is not supported yet.
     center : bool
         Centre the covariates (the reference does not).
     smoothing_fwhm : float or None
@@ -202,7 +208,7 @@ class RunSettings:
     covariates: tuple[str, ...] = ("pseudo",)
     formula: str | None = None
     rename: dict[str, str] = field(default_factory=lambda: {"pseudo": "fluency"})
-    contrast: str = "fluency"
+    contrast: str | tuple[float, ...] = "fluency"
     center: bool = False
     smoothing_fwhm: float | None = 5.0
     alpha: float = 0.05
@@ -274,20 +280,24 @@ class RunSettings:
             if not isinstance(key, str) or not isinstance(value, str):
                 raise ParameterError(f"rename={self.rename!r}: expected a mapping of column "
                                      "names to new names (strings)")
-        if not self.contrast.strip():
-            raise ParameterError("contrast is empty: expected a design column, e.g. 'fluency'")
-        if self.formula is None:
-            self._check_contrast_names()
+        self._check_contrast_names()
 
     def _check_contrast_names(self) -> None:
-        columns = [self.rename.get(c, c) for c in self.covariates] + ["intercept"]
-        for name in _IDENTIFIER.findall(self.contrast):
-            if name not in columns:
-                hint = _did_you_mean(name, columns)
-                raise ParameterError(
-                    f"contrast={self.contrast!r} names {name!r}, which is not a design column: "
-                    f"the design built from covariates={list(self.covariates)} and "
-                    f"rename={self.rename} has columns {columns}{hint}; pass one of them")
+        """The contrast, read by the one parser: always its syntax and that it is not zero;
+        its names against the design's columns when they are known before the data are (the
+        covariates renamed, plus the intercept; not with a formula). A ContrastError is also
+        a ParameterError."""
+        parsed = parse_contrast(self.contrast)
+        if parsed.is_list:  # issue 10 lifts this
+            raise ContrastError(
+                f"contrast {parsed.name!r} is a list of contrasts, i.e. an F-test: F-tests are "
+                "not supported yet by glmkit run; test one column, expression or vector of "
+                "weights, e.g. contrast='fluency' (glmkit.compute_contrast(..., "
+                "stat_type='F') computes a parametric F-test from Python)")
+        if self.formula is None:
+            columns = [self.rename.get(c, c) for c in self.covariates] + ["intercept"]
+            parsed.matrix(columns, where=f"the design built from covariates="
+                          f"{list(self.covariates)} and rename={self.rename}")
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -531,6 +541,8 @@ def _coerce(name: str, kind: str, value: Any) -> Any:  # noqa: C901 - one branch
         if not isinstance(value, Mapping):
             raise _type_error(name, kind, value)
         return dict(value)
+    if base == "contrast":
+        return _coerce_contrast(name, kind, value)
     if base == "dict":
         if isinstance(value, str):
             value = _yaml_value(name, kind, value)
@@ -540,6 +552,29 @@ def _coerce(name: str, kind: str, value: Any) -> Any:  # noqa: C901 - one branch
             raise _type_error(name, kind, value)
         return dict(value)
     raise AssertionError(kind)  # pragma: no cover
+
+
+def _coerce_contrast(name: str, kind: str, value: Any) -> str | tuple:
+    """A contrast as text, or a list (``'[1, 0]'`` on the command line) as a tuple: numbers as
+    floats, names kept (a list of names is an F-test, refused by validation for now)."""
+    if isinstance(value, str):
+        if not value.strip().startswith("["):
+            return value.strip()
+        value = _yaml_value(name, kind, value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if hasattr(value, "tolist"):  # a NumPy array
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)):
+        raise _type_error(name, kind, value)
+
+    def item(v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return tuple(item(w) for w in v)
+        numeric = isinstance(v, (int, float)) and not isinstance(v, bool)
+        return float(v) if numeric else v
+
+    return tuple(item(v) for v in value)
 
 
 def _is_np_integer(value: Any) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import ndimage, stats
 
@@ -88,8 +89,10 @@ def test_f_test_null_equals_a_refit_per_permutation(case, scheme):
 
 def test_one_row_f_is_the_two_sided_t(case):
     X, Y, perms = case
-    f = glmkit.permutation_test(Y, X, [[0, 1.0, 0, 0]], n_perm=len(perms), _permutations=perms,
-                                verbose=False)
+    design = pd.DataFrame(X, columns=["a", "b", "c", "intercept"])
+    f = glmkit.permutation_test(Y, design, ["b"], n_perm=len(perms), _permutations=perms,
+                                verbose=False)  # a list of contrasts: an F test
+    assert f.stat_type == "F"
     t = glmkit.permutation_test(Y, X, [0, 1.0, 0, 0], n_perm=len(perms), two_sided=True,
                                 _permutations=perms, verbose=False)
     np.testing.assert_allclose(f.t, t.t**2, rtol=1e-9)

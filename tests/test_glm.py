@@ -141,8 +141,33 @@ def test_rank_deficient_design_dof_and_estimability(rng):
     fit = ols_fit(rng.normal(size=(n, 3)), X)
     assert (fit.rank, fit.dof) == (2, n - 2)
     compute_contrast(fit, "intercept")  # estimable
-    with pytest.raises(ContrastError, match="not estimable"):
+    with pytest.raises(ContrastError, match=r"contrast 'a' is not estimable with the design "
+                                            r"\(columns \['a', 'a2', 'intercept'\]\): "
+                                            r"the design has rank 2 < 3 columns and 1\*a -0.5\*a2 "
+                                            r"= 0 for every subject, so the data cannot separate "
+                                            r"\['a', 'a2'\]"):
         compute_contrast(fit, "a")
+    # a + 2*a2 lies in the row space: estimable, and its effect is the slope of the fitted
+    # values on a (what the data determine), whatever the generalised inverse
+    res = compute_contrast(fit, "a + 2*a2")
+    slope = np.linalg.lstsq(np.c_[a, np.ones(n)], fit.X @ fit.beta, rcond=None)[0][0]
+    np.testing.assert_allclose(res.effect, slope, rtol=1e-9)
+
+
+def test_scaled_contrast_scales_the_effect_not_the_test(rng):
+    """'2*fluency' has twice the effect and variance x4 of 'fluency', and the same t, z, p."""
+    n = 25
+    X = pd.DataFrame({"fluency": rng.normal(size=n), "intercept": 1.0})
+    fit = ols_fit(rng.normal(size=(n, 6)) + X[["fluency"]].to_numpy(), X)
+    one, two = compute_contrast(fit, "fluency"), compute_contrast(fit, "2*fluency")
+    assert (one.name, two.name) == ("fluency", "2*fluency")
+    np.testing.assert_allclose(two.effect, 2 * one.effect, rtol=1e-12)
+    np.testing.assert_allclose(two.variance, 4 * one.variance, rtol=1e-12)
+    for kind in ("stat", "z", "p"):
+        np.testing.assert_allclose(getattr(two, kind), getattr(one, kind), rtol=1e-12)
+    vector = compute_contrast(fit, [1, 0])
+    assert vector.name == "[1, 0]"
+    np.testing.assert_array_equal(vector.stat, one.stat)
 
 
 # ---------------------------------------------------------------- finite output
@@ -305,6 +330,10 @@ def small_fit():
         ("__import__('os').getcwd()", {}, "not allowed"),
         ("fluency -", {}, "neither a design column nor a valid expression"),
         ([0, 0], {}, "all zeros"),
+        ("fluency - fluency", {}, r"'fluency - fluency' is all zeros \(fluency: 0\)"),
+        ("0*fluency", {}, r"'0\*fluency' is all zeros"),
+        ("C(sex)[M]", {}, r"neither a design column nor a valid expression \(it contains "
+                          r"brackets"),
         ([[1, 0, 0], [0, 1, 0]], {"stat_type": "F"}, r"expected 2 weights, got 3"),
         ([[1, 0], [0, 1]], {}, "pass stat_type='F'"),
         ([[1, 0], [2, 0]], {"stat_type": "F"}, "linearly dependent rows"),

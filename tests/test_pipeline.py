@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from glmkit import pipeline
-from glmkit.errors import ContrastError, ParameterError
+from glmkit.errors import ContrastError, ImageError, ParameterError
 from glmkit.settings import RunSettings
 
 STAGES = ["load", "qc", "design", "fit", "contrast", "thresholds", "permutation", "collect"]
@@ -56,8 +56,10 @@ def test_bonferroni_map_is_the_closed_form(result):
 def test_qc_and_design_subjects(result):
     missing = set(result.dataset.table.loc[result.dataset.table["pseudo"].isna(), "subject"])
     assert len(missing) == 5
-    defects = set(result.dataset.provenance["defects"])
-    assert set(result.qc.excluded) == missing | defects
+    defects = result.dataset.provenance["defects"]
+    units = {s for s, kind in defects.items() if kind == "scale_x100"}
+    assert set(result.qc.excluded) == missing | units  # a unit change excludes ...
+    assert set(result.qc.flags()["subject"]) == set(defects)  # ... a coverage gap flags
     assert list(result.design.matrix.index) == list(result.qc.kept)
     assert list(result.design.columns) == ["fluency", "intercept"]
     assert result.model.Y.shape[0] == len(result.qc.kept)
@@ -150,8 +152,9 @@ def test_nothing_survives_gives_empty_cluster_table_with_columns(result):
 def test_unknown_contrast_with_formula_fails_before_fit(result):
     settings = RunSettings(formula="pseudo + age", contrast="fluensy")
     with pytest.raises(ContrastError, match=r"contrast 'fluensy' names 'fluensy', which is not "
-                                            r"a column of the design: columns are \[.*'age'.*"
-                                            r"did you mean 'fluency'"):
+                                            r"a design column: the design of the 88 subjects QC "
+                                            r"kept has columns \['fluency', 'age', 'intercept'\] "
+                                            r"\(did you mean 'fluency'\?\)"):
         pipeline.build_design(result.dataset, result.qc, settings)
 
 
@@ -192,3 +195,102 @@ def test_groups_bad_column_fails_before_the_fit(result):
         pipeline.run_permutation(result.model, RunSettings(n_perm=30, groups="site"))
     with pytest.raises(ParameterError, match="every subject in its own block"):
         pipeline.build_design(result.dataset, result.qc, settings.replace(groups="subject"))
+
+
+# ------------------------------------------------------------------ contrasts
+@pytest.mark.parametrize(("contrast", "scale"), [("2*fluency", 2.0), ((1, 0), 1.0),
+                                                  ("[1, 0]", 1.0)])
+def test_documented_contrasts_run_through_the_stages(result, contrast, scale):
+    """'2*fluency' and the vector [1, 0] (as a tuple or as the CLI's text) give the 'fluency'
+    run's z and permutation maps exactly, and scale the effect."""
+    settings = result.settings.replace(contrast=contrast)
+    assert pipeline.check_contrast(result.dataset, settings).columns == ("fluency", "intercept")
+    design = pipeline.build_design(result.dataset, result.qc, settings)
+    assert design.columns == result.design.columns
+    con = pipeline.compute_contrast(result.model, settings)
+    np.testing.assert_array_equal(con.z, result.contrast.z)
+    np.testing.assert_allclose(con.effect, scale * result.contrast.effect, rtol=1e-12)
+    perm = pipeline.run_permutation(result.model, settings)
+    np.testing.assert_array_equal(perm.null_max["voxel"], result.permutation.null_max["voxel"])
+    np.testing.assert_array_equal(perm.logp_fwer["voxel"], result.permutation.logp_fwer["voxel"])
+    assert result.permutation.logp_fwer["voxel"].max() > 1  # the effect is there to compare
+    expected = "2*fluency" if contrast == "2*fluency" else "[1, 0]"
+    assert con.name == perm.contrast == expected
+
+
+def _folder_study(tmp_path, *, n=12):
+    """A folder dataset: n small maps, a table with score, a 3-level group and age; the
+    subjects of group 'c' all lack their score."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(11)
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    rows = ["subject\tscore\tgroup\tage"]
+    for i in range(n):
+        subject = f"sub-{i:02d}"
+        data = rng.normal(size=(6, 6, 6)).astype("f4") + 10
+        nib.save(nib.Nifti1Image(data, np.eye(4)), maps / f"{subject}_con.nii.gz")
+        group = "abc"[i % 3]
+        score = "n/a" if group == "c" else f"{rng.normal():.3f}"
+        rows.append(f"{subject}\t{score}\t{group}\t{20 + i}")
+    table = tmp_path / "participants.tsv"
+    table.write_text("\n".join(rows) + "\n")
+    return maps, table
+
+
+def _unreadable(dataset) -> None:
+    """Overwrite every map of a loaded dataset with bytes no image reader accepts."""
+    for path in dataset.maps:
+        with open(path, "wb") as handle:
+            handle.write(b"not an image")
+
+
+def test_contrast_on_a_level_qc_removes_fails_before_any_map_is_read(tmp_path, monkeypatch):
+    """Group 'c' only has subjects without a score: QC would exclude them all, so the column
+    of level c does not exist. The error comes before quality_control reads a map: the maps
+    are unreadable by then, and nibabel.load is watched."""
+    import nibabel as nib
+
+    maps, table = _folder_study(tmp_path)
+    settings = RunSettings(dataset=str(maps), table=str(table), formula="score + C(group)",
+                           rename={}, contrast="C(group)[T.c]")
+    dataset = pipeline.load_data(settings)
+    _unreadable(dataset)
+    loads = []
+    real_load = nib.load
+    monkeypatch.setattr(nib, "load", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    with pytest.raises(ContrastError) as info:
+        pipeline.quality_control(dataset, settings)
+    assert loads == []
+    assert str(info.value) == (
+        "contrast 'C(group)[T.c]' is neither a design column nor a valid expression (it "
+        "contains brackets [...], which is not allowed: use column names, numbers, +, -, * and "
+        "/ (quote other names with backticks, e.g. `C(sex)[T.M]`)): the design of the 8 "
+        "subjects that have every design variable ['score', 'group'] (QC excludes the 4 "
+        "others) has columns ['score', 'C(group)[T.b]', 'intercept'] (did you mean "
+        "'C(group)[T.b]'?); pass a design column, an expression of columns such as 'a - b' or "
+        "'2*a', or one weight per column.")
+    with pytest.raises(ContrastError, match=r"names 'C\(group\)\[T.c\]', which is not a design "
+                                            r"column: the design of the 8 subjects"):
+        pipeline.quality_control(dataset, settings.replace(
+            contrast="`C(group)[T.c]` - `C(group)[T.b]`"))
+    assert loads == []
+    # the control: a contrast the design has goes on to QC, which does read the maps
+    with pytest.raises(ImageError, match="cannot be read as a NIfTI/Analyze image"):
+        pipeline.quality_control(dataset, settings.replace(contrast="C(group)[T.b]"))
+    assert loads
+
+
+def test_run_analysis_with_a_level_present_runs_and_contrasts_it(tmp_path):
+    """The same study with readable maps: a level the design has is tested end to end."""
+    maps, table = _folder_study(tmp_path)
+    settings = RunSettings(dataset=str(maps), table=str(table), formula="score + C(group)",
+                           rename={}, contrast="`C(group)[T.b]` + 0*score", n_perm=19,
+                           smoothing_fwhm=None, cut_coords=(2, 2, 2))
+    out = pipeline.run_analysis(settings)
+    assert out.design.columns == ("score", "C(group)[T.b]", "intercept")
+    assert out.headline()["contrast"] == "`C(group)[T.b]` + 0*score"
+    assert len(out.qc.kept) == 8 and out.permutation.n_perm == 19
+    ref = out.model.compute_contrast([0, 1, 0])
+    np.testing.assert_array_equal(out.contrast.z, ref.z)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from glmkit.errors import DataFileNotFoundError, GlmkitError, ParameterError
+from glmkit.errors import ContrastError, DataFileNotFoundError, GlmkitError, ParameterError
 from glmkit.settings import RunSettings, packaged_notebook, read_params_file
 
 
@@ -82,8 +82,10 @@ def test_strings_are_coerced(name, text, expected):
         ({"height_control": "fwe"}, r"height_control: 'fwe' is not a known value: expected "
                                     r"one of \['fdr', 'bonferroni', 'fpr', 'none'\]"),
         ({"scheme": "freedman"}, r"scheme: 'freedman'.*did you mean 'freedman_lane'"),
-        ({"contrast": "fluensy"}, r"contrast='fluensy' names 'fluensy', which is not a design "
-                                  r"column.*\['fluency', 'intercept'\].*did you mean 'fluency'"),
+        ({"contrast": "fluensy"}, r"contrast 'fluensy' names 'fluensy', which is not a design "
+                                  r"column: the design built from covariates=\['pseudo'\] and "
+                                  r"rename=\{'pseudo': 'fluency'\} has columns "
+                                  r"\['fluency', 'intercept'\] \(did you mean 'fluency'\?\)"),
         ({"contrast": "fluency - age"}, r"names 'age'"),
         ({"contrast": " "}, r"contrast is empty"),
         ({"covariates": ""}, r"covariates is empty and formula is none"),
@@ -120,6 +122,77 @@ def test_folder_dataset_accepted(tmp_path):
 def test_formula_skips_static_contrast_check():
     s = RunSettings(formula="pseudo + age", contrast="pseudo")
     assert s.design_variables() == ("pseudo", "age")
+
+
+# ------------------------------------------------------------------ contrast
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2*fluency", "2*fluency"),
+        (" fluency - intercept ", "fluency - intercept"),
+        ("[1, 0]", (1.0, 0.0)),
+        (" [1, -0.5] ", (1.0, -0.5)),
+        ([1, 0], (1.0, 0.0)),
+        ((0.5, 0), (0.5, 0.0)),
+    ],
+)
+def test_contrast_is_an_expression_or_a_vector(value, expected):
+    s = RunSettings(contrast=value)
+    assert s.contrast == expected
+    again = RunSettings(**json.loads(json.dumps(s.to_dict())))  # params.json, papermill
+    assert again == s and again.contrast == expected
+
+
+def test_numpy_vector_contrast():
+    np = pytest.importorskip("numpy")
+    assert RunSettings(contrast=np.array([1, 0])).contrast == (1.0, 0.0)
+
+
+def test_contrast_vector_from_yaml_and_cli_text(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("contrast: [1, 0]\n")
+    assert RunSettings.from_yaml(path).contrast == (1.0, 0.0)
+    assert RunSettings.from_mapping({"contrast": "[0, 1]"}).contrast == (0.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"contrast": "pseudo - pseudo", "rename": {}},
+         r"^contrast 'pseudo - pseudo' is all zeros \(pseudo: 0\): it tests nothing, whatever "
+         r"the design; give at least one non-zero weight, e.g. 'pseudo'.$"),
+        ({"contrast": "0*fluency"}, r"contrast '0\*fluency' is all zeros \(fluency: 0\)"),
+        # the symbolic step needs no design: caught with a formula too
+        ({"contrast": "age - age", "formula": "pseudo + age"}, r"'age - age' is all zeros"),
+        ({"contrast": "fluency * intercept"}, "multiplies two columns"),
+        ({"contrast": "[1, 0, 0]"},
+         r"contrast '\[1, 0, 0\]' has 3 weights but the design built from covariates="
+         r"\['pseudo'\] and rename=\{'pseudo': 'fluency'\} has 2 columns "
+         r"\['fluency', 'intercept'\]: expected 2 weights, got 3"),
+        ({"contrast": "[0, 0]"}, r"contrast '\[0, 0\]' is all zeros"),
+        ({"contrast": "fluency -"},
+         r"contrast 'fluency -' is neither a design column nor a valid expression \(invalid "
+         r"syntax\): the design built from"),
+        ({"contrast": "[fluency, intercept]"},
+         r"^contrast 'fluency, intercept' is a list of contrasts, i.e. an F-test: F-tests are "
+         r"not supported yet by glmkit run; test one column, expression or vector of weights"),
+        ({"contrast": ["fluency"]}, r"is a list of contrasts, i.e. an F-test"),
+        ({"contrast": [[1, 0], [0, 1]]},
+         r"contrast '\[\[1, 0\], \[0, 1\]\]' is a list of contrasts, i.e. an F-test"),
+        ({"contrast": "[age, score]", "formula": "age + score"}, r"F-tests are not supported"),
+    ],
+)
+def test_bad_contrasts_are_contrast_and_parameter_errors(changes, match):
+    with pytest.raises(ContrastError, match=match) as info:
+        RunSettings(**changes)
+    assert isinstance(info.value, ParameterError)  # what the CLI reports as a usage error
+
+
+@pytest.mark.parametrize("value", [{"a": 1}, True, None, "[1, 0"])
+def test_contrast_of_the_wrong_type(value):
+    with pytest.raises(ParameterError, match=r"contrast(=.* has the wrong type| is none): "
+                                             r"expected a design column"):
+        RunSettings(contrast=value)
 
 
 def test_unknown_name_lists_known_ones_with_suggestion():

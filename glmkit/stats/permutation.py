@@ -56,7 +56,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from glmkit.errors import ContrastError, DesignError, ParameterError
+from glmkit.errors import DesignError, ParameterError
+from glmkit.stats.contrast import parse_contrast
 from glmkit.stats.engine import observed_fit, partition, permute_blocks
 from glmkit.stats.pvalues import logp_from_p
 from glmkit.stats.resample import all_arrangements, all_sign_flips, n_arrangements
@@ -278,33 +279,9 @@ def _design_matrix(design, contrast, n) -> tuple[np.ndarray, np.ndarray, str]:
         bad = int((~np.isfinite(X)).any(axis=1).sum())
         raise DesignError(f"design has non-finite values in {bad} rows; drop or impute them.")
     p = X.shape[1]
-    if isinstance(contrast, str):
-        if columns is None:
-            raise ContrastError(
-                f"contrast {contrast!r} is a column name but design is an array; "
-                "pass a DataFrame design or a contrast vector."
-            )
-        if contrast not in columns:
-            raise ContrastError(
-                f"contrast {contrast!r} is not a design column; columns: {columns}."
-            )
-        c = np.zeros(p)
-        c[columns.index(contrast)] = 1.0
-        name = contrast
-    else:
-        c = np.atleast_1d(np.asarray(contrast, dtype=float))
-        if c.shape[-1] != p or c.ndim > 2:
-            raise ContrastError(
-                f"contrast must be a column name, a vector of length {p} (design columns) or a "
-                f"(q, {p}) matrix (F test); got shape {c.shape}."
-            )
-        if not np.any(c):
-            raise ContrastError("contrast is all zeros; it must select at least one regressor.")
-        name = (
-            " ".join(f"{v:+g}*{col}" for v, col in zip(c, columns) if v)
-            if columns
-            else np.array2string(c, separator=",")
-        )
+    parsed = parse_contrast(contrast)  # the one contrast parser (glmkit.stats.contrast)
+    W = parsed.matrix(columns, X)
+    c, name = (W if parsed.is_list else W[0]), parsed.name
     rank = np.linalg.matrix_rank(X)
     if rank < p:
         raise DesignError(
