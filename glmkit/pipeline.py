@@ -12,8 +12,6 @@ into ``timings`` when given one::
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import platform
 import re
 import sys
@@ -37,7 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from glmkit.data.datasets import Dataset
     from glmkit.stats.design import Design
     from glmkit.stats.glm import ContrastResult, SecondLevelResult
-    from glmkit.stats.permutation import STAT_MAP_NAMES, PermutationResult
+    from glmkit.stats.permutation import PermutationResult
     from glmkit.data.qc import QCResult
     from glmkit.stats.threshold import ThresholdResult
 
@@ -54,21 +52,20 @@ __all__ = [
     "collect",
     "run_analysis",
     "preview",
-    "write_record",
     "software_versions",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    """``STAT_MAP_NAMES`` (statistic -> map name), defined once in :mod:`glmkit.stats.permutation`.
+    """``STAT_MAP_NAMES``: statistic -> map name, read from the registry of statistics.
 
-    Resolved on first use so that ``import glmkit.pipeline`` does not import the permutation
-    engine (numba) up front.
+    A view for callers that still look names up here; the fact lives in
+    :mod:`glmkit.stats.statistics` (``get_statistic(name).map_name``).
     """
     if name == "STAT_MAP_NAMES":
-        from glmkit.stats.permutation import STAT_MAP_NAMES
+        from glmkit.stats.statistics import get_statistic, statistic_names
 
-        return STAT_MAP_NAMES
+        return {stat: get_statistic(stat).map_name for stat in statistic_names()}
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -336,7 +333,8 @@ class AnalysisResult:
     timings: dict[str, float] = field(default_factory=dict)
 
     def maps(self) -> dict[str, nib.Nifti1Image]:
-        """Images by name: mask, z, p, effect, z_fdr, logp_bonferroni, logp_<statistic>."""
+        """Images by name: mask, z, p, effect, z_fdr, logp_bonferroni, and one FWER map per
+        permutation statistic named by the registry (``logp_maxt``, ``logp_tfce``, ...)."""
         unmask = self.model.unmask
         out = {
             "mask": self.model.mask_img,
@@ -347,10 +345,11 @@ class AnalysisResult:
             "logp_bonferroni": unmask(self.logp_bonferroni),
         }
         if self.permutation is not None:
-            from glmkit.stats.permutation import STAT_MAP_NAMES
+            from glmkit.stats.statistics import get_statistic
 
             for stat in self.permutation.statistics:
-                out[STAT_MAP_NAMES[stat]] = unmask(np.asarray(self.permutation.logp_fwer[stat]))
+                out[get_statistic(stat).map_name] = unmask(
+                    np.asarray(self.permutation.logp_fwer[stat]))
         return out
 
     @property
@@ -442,16 +441,6 @@ class AnalysisResult:
             "n_perm": self.permutation.n_perm if self.permutation is not None else 0,
             "timings_s": dict(self.timings),
         }
-
-
-def write_record(result: AnalysisResult, out_dir: str | os.PathLike) -> Path:
-    """Write ``params.json``, ``provenance.json`` and ``summary.json`` into ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "params.json").write_text(result.settings.to_json() + "\n")
-    (out / "provenance.json").write_text(json.dumps(result.provenance(), indent=2) + "\n")
-    (out / "summary.json").write_text(json.dumps(result.headline(), indent=2) + "\n")
-    return out
 
 
 def software_versions() -> dict[str, str]:
