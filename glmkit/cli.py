@@ -19,36 +19,16 @@ from glmkit.errors import DataFileNotFoundError, GlmkitError, ParameterError
 
 __all__ = ["build_parser", "entry", "main"]
 
-class _ParameterHelp(argparse.HelpFormatter):
-    """Fills in the help of the run parameters' flags when help is printed.
-
-    The texts are declared with the :class:`~glmkit.settings.RunSettings` fields; the
-    statistics they list come from the registry of statistics, imported only when a help
-    page is shown (it imports numpy), so ``glmkit run`` without ``--help`` does not pay
-    for it.
-    """
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        parameter = _flag_parameters().get(action.dest)
-        if parameter is None or action.help != _PARAMETER_HELP:
-            return action.help
-        text = f"{parameter.help} (default: {parameter.default_text})"
-        return text.replace("%", "%%")
-
-
-_PARAMETER_HELP = "(run parameter)"
-
-
-def _flag_parameters() -> dict[str, Any]:
-    """Name -> :class:`~glmkit.settings.Parameter` of every ``glmkit run`` flag."""
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per run parameter, with the help text and default its field declares
+    (the statistics listed are those registered when the parser is built)."""
     from glmkit.settings import parameters
 
-    return {p.name: p for p in parameters() if p.flag}
-
-
-def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("analysis parameters (see glmkit.RunSettings)")
-    for name, parameter in _flag_parameters().items():
+    for parameter in parameters():
+        if not parameter.flag:
+            continue
+        name = parameter.name
         flags = [f"--{name.replace('_', '-')}"]
         if "_" in name:
             flags.append(f"--{name}")
@@ -56,8 +36,9 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
             extra: dict[str, Any] = {"nargs": "?", "const": "true", "metavar": "BOOL"}
         else:
             extra = {"metavar": parameter.kind.rstrip("?").upper().replace("FLOATS3", "X,Y,Z")}
-        group.add_argument(*flags, dest=name, default=argparse.SUPPRESS, help=_PARAMETER_HELP,
-                           **extra)
+        text = f"{parameter.help} (default: {parameter.default_text})"
+        group.add_argument(*flags, dest=name, default=argparse.SUPPRESS,
+                           help=text.replace("%", "%%"), **extra)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser(
-        "run", allow_abbrev=False, formatter_class=_ParameterHelp,
+        "run", allow_abbrev=False,
         help="run the analysis notebook into reports/<run-name>/",
         description="Execute the analysis notebook with papermill and write "
                     "reports/<run-name>/ (report.html, notebook.ipynb, maps/, ...) atomically.")
@@ -80,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(run)
 
     summary = sub.add_parser(
-        "summary", aliases=["info"], allow_abbrev=False, formatter_class=_ParameterHelp,
+        "summary", aliases=["info"], allow_abbrev=False,
         help="print the dataset/QC/design summary (no model fit, no notebook)")
     summary.add_argument("--params", metavar="FILE.yaml", help="YAML file of parameters")
     _add_settings_flags(summary)

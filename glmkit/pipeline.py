@@ -41,7 +41,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "AnalysisResult",
-    "STAT_MAP_NAMES",
     "load_data",
     "quality_control",
     "build_design",
@@ -54,19 +53,6 @@ __all__ = [
     "preview",
     "software_versions",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    """``STAT_MAP_NAMES``: statistic -> map name, read from the registry of statistics.
-
-    A view for callers that still look names up here; the fact lives in
-    :mod:`glmkit.stats.statistics` (``get_statistic(name).map_name``).
-    """
-    if name == "STAT_MAP_NAMES":
-        from glmkit.stats.statistics import get_statistic, statistic_names
-
-        return {stat: get_statistic(stat).map_name for stat in statistic_names()}
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 _PACKAGES = ("glmkit", "numpy", "scipy", "pandas", "nibabel", "nilearn", "formulaic", "numba",

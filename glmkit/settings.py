@@ -394,7 +394,7 @@ class Parameter:
     text : str
         The declared help text: markdown (code in backticks) where ``$name`` stands for a
         list of choices read when :attr:`markdown` is asked for (``$statistics``: the
-        registered statistics).
+        statistics registered at that time).
     runner, flag, notebook : bool
         Steers the runner (not in ``params.json``); is a ``glmkit run`` flag and a README row;
         is injected into the notebook by ``glmkit run``.
@@ -468,25 +468,17 @@ def parameter_table() -> str:
     return "\n".join(rows) + "\n"
 
 
-def _choices(*, registry: bool = True) -> dict[str, str]:
-    """The lists the help texts name as ``$name``, read from where each is declared.
+def _choices() -> dict[str, str]:
+    """The lists the help texts name as ``$name``, read from where each is declared now (a
+    statistic registered at run time is listed)."""
+    from glmkit.stats.statistics import SCHEMES as schemes
+    from glmkit.stats.statistics import statistic_names
 
-    ``registry=False`` names the registry instead of importing it (the class docstring is
-    built on import, and the registry's module imports numpy).
-    """
     def listed(values) -> str:
         return ", ".join(f"`{_shown_scalar(v)}`" for v in values)
 
-    choices = {"datasets": listed(BUILTIN_DATASETS), "height_controls": listed(HEIGHT_CONTROLS),
-               "statistics": "the registered statistics "
-                             "(`glmkit.stats.statistics.statistic_names()`)",
-               "schemes": "one of `glmkit.stats.statistics.SCHEMES`"}
-    if registry:
-        from glmkit.stats.statistics import SCHEMES as schemes
-        from glmkit.stats.statistics import statistic_names
-
-        choices.update(statistics=listed(statistic_names()), schemes=listed(schemes))
-    return choices
+    return {"datasets": listed(BUILTIN_DATASETS), "height_controls": listed(HEIGHT_CONTROLS),
+            "statistics": listed(statistic_names()), "schemes": listed(schemes)}
 
 
 def _shown_scalar(value: Any) -> str:
@@ -515,9 +507,8 @@ def _shown(value: Any) -> str:
 def _numpydoc_parameters() -> str:
     """The Parameters section of :class:`RunSettings`'s docstring, from the declarations."""
     lines = []
-    choices = _choices(registry=False)
     for p in parameters():
-        text = re.sub(r"`([^`]*)`", r"``\1``", string.Template(p.text).substitute(choices))
+        text = re.sub(r"`([^`]*)`", r"``\1``", p.markdown)
         default = re.sub(r"`([^`]*)`", r"``\1``", p.default_markdown)
         lines.append(f"{p.name} : {p.type}")
         lines += textwrap.wrap(f"{text[:1].upper()}{text[1:]}. Default: {default}.", width=88,

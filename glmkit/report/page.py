@@ -174,12 +174,12 @@ def _collect_corrected(result, images: Mapping, alpha: float) -> list[_Corrected
         + (f" (z &gt; {z_bonf:.2f})" if z_bonf is not None else ""),
         mask & (np.asarray(images["logp_bonferroni"].get_fdata()) >= logp_alpha - 1e-12)))
 
-    from glmkit.pipeline import STAT_MAP_NAMES  # what AnalysisResult.maps() calls them
+    from glmkit.stats.statistics import get_statistic
 
     perm = result.permutation
     if perm is not None:
         for stat in perm.statistics:
-            name = STAT_MAP_NAMES.get(stat, f"logp_{stat}")
+            name = get_statistic(stat).map_name
             if name not in images:
                 raise ReportError(f"write_report: result.maps() has no {name!r} for permutation "
                                   f"statistic {stat!r}; found {sorted(images)}")
