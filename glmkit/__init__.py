@@ -60,8 +60,10 @@ _LAZY = {
     "run_analysis": "glmkit.pipeline",
     "run_notebook": "glmkit.run",
     "run_batch": "glmkit.run",
+    "check_run_folder": "glmkit.run",
     # report and exploration
     "write_report": "glmkit.report.page",
+    "RunManifest": "glmkit.report.runfolder",
     "recovery": "glmkit.report.page",
     "viewer_html": "glmkit.report.viewer",
     "explore": "glmkit.widgets",
@@ -111,7 +113,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from glmkit.pipeline import AnalysisResult, run_analysis
     from glmkit.data.qc import QCPolicy, QCResult, run_qc
     from glmkit.report import recovery, write_report
-    from glmkit.run import run_batch, run_notebook
+    from glmkit.report.runfolder import RunManifest
+    from glmkit.run import check_run_folder, run_batch, run_notebook
     from glmkit.settings import RunSettings
     from glmkit.stats.threshold import (
         ThresholdResult,

@@ -19,59 +19,26 @@ from glmkit.errors import DataFileNotFoundError, GlmkitError, ParameterError
 
 __all__ = ["build_parser", "entry", "main"]
 
-_HELP = {
-    "dataset": "demo | demo-null | localizer | a folder or glob of maps (with --table)",
-    "table": "subject table (TSV/CSV) of a folder dataset",
-    "subject_column": "the table's subject-id column (e.g. participant_id)",
-    "on_grid_mismatch": "a map on another grid than the first: error | resample (to the first)",
-    "localizer_contrast": "Localizer contrast fetched with --dataset localizer",
-    "n_subjects": "Localizer subjects to fetch",
-    "covariates": "design columns, comma-separated (e.g. pseudo,age); an intercept is added",
-    "formula": "formulaic formula instead of --covariates (e.g. 'pseudo + age + C(sex)')",
-    "rename": "design column renames as YAML, e.g. '{pseudo: fluency}'",
-    "contrast": "design column or expression tested (e.g. fluency, or 'a - b')",
-    "center": "centre the covariates",
-    "smoothing_fwhm": "Gaussian smoothing FWHM in mm (none: no smoothing)",
-    "alpha": "FDR q and FWER level of every threshold, in (0, 1)",
-    "height_control": "parametric map of the headline: fdr | bonferroni | fpr | none",
-    "n_perm": "number of permutations (>= 1)",
-    "two_sided": "two-sided tests",
-    "statistics": "permutation statistics: voxel,cluster_size,cluster_mass,tfce (empty: none)",
-    "scheme": "permutation scheme: freedman_lane (nilearn's, randomise's) | ter_braak",
-    "groups": "table column of exchangeability blocks (e.g. site): permute within blocks",
-    "tfce": "TFCE options as YAML, e.g. '{E: 0.5, H: 2}'; adds tfce to --statistics",
-    "cluster_threshold": "cluster-forming uncorrected p of the cluster statistics",
-    "random_state": "seed of the permutation stream (recorded in provenance.json)",
-    "n_jobs": "permutation workers (joblib: -1 = all cores)",
-    "run_name": "folder name of the run under --reports-dir (no path separator)",
-    "reports_dir": "where runs land",
-    "cut_coords": "figure cut x,y,z in mm (the peak when outside the image)",
-    "notebook": "another notebook to execute with the same parameters",
-    "force": "replace a complete earlier run of the same name",
-}
-
-
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
-    from glmkit.settings import _KIND_HELP, _KINDS, RunSettings
+    """One ``--flag`` per run parameter, with the help text and default its field declares
+    (the statistics listed are those registered when the parser is built)."""
+    from glmkit.settings import parameters
 
     group = parser.add_argument_group("analysis parameters (see glmkit.RunSettings)")
-    defaults = RunSettings().to_dict()
-    for name in RunSettings.field_names():
-        if name == "output_dir":
+    for parameter in parameters():
+        if not parameter.flag:
             continue
+        name = parameter.name
         flags = [f"--{name.replace('_', '-')}"]
         if "_" in name:
             flags.append(f"--{name}")
-        kind = _KINDS[name]
-        extra: dict[str, Any] = {}
-        if kind == "bool":
-            extra = {"nargs": "?", "const": "true", "metavar": "BOOL"}
+        if parameter.kind == "bool":
+            extra: dict[str, Any] = {"nargs": "?", "const": "true", "metavar": "BOOL"}
         else:
-            extra = {"metavar": kind.rstrip("?").upper().replace("FLOATS3", "X,Y,Z")}
-        default = defaults[name] if name != "notebook" else "the notebook shipped with glmkit"
-        parser_help = f"{_HELP.get(name, _KIND_HELP[kind])} (default: {default})"
+            extra = {"metavar": parameter.kind.rstrip("?").upper().replace("FLOATS3", "X,Y,Z")}
+        text = f"{parameter.help} (default: {parameter.default_text})"
         group.add_argument(*flags, dest=name, default=argparse.SUPPRESS,
-                           help=parser_help.replace("%", "%%"), **extra)
+                           help=text.replace("%", "%%"), **extra)
 
 
 def build_parser() -> argparse.ArgumentParser:

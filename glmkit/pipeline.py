@@ -18,8 +18,6 @@ read), and by :func:`build_design` against the design of the subjects QC kept.
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import platform
 import sys
 import time
@@ -60,7 +58,6 @@ __all__ = [
     "collect",
     "run_analysis",
     "preview",
-    "write_record",
     "software_versions",
 ]
 
@@ -369,7 +366,8 @@ class AnalysisResult:
     timings: dict[str, float] = field(default_factory=dict)
 
     def maps(self) -> dict[str, nib.Nifti1Image]:
-        """Images by name: mask, z, p, effect, z_fdr, logp_bonferroni, logp_<statistic>."""
+        """Images by name: mask, z, p, effect, z_fdr, logp_bonferroni, and one FWER map per
+        permutation statistic named by the registry (``logp_maxt``, ``logp_tfce``, ...)."""
         unmask = self.model.unmask
         out = {
             "mask": self.model.mask_img,
@@ -476,16 +474,6 @@ class AnalysisResult:
             "n_perm": self.permutation.n_perm if self.permutation is not None else 0,
             "timings_s": dict(self.timings),
         }
-
-
-def write_record(result: AnalysisResult, out_dir: str | os.PathLike) -> Path:
-    """Write ``params.json``, ``provenance.json`` and ``summary.json`` into ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "params.json").write_text(result.settings.to_json() + "\n")
-    (out / "provenance.json").write_text(json.dumps(result.provenance(), indent=2) + "\n")
-    (out / "summary.json").write_text(json.dumps(result.headline(), indent=2) + "\n")
-    return out
 
 
 def software_versions() -> dict[str, str]:

@@ -2,7 +2,8 @@
 
 :func:`run_notebook` validates everything it can before starting a kernel (parameters, the reports
 folder, an earlier run of the same name), executes the notebook into a temporary folder
-beside ``reports/<run_name>/`` and renames it when every promised file is there. A failing
+beside ``reports/<run_name>/``, checks what the notebook's :func:`glmkit.write_report` wrote
+against its manifest, adds its own ``run.json`` and renames the folder. A failing
 cell raises :class:`~glmkit.errors.RunError` naming the cell and keeps the partly executed
 notebook in ``reports/<run_name>.failed-<UTC time>/``; an interrupted run (Ctrl-C, SIGTERM)
 leaves nothing behind. :func:`run_batch` runs a grid of settings and writes ``index.html``.
@@ -11,8 +12,8 @@ leaves nothing behind. :func:`run_batch` runs a grid of settings and writes ``in
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import html
-import importlib.util
 import itertools
 import json
 import os
@@ -25,27 +26,35 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from glmkit._util import atomic_folder, logger, sha256_file
+from glmkit._util import atomic_folder, logger
 from glmkit.errors import GlmkitError, ParameterError, ReportError, RunError
-from glmkit.settings import BUILTIN_DATASETS, RunSettings, read_params_file
+from glmkit.settings import RunSettings, read_params_file
+
+if TYPE_CHECKING:  # pragma: no cover - imported when a run ends (the report layer is heavy)
+    from glmkit.report.runfolder import RunManifest
 
 __all__ = ["run_notebook", "run_batch", "load_grid", "write_index", "check_reports_dir",
-           "REQUIRED_FILES", "REQUIRED_MAPS", "KERNEL_NAME"]
+           "check_run_folder", "KERNEL_NAME", "NOTEBOOK_FILE", "RUN_RECORD"]
 
 KERNEL_NAME = "python3"
-#: files every complete run folder holds
-REQUIRED_FILES = ("report.html", "notebook.ipynb", "params.json", "provenance.json",
-                  "design.csv", "qc.csv", "clusters.csv")
-#: maps every complete run folder holds in ``maps/`` (plus one per permutation statistic)
-REQUIRED_MAPS = ("mask", "z", "p", "effect", "z_fdr", "logp_bonferroni")
+#: the executed notebook papermill writes into the run folder
+NOTEBOOK_FILE = "notebook.ipynb"
+#: the runner's own record in the run folder: kernel, finish time, wall time, cell timings, and
+#: the size and sha256 of the executed notebook and of ``manifest.json``
+RUN_RECORD = "run.json"
 
 
 # --------------------------------------------------------------------------------- one run
-def run_notebook(settings: RunSettings, *, progress_bar: bool = True,
-                 log_output: bool = False) -> Path:
+def run_notebook(settings: RunSettings, *, progress_bar: bool = True, log_output: bool = False,
+                 cwd: str | os.PathLike | None = None) -> Path:
     """Execute the notebook for ``settings`` and return the path of the run's ``report.html``.
+
+    The notebook receives the parameters as given (relative paths as typed, taken from
+    ``cwd``), plus ``output_dir`` (the temporary folder) and ``notebook`` (its own path). It
+    writes the run folder with :func:`glmkit.write_report`; the runner then checks the folder
+    against the manifest (:func:`check_run_folder`), adds ``run.json`` and renames the folder.
 
     Parameters
     ----------
@@ -55,44 +64,46 @@ def run_notebook(settings: RunSettings, *, progress_bar: bool = True,
         Show papermill's per-cell progress bar.
     log_output : bool
         Echo the notebook's outputs to the log while it runs.
+    cwd : path-like, optional
+        Folder that relative paths are taken from, and the kernel's working folder; default
+        the current folder.
 
     Raises
     ------
     ReportError
         The reports folder cannot be written, or the run exists and ``force`` is False.
     RunError
-        A cell failed (the message names it) or the notebook did not write a promised file.
+        A cell failed (the message names it), or the notebook did not write a promised file,
+        wrote files that do not match its manifest, or ran with other parameters than given.
     """
     if settings.output_dir is not None:
         raise ParameterError(
             f"output_dir={settings.output_dir!r} cannot be set for glmkit run: the run is "
             "written to a temporary folder renamed to reports_dir/run_name at the end; pass "
             "--reports-dir and --run-name instead")
-    given, settings = settings, _absolute(settings)
-    target = settings.run_dir
-    _preflight(settings)
+    cwd = Path(cwd if cwd is not None else os.getcwd()).absolute()
+    notebook, target = _from(cwd, settings.notebook_path), _from(cwd, settings.run_dir)
+    _preflight(settings, notebook, target)
     import papermill
 
     start = time.perf_counter()
     with _interrupts_stop_the_run() as interrupt, \
             atomic_folder(target, overwrite=settings.force) as tmp:
         _readable(tmp)
-        notebook_out = tmp / "notebook.ipynb"
-        parameters = settings.replace(output_dir=str(tmp)).to_dict()
-        for name in ("notebook", "force"):
-            parameters.pop(name)
-        logger.info("running %s -> %s", settings.notebook_path.name, target)
+        values = {**settings.to_dict(), "output_dir": str(tmp), "notebook": str(notebook)}
+        parameters = {name: values[name] for name in RunSettings.notebook_parameters()}
+        logger.info("running %s -> %s", notebook.name, target)
         try:
             papermill.execute_notebook(
-                str(settings.notebook_path), str(notebook_out), parameters=parameters,
+                str(notebook), str(tmp / NOTEBOOK_FILE), parameters=parameters,
                 kernel_name=KERNEL_NAME, progress_bar=progress_bar, log_output=log_output,
-                cwd=os.getcwd())
+                cwd=str(cwd))
         except (GlmkitError, KeyboardInterrupt):
             raise
         except Exception as exc:  # a cell failed, the kernel died or could not start, ...
             if interrupt["signal"] is not None:  # it failed because the handler stopped it
                 raise KeyboardInterrupt(f"interrupted by signal {interrupt['signal']}") from None
-            failed = _keep_failed(tmp, settings)
+            failed = _keep_failed(tmp, target)
             if isinstance(exc, papermill.PapermillExecutionError):
                 first = (exc.source or "").strip().splitlines()[:1] or [""]
                 raise RunError(
@@ -104,44 +115,34 @@ def run_notebook(settings: RunSettings, *, progress_bar: bool = True,
             raise RunError(f"run {settings.run_name!r} failed: {type(exc).__name__}: {exc}. "
                            f"What was written is in {failed}; nothing was written to "
                            f"{target}") from exc
-        _finish(tmp, settings, given, wall_time=time.perf_counter() - start)
+        _finish(tmp, settings, target, wall_time=time.perf_counter() - start)
     report = target / "report.html"
     logger.info("run %s complete: %s", settings.run_name, report)
     return report
 
 
-def _absolute(settings: RunSettings) -> RunSettings:
-    """Paths made absolute so the kernel and the run record do not depend on the cwd."""
-    changes: dict[str, Any] = {"reports_dir": str(Path(settings.reports_dir).expanduser()
-                                                  .absolute())}
-    if settings.dataset not in BUILTIN_DATASETS:
-        changes["dataset"] = str(Path(settings.dataset).expanduser().absolute())
-    if settings.table is not None:
-        changes["table"] = str(Path(settings.table).expanduser().absolute())
-    changes["notebook"] = str(settings.notebook_path.expanduser().absolute())
-    return settings.replace(**changes)
+def _from(cwd: Path, path: str | os.PathLike) -> Path:
+    """``path`` taken from ``cwd`` (the runner's own paths; the notebook gets them as given)."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else cwd / path
 
 
-def _preflight(settings: RunSettings) -> None:
+def _preflight(settings: RunSettings, notebook: Path, target: Path) -> None:
     """Everything that can be checked before a kernel starts."""
-    if not settings.notebook_path.is_file():
-        raise RunError(f"notebook {str(settings.notebook_path)!r} does not exist: expected the "
-                       "analysis notebook; leave notebook unset to use glmkit's own")
-    check_reports_dir(settings.reports_dir)
-    target = settings.run_dir
+    if not notebook.is_file():
+        raise RunError(f"notebook {str(notebook)!r} does not exist: expected the analysis "
+                       "notebook; leave notebook unset to use glmkit's own")
+    check_reports_dir(target.parent)
     if target.exists() and not settings.force:
         raise ReportError(
             f"run folder {str(target)!r} already exists (a complete earlier run): refusing to "
             "overwrite it; pass --force (force=True) to replace it, or choose another "
             "--run-name")
-    stale = sorted(p.name for p in Path(settings.reports_dir).glob(f".{settings.run_name}.tmp-*"))
+    stale = sorted(p.name for p in target.parent.glob(f".{target.name}.tmp-*"))
     if stale:
         logger.warning("temporary folders %s in %s were left by a run that was killed (or is "
                        "still running); they are not reports and can be deleted", stale,
-                       settings.reports_dir)
-    if importlib.util.find_spec("glmkit.report") is None:  # pragma: no cover - transitional
-        raise RunError("glmkit.report is not available in this glmkit, so no report can be "
-                       "written; `glmkit summary` prints the dataset/QC/design summary")
+                       target.parent)
 
 
 def check_reports_dir(reports_dir: str | os.PathLike) -> Path:
@@ -215,57 +216,103 @@ def _readable(folder: Path) -> None:
     folder.chmod(0o777 & ~umask)
 
 
-def _keep_failed(tmp: Path, settings: RunSettings) -> Path:
+def _keep_failed(tmp: Path, target: Path) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    failed = Path(settings.reports_dir) / f"{settings.run_name}.failed-{stamp}"
+    failed = target.with_name(f"{target.name}.failed-{stamp}")
     number = 1
     while failed.exists():
         number += 1
-        failed = failed.with_name(f"{settings.run_name}.failed-{stamp}-{number}")
+        failed = target.with_name(f"{target.name}.failed-{stamp}-{number}")
     shutil.copytree(tmp, failed)
     return failed
 
 
-def _finish(tmp: Path, settings: RunSettings, given: RunSettings, *, wall_time: float) -> None:
-    """Check the promised files, write params.json (as given) and complete provenance.json."""
+def _finish(tmp: Path, settings: RunSettings, target: Path, *, wall_time: float) -> None:
+    """Check what the notebook wrote against its manifest and the parameters given, then add
+    ``run.json``; nothing the notebook wrote is rewritten."""
+    from glmkit.report.runfolder import MANIFEST_NAME, FileRecord
+
+    problem = _written_problem(tmp, settings)
+    if problem:
+        failed = _keep_failed(tmp, target)
+        raise RunError(f"run {settings.run_name!r}: the notebook finished but {problem}; its "
+                       f"output is in {failed}")
+    record = {
+        "run_name": settings.run_name,
+        "kernel": KERNEL_NAME,
+        "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "wall_time_s": round(wall_time, 3),
+        "cells": _cell_timings(tmp / NOTEBOOK_FILE),
+        "files": [dataclasses.asdict(FileRecord.of(tmp, name))
+                  for name in (NOTEBOOK_FILE, MANIFEST_NAME)],
+    }
+    (tmp / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _written_problem(tmp: Path, settings: RunSettings) -> str | None:
+    """What is wrong with the folder the notebook wrote (None when it is complete)."""
+    from glmkit.report.runfolder import MANIFEST_NAME, RunManifest, promised_files
+
+    promised = promised_files(settings.statistics)
+    missing = [name for name in (*promised, MANIFEST_NAME, NOTEBOOK_FILE)
+               if not (tmp / name).is_file()]
+    if missing:
+        return f"did not write {missing}"
+    try:
+        manifest = RunManifest.read(tmp)
+    except ReportError as exc:
+        return str(exc)
+    problems = manifest.problems() + [f"{name} is not in it" for name in promised
+                                      if name not in manifest.paths]
+    if problems:
+        return f"wrote files that do not match {MANIFEST_NAME}: {'; '.join(problems)}"
+    written = json.loads((tmp / "params.json").read_text())
+    given = settings.to_dict(runner=False)
+    changed = [f"{k}: given {given.get(k)!r}, written {written.get(k)!r}"
+               for k in sorted(set(given) | set(written)) if given.get(k) != written.get(k)]
+    if changed:
+        return (f"wrote params.json with other parameters than given ({'; '.join(changed)}): "
+                "does its settings cell build RunSettings.from_namespace(globals())?")
+    return None
+
+
+def _cell_timings(notebook: Path) -> list[dict[str, Any]]:
+    """Index, first code line and papermill's duration of each code cell."""
     import nbformat
 
-    missing = [name for name in REQUIRED_FILES if name != "params.json"
-               and not (tmp / name).is_file()]
-    expected_maps = list(REQUIRED_MAPS) + [_stat_map(s) for s in settings.statistics]
-    missing += [f"maps/{m}.nii.gz" for m in expected_maps
-                if not (tmp / "maps" / f"{m}.nii.gz").is_file()]
-    if missing:
-        failed = _keep_failed(tmp, settings)
-        raise RunError(f"run {settings.run_name!r}: the notebook finished but did not write "
-                       f"{missing}; its output is in {failed}")
-    (tmp / "params.json").write_text(given.to_json() + "\n")
-    provenance = json.loads((tmp / "provenance.json").read_text())
-    executed = nbformat.read(tmp / "notebook.ipynb", as_version=4)
     cells = []
-    for index, cell in enumerate(executed.cells):
+    for index, cell in enumerate(nbformat.read(notebook, as_version=4).cells):
         if cell.cell_type != "code":
             continue
         first = next((ln for ln in cell.source.splitlines() if ln.strip()
                       and not ln.startswith("#")), "")
         duration = cell.get("metadata", {}).get("papermill", {}).get("duration")
         cells.append({"index": index, "source": first[:80], "seconds": duration})
-    provenance["run"] = {
-        "run_name": settings.run_name,
-        "notebook": settings.notebook_path.name,
-        "notebook_sha256": sha256_file(settings.notebook_path),
-        "kernel": KERNEL_NAME,
-        "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "wall_time_s": round(wall_time, 3),
-        "cells": cells,
-    }
-    (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    return cells
 
 
-def _stat_map(statistic: str) -> str:
-    from glmkit.stats.statistics import get_statistic
+def check_run_folder(folder: str | os.PathLike) -> RunManifest:
+    """Check a complete run folder: every file of ``manifest.json`` and of ``run.json`` (the
+    executed notebook and the manifest itself) is there and unchanged.
 
-    return get_statistic(statistic).map_name
+    Returns the manifest; raises :class:`~glmkit.errors.ReportError` naming each file that is
+    missing or differs.
+    """
+    from glmkit.report.runfolder import FileRecord, RunManifest
+
+    folder = Path(folder)
+    manifest = RunManifest.read(folder)
+    try:
+        record = json.loads((folder / RUN_RECORD).read_text())
+        runner_files = [FileRecord(**entry) for entry in record["files"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ReportError(f"run folder {str(folder)!r}: {RUN_RECORD} is missing or unreadable "
+                          f"({exc}); it is not a complete glmkit run") from None
+    problems = manifest.problems() + [p for p in (f.problem(folder) for f in runner_files) if p]
+    if problems:
+        raise ReportError(f"run folder {str(folder)!r} has changed since it was written: "
+                          f"{'; '.join(problems)}")
+    return manifest
 
 
 # --------------------------------------------------------------------------------- batch
@@ -348,9 +395,9 @@ def _label(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]", "_", text).strip(".") or "none"
 
 
-def _run_one(settings: RunSettings) -> tuple[str, str]:
+def _run_one(settings: RunSettings, cwd: str) -> tuple[str, str]:
     try:
-        run_notebook(settings, progress_bar=False)
+        run_notebook(settings, progress_bar=False, cwd=cwd)
     except GlmkitError as exc:
         return settings.run_name, f"failed: {exc}"
     return settings.run_name, "ok"
@@ -369,7 +416,7 @@ def run_batch(path: str | os.PathLike, *, force: bool = False, n_jobs: int = 1,
     if n_jobs == 0:
         raise ParameterError("n_jobs=0 is not allowed: expected a positive number of runs in "
                              "parallel or -1 for all cores")
-    all_settings = [_absolute(s) for s in load_grid(path, force=force)]
+    all_settings = load_grid(path, force=force)
     reports_dir = check_reports_dir(all_settings[0].reports_dir)
     todo = [s for s in all_settings if force or not s.run_dir.exists()]
     status = {s.run_name: "skipped (complete run exists; --force to redo)" for s in all_settings
@@ -378,7 +425,7 @@ def run_batch(path: str | os.PathLike, *, force: bool = False, n_jobs: int = 1,
     if todo:
         from tqdm.auto import tqdm
 
-        jobs = (delayed(_run_one)(s) for s in todo)
+        jobs = (delayed(_run_one)(s, os.getcwd()) for s in todo)  # workers may be elsewhere
         try:
             with _interrupts_stop_the_run():
                 results = Parallel(n_jobs=n_jobs, return_as="generator")(jobs)

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import json
 import os
 import re
+import string
+import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +29,9 @@ from glmkit.stats.statistics import SCHEMES, statistic_names  # the engine's reg
 
 __all__ = [
     "RunSettings",
+    "Parameter",
+    "parameters",
+    "parameter_table",
     "BUILTIN_DATASETS",
     "HEIGHT_CONTROLS",
     "GRID_ACTIONS",
@@ -35,9 +41,6 @@ __all__ = [
 
 BUILTIN_DATASETS = ("demo", "demo-null", "localizer")
 NOTEBOOK_NAME = "second_level_association.ipynb"
-#: Fields that steer the runner (where and how to run), not the analysis; they are not
-#: notebook parameters and are left out of ``params.json``.
-RUNNER_FIELDS = ("notebook", "force", "output_dir")
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 _TRUE = {"true", "yes", "on", "1", "y", "t"}
@@ -55,39 +58,6 @@ def packaged_notebook() -> Path:
     """
     return Path(__file__).resolve().parent / "notebooks" / NOTEBOOK_NAME
 
-
-# field name -> kind used to coerce strings (CLI flags) and check types
-_KINDS: dict[str, str] = {
-    "dataset": "str",
-    "table": "path?",
-    "subject_column": "str",
-    "on_grid_mismatch": "str",
-    "localizer_contrast": "str",
-    "n_subjects": "int",
-    "covariates": "strs",
-    "formula": "str?",
-    "rename": "dict",
-    "contrast": "contrast",
-    "center": "bool",
-    "smoothing_fwhm": "float?",
-    "alpha": "float",
-    "height_control": "str?",
-    "n_perm": "int",
-    "two_sided": "bool",
-    "statistics": "strs",
-    "scheme": "str",
-    "groups": "str?",
-    "tfce": "tfce?",
-    "cluster_threshold": "float",
-    "random_state": "int",
-    "n_jobs": "int",
-    "run_name": "str",
-    "reports_dir": "path",
-    "cut_coords": "floats3",
-    "output_dir": "path?",
-    "notebook": "path?",
-    "force": "bool",
-}
 
 _KIND_HELP = {
     "str": "a string",
@@ -108,85 +78,37 @@ _KIND_HELP = {
 }
 
 
+def _param(default: Any, kind: str, text: str, *, runner: bool = False, flag: bool = True,
+           notebook: bool = True) -> Any:
+    """A :class:`RunSettings` field with its declaration: the kind its values are coerced to
+    (a key of ``_KIND_HELP``) and its help text (markdown: code in backticks; ``$name``
+    stands for a list of choices, see :func:`_choices`).
+
+    ``runner``: steers the runner (where and how to run), not the analysis; left out of
+    ``params.json``. ``flag``: a ``glmkit run`` flag and a row of the README table.
+    ``notebook``: injected into the notebook's parameters cell by ``glmkit run``.
+    """
+    metadata = {"kind": kind, "help": text, "runner": runner, "flag": flag,
+                "notebook": notebook}
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass(frozen=True, kw_only=True)
 class RunSettings:
     """Parameters of one second-level run (the reference analysis by default).
 
-    Every field is a notebook parameter and a ``glmkit run --flag`` (except ``notebook``,
-    ``force`` and ``output_dir``, which steer the runner). Values given as strings (from the
-    command line) are coerced: ``"1000"`` -> 1000, ``"voxel,tfce"`` -> ``("voxel", "tfce")``,
-    ``"{pseudo: fluency}"`` -> ``{"pseudo": "fluency"}``, ``"none"`` -> None.
+    Every field is a notebook parameter and a ``glmkit run --flag`` (except ``output_dir``,
+    which the runner chooses). Values given as strings (from the command line) are coerced:
+    ``"1000"`` -> 1000, ``"voxel,tfce"`` -> ``("voxel", "tfce")``, ``"{pseudo: fluency}"`` ->
+    ``{"pseudo": "fluency"}``, ``"none"`` -> None. Each field declares its kind and help text
+    once (:func:`parameters`); the command line's help and the README's table derive from
+    them.
 
     Parameters
     ----------
-    dataset : str
-        ``"demo"``, ``"demo-null"``, ``"localizer"`` or a folder of maps (with ``table``).
-    table : str or None
-        Subject table (TSV/CSV) of a folder dataset.
-    subject_column : str
-        Column of ``table`` holding the subject ids.
-    on_grid_mismatch : {"error", "resample"}
-        A map on another grid (shape/affine) than the first map: stop with an error naming
-        the files, or resample it to the first map's grid (continuous interpolation; QC
-        flags it).
-    localizer_contrast, n_subjects : str, int
-        Which Localizer contrast and how many subjects (``dataset="localizer"``).
-    covariates : tuple of str
-        Table columns of the design (an intercept is added). Ignored when ``formula`` is set.
-    formula : str or None
-        A formulaic formula, e.g. ``"pseudo + age + C(sex)"``, instead of ``covariates``.
-    rename : dict
-        Design column renames, e.g. ``{"pseudo": "fluency"}`` as in nilearn's example.
-    contrast : str or tuple of float
-        What is tested: a design column (``"fluency"``), an expression of columns
-        (``"a - b"``, ``"2*fluency"``) or one weight per design column (``[1, 0]``; on the
-        command line ``'[1, 0]'``). Parsed by :func:`glmkit.stats.contrast.parse_contrast`;
-        a list of names (an F-test) is not supported yet.
-    center : bool
-        Centre the covariates (the reference does not).
-    smoothing_fwhm : float or None
-        Gaussian smoothing in mm applied to the maps (5.0 in the reference).
-    alpha : float
-        Error rate of every threshold (FDR q and FWER), in (0, 1).
-    height_control : {"fdr", "bonferroni", "fpr", None}
-        Parametric height control of the headline parametric map.
-    n_perm : int
-        Number of permutations (>= 1); the reference uses 1000.
-    two_sided : bool
-        Two-sided tests (the reference is one-sided: a positive association).
-    statistics : tuple of str
-        Permutation statistics, a subset of ``("voxel", "cluster_size", "cluster_mass",
-        "tfce")``; empty skips the permutation stage.
-    scheme : {"freedman_lane", "ter_braak"}
-        Permutation scheme for designs with nuisance covariates: Freedman-Lane (nilearn's,
-        randomise's and PALM's) permutes the residuals of the model without the tested
-        regressor; ter Braak those of the full model.
-    groups : str or None
-        Table column of exchangeability blocks (e.g. ``"site"``): permutations stay within
-        blocks, as randomise's and PALM's ``-eb``. Subjects missing it are excluded by QC.
-    tfce : None, True or dict
-        TFCE options passed to the permutation engine (True: the defaults E=0.5, H=2; a
-        mapping such as ``{"E": 0.5, "H": 2}``). Setting it adds ``"tfce"`` to
-        ``statistics``.
-    cluster_threshold : float
-        Cluster-forming uncorrected p threshold of cluster statistics, in (0, 1).
-    random_state : int
-        Seed of the permutation stream (recorded in the provenance).
-    n_jobs : int
-        Workers for the permutations (joblib convention: -1 = all cores; not 0).
-    run_name : str
-        Folder name of the run under ``reports_dir`` (no path separator).
-    reports_dir : str
-        Where runs land.
-    cut_coords : tuple of 3 floats
-        Cut (x, y, z) in mm of the figures.
-    output_dir : str or None
-        Where the notebook writes its outputs; None -> ``reports_dir/run_name``. The runner
-        sets it to a temporary folder that it renames when the run is complete.
-    notebook : str or None
-        Notebook to execute; None -> the notebook shipped with glmkit.
-    force : bool
-        Replace a complete earlier run of the same name.
+    $parameters
 
     Examples
     --------
@@ -199,40 +121,71 @@ class RunSettings:
     glmkit.errors.ParameterError: alpha=2.0 is out of range: expected 0 < alpha < 1 ...
     """
 
-    dataset: str = "demo"
-    table: str | None = None
-    subject_column: str = "subject"
-    on_grid_mismatch: str = "error"
-    localizer_contrast: str = "left button press (auditory cue)"
-    n_subjects: int = 94
-    covariates: tuple[str, ...] = ("pseudo",)
-    formula: str | None = None
-    rename: dict[str, str] = field(default_factory=lambda: {"pseudo": "fluency"})
-    contrast: str | tuple[float, ...] = "fluency"
-    center: bool = False
-    smoothing_fwhm: float | None = 5.0
-    alpha: float = 0.05
-    height_control: str | None = "fdr"
-    n_perm: int = 5000
-    two_sided: bool = False
-    statistics: tuple[str, ...] = ("voxel",)
-    scheme: str = "freedman_lane"
-    groups: str | None = None
-    tfce: bool | dict[str, Any] | None = None
-    cluster_threshold: float = 0.001
-    random_state: int = 2026
-    n_jobs: int = 1
-    run_name: str = "demo"
-    reports_dir: str = "reports"
-    cut_coords: tuple[float, float, float] = (38.0, -17.0, -3.0)
-    output_dir: str | None = None
-    notebook: str | None = None
-    force: bool = False
+    dataset: str = _param("demo", "str", "$datasets or a folder or glob of maps (with `table`)")
+    table: str | None = _param(None, "path?", "subject table (TSV/CSV) of a folder dataset")
+    subject_column: str = _param("subject", "str",
+                                 "the table's subject-id column (e.g. `participant_id`)")
+    on_grid_mismatch: str = _param(
+        "error", "str", "a map on another grid (shape/affine) than the first map: `error` "
+        "(naming the files) or `resample` it to the first map's grid (QC flags it)")
+    localizer_contrast: str = _param("left button press (auditory cue)", "str",
+                                     "Localizer contrast fetched with `dataset: localizer`")
+    n_subjects: int = _param(94, "int", "Localizer subjects to fetch (`dataset: localizer`)")
+    covariates: tuple[str, ...] = _param(("pseudo",), "strs", "table columns of the design "
+                                         "(an intercept is added); ignored when `formula` is set")
+    formula: str | None = _param(None, "str?", "a formulaic formula instead of `covariates`, "
+                                 "e.g. `pseudo + age + C(sex)`")
+    rename: dict[str, str] = _param({"pseudo": "fluency"}, "dict",
+                                    "design column renames, as in nilearn's example")
+    contrast: str | tuple[float, ...] = _param(
+        "fluency", "contrast", "what is tested: a design column, an expression of columns "
+        "(`a - b`, `2*fluency`) or one weight per column (`[1, 0]`)")
+    center: bool = _param(False, "bool", "centre the covariates (the reference does not)")
+    smoothing_fwhm: float | None = _param(5.0, "float?", "Gaussian smoothing FWHM in mm "
+                                          "applied to the maps (`none`: no smoothing)")
+    alpha: float = _param(0.05, "float", "FDR q and FWER level of every threshold, in (0, 1)")
+    height_control: str | None = _param("fdr", "str?", "parametric height control of the "
+                                        "headline map: $height_controls")
+    n_perm: int = _param(5000, "int", "number of permutations, >= 1 (the reference uses 1000)")
+    two_sided: bool = _param(False, "bool", "two-sided tests (the reference is one-sided: "
+                             "a positive association)")
+    statistics: tuple[str, ...] = _param(("voxel",), "strs", "permutation statistics, any of "
+                                         "$statistics; empty: no permutation stage")
+    scheme: str = _param("freedman_lane", "str", "permutation scheme: $schemes (Freedman-Lane "
+                         "permutes the reduced model's residuals, as nilearn, randomise and "
+                         "PALM do; ter Braak the full model's; sign_flip flips their signs, "
+                         "assuming symmetric errors); one-sample tests always sign-flip")
+    groups: str | None = _param(None, "str?", "table column of exchangeability blocks (e.g. "
+                                "`site`): permutations stay within blocks, as randomise's and "
+                                "PALM's `-eb`; QC excludes subjects missing it")
+    tfce: bool | dict[str, Any] | None = _param(
+        None, "tfce?", "TFCE options: `true` (the defaults) or a mapping such as "
+        "`{E: 0.5, H: 2}`; adds `tfce` to `statistics`")
+    cluster_threshold: float = _param(0.001, "float", "cluster-forming uncorrected p of the "
+                                      "cluster statistics, in (0, 1)")
+    random_state: int = _param(2026, "int",
+                               "seed of the permutation stream (recorded in `provenance.json`)")
+    n_jobs: int = _param(1, "int", "permutation workers (joblib: -1 = all cores; not 0)")
+    run_name: str = _param("demo", "str", "folder of the run under `reports_dir` (one name, "
+                           "no path separator)")
+    reports_dir: str = _param("reports", "path", "where runs land")
+    cut_coords: tuple[float, float, float] = _param(
+        (38.0, -17.0, -3.0), "floats3",
+        "figure cut x,y,z in mm (the peak is used when the cut misses the data)")
+    output_dir: str | None = _param(
+        None, "path?", "where the notebook writes (`none`: `reports_dir/run_name`); "
+        "`glmkit run` sets it to a temporary folder that it renames when the run is complete",
+        runner=True, flag=False)
+    notebook: str | None = _param(
+        None, "path?", "the notebook to execute (`none`: the notebook shipped with glmkit); "
+        "`glmkit run` passes its path to the notebook, which records its sha256", runner=True)
+    force: bool = _param(False, "bool", "replace a complete earlier run of the same name",
+                         runner=True, notebook=False)
 
     # ------------------------------------------------------------------ validation
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            value = _coerce(f.name, _KINDS[f.name], getattr(self, f.name))
+            value = _coerce(f.name, f.metadata["kind"], getattr(self, f.name))
             object.__setattr__(self, f.name, value)
         self._check()
 
@@ -307,8 +260,31 @@ class RunSettings:
 
     @classmethod
     def notebook_parameters(cls) -> tuple[str, ...]:
-        """Names injected into the notebook's ``parameters`` cell (all but runner fields)."""
-        return tuple(n for n in cls.field_names() if n not in ("notebook", "force"))
+        """Names ``glmkit run`` injects into the notebook's ``parameters`` cell (all but
+        ``force``)."""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.metadata["notebook"])
+
+    @classmethod
+    def from_namespace(cls, namespace: Mapping[str, Any], /, **overrides: Any) -> RunSettings:
+        """Build settings from the parameter names found in ``namespace``, ignoring other names.
+
+        Meant for a notebook's ``globals()``: papermill injects the parameters as variables, so
+        ``RunSettings.from_namespace(globals())`` takes each of them (a parameter the namespace
+        lacks takes its default) and ignores the notebook's other names. ``overrides`` take
+        precedence.
+
+        Examples
+        --------
+        >>> RunSettings.from_namespace({"n_perm": 50, "np": object(), "x": 1}).n_perm
+        50
+        >>> RunSettings.from_namespace({}) == RunSettings()
+        True
+        """
+        if not isinstance(namespace, Mapping):
+            raise ParameterError(f"from_namespace expects a mapping of names to values (such "
+                                 f"as globals()), found {type(namespace).__name__}")
+        given = {name: namespace[name] for name in cls.field_names() if name in namespace}
+        return cls.from_mapping(given, **overrides)
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any] | None = None, /, **overrides: Any
@@ -397,6 +373,153 @@ class RunSettings:
     def summary(self) -> str:
         """One line per analysis parameter."""
         return "\n".join(f"{k}: {v}" for k, v in self.to_dict(runner=False).items())
+
+
+#: Fields that steer the runner (where and how to run), not the analysis; they are left out
+#: of ``params.json``.
+RUNNER_FIELDS = tuple(f.name for f in dataclasses.fields(RunSettings) if f.metadata["runner"])
+
+
+# ---------------------------------------------------------------------- declarations
+@dataclass(frozen=True)
+class Parameter:
+    """One run parameter, as its :class:`RunSettings` field declares it.
+
+    Attributes
+    ----------
+    name : str
+        Field name (``--name-with-dashes`` on the command line).
+    kind : str
+        What values are coerced to (``"int"``, ``"float?"``, ``"strs"``, ...); see
+        :attr:`expects`.
+    type : str
+        The field's annotation.
+    default : object
+        The default value (JSON-able: tuples as lists).
+    text : str
+        The declared help text: markdown (code in backticks) where ``$name`` stands for a
+        list of choices read when :attr:`markdown` is asked for (``$statistics``: the
+        statistics registered at that time).
+    runner, flag, notebook : bool
+        Steers the runner (not in ``params.json``); is a ``glmkit run`` flag and a README row;
+        is injected into the notebook by ``glmkit run``.
+    """
+
+    name: str
+    kind: str
+    type: str
+    default: Any
+    text: str
+    runner: bool
+    flag: bool
+    notebook: bool
+
+    @property
+    def markdown(self) -> str:
+        """The help text in markdown, choices filled in from where they are declared now."""
+        return string.Template(self.text).substitute(_choices())
+
+    @property
+    def help(self) -> str:
+        """The help text as plain text (command line)."""
+        return self.markdown.replace("`", "")
+
+    @property
+    def expects(self) -> str:
+        """What a value must be, in words (e.g. ``"an integer"``)."""
+        return _KIND_HELP[self.kind]
+
+    @property
+    def default_markdown(self) -> str:
+        """The default as shown in the README (a value the command line accepts back)."""
+        return _shown(self.default)
+
+    @property
+    def default_text(self) -> str:
+        """The default as shown by ``glmkit run --help``."""
+        return self.default_markdown.replace("`", "")
+
+
+def parameters() -> tuple[Parameter, ...]:
+    """Every run parameter with its declaration, in field order.
+
+    Examples
+    --------
+    >>> by_name = {p.name: p for p in parameters()}
+    >>> by_name["n_perm"].kind, by_name["n_perm"].default, by_name["n_perm"].expects
+    ('int', 5000, 'an integer')
+    >>> "`tfce`" in by_name["statistics"].markdown  # read from the registry of statistics
+    True
+    """
+    defaults = RunSettings().to_dict()
+    return tuple(
+        Parameter(name=f.name, kind=f.metadata["kind"], type=str(f.type),
+                  default=defaults[f.name], text=f.metadata["help"],
+                  runner=f.metadata["runner"], flag=f.metadata["flag"],
+                  notebook=f.metadata["notebook"])
+        for f in dataclasses.fields(RunSettings))
+
+
+def parameter_table() -> str:
+    """The README's table of ``glmkit run`` parameters (markdown), generated from the fields.
+
+    ``tests/test_packaging.py`` checks that README.md holds exactly this table; after adding
+    or changing a field, paste the output of
+    ``python -c "import glmkit.settings as s; print(s.parameter_table())"`` into README.md.
+    """
+    rows = ["| parameter | default | meaning |", "|---|---|---|"]
+    rows += [f"| `{p.name}` | {p.default_markdown} | {p.markdown} |"
+             for p in parameters() if p.flag]
+    return "\n".join(rows) + "\n"
+
+
+def _choices() -> dict[str, str]:
+    """The lists the help texts name as ``$name``, read from where each is declared now (a
+    statistic registered at run time is listed)."""
+    from glmkit.stats.statistics import SCHEMES as schemes
+    from glmkit.stats.statistics import statistic_names
+
+    def listed(values) -> str:
+        return ", ".join(f"`{_shown_scalar(v)}`" for v in values)
+
+    return {"datasets": listed(BUILTIN_DATASETS), "height_controls": listed(HEIGHT_CONTROLS),
+            "statistics": listed(statistic_names()), "schemes": listed(schemes)}
+
+
+def _shown_scalar(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _shown(value: Any) -> str:
+    """A default as the command line would take it back: ``none``, ``false``, ``5000``,
+    ``0.05``, ```voxel```, ```38,-17,-3```, ```{pseudo: fluency}```."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return _shown_scalar(value)
+    if isinstance(value, list):
+        return f"`{','.join(_shown_scalar(v) for v in value)}`" if value else "empty"
+    if isinstance(value, dict):
+        items = ", ".join(f"{k}: {_shown_scalar(v)}" for k, v in value.items())
+        return f"`{{{items}}}`"
+    return f"`{value}`"
+
+
+def _numpydoc_parameters() -> str:
+    """The Parameters section of :class:`RunSettings`'s docstring, from the declarations."""
+    lines = []
+    for p in parameters():
+        text = re.sub(r"`([^`]*)`", r"``\1``", p.markdown)
+        default = re.sub(r"`([^`]*)`", r"``\1``", p.default_markdown)
+        lines.append(f"{p.name} : {p.type}")
+        lines += textwrap.wrap(f"{text[:1].upper()}{text[1:]}. Default: {default}.", width=88,
+                               initial_indent="    ", subsequent_indent="    ",
+                               break_on_hyphens=False)
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -610,3 +733,8 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     return value
+
+
+# the docstring's Parameters section, from the field declarations (needs the helpers above)
+RunSettings.__doc__ = inspect.cleandoc(RunSettings.__doc__ or "").replace(
+    "$parameters", _numpydoc_parameters())

@@ -152,8 +152,9 @@ def test_batch_bad_inputs(tmp_path, capsys):
 def test_summary_prints_dataset_qc_design(capsys, demo):
     code, out, err = _main(["summary", "--dataset", "demo"], capsys)
     assert code == 0, err
-    for subject in demo.provenance["defects"]:  # the planted defects QC excludes, named
-        assert f"excluded {subject}" in out
+    for subject, kind in demo.provenance["defects"].items():  # the planted defects, named
+        verb = "excluded" if kind == "scale_x100" else "flagged"  # a unit change excludes
+        assert f"{verb} {subject}" in out
     assert "fluency" in out and "intercept" in out
     assert "contrast: fluency" in out
 
@@ -170,11 +171,6 @@ def test_in_process_main_leaves_logging_as_it_found_it(capsys, demo):
     assert (list(logger.handlers), logger.level) == before
     logger.info("after the command")
     assert capsys.readouterr().err == ""
-
-
-def test_every_flag_has_its_own_help_text():
-    """No flag falls back to a generic 'a string' / 'a number' description."""
-    assert set(cli._HELP) == set(RunSettings.field_names()) - {"output_dir"}
 
 
 @pytest.mark.parametrize(("flag", "shown"), [("2*fluency", "2*fluency"), ("[1, 0]", "[1, 0]")])
@@ -219,3 +215,51 @@ def test_glmkit_run_with_a_vector_contrast_equals_the_named_one(tmp_path, demo):
     expected = np.asarray(named.maps()["logp_maxt"].dataobj).astype(written.dtype)
     np.testing.assert_array_equal(written, expected)
     assert written.max() > 1  # the planted effect: the comparison is not between empty maps
+
+
+def test_every_flag_shows_its_declared_help_and_default():
+    """`glmkit run --help` shows each parameter's declared help text and default, so the
+    help cannot drift from the RunSettings fields (nor fall back to a generic text)."""
+    from glmkit.settings import parameters
+
+    out = subprocess.run([sys.executable, "-m", "glmkit", "run", "--help"],
+                         capture_output=True, text=True, timeout=120, check=True)
+    page = " ".join(out.stdout.split())
+    flags = [p for p in parameters() if p.flag]
+    assert {p.name for p in flags} == set(RunSettings.field_names()) - {"output_dir"}
+    for p in flags:
+        assert p.help.strip() and p.help != p.expects, p.name
+        assert f"{' '.join(p.help.split())} (default: {p.default_text})" in page, p.name
+    assert "--output-dir" not in page  # the runner chooses it
+
+
+def test_statistics_help_lists_statistics_registered_at_run_time():
+    import numpy as np
+
+    from glmkit.stats.statistics import (StatisticSpec, register_statistic, statistic_names,
+                                         unregister_statistic)
+
+    spec = StatisticSpec(name="toy_abs_max", label="toy", short="toy", units="max |t|",
+                         observed=lambda t, ctx: np.abs(t), null_max=None,
+                         methods=lambda result: "toy")
+    register_statistic(spec)
+    try:
+        run = next(a for a in cli.build_parser()._subparsers._group_actions[0].choices.values()
+                   if a.prog.endswith(" run"))
+        page = " ".join(run.format_help().split())
+    finally:
+        unregister_statistic("toy_abs_max")
+    listed = ", ".join(statistic_names() + ("toy_abs_max",))
+    assert f"permutation statistics, any of {listed};" in page
+
+
+def test_cli_reads_settings_through_public_names_only():
+    import ast
+
+    tree = ast.parse(Path(cli.__file__).read_text())
+    imported = [(node.module, alias.name) for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) for alias in node.names]
+    assert ("glmkit.settings", "parameters") in imported
+    private = [(m, n) for m, n in imported if m and m.startswith("glmkit") and n.startswith("_")
+               and n != "__version__"]
+    assert private == []

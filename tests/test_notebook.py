@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import csv
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,9 @@ import nbformat
 import numpy as np
 import pytest
 
-from glmkit.run import REQUIRED_FILES, REQUIRED_MAPS
+from glmkit._util import sha256_file
+from glmkit.report.runfolder import promised_files
+from glmkit.run import check_run_folder
 from glmkit.settings import RunSettings, packaged_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +67,7 @@ def test_code_cells_only_call_glmkit():
         tree = ast.parse(cell.source)
         bad = [type(n).__name__ for n in ast.walk(tree) if isinstance(n, forbidden)]
         assert not bad, (bad, cell.source)
-        settings_cell_seen |= "RunSettings(" in cell.source
+        settings_cell_seen |= "RunSettings.from_namespace(globals())" in cell.source
     assert settings_cell_seen
 
 
@@ -91,10 +92,12 @@ def run_folder(tmp_path_factory, glmkit_data_dir):
 def test_run_prints_report_path_and_writes_every_promised_file(run_folder):
     folder, out = run_folder
     assert out.stdout.strip().splitlines()[-1] == f"report: {folder / 'report.html'}"
-    for name in REQUIRED_FILES:
-        assert (folder / name).is_file(), name
-    for name in (*REQUIRED_MAPS, "logp_maxt"):
-        assert (folder / "maps" / f"{name}.nii.gz").is_file(), name
+    manifest = check_run_folder(folder)  # every file as the writer left it
+    assert manifest.paths[-1] == "report.html"
+    assert set(manifest.paths) == set(promised_files(["voxel"]))
+    assert "maps/logp_maxt.nii.gz" in manifest.paths
+    written = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert written == set(manifest.paths) | {"manifest.json", "notebook.ipynb", "run.json"}
     assert [p.name for p in folder.parent.iterdir()] == ["nb"]  # nothing else left behind
 
 
@@ -121,8 +124,13 @@ def test_params_and_provenance(run_folder):
     assert prov["random_state"] == params["random_state"]
     assert set(prov["timings_s"]) >= {"load", "qc", "design", "fit", "permutation"}
     assert prov["dataset"]["provenance"]["sha256"]
-    assert prov["run"]["wall_time_s"] > 0 and prov["run"]["cells"]
-    assert ".tmp-" not in json.dumps(prov)  # no trace of the temporary folder
+    assert prov["notebook"] == {"name": NOTEBOOK.name,
+                                "sha256": sha256_file(packaged_notebook())}
+    record = json.loads((folder / "run.json").read_text())
+    assert record["wall_time_s"] > 0
+    assert len(record["cells"]) == 1 + sum(c.cell_type == "code" for c in _cells())  # injected
+    for name in ("provenance.json", "params.json", "run.json"):  # no trace of the temporary
+        assert ".tmp-" not in (folder / name).read_text(), name  # folder
 
 
 def test_tables_and_maps_are_consistent(run_folder):
@@ -172,10 +180,38 @@ def test_real_notebook_failing_cell_is_named(tmp_path):
     assert (reports / names[0] / "notebook.ipynb").is_file()
 
 
-def test_settings_cell_passes_every_parameter_on():
-    """A parameter declared in the parameters cell but not passed to RunSettings would be
-    silently ignored by `glmkit run --that-parameter ...`."""
-    cell = next(c for c in _cells() if c.cell_type == "code" and "RunSettings(" in c.source
-                and "parameters" not in c.metadata.get("tags", []))
-    passed = set(re.findall(r"^\s+(\w+)=\1,$", cell.source, flags=re.M))
-    assert passed == set(RunSettings.notebook_parameters())
+#: a value other than the default for every notebook parameter ({tmp}: a temporary folder)
+NON_DEFAULT = {
+    "dataset": "{tmp}", "table": "{tmp}/participants.tsv", "subject_column": "participant_id",
+    "on_grid_mismatch": "resample", "localizer_contrast": "right button press",
+    "n_subjects": 12, "covariates": ["pseudo", "age"], "formula": "pseudo + age",
+    "rename": {"age": "years"}, "contrast": "pseudo", "center": True, "smoothing_fwhm": 8.0,
+    "alpha": 0.01, "height_control": "bonferroni", "n_perm": 77, "two_sided": True,
+    "statistics": ["voxel", "cluster_size"], "scheme": "ter_braak", "groups": "site",
+    "tfce": {"E": 1.0, "H": 2.0}, "cluster_threshold": 0.01, "random_state": 7, "n_jobs": 2,
+    "run_name": "other", "reports_dir": "elsewhere", "cut_coords": [1.0, 2.0, 3.0],
+    "output_dir": "{tmp}/out", "notebook": "{tmp}/this.ipynb",
+}
+
+
+def test_settings_cell_takes_every_injected_parameter(tmp_path):
+    """What `glmkit run` injects reaches the settings: run the notebook's code up to its
+    settings cell, with papermill's injected cell after the parameters cell setting every
+    parameter to a value other than its default, and compare the settings field by field."""
+    from papermill.translators import PythonTranslator
+
+    (tmp_path / "participants.tsv").write_text("participant_id\tpseudo\tage\tsite\n")
+    values = {k: v.replace("{tmp}", str(tmp_path)) if isinstance(v, str) else v
+              for k, v in NON_DEFAULT.items()}
+    assert set(values) == set(RunSettings.notebook_parameters())  # a new one needs a value here
+    defaults = RunSettings().to_dict()
+    assert not [k for k in values if RunSettings(**values).to_dict()[k] == defaults[k]]
+    code = [c for c in _cells() if c.cell_type == "code"]
+    cut = next(i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", []))
+    end = next(i for i, c in enumerate(code) if "RunSettings.from_namespace" in c.source)
+    sources = ([c.source for c in code[:cut + 1]] + [PythonTranslator.codify(values)]
+               + [c.source for c in code[cut + 1:end + 1]])
+    namespace: dict = {}
+    for source in sources:
+        exec(source, namespace)  # noqa: S102 - our own notebook
+    assert namespace["settings"].to_dict() == RunSettings(**values).to_dict()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import numpy as np
 import pytest
@@ -98,24 +97,6 @@ def test_summary_mentions_fdr_and_fwer_separately(result):
     assert "excluded by QC" in text
     assert "(FDR 0.05)" in text and "(FWER 0.05)" in text
     assert "permutation" in result.permutation_summary().lower() or result.permutation_summary()
-
-
-def test_provenance_is_portable(result, tmp_path):
-    out = pipeline.write_record(result, tmp_path / "rec")
-    provenance = json.loads((out / "provenance.json").read_text())
-    text = (out / "provenance.json").read_text()
-    assert socket.gethostname() not in text
-    assert str(result.dataset.maps[0]) not in text  # no absolute machine path
-    for package in ("glmkit", "numpy", "scipy", "nilearn", "nibabel", "pandas"):
-        assert provenance["software"][package]
-    assert provenance["python"]
-    assert provenance["random_state"] == result.settings.random_state
-    assert provenance["timings_s"] == result.timings
-    hashes = provenance["dataset"]["provenance"]["sha256"]
-    assert len(hashes) >= 94 and all(len(h) == 64 for h in hashes.values())
-    params = json.loads((out / "params.json").read_text())
-    assert RunSettings(**params) == result.settings
-    assert json.loads((out / "summary.json").read_text()) == result.headline()
 
 
 def test_no_permutation_when_no_statistic(result):

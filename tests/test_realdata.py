@@ -200,7 +200,7 @@ def settings_for(cohort: Cohort, root: Path, run_name: str, **changes) -> RunSet
 def run_form(cohort: Cohort, root: Path, run_name="run", **changes):
     settings = settings_for(cohort, root, run_name, **changes)
     result = run_analysis(settings)
-    report = write_report(result, root / "reports" / run_name)
+    report = write_report(result, root / "reports" / run_name).report
     return result, report
 
 
@@ -257,7 +257,7 @@ def analysed(tmp_path_factory):
             if form in REPORTED:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
-                    report = write_report(result, root / "reports" / form)
+                    report = write_report(result, root / "reports" / form).report
             cache[form] = (cohort, result, report, [str(w.message) for w in caught])
         return cache[form]
 

@@ -104,11 +104,16 @@ def analysis(demo):
 
 
 @pytest.fixture(scope="module")
-def report(analysis, tmp_path_factory) -> Path:
+def manifest(analysis, tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "demo"
     notebook = out.parent / "notebook.ipynb"
     notebook.write_text("{}")
     return write_report(analysis, out, notebook_path=notebook)
+
+
+@pytest.fixture(scope="module")
+def report(manifest) -> Path:
+    return manifest.report
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +177,79 @@ def test_report_files(analysis, report):
     assert {"subject", "check", "verdict", "reason"} <= set(qc.columns)
     pd.read_csv(out / "clusters.csv")
     assert not list(out.glob(".*tmp*"))
+
+
+def test_manifest_lists_every_file_written_with_its_size_and_sha256(analysis, manifest):
+    import hashlib
+    import json
+
+    from glmkit.report.runfolder import RunManifest, promised_files
+
+    out = manifest.folder
+    written = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert written == set(manifest.paths) | {"manifest.json"}  # nothing else, nothing left out
+    assert set(manifest.paths) == set(promised_files(STATISTICS))
+    for record in manifest.files:
+        data = (out / record.path).read_bytes()
+        assert (record.size, record.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+    assert manifest.report == out / "report.html" and manifest.paths[-1] == "report.html"
+    on_disk = json.loads((out / "manifest.json").read_text())
+    assert [f["path"] for f in on_disk["files"]] == list(manifest.paths)
+    assert RunManifest.read(out) == manifest and manifest.check() is manifest
+
+
+def test_manifest_finds_changed_and_missing_files(manifest, tmp_path):
+    from glmkit.report.runfolder import RunManifest
+
+    copy = tmp_path / "copy"
+    shutil.copytree(manifest.folder, copy)
+    again = RunManifest.read(copy)
+    assert again.problems() == []
+    (copy / "summary.json").write_text((copy / "summary.json").read_text().replace("1", "2"))
+    (copy / "maps" / "z.nii.gz").unlink()
+    assert again.problems() == ["maps/z.nii.gz is missing",
+                                "summary.json has another sha256 than the manifest's"]
+    with pytest.raises(ReportError, match="does not match its manifest.json: maps/z.nii.gz"):
+        again.check()
+    (copy / "manifest.json").unlink()
+    with pytest.raises(ReportError, match="manifest.json' does not exist"):
+        RunManifest.read(copy)
+
+
+def test_records_are_the_results_and_portable(analysis, manifest, report):
+    """params.json, provenance.json and summary.json hold the run's settings, provenance
+    (with the notebook's hash) and headline; no host name or machine path is recorded."""
+    import hashlib
+    import json
+    import socket
+
+    from glmkit.settings import RunSettings
+
+    out = manifest.folder
+    text = (out / "provenance.json").read_text()
+    provenance = json.loads(text)
+    assert socket.gethostname() not in text
+    assert str(analysis.dataset.maps[0]) not in text  # no absolute machine path
+    for package in ("glmkit", "numpy", "scipy", "nilearn", "nibabel", "pandas"):
+        assert provenance["software"][package]
+    assert provenance["python"]
+    assert provenance["random_state"] == analysis.settings.random_state
+    assert provenance["timings_s"] == analysis.timings
+    hashes = provenance["dataset"]["provenance"]["sha256"]
+    assert len(hashes) >= 94 and all(len(h) == 64 for h in hashes.values())
+    notebook = out.parent / "notebook.ipynb"
+    assert provenance["notebook"] == {"name": "notebook.ipynb",
+                                      "sha256": hashlib.sha256(notebook.read_bytes()).hexdigest()}
+    params = json.loads((out / "params.json").read_text())
+    assert RunSettings(**params) == analysis.settings
+    assert "output_dir" not in params and "notebook" not in params
+    assert json.loads((out / "summary.json").read_text()) == analysis.headline()
+
+
+def test_notebook_path_must_exist(analysis, tmp_path):
+    with pytest.raises(ReportError, match=r"notebook_path=.*nope.ipynb' does not exist"):
+        write_report(analysis, tmp_path / "x", notebook_path=tmp_path / "nope.ipynb")
+    assert not (tmp_path / "x" / "manifest.json").exists()
 
 
 SECTIONS = ("summary", "how-to-read", "methods", "qc", "design", "results", "clusters", "null",
@@ -324,7 +402,7 @@ def test_user_strings_escaped_and_no_permutation(analysis, tmp_path):
         analysis, permutation=None, clusters=clusters,
         dataset=dataclasses.replace(analysis.dataset, name=EVIL, ground_truth=None),
         qc=dataclasses.replace(analysis.qc, table=qc_table))
-    page = write_report(result, tmp_path / "evil").read_text(encoding="utf-8")
+    page = write_report(result, tmp_path / "evil").report.read_text(encoding="utf-8")
     assert EVIL not in page and "example.com" not in _parse(page).urls.__repr__()
     assert html.escape(EVIL) in page
     # the only scripts are the viewer's, inside the Explore section

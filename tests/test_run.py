@@ -7,8 +7,10 @@ runner's guarantees are checked quickly; tests/test_notebook.py runs the real no
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,29 +23,42 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from glmkit.errors import ParameterError, ReportError, RunError
-from glmkit.run import REQUIRED_FILES, load_grid, run_batch
+from glmkit.report.runfolder import promised_files
+from glmkit.run import check_run_folder, load_grid, run_batch
 from glmkit.run import run_notebook as run
 from glmkit.settings import RunSettings
 
+#: what glmkit.write_report writes, written by hand (and the manifest by hashlib): the runner
+#: is checked against an independent writer of the folder and of manifest.json
 WRITE_OUTPUTS = """
-import json, pathlib
+import hashlib, json, pathlib
+from glmkit.settings import RunSettings
+settings = RunSettings.from_namespace(globals())  # the parameters as glmkit run passed them
 out = pathlib.Path(output_dir)
 (out / "maps").mkdir(parents=True, exist_ok=True)
-for name in ["mask", "z", "p", "effect", "z_fdr", "logp_bonferroni", "logp_maxt"]:
-    (out / "maps" / f"{name}.nii.gz").write_bytes(b"")
+names = [f"maps/{m}.nii.gz" for m in
+         ["mask", "z", "p", "effect", "z_fdr", "logp_bonferroni", "logp_maxt"]]
+for name in names:
+    (out / name).write_bytes(b"")
 for name in ["report.html", "design.csv", "qc.csv", "clusters.csv"]:
     (out / name).write_text(run_name)
+    names.append(name)
+(out / "params.json").write_text(settings.to_json())
 (out / "provenance.json").write_text(json.dumps({"random_state": random_state}))
 (out / "summary.json").write_text(json.dumps({
     "n_kept": 3, "n_subjects": 4, "n_voxels": 10, "peak_z": 4.5,
     "peak_xyz_mm": [1.0, 2.0, 3.0], "suprathreshold": {"fdr": 5, "bonferroni": 2},
 }))
+names += ["params.json", "provenance.json", "summary.json"]
+files = [{"path": n, "size": (out / n).stat().st_size,
+          "sha256": hashlib.sha256((out / n).read_bytes()).hexdigest()} for n in names]
+(out / "manifest.json").write_text(json.dumps({"format": 1, "files": files}))
 """
 
 
 def _notebook(path: Path, *cells: str) -> str:
     nb = new_notebook(cells=[
-        new_code_cell("output_dir = None\nrun_name = None\nrandom_state = 0",
+        new_code_cell("output_dir = None\nrun_name = None\nrandom_state = 0\nnotebook = None",
                       metadata={"tags": ["parameters"]}),
         *(new_code_cell(source) for source in cells),
     ])
@@ -66,6 +81,13 @@ def notebooks(tmp_path_factory) -> dict[str, str]:
         "slow": _notebook(root / "slow.ipynb",
                           "import pathlib, time\n(pathlib.Path(output_dir) / 'report.html')"
                           ".write_text('half')\ntime.sleep(120)"),
+        "tampered": _notebook(root / "tampered.ipynb", WRITE_OUTPUTS,
+                              "(out / 'qc.csv').write_text('changed after the manifest')"),
+        "unlisted": _notebook(root / "unlisted.ipynb", WRITE_OUTPUTS,
+                              "(out / 'manifest.json').write_text(json.dumps("
+                              "{'format': 1, 'files': files[1:]}))"),
+        "own_params": _notebook(root / "own_params.ipynb", WRITE_OUTPUTS.replace(
+            "from_namespace(globals())", "from_namespace(globals(), n_perm=999)")),
     }
 
 
@@ -78,26 +100,86 @@ def _listing(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
+def _run_files(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+
+
 def test_successful_run_is_complete_and_recorded(tmp_path, notebooks):
     settings = _settings(tmp_path, notebooks["ok"], random_state=11)
     report = run(settings, progress_bar=False)
     target = tmp_path / "reports" / "r"
     assert report == target / "report.html"
     assert _listing(tmp_path / "reports") == ["r"]  # no temporary folder left
-    for name in REQUIRED_FILES:
-        assert (target / name).is_file(), name
+    manifest = check_run_folder(target)
+    assert set(manifest.paths) == set(promised_files(["voxel"]))
+    assert _run_files(target) == set(manifest.paths) | {"manifest.json", "notebook.ipynb",
+                                                         "run.json"}
     params = json.loads((target / "params.json").read_text())
     assert RunSettings(**params) == settings.replace(notebook=None)  # as given
     assert "output_dir" not in params and "notebook" not in params
-    provenance = json.loads((target / "provenance.json").read_text())
-    assert provenance["random_state"] == 11  # written by the notebook, kept
-    assert provenance["run"]["run_name"] == "r"
-    assert provenance["run"]["wall_time_s"] > 0
-    assert provenance["run"]["notebook"] == "ok.ipynb"
-    assert [c["index"] for c in provenance["run"]["cells"]] == [0, 1, 2]  # incl. injected
+    # what the notebook wrote is kept as written: the runner adds run.json beside it
+    assert (target / "provenance.json").read_text() == json.dumps({"random_state": 11})
+    record = json.loads((target / "run.json").read_text())
+    assert record["run_name"] == "r" and record["kernel"] == "python3"
+    assert record["wall_time_s"] > 0 and record["finished_utc"]
+    assert [c["index"] for c in record["cells"]] == [0, 1, 2]  # incl. injected
+    assert {f["path"]: f["sha256"] for f in record["files"]} == {
+        name: hashlib.sha256((target / name).read_bytes()).hexdigest()
+        for name in ("notebook.ipynb", "manifest.json")}
     executed = nbformat.read(target / "notebook.ipynb", as_version=4)
-    assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
+    injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1
+    assert f'notebook = "{notebooks["ok"]}"' in injected[0].source  # its own path
+    assert "force" not in injected[0].source
     assert oct((target).stat().st_mode & 0o777) != oct(0o700)  # not mkdtemp's private mode
+
+
+def test_notebook_gets_the_parameters_as_given(tmp_path, notebooks, monkeypatch):
+    """Relative paths reach the notebook (and params.json) as typed, taken from the current
+    folder; no trace of the temporary folder is recorded."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "participants.tsv").write_text("subject\tpseudo\nS01\t1\n")
+    settings = RunSettings(notebook=notebooks["ok"], reports_dir="reports", run_name="rel",
+                           dataset="study", table="study/participants.tsv", n_perm=10)
+    run(settings, progress_bar=False)
+    folder = tmp_path / "reports" / "rel"
+    params = json.loads((folder / "params.json").read_text())
+    assert (params["dataset"], params["table"], params["reports_dir"]) == (
+        "study", "study/participants.tsv", "reports")
+    for name in ("params.json", "provenance.json", "run.json", "manifest.json"):
+        assert ".tmp-" not in (folder / name).read_text(), name
+
+
+@pytest.mark.parametrize(
+    ("notebook", "match"),
+    [
+        ("tampered", r"do not match manifest.json: qc.csv has 26 bytes, the manifest says 1"),
+        ("unlisted", r"do not match manifest.json: maps/mask.nii.gz is not in it"),
+        ("own_params", r"other parameters than given \(n_perm: given 10, written 999\)"),
+    ],
+)
+def test_folder_that_does_not_match_its_manifest_is_not_a_complete_run(
+        tmp_path, notebooks, notebook, match):
+    with pytest.raises(RunError, match=match):
+        run(_settings(tmp_path, notebooks[notebook]), progress_bar=False)
+    names = _listing(tmp_path / "reports")
+    assert "r" not in names and len(names) == 1 and names[0].startswith("r.failed-")
+
+
+@pytest.mark.parametrize("changed", ["report.html", "maps/z.nii.gz", "notebook.ipynb",
+                                     "manifest.json"])
+def test_check_run_folder_finds_a_file_changed_after_the_run(tmp_path, notebooks, changed):
+    run(_settings(tmp_path, notebooks["ok"]), progress_bar=False)
+    folder = tmp_path / "reports" / "r"
+    check_run_folder(folder)
+    path = folder / changed
+    path.write_bytes(path.read_bytes()[:-1] + b"#" if path.stat().st_size else b"#")
+    with pytest.raises(ReportError, match=re.escape(changed)):
+        check_run_folder(folder)
+    path.unlink()
+    with pytest.raises(ReportError, match=re.escape(changed)):
+        check_run_folder(folder)
 
 
 def test_existing_run_is_not_overwritten_without_force(tmp_path, notebooks):

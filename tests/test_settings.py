@@ -267,3 +267,70 @@ def test_empty_yaml_is_defaults(tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text("")
     assert read_params_file(path) == {}
+
+
+# ------------------------------------------------------------------ declarations
+def test_every_field_declares_a_kind_and_its_own_help():
+    from glmkit.settings import parameters
+
+    declared = parameters()
+    assert [p.name for p in declared] == list(RunSettings.field_names())
+    for p in declared:
+        assert p.expects  # a known kind
+        assert p.help.strip() and p.help != p.expects, p.name
+        assert "$" not in p.markdown, p.name  # every $choice filled in
+        assert p.name in RunSettings.__doc__, p.name  # the docstring is generated from them
+
+
+@pytest.mark.parametrize("name", RunSettings.field_names())
+def test_shown_default_is_taken_back_as_the_default(name):
+    """The default printed by --help and the README, given back as a flag value, is the
+    default (so what they show is true)."""
+    from glmkit.settings import parameters
+
+    p = next(p for p in parameters() if p.name == name)
+    again = RunSettings(**{name: p.default_text}).to_dict()[name]
+    assert again == RunSettings().to_dict()[name], (name, p.default_text)
+
+
+def test_runner_fields_and_notebook_parameters_come_from_the_declarations():
+    from glmkit.settings import RUNNER_FIELDS
+
+    assert set(RUNNER_FIELDS) == {"output_dir", "notebook", "force"}
+    assert set(RunSettings.field_names()) - set(RunSettings.notebook_parameters()) == {"force"}
+    assert not set(RUNNER_FIELDS) & set(json.loads(RunSettings().to_json()))
+
+
+def test_parameter_table_has_a_row_per_flag_in_field_order():
+    from glmkit.settings import parameter_table
+
+    rows = parameter_table().splitlines()
+    names = [row.split("|")[1].strip().strip("`") for row in rows[2:]]
+    assert names == [n for n in RunSettings.field_names() if n != "output_dir"]
+    assert "| `n_perm` | 5000 |" in parameter_table()
+
+
+# ------------------------------------------------------------------ from_namespace
+def test_from_namespace_takes_parameters_and_ignores_other_names():
+    namespace = {"n_perm": "50", "statistics": ["voxel", "tfce"], "run_name": "ns",
+                 "np": object(), "settings": None, "_": 3, "n_prem": 7}
+    s = RunSettings.from_namespace(namespace)
+    assert (s.n_perm, s.statistics, s.run_name) == (50, ("voxel", "tfce"), "ns")
+    # every name not given keeps its default
+    assert s == RunSettings(n_perm=50, statistics=("voxel", "tfce"), run_name="ns")
+
+
+def test_from_namespace_missing_parameters_take_their_defaults():
+    values = RunSettings().to_dict()
+    for dropped in ("groups", "cut_coords", "output_dir"):
+        del values[dropped]
+    assert RunSettings.from_namespace(values) == RunSettings()
+    assert RunSettings.from_namespace({}) == RunSettings()
+
+
+def test_from_namespace_overrides_and_errors():
+    assert RunSettings.from_namespace({"n_perm": 5}, n_perm=6).n_perm == 6
+    with pytest.raises(ParameterError, match="n_perm=0 is out of range"):
+        RunSettings.from_namespace({"n_perm": 0})
+    with pytest.raises(ParameterError, match="expects a mapping .* found list"):
+        RunSettings.from_namespace([("n_perm", 5)])

@@ -346,7 +346,7 @@ def test_demo_viewer(browser, demo_result, tmp_path):
 def test_viewer_inside_report(browser, demo_result, tmp_path):
     """The same controls inside the real report.html written by glmkit.report."""
     report_mod = pytest.importorskip("glmkit.report")
-    report = report_mod.write_report(demo_result, tmp_path / "demo")
+    report = report_mod.write_report(demo_result, tmp_path / "demo").report
     text = report.read_text(encoding="utf-8")
     if 'class="glmkit-viewer"' not in text:
         pytest.skip("this version of glmkit.report does not embed the viewer")

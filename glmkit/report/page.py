@@ -1,13 +1,9 @@
 """The shareable report of one analysis: a self-contained HTML page plus maps and tables.
 
-:func:`write_report` turns an :class:`glmkit.pipeline.AnalysisResult` into a folder::
-
-    report.html          one file, readable offline: figures are embedded PNGs (data: URIs),
-                         CSS and JavaScript are inline, opening it makes no network request
-    maps/*.nii.gz        mask, z, p, effect, z_fdr, logp_bonferroni, logp_<statistic>
-    design.csv           the design matrix, indexed by the kept subjects' ids
-    qc.csv               every quality-control check of every subject
-    clusters.csv         the run's cluster table
+:func:`write_report` turns an :class:`glmkit.pipeline.AnalysisResult` into a run folder:
+``report.html`` (one file, readable offline: figures are embedded PNGs, CSS and JavaScript
+are inline, opening it makes no network request), the maps, the tables, the parameters and
+provenance, and ``manifest.json``; :mod:`glmkit.report.runfolder` lists and writes them.
 
 :func:`recovery` measures how well thresholded maps recover a planted (ground-truth) region;
 the report uses it on the demo cohort, whose planted region is known.
@@ -40,10 +36,10 @@ from glmkit.report.sections import (_STATISTIC_LABELS, _STATISTIC_UNITS, _Correc
                                      _summary_section)
 from glmkit._util import logger
 from glmkit.errors import ParameterError, ReportError
+from glmkit.report.runfolder import RunManifest, notebook_record, result_maps, write_run_folder
 
 __all__ = ["write_report", "recovery"]
 
-_REQUIRED_MAPS = ("mask", "z", "p", "effect", "z_fdr", "logp_bonferroni")
 _SECTIONS = (
     ("summary", "Summary"), ("how-to-read", "How to read"), ("methods", "Methods"),
     ("qc", "Quality control"), ("design", "Design"), ("results", "Results"),
@@ -321,33 +317,39 @@ def _render_page(result, images, *, notebook_path=None, far_mm: float = 10.0) ->
     return page(f"This page weighs about {size_mb:.1f} MB (figures and viewer data included).")
 
 
-def write_report(result, out_dir, *, notebook_path=None) -> Path:
-    """Write the report folder of an analysis and return the path of ``report.html``.
+def write_report(result, out_dir, *, notebook_path=None) -> RunManifest:
+    """Write the run folder of an analysis (report, maps, tables, records) and its manifest.
+
+    The one writer of a run folder: ``glmkit run``'s notebook calls it, and the runner checks
+    what it wrote against the manifest it returns.
 
     Parameters
     ----------
     result : glmkit.pipeline.AnalysisResult
         The finished analysis (from :func:`glmkit.pipeline.run_analysis`).
     out_dir : str or path-like
-        Folder to write into (created if needed). Writes ``report.html``, ``maps/*.nii.gz``
-        (``mask``, ``z``, ``p``, ``effect``, ``z_fdr``, ``logp_bonferroni`` and one
-        ``logp_<statistic>`` per permutation statistic: ``logp_maxt``, ``logp_cluster_size``,
-        ``logp_cluster_mass``, ``logp_tfce``), ``design.csv`` (indexed by subject id),
-        ``qc.csv`` and ``clusters.csv``.
+        Folder to write into (created if needed). Writes ``report.html``, ``params.json``,
+        ``provenance.json``, ``summary.json``, ``design.csv`` (indexed by subject id),
+        ``qc.csv``, ``clusters.csv``, ``maps/*.nii.gz`` (``mask``, ``z``, ``p``, ``effect``,
+        ``z_fdr``, ``logp_bonferroni`` and one FWER map per permutation statistic, named by
+        the registry: ``logp_maxt``, ``logp_cluster_size``, ``logp_cluster_mass``,
+        ``logp_tfce``, ...) and, last, ``manifest.json``.
     notebook_path : str or path-like, optional
-        The executed notebook of the run; its name and hash are recorded in the provenance.
+        The executed notebook of the run; its name and sha256 are recorded in
+        ``provenance.json`` and shown in the report's provenance.
 
     Returns
     -------
-    pathlib.Path
-        ``out_dir / "report.html"``.
+    glmkit.report.runfolder.RunManifest
+        Every file written with its size and sha256 (``manifest.report`` is the page's path).
 
     Raises
     ------
     ParameterError
         ``result`` is not an analysis result.
     ReportError
-        ``out_dir`` cannot be written, or a permutation statistic's map is missing.
+        ``out_dir`` cannot be written, ``notebook_path`` does not exist, or a map the folder
+        promises is missing from ``result.maps()``.
 
     Notes
     -----
@@ -355,31 +357,12 @@ def write_report(result, out_dir, *, notebook_path=None) -> Path:
     and it requests nothing from the network. FWER maps (Bonferroni, permutation max-T, cluster,
     TFCE) are compared with each other; the FDR map is reported on its own row.
     """
-    import nibabel as nib
-
     _check_result(result)
     out = _prepare_out_dir(out_dir)
-    images = dict(result.maps())
-    missing = [k for k in _REQUIRED_MAPS if k not in images]
-    if missing:
-        raise ReportError(f"write_report: result.maps() lacks {missing}; found {sorted(images)}")
-
-    html_text = _render_page(result, images, notebook_path=notebook_path)
-
-    for key, img in images.items():
-        nib.save(img, out / "maps" / f"{key}.nii.gz")
-    design = result.design.matrix.copy()
-    design.index = design.index.astype(str)
-    design.index.name = "subject"
-    design.to_csv(out / "design.csv")
-    qc_table = _get(result.qc, "table")
-    (qc_table if qc_table is not None else pd.DataFrame()).to_csv(out / "qc.csv", index=False)
-    clusters = result.clusters if result.clusters is not None else pd.DataFrame()
-    clusters.to_csv(out / "clusters.csv", index=False)
-
-    target = out / "report.html"
-    tmp = out / ".report.html.tmp"
-    tmp.write_text(html_text, encoding="utf-8")
-    tmp.replace(target)
-    logger.info("report written to %s (%.1f MB)", target, target.stat().st_size / 1e6)
-    return target
+    notebook = notebook_record(notebook_path)
+    images = result_maps(result)
+    page = _render_page(result, images, notebook_path=notebook_path)
+    manifest = write_run_folder(out, result, images, page, notebook=notebook)
+    logger.info("report written to %s (%.1f MB; %s)", manifest.report,
+                manifest.report.stat().st_size / 1e6, manifest.summary())
+    return manifest

@@ -446,6 +446,37 @@ def _draws(random_state, n_perm, n, model, scheme, groups, given_perms, given_si
     return perms, signs, sign_flip, False
 
 
+def _assemble(specs, model, fit, ctx, observed, obs_max, counts, null_parts, blocking, *,
+              cname, n_perm, two_sided, scheme, sign_flip, exact, random_state,
+              cluster_threshold, connectivity, dtype, groups, elapsed) -> PermutationResult:
+    """p-values from the null maxima and counts, and the result object."""
+    null_max = {
+        spec.name: np.concatenate([[obs_max[spec.name]], *null_parts[spec.name]]).astype(
+            np.float64) for spec in specs
+    }
+    logp_fwer = _fwer_logp(specs, observed, null_max, two_sided, TIE_RTOL[dtype])
+    if model.stat_type == "F":  # sqrt(F) -> F for the voxel statistic (monotonic: p unchanged)
+        observed["voxel"] = observed["voxel"] ** 2
+        null_max = {k: v**2 if k == "voxel" else v for k, v in null_max.items()}
+    used = ctx.used()
+    return PermutationResult(
+        t=observed["voxel"],
+        logp_uncorrected=logp_from_p(np.where(fit.valid, (1.0 + counts) / (1.0 + n_perm), 1.0)),
+        logp_fwer=logp_fwer, null_max=null_max, observed=observed, random_state=random_state,
+        n_perm=n_perm,
+        two_sided=bool(two_sided), statistics=tuple(spec.name for spec in specs),
+        scheme=scheme, method="sign_flip" if sign_flip else "permutation", dof=model.dof,
+        contrast=cname, cluster_forming_t=used.get("cluster_t"),
+        cluster_threshold=float(cluster_threshold) if "cluster_t" in used else None,
+        connectivity=int(connectivity),
+        tfce_params=dict(used["tfce"], connectivity=connectivity) if "tfce" in used else None,
+        elapsed=elapsed,
+        stat_type=model.stat_type, exact=exact,
+        info={**blocking, "dtype": dtype, "n_valid_voxels": int(fit.valid.sum()),
+              "exchangeability_blocks": None if groups is None else int(len(pd.unique(groups)))},
+    )
+
+
 # ----------------------------------------------------------------------------- entry point
 def permutation_test(
     Y, design, contrast, *, n_perm: int = 10000, two_sided: bool = False,
@@ -557,28 +588,9 @@ def permutation_test(
         fit, model, zconf, specs, ctx, perms, signs, n_perm=n_perm, dtype=dtype,
         n_jobs=n_jobs, verbose=verbose)
 
-    null_max = {
-        spec.name: np.concatenate([[obs_max[spec.name]], *null_parts[spec.name]]).astype(
-            np.float64) for spec in specs
-    }
-    logp_fwer = _fwer_logp(specs, observed, null_max, two_sided, TIE_RTOL[dtype])
-    if model.stat_type == "F":  # sqrt(F) -> F for the voxel statistic (monotonic: p unchanged)
-        observed["voxel"] = observed["voxel"] ** 2
-        null_max = {k: v**2 if k == "voxel" else v for k, v in null_max.items()}
-    used = ctx.used()
-    return PermutationResult(
-        t=observed["voxel"],
-        logp_uncorrected=logp_from_p(np.where(fit.valid, (1.0 + counts) / (1.0 + n_perm), 1.0)),
-        logp_fwer=logp_fwer, null_max=null_max, observed=observed, random_state=random_state,
-        n_perm=n_perm,
-        two_sided=bool(two_sided), statistics=tuple(spec.name for spec in specs),
-        scheme=scheme, method="sign_flip" if sign_flip else "permutation", dof=model.dof,
-        contrast=cname, cluster_forming_t=used.get("cluster_t"),
-        cluster_threshold=float(cluster_threshold) if "cluster_t" in used else None,
-        connectivity=int(connectivity),
-        tfce_params=dict(used["tfce"], connectivity=connectivity) if "tfce" in used else None,
-        elapsed=time.perf_counter() - t_start,
-        stat_type=model.stat_type, exact=exact,
-        info={**blocking, "dtype": dtype, "n_valid_voxels": int(fit.valid.sum()),
-              "exchangeability_blocks": None if groups is None else int(len(pd.unique(groups)))},
-    )
+    return _assemble(specs, model, fit, ctx, observed, obs_max, counts, null_parts, blocking,
+                     cname=cname, n_perm=n_perm, two_sided=two_sided, scheme=scheme,
+                     sign_flip=sign_flip, exact=exact, random_state=random_state,
+                     cluster_threshold=cluster_threshold, connectivity=connectivity,
+                     dtype=dtype, groups=groups, elapsed=time.perf_counter() - t_start)
+
