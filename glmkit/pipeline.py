@@ -36,6 +36,7 @@ from glmkit.settings import RunSettings
 from glmkit.stats.contrast import parse_contrast
 
 if TYPE_CHECKING:  # pragma: no cover
+    from glmkit.data.masks import MaskInfo
     import nibabel as nib
 
     from glmkit.data.datasets import Dataset
@@ -128,8 +129,27 @@ def quality_control(dataset: Dataset, settings: RunSettings, *,
 
     with _timed("qc", timings):
         check_contrast(dataset, settings)
-        return run_qc(dataset, variables=_design_variables(dataset, settings),
-                      policy=QCPolicy(on_grid_mismatch=settings.on_grid_mismatch))
+        policy = QCPolicy.from_mapping(settings.qc, on_grid_mismatch=settings.on_grid_mismatch)
+        mask = analysis_mask(dataset, settings)
+        return run_qc(dataset, variables=_design_variables(dataset, settings), policy=policy,
+                      mask_img=None if mask is None else mask.img)
+
+
+def analysis_mask(dataset: Dataset, settings: RunSettings) -> MaskInfo | None:
+    """The ``mask`` parameter on the grid of the dataset's first map (None: from the data)."""
+    if settings.mask is None:
+        return None
+    from glmkit.data.masks import load_mask
+
+    key = (settings.mask, str(dataset.maps[0]))
+    if key not in _MASKS:
+        _MASKS.clear()
+        _MASKS[key] = load_mask(settings.mask, dataset.maps[0])
+        logger.info("analysis mask %s", _MASKS[key].describe())
+    return _MASKS[key]
+
+
+_MASKS: dict[tuple[str, str], MaskInfo] = {}  # QC and the fit use the same resampled mask
 
 
 def _design_variables(dataset: Dataset, settings: RunSettings) -> tuple[str, ...]:
@@ -148,7 +168,7 @@ def _design_from_table(table: pd.DataFrame, settings: RunSettings) -> Design:
 def _check_contrast(contrast: Any, design: Design, where: str) -> None:
     """The contrast against ``design``'s columns and matrix (estimable), by the one parser."""
     parse_contrast(contrast).matrix(design.columns, design.matrix.to_numpy(dtype=float),
-                                    where=where)
+                                    where=where, levels=design.levels)
 
 
 def build_design(dataset: Dataset, qc: QCResult, settings: RunSettings, *,
@@ -175,7 +195,9 @@ def fit_model(dataset: Dataset, design: Design, settings: RunSettings, *,
     with _timed("fit", timings):
         if settings.on_grid_mismatch == "resample":
             maps = _on_first_grid(maps, dataset.maps[0])
-        return fit_second_level(maps, design, smoothing_fwhm=settings.smoothing_fwhm)
+        mask = analysis_mask(dataset, settings)
+        return fit_second_level(maps, design, smoothing_fwhm=settings.smoothing_fwhm,
+                                mask_img=None if mask is None else mask.img)
 
 
 def _on_first_grid(maps: list, first: Any) -> list:
@@ -200,9 +222,11 @@ def _on_first_grid(maps: list, first: Any) -> list:
 
 def compute_contrast(model: SecondLevelResult, settings: RunSettings, *,
                      timings: dict[str, float] | None = None) -> ContrastResult:
-    """t contrast ``settings.contrast``: stat, z, p, effect and variance per voxel."""
+    """t contrast ``settings.contrast`` (F for a list of contrasts): stat, z, p, effect and
+    variance per voxel."""
+    stat_type = "F" if parse_contrast(settings.contrast).is_list else "t"
     with _timed("contrast", timings):
-        return model.compute_contrast(settings.contrast, stat_type="t")
+        return model.compute_contrast(settings.contrast, stat_type=stat_type)
 
 
 def apply_thresholds(contrast: ContrastResult, model: SecondLevelResult,

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from glmkit._util import atomic_folder, logger
 from glmkit.errors import GlmkitError, ParameterError, ReportError, RunError
-from glmkit.settings import RunSettings, read_params_file
+from glmkit.settings import BUILTIN_DATASETS, RunSettings, read_params_file
 
 if TYPE_CHECKING:  # pragma: no cover - imported when a run ends (the report layer is heavy)
     from glmkit.report.runfolder import RunManifest
@@ -83,6 +83,7 @@ def run_notebook(settings: RunSettings, *, progress_bar: bool = True, log_output
             "--reports-dir and --run-name instead")
     cwd = Path(cwd if cwd is not None else os.getcwd()).absolute()
     notebook, target = _from(cwd, settings.notebook_path), _from(cwd, settings.run_dir)
+    _check_design(settings, cwd)  # before anything is created
     _preflight(settings, notebook, target)
     import papermill
 
@@ -143,6 +144,22 @@ def _preflight(settings: RunSettings, notebook: Path, target: Path) -> None:
         logger.warning("temporary folders %s in %s were left by a run that was killed (or is "
                        "still running); they are not reports and can be deleted", stale,
                        target.parent)
+
+
+def _check_design(settings: RunSettings, cwd: Path) -> None:
+    """The contrast against the table's design and the mask against the maps, before the
+    kernel starts (the Localizer, fetched by the notebook, is checked there)."""
+    if settings.dataset == "localizer":
+        return
+    from glmkit import pipeline
+
+    paths = {name: str(_from(cwd, value)) for name in ("dataset", "table", "mask")
+             if (value := getattr(settings, name)) is not None
+             and value not in (*BUILTIN_DATASETS, "mni152")}
+    local = settings.replace(**paths)
+    dataset = pipeline.load_data(local)
+    pipeline.check_contrast(dataset, local)
+    pipeline.analysis_mask(dataset, local)
 
 
 def check_reports_dir(reports_dir: str | os.PathLike) -> Path:

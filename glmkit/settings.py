@@ -73,8 +73,9 @@ _KIND_HELP = {
     "dict?": "a mapping or none",
     "tfce?": "none, true (default TFCE options) or a mapping such as '{E: 0.5, H: 2}'",
     "floats3": "three numbers x,y,z in mm",
-    "contrast": "a design column, an expression such as 'a - b' or '2*a', or one weight per "
-                "column such as '[1, 0]'",
+    "contrast": "a design column, an expression such as 'a - b' or '2*a', one weight per "
+                "column such as '[1, 0]', or a list of those (an F test) such as "
+                "'[age, score]'",
 }
 
 
@@ -133,6 +134,11 @@ class RunSettings:
     n_subjects: int = _param(94, "int", "Localizer subjects to fetch (`dataset: localizer`)")
     covariates: tuple[str, ...] = _param(("pseudo",), "strs", "table columns of the design "
                                          "(an intercept is added); ignored when `formula` is set")
+    within: str | None = _param(
+        None, "str?", "table column of the within-subject condition (e.g. `session`) of a "
+        "paired / repeated-measures design: several maps per subject, the contrast names "
+        "its levels (`post - pre`); each subject's combination of its maps is tested "
+        "(sign-flipped, subjects as units)")
     formula: str | None = _param(None, "str?", "a formulaic formula instead of `covariates`, "
                                  "e.g. `pseudo + age + C(sex)`")
     rename: dict[str, str] = _param({"pseudo": "fluency"}, "dict",
@@ -143,6 +149,15 @@ class RunSettings:
     center: bool = _param(False, "bool", "centre the covariates (the reference does not)")
     smoothing_fwhm: float | None = _param(5.0, "float?", "Gaussian smoothing FWHM in mm "
                                           "applied to the maps (`none`: no smoothing)")
+    mask: str | None = _param(
+        None, "str?", "analysis mask: a NIfTI file or `mni152` (nilearn's packaged MNI152 "
+        "brain mask), resampled (nearest) to the maps' grid; none: a mask computed from the "
+        "data, as nilearn does")
+    qc: dict[str, Any] | None = _param(
+        None, "dict?", "quality-control policy, e.g. `{exclude: [missing_value, coverage], "
+        "keep: [S12], min_coverage: 0.8}`: which checks exclude (the others flag), their "
+        "thresholds (`min_coverage`, `scale_z_max`, `unit_ratio`) and subjects kept whatever "
+        "QC says; none: exclude only what is almost surely an error")
     alpha: float = _param(0.05, "float", "FDR q and FWER level of every threshold, in (0, 1)")
     height_control: str | None = _param("fdr", "str?", "parametric height control of the "
                                         "headline map: $height_controls")
@@ -226,31 +241,48 @@ class RunSettings:
         _check_run_name(self.run_name)
         if not self.reports_dir:
             raise ParameterError("reports_dir is empty: expected a folder, e.g. 'reports'")
-        if self.formula is None and not self.covariates:
-            raise ParameterError("covariates is empty and formula is none: the design needs "
-                                 "at least one covariate (e.g. covariates=pseudo) or a formula")
         for key, value in self.rename.items():
             if not isinstance(key, str) or not isinstance(value, str):
                 raise ParameterError(f"rename={self.rename!r}: expected a mapping of column "
                                      "names to new names (strings)")
-        self._check_contrast_names()
+        self._check_contrast()
+        self._check_design_options()
 
-    def _check_contrast_names(self) -> None:
-        """The contrast, read by the one parser: always its syntax and that it is not zero;
-        its names against the design's columns when they are known before the data are (the
-        covariates renamed, plus the intercept; not with a formula). A ContrastError is also
-        a ParameterError."""
+    def _check_contrast(self) -> None:
+        """The contrast, read by the one parser: its syntax, and that it is not zero whatever
+        the design. Its names are checked against the design built from the table before any
+        map is read (:func:`glmkit.pipeline.check_contrast`; ``glmkit run`` does it before
+        the notebook starts): only the table says which covariates are categorical and
+        which levels they have. A ContrastError is also a ParameterError."""
         parsed = parse_contrast(self.contrast)
-        if parsed.is_list:  # issue 10 lifts this
+        if parsed.is_list and self.two_sided:
             raise ContrastError(
-                f"contrast {parsed.name!r} is a list of contrasts, i.e. an F-test: F-tests are "
-                "not supported yet by glmkit run; test one column, expression or vector of "
-                "weights, e.g. contrast='fluency' (glmkit.compute_contrast(..., "
-                "stat_type='F') computes a parametric F-test from Python)")
-        if self.formula is None:
-            columns = [self.rename.get(c, c) for c in self.covariates] + ["intercept"]
-            parsed.matrix(columns, where=f"the design built from covariates="
-                          f"{list(self.covariates)} and rename={self.rename}")
+                f"contrast {parsed.name!r} is a list of contrasts, an F test, and two_sided="
+                "true has no meaning for it: F grows with effects of either sign already; "
+                "leave two_sided false")
+        if parsed.is_list and self.within is not None:
+            raise ContrastError(
+                f"contrast {parsed.name!r} is a list of contrasts (an F test) with within="
+                f"{self.within!r}: a repeated-measures F test is not supported; test one "
+                "difference of levels at a time, e.g. 'post - pre'")
+
+    def _check_design_options(self) -> None:
+        if self.within is not None and self.formula is not None:
+            raise ParameterError(
+                f"within={self.within!r} with formula={self.formula!r}: a within-subject "
+                "design tests each subject's combination of its maps; between-subject "
+                "covariates go in covariates= (centred), not in a formula")
+        if self.within is not None and self.within in self.covariates:
+            raise ParameterError(f"within={self.within!r} is also in covariates: the "
+                                 "within-subject column is not a covariate; remove it")
+        if self.qc is not None:
+            from glmkit.data.choices import POLICY_KEYS
+
+            unknown = sorted(str(k) for k in self.qc if k not in POLICY_KEYS)
+            if unknown:
+                raise ParameterError(f"qc: unknown key(s) {unknown}; known keys: "
+                                     f"{list(POLICY_KEYS)} (e.g. '{{exclude: [missing_value, "
+                                     "coverage], keep: [S12], min_coverage: 0.8}')")
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -364,11 +396,12 @@ class RunSettings:
         return Path(self.output_dir) if self.output_dir else self.run_dir
 
     def design_variables(self) -> tuple[str, ...]:
-        """Table columns the analysis uses (design and ``groups``; QC checks them for missing
-        values)."""
+        """Table columns the analysis uses (design, ``groups`` and ``within``; QC checks them
+        for missing values)."""
         columns = (tuple(self.covariates) if self.formula is None
                    else tuple(_IDENTIFIER.findall(self.formula)))
-        return tuple(dict.fromkeys(columns + ((self.groups,) if self.groups else ())))
+        extra = tuple(c for c in (self.groups, self.within) if c)
+        return tuple(dict.fromkeys(columns + extra))
 
     def summary(self) -> str:
         """One line per analysis parameter."""

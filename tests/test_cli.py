@@ -76,7 +76,8 @@ def test_bad_run_parameters_exit_2_before_running(argv, match, capsys, tmp_path,
     code, out, err = _main(["run", "--reports-dir", str(tmp_path / "reports"), *argv], capsys)
     assert code == 2, err
     assert re.search(match, err), err
-    assert err.startswith("glmkit run: error: ")
+    # the error is the last line (progress lines such as "generated demo" may precede it)
+    assert err.strip().splitlines()[-1].startswith("glmkit run: error: ")
     assert not (tmp_path / "reports").exists()  # nothing ran, nothing was created
 
 

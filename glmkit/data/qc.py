@@ -65,7 +65,7 @@ from glmkit.errors import (
     ParameterError,
     QCError,
 )
-from glmkit.data.choices import GRID_ACTIONS
+from glmkit.data.choices import GRID_ACTIONS, POLICY_KEYS
 
 __all__ = [
     "CHECKS",
@@ -93,9 +93,7 @@ CHECKS = (
 #: checks that exclude by default: what is almost surely an error; the rest only flag
 DEFAULT_EXCLUDE = frozenset(
     {"missing_value", "non_finite", "empty_map", "constant_map", "unit_change"})
-#: keys of the ``qc`` run parameter (:meth:`QCPolicy.from_mapping`)
-POLICY_KEYS = ("exclude", "flag", "keep", "min_coverage", "scale_z_max", "unit_ratio",
-               "min_subjects")
+
 _MIN_LOG_SCALE_SD = 0.1  # floor of the cohort's robust SD of log(scale): ~x1.65 at z=5
 _MIN_MAPS_FOR_SCALE = 5
 _MAD_TO_SD = 1.4826

@@ -97,7 +97,8 @@ class Contrast:
         return len(self.rows) if self.rows is not None else int(self.weights.shape[0])
 
     def matrix(self, columns: Sequence[str] | None, X: Any = None, *,
-               where: str = "the design") -> np.ndarray:
+               where: str = "the design", levels: Mapping[str, Mapping[str, Any]] | None = None
+               ) -> np.ndarray:
         """Weights against a design (step 2): shape ``(q, p)``.
 
         Parameters
@@ -109,11 +110,17 @@ class Contrast:
             The design matrix: each row of the contrast must be estimable with it.
         where : str
             How messages name the design (e.g. "the design built from covariates=...").
+        levels : mapping, optional
+            Categorical factors of the design: factor -> {level: its column, or None for the
+            reference level}. A level name stands for its column (``'patient'``), and the
+            reference level for nothing (``'patient - control'`` is the patient column when
+            ``control`` is the reference), so contrasts are written with level names.
 
         Raises
         ------
         ContrastError
-            Unknown column, wrong number of weights, or a row that is not estimable.
+            Unknown column, wrong number of weights, a row that is zero with this design (a
+            reference level alone), or a row that is not estimable.
         """
         names = None if columns is None else [str(c) for c in columns]
         X = None if X is None else np.asarray(X, dtype=float)
@@ -138,15 +145,24 @@ class Contrast:
             W = np.zeros((len(self.rows), p))
             for i, row in enumerate(self.rows):
                 for name, weight in row.items():
-                    W[i, self._column_index(name, names, where)] += weight
+                    index = self._column_index(name, names, where, levels or {})
+                    if index is not None:
+                        W[i, index] += weight
+            _check_not_reference_only(W, self, levels or {})
+        if W.shape[0] > 1 and np.linalg.matrix_rank(W) < W.shape[0]:
+            raise ContrastError(
+                f"contrast {self.name!r}: its {W.shape[0]} rows are linearly dependent (rank "
+                f"{np.linalg.matrix_rank(W)}) with {where}, so the F test is not defined; drop "
+                "the rows that are combinations of the others")
         if X is not None:
             _check_estimable(W, X, names, self.name, where)
         return W
 
     def vector(self, columns: Sequence[str] | None, X: Any = None, *,
-               where: str = "the design") -> np.ndarray:
+               where: str = "the design", levels: Mapping[str, Mapping[str, Any]] | None = None
+               ) -> np.ndarray:
         """The weights of a one-row (t) contrast, shape ``(p,)``; several rows are an error."""
-        W = self.matrix(columns, X, where=where)
+        W = self.matrix(columns, X, where=where, levels=levels)
         if W.shape[0] != 1:
             raise ContrastError(
                 f"contrast {self.name!r} has {W.shape[0]} rows (a list of contrasts, i.e. an "
@@ -154,11 +170,23 @@ class Contrast:
                 "at a time.")
         return W[0]
 
-    def _column_index(self, name: str, columns: list[str], where: str) -> int:
-        """Index of ``name`` among the design's columns (the one place names are resolved)."""
+    def _column_index(self, name: str, columns: list[str], where: str,
+                      levels: Mapping[str, Mapping[str, Any]]) -> int | None:
+        """Index of ``name`` among the design's columns, or of the column of the level it
+        names (None for a reference level): the one place names are resolved."""
         if name in columns:
             return columns.index(name)
-        close = difflib.get_close_matches(name, columns, n=1, cutoff=0.6)
+        owners = {factor: cols[name] for factor, cols in levels.items() if name in cols}
+        if len(owners) > 1:
+            raise ContrastError(
+                f"contrast {self.name!r} names {name!r}, a level of several factors "
+                f"({', '.join(owners)}); name the column instead: "
+                f"{[c for c in owners.values() if c]}")
+        if owners:
+            column = next(iter(owners.values()))
+            return None if column is None else columns.index(column)
+        close = difflib.get_close_matches(
+            name, columns + [lv for cols in levels.values() for lv in cols], n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         if name in self.verbatim:
             what = f"is neither a design column nor a valid expression ({self.verbatim[name]})"
@@ -167,8 +195,8 @@ class Contrast:
         else:
             subject = f"contrast {self.name!r} names {name!r}, which"
             what = "is not a design column"
-        raise ContrastError(f"{subject} {what}: {where} has columns {columns}{hint}; "
-                            f"pass {_FORMS}.")
+        raise ContrastError(f"{subject} {what}: {where} has columns {columns}"
+                            f"{_levels_text(levels)}{hint}; pass {_FORMS}.")
 
 
 # ------------------------------------------------------------------------- step 1: parse
@@ -342,6 +370,31 @@ def _format_weights(W: np.ndarray) -> str:
     return repr(W.tolist())
 
 
+def _levels_text(levels: Mapping[str, Mapping[str, Any]]) -> str:
+    """`` and levels group: control (reference), patient`` for messages."""
+    if not levels:
+        return ""
+    parts = [f"{factor}: " + ", ".join(f"{lv} (reference)" if col is None else str(lv)
+                                       for lv, col in cols.items())
+             for factor, cols in levels.items()]
+    return " and levels " + "; ".join(parts)
+
+
+def _check_not_reference_only(W: np.ndarray, parsed: Contrast,
+                              levels: Mapping[str, Mapping[str, Any]]) -> None:
+    """A row made of reference levels only tests nothing with this design."""
+    for i in np.flatnonzero(~W.any(axis=1)):
+        names = list(parsed.rows[i])
+        refs = [n for n in names for cols in levels.values() if cols.get(n, 0) is None]
+        factor = next((f for f, cols in levels.items() if refs and refs[0] in cols), "?")
+        others = [lv for lv, col in levels.get(factor, {}).items() if col is not None]
+        raise ContrastError(
+            f"contrast {parsed.name!r} is zero with this design: {refs or names} "
+            f"{'is the reference level' if len(refs) == 1 else 'are reference levels'} of "
+            f"{factor!r}, absorbed by the intercept; compare levels instead, e.g. "
+            f"'{others[0] if others else 'level'} - {refs[0] if refs else 'reference'}'.")
+
+
 # -------------------------------------------------------------------- step 2: estimable
 def _check_estimable(W: np.ndarray, X: np.ndarray, columns: list[str] | None, name: str,
                      where: str) -> None:
@@ -382,8 +435,8 @@ def _why(row: np.ndarray, X: np.ndarray, columns: list[str]) -> str:
 
 
 # ------------------------------------------------------------------------- both steps
-def contrast_vector(contrast: Any, columns: Sequence[str] | None, *, X: Any = None
-                    ) -> np.ndarray:
+def contrast_vector(contrast: Any, columns: Sequence[str] | None, *, X: Any = None,
+                    levels: Mapping[str, Mapping[str, Any]] | None = None) -> np.ndarray:
     """Turn a contrast specification into a vector (t) or matrix (F).
 
     Parameters
@@ -397,6 +450,9 @@ def contrast_vector(contrast: Any, columns: Sequence[str] | None, *, X: Any = No
         Design column names (None: an unnamed design, weights only; then give ``X``).
     X : array-like, shape (n, p), optional
         Design matrix; when given, every row must be estimable with it.
+    levels : mapping, optional
+        Categorical factors: factor -> {level: column or None (reference)}, so level names
+        can be used (:attr:`glmkit.stats.design.Design.levels`).
 
     Returns
     -------
@@ -409,5 +465,5 @@ def contrast_vector(contrast: Any, columns: Sequence[str] | None, *, X: Any = No
     [2.0, -1.0, 0.0]
     """
     parsed = parse_contrast(contrast)
-    W = parsed.matrix(columns, X)
+    W = parsed.matrix(columns, X, levels=levels)
     return W if parsed.is_list else W[0]

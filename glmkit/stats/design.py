@@ -13,7 +13,8 @@ columns). Variance inflation factors (VIF) are reported per covariate.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -41,11 +42,16 @@ class Design:
     vif : pandas.Series
         Variance inflation factor of each non-intercept column (1 = uncorrelated with
         the other covariates; above ~10 the estimate of that column is unstable).
+    levels : dict
+        Categorical factors: factor -> {level: its column, or None for the reference level
+        (absorbed by the intercept)}. Contrasts may name levels: ``'patient - control'``.
+        Also kept in ``matrix.attrs["levels"]`` for consumers of the bare DataFrame.
     """
 
     matrix: pd.DataFrame
     formula: str | None
     vif: pd.Series
+    levels: dict = field(default_factory=dict)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -81,6 +87,14 @@ class Design:
         lines = [f"Design: {n} subjects x {p} columns {list(self.columns)}"]
         if self.formula is not None:
             lines.append(f"  formula: {self.formula}")
+        for factor, cols in self.levels.items():
+            counts = {lv: int(self.matrix[c].sum()) if c else None for lv, c in cols.items()}
+            ref = next((lv for lv, c in cols.items() if c is None), None)
+            n_ref = n - sum(v for v in counts.values() if v is not None)
+            lines.append(f"  {factor}: levels " + ", ".join(
+                f"{lv} (reference, n={n_ref})" if lv == ref else f"{lv} (n={counts[lv]})"
+                for lv in cols) + "; contrasts may name levels, e.g. "
+                f"'{next((lv for lv in cols if lv != ref), ref)} - {ref}'")
         for col in self.columns:
             x = self.matrix[col]
             if col == INTERCEPT:
@@ -197,14 +211,19 @@ def make_design(
 
     if formula is not None:
         matrix = _from_formula(table, formula, intercept=intercept, subjects=subjects)
+        levels = _formula_levels(matrix, table)
     else:
-        matrix = _from_columns(table, list(columns or []), intercept=intercept,
-                               subjects=subjects, subject_column=subject_column)
+        matrix, levels = _from_columns(table, list(columns or []), intercept=intercept,
+                                       subjects=subjects, subject_column=subject_column)
     matrix = _renamed(matrix, rename)
+    levels = {factor: {lv: (rename or {}).get(c, c) if c else None for lv, c in cols.items()}
+              for factor, cols in levels.items()}
     _check_estimable(matrix)
     if center or standardize:
-        _center(matrix, standardize=standardize)
-    return Design(matrix=matrix, formula=formula, vif=_vif_with_warning(matrix))
+        dummies = {c for cols in levels.values() for c in cols.values() if c}
+        _center(matrix, standardize=standardize, skip=dummies)
+    matrix.attrs["levels"] = levels
+    return Design(matrix=matrix, formula=formula, vif=_vif_with_warning(matrix), levels=levels)
 
 
 def _check_arguments(table, columns, formula, rename) -> tuple[pd.DataFrame, list | None]:
@@ -270,9 +289,10 @@ def _check_estimable(matrix: pd.DataFrame) -> None:
     _check_rank(matrix)
 
 
-def _center(matrix: pd.DataFrame, *, standardize: bool) -> None:
-    """Centre (and with ``standardize`` scale to SD 1) every non-intercept column, in place."""
-    for col in [c for c in matrix.columns if c != INTERCEPT]:
+def _center(matrix: pd.DataFrame, *, standardize: bool, skip=frozenset()) -> None:
+    """Centre (and with ``standardize`` scale to SD 1) every non-intercept column but the
+    level indicators in ``skip``, in place."""
+    for col in [c for c in matrix.columns if c != INTERCEPT and c not in skip]:
         x = matrix[col] - matrix[col].mean()
         if standardize:
             sd = x.std(ddof=1)
@@ -341,7 +361,10 @@ def _check_column_values(table: pd.DataFrame, col: str, subjects: pd.Index) -> N
             )
 
 
-def _from_columns(table, columns, *, intercept, subjects, subject_column) -> pd.DataFrame:
+def _from_columns(table, columns, *, intercept, subjects, subject_column
+                  ) -> tuple[pd.DataFrame, dict]:
+    """Numeric columns as they are; a categorical (text) column as one indicator column
+    ``name[level]`` per level but the first (the reference), with an intercept."""
     bad = [c for c in columns if not isinstance(c, str)]
     if bad:
         raise ParameterError(f"columns: expected column names (str), found {bad!r}")
@@ -353,19 +376,82 @@ def _from_columns(table, columns, *, intercept, subjects, subject_column) -> pd.
         )
     if len(set(columns)) != len(columns):
         raise DesignError(f"columns: each column once please, found {columns}")
-    data = {}
+    data: dict[str, np.ndarray] = {}
+    levels: dict[str, dict[str, str | None]] = {}
     for col in columns:
         values = table[col]
         if pd.api.types.is_bool_dtype(values):
             values = values.astype(float)
         if not pd.api.types.is_numeric_dtype(values):
-            _raise_non_numeric(col, values)
+            if not _is_categorical(values):
+                _raise_non_numeric(col, values)
+            _check_column_values(table, col, subjects)
+            if not intercept:
+                raise DesignError(f"column {col!r} is categorical: its levels are coded against "
+                                  "a reference level, which needs the intercept; keep "
+                                  "intercept=True or code the levels yourself")
+            indicators, levels[col] = _indicators(col, values, subjects)
+            data.update(indicators)
+            continue
         _check_column_values(table, col, subjects)
         data[col] = values.to_numpy(dtype=float)
-    matrix = pd.DataFrame(data, index=subjects, columns=list(columns), dtype=float)
+    matrix = pd.DataFrame(data, index=subjects, dtype=float)
     if intercept:
         matrix[INTERCEPT] = 1.0
-    return matrix
+    return matrix, levels
+
+
+def _is_categorical(values: pd.Series) -> bool:
+    """Text (or category) values, not a numeric column with a few typos."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return True
+    present = values.dropna()
+    numeric = pd.to_numeric(present, errors="coerce").notna()
+    return bool(len(present)) and numeric.mean() < 0.5
+
+
+def _indicators(col: str, values: pd.Series, subjects: pd.Index
+                ) -> tuple[dict[str, np.ndarray], dict[str, str | None]]:
+    """Treatment coding of a categorical column: the first level (sorted) is the reference."""
+    text = values.astype(str).str.strip()
+    counts = text.value_counts()
+    order = sorted(counts.index, key=str)
+    if len(order) < 2:
+        raise DesignError(
+            f"column {col!r} is categorical with a single level ({order[0]!r}, all "
+            f"{len(text)} subjects): there is nothing to compare; drop it from the design or "
+            "check the table")
+    small = [lv for lv in order if counts[lv] < 2]
+    if small:
+        who = {lv: subjects[(text == lv).to_numpy()].tolist() for lv in small}
+        raise DesignError(
+            f"column {col!r}: level(s) {small} have a single subject ({who}); a group needs at "
+            "least 2 subjects to be compared; merge the level with another, or drop the subject")
+    names = {lv: f"{col}[{lv}]" for lv in order[1:]}
+    data = {names[lv]: (text == lv).to_numpy(dtype=float) for lv in order[1:]}
+    return data, {order[0]: None, **names}
+
+
+_FORMULA_LEVEL = re.compile(
+    r"^(?:C\((?P<c>[^,)]+)[^)]*\)|(?P<v>[A-Za-z_][\w.]*))\[T\.(?P<lv>.+)\]$")
+
+
+def _formula_levels(matrix: pd.DataFrame, table: pd.DataFrame) -> dict:
+    """Levels of the treatment-coded factors of a formula design (``C(g)[T.patient]``)."""
+    levels: dict[str, dict[str, str | None]] = {}
+    for column in matrix.columns:
+        match = _FORMULA_LEVEL.match(str(column))
+        if not match:
+            continue
+        factor = (match["c"] or match["v"]).strip()
+        levels.setdefault(factor, {})[match["lv"]] = str(column)
+    for factor, cols in levels.items():
+        if factor in table.columns:
+            present = sorted({str(v) for v in table[factor].dropna()}, key=str)
+            missing = [lv for lv in present if lv not in cols]
+            if len(missing) == 1:
+                levels[factor] = {missing[0]: None, **cols}
+    return levels
 
 
 def _raise_non_numeric(col: str, values: pd.Series) -> None:

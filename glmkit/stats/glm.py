@@ -94,6 +94,9 @@ class OLSFit:
     zero_variance : ndarray of bool, shape (n_voxels,)
         Voxels whose residuals are at rounding level (``sigma2`` set to 0);
         every contrast reports stat 0 there (see the module notes).
+    levels : dict
+        Categorical factors of the design (factor -> {level: column or None}), so that
+        contrasts may name levels (:attr:`glmkit.stats.design.Design.levels`).
     """
 
     beta: np.ndarray
@@ -104,6 +107,7 @@ class OLSFit:
     cov_unscaled: np.ndarray
     columns: tuple[str, ...]
     zero_variance: np.ndarray
+    levels: dict = field(default_factory=dict)
 
     @property
     def n_voxels(self) -> int:
@@ -141,6 +145,7 @@ def ols_fit(Y: Any, X: Any, *, columns: Sequence[str] | None = None) -> OLSFit:
     >>> np.round(fit.beta.ravel(), 6).tolist(), fit.dof
     ([2.0, 1.0], 3)
     """
+    X_frame = X
     if isinstance(X, pd.DataFrame):
         columns = tuple(str(c) for c in X.columns) if columns is None else columns
         X = X.to_numpy(dtype=float)
@@ -202,6 +207,7 @@ def ols_fit(Y: Any, X: Any, *, columns: Sequence[str] | None = None) -> OLSFit:
         cov_unscaled=pinv @ pinv.T,
         columns=columns,
         zero_variance=zero_variance,
+        levels=dict(getattr(X_frame, "attrs", {}).get("levels", {})),
     )
 
 
@@ -311,7 +317,8 @@ def compute_contrast(
     if stat_type not in ("t", "F"):
         raise ParameterError(f"stat_type must be 't' or 'F'; got {stat_type!r}.")
     parsed = parse_contrast(contrast)
-    con = contrast_vector(parsed, fit.columns, X=fit.X)  # estimable with fit.X, or an error
+    # estimable with fit.X (level names allowed), or an error
+    con = contrast_vector(parsed, fit.columns, X=fit.X, levels=fit.levels)
     name = parsed.name if name is None else name
     if stat_type == "t" and con.ndim == 2:
         raise ContrastError(

@@ -260,9 +260,10 @@ def _as_mask(mask_img, n_voxels) -> np.ndarray:
 def _design_matrix(design, contrast, n) -> tuple[np.ndarray, np.ndarray, str]:
     if hasattr(design, "matrix") and isinstance(design.matrix, pd.DataFrame):
         design = design.matrix  # glmkit.stats.design.Design
-    columns = None
+    columns, levels = None, {}
     if isinstance(design, pd.DataFrame):
         columns = [str(c) for c in design.columns]
+        levels = design.attrs.get("levels", {})  # categorical factors (make_design)
         X = design.to_numpy(dtype=float)
     else:
         X = np.asarray(design, dtype=float)
@@ -280,7 +281,7 @@ def _design_matrix(design, contrast, n) -> tuple[np.ndarray, np.ndarray, str]:
         raise DesignError(f"design has non-finite values in {bad} rows; drop or impute them.")
     p = X.shape[1]
     parsed = parse_contrast(contrast)  # the one contrast parser (glmkit.stats.contrast)
-    W = parsed.matrix(columns, X)
+    W = parsed.matrix(columns, X, levels=levels)
     c, name = (W if parsed.is_list else W[0]), parsed.name
     rank = np.linalg.matrix_rank(X)
     if rank < p:
