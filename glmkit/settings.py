@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from glmkit.data import DEFAULT_CUT_COORDS
 from glmkit.errors import DataFileNotFoundError, ParameterError
 
 __all__ = [
@@ -221,7 +222,7 @@ class RunSettings:
     n_jobs: int = 1
     run_name: str = "demo"
     reports_dir: str = "reports"
-    cut_coords: tuple[float, float, float] = (38.0, -17.0, -3.0)
+    cut_coords: tuple[float, float, float] = DEFAULT_CUT_COORDS
     output_dir: str | None = None
     notebook: str | None = None
     force: bool = False

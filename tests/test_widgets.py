@@ -158,7 +158,7 @@ def test_map_without_survivors_says_so(ex):
 
 
 def _prepare(maps):
-    from glmkit.report.viewer import prepare_maps
+    from glmkit.report.maps import prepare_maps
 
     return prepare_maps(maps)
 
