@@ -326,7 +326,7 @@ def toy_statistic():
 
     spec = register_statistic(StatisticSpec(
         name="maxabs", label=TOY_LABEL, short=TOY_SHORT, units=TOY_UNITS, level="cluster",
-        observed=lambda t, ctx: np.abs(t),
+        observed=lambda t, ctx, cache=None: np.abs(t),
         null_max=lambda maps, ctx, cache: np.abs(maps).max(axis=1),
         methods=lambda result: "voxel-wise maximum of |t| (toy) [@toy2026]",
         references={"toy2026": TOY_REFERENCE}))

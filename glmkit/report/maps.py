@@ -274,7 +274,8 @@ def label_clusters(
                 remap[row[-1]] = new_id
         out += remap[lab]
     table = pd.DataFrame(
-        [(k, "+" if r[0] > 0 else "-", r[1], r[2], r[3], r[4], r[5]) for k, r in enumerate(rows, 1)],
+        [(k, "+" if r[0] > 0 else "-", r[1], r[2], r[3], r[4], r[5])
+         for k, r in enumerate(rows, 1)],
         columns=["cluster", "sign", "size", "peak", "i", "j", "k"],
     )
     return out, table
@@ -625,7 +626,8 @@ def _mni_template() -> tuple[np.ndarray, np.ndarray]:
     import nibabel as nib
 
     spec = importlib.util.find_spec("nilearn")
-    path = Path(spec.origin).parent / "datasets" / "data" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+    path = (Path(spec.origin).parent / "datasets" / "data"
+            / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")
     if not path.is_file():  # pragma: no cover - older/newer nilearn layouts
         from nilearn.datasets import load_mni152_template
 
@@ -651,8 +653,10 @@ def background_u8(background: Any, shape: tuple[int, int, int], affine: np.ndarr
     if data.shape != tuple(shape) or not np.allclose(aff, affine, atol=1e-4):
         # trilinear resampling onto the maps' grid (both affines are diagonal here)
         grid = np.indices(shape, dtype=float).reshape(3, -1)
-        src = np.linalg.solve(aff, np.asarray(affine) @ np.vstack([grid, np.ones(grid.shape[1])]))[:3]
-        data = ndimage.map_coordinates(np.asarray(data, dtype=np.float32), src, order=1, mode="constant",
+        grid_mm = np.asarray(affine) @ np.vstack([grid, np.ones(grid.shape[1])])
+        src = np.linalg.solve(aff, grid_mm)[:3]
+        data = ndimage.map_coordinates(np.asarray(data, dtype=np.float32), src, order=1,
+                                       mode="constant",
                                        cval=0.0).reshape(shape)
     d = np.nan_to_num(data)
     inside = d[mask] if mask.any() else d.ravel()

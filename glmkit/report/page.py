@@ -16,8 +16,10 @@ Family-wise error (FWER) maps are compared with FWER maps only (Bonferroni, perm
 max-T, cluster and TFCE); the false discovery rate (FDR) map is shown in its own row,
 labelled as FDR (nilearn issue #3038).
 
-The page's sections are built in :mod:`glmkit.report.sections`, with the formatting helpers
-of :mod:`glmkit.report.markup`; the recovery section stays here, next to :func:`recovery`.
+The page is the template ``templates/report.html``: a list of
+:class:`~glmkit.report.markup.Section` (built in :mod:`glmkit.report.sections`; the recovery
+section here, next to :func:`recovery`) from which the navigation is derived.
+:func:`_render_page` renders it without writing anything.
 """
 
 from __future__ import annotations

@@ -128,7 +128,7 @@ class Citations:
 # --------------------------------------------------------------------------------------
 
 def _conjugate(verb: str, n: int) -> str:
-    """``"are associated with"`` / ``"show ..."`` for one subject: ``"is ..."`` / ``"shows ..."``."""
+    """``"are ..."`` / ``"show ..."``, or ``"is ..."`` / ``"shows ..."`` when ``n`` is 1."""
     return verb.replace("are ", "is ").replace("show ", "shows ") if n == 1 else verb
 
 
@@ -149,7 +149,8 @@ def _finding(item: Corrected, how: str, verb: str, contrast: str, z, affine) -> 
 
 def _how(item: Corrected, pct: str, perm) -> str:
     if item.key == "fdr":
-        return f"FDR {pct} (Benjamini-Hochberg; a false discovery rate, not a family-wise error rate)"
+        return (f"FDR {pct} (Benjamini-Hochberg; a false discovery rate, not a family-wise "
+                "error rate)")
     if item.key == "bonferroni":
         return f"FWER {pct} (Bonferroni, parametric)"
     return f"FWER {pct} ({item.short} permutation, {perm.n_perm} permutations)"
@@ -215,7 +216,8 @@ def _scheme_text(perm, settings, columns: list[str], contrast_name: str) -> str:
         return ("the Freedman-Lane scheme (permuting the residuals of the model without the "
                 "tested regressor, as nilearn's permuted_ols, FSL randomise and PALM do) "
                 "[@freedman1983,@winkler2014]")
-    return "ter Braak's scheme (permuting the residuals of the full model) [@terbraak1992,@winkler2014]"
+    return ("ter Braak's scheme (permuting the residuals of the full model) "
+            "[@terbraak1992,@winkler2014]")
 
 
 def _permutation_methods(perm, settings, columns: list[str], contrast_name: str) -> dict | None:

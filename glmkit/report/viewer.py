@@ -87,11 +87,12 @@ def _cluster_rows(df: pd.DataFrame | None) -> dict | None:
     cols = {c.lower().strip(): c for c in df.columns.astype(str)}
     xyz = []
     for axis in ("x", "y", "z"):
-        found = next((cols[k] for k in (axis, f"{axis}_mm", f"{axis} (mm)", f"peak_{axis}") if k in cols),
-                     None)
+        names = (axis, f"{axis}_mm", f"{axis} (mm)", f"peak_{axis}")
+        found = next((cols[k] for k in names if k in cols), None)
         if found is None:
             raise ParameterError(
-                f"clusters: expected columns X, Y, Z (peak coordinates in mm); got {list(df.columns)}"
+                f"clusters: expected columns X, Y, Z (peak coordinates in mm); got "
+                f"{list(df.columns)}"
             )
         xyz.append(found)
     rows = []
@@ -149,9 +150,10 @@ def viewer_payload(
         vmax = float(vals.max()) if vals.size else 0.0
         out_maps.append({
             "name": m.name, "label": m.label, "kind": m.kind, "two_sided": m.two_sided,
-            "data": b64, "offset": offset, "scale": scale, "zero_code": zero, "vmin": vmin, "vmax": vmax,
-            "max_abs": m.max_abs,
-            "methods": {meth: {f"{a:g}": _json_number(t) for a, t in sorted(tab.items(), reverse=True)}
+            "data": b64, "offset": offset, "scale": scale, "zero_code": zero, "vmin": vmin,
+            "vmax": vmax, "max_abs": m.max_abs,
+            "methods": {meth: {f"{a:g}": _json_number(t)
+                               for a, t in sorted(tab.items(), reverse=True)}
                         for meth, tab in m.methods.items()},
             "method": m.method, "alpha": f"{m.alpha:g}", "threshold": m.threshold,
             "clusters": cl.get(m.name, cl.get("*")),
@@ -176,11 +178,11 @@ def viewer_html(
     ----------
     maps : mapping
         name -> (3-D array, 4x4 affine), nibabel image, path, or a dict spec (see
-        :func:`glmkit.report.maps.prepare_maps`) giving ``kind`` (``"z"``, ``"logp"``, ``"logp_bonferroni"``,
-        ``"logp_fwer"``, ``"value"``; guessed from the name otherwise), ``two_sided``,
-        ``label``, initial ``threshold`` or ``method``/``alpha``, ``methods`` tables and
-        ``methods_from`` (the map whose values set the method thresholds). All maps share
-        one grid; a ``"mask"`` entry is the mask.
+        :func:`glmkit.report.maps.prepare_maps`) giving ``kind`` (``"z"``, ``"logp"``,
+        ``"logp_bonferroni"``, ``"logp_fwer"``, ``"value"``; guessed from the name otherwise),
+        ``two_sided``, ``label``, initial ``threshold`` or ``method``/``alpha``, ``methods``
+        tables and ``methods_from`` (the map whose values set the method thresholds). All maps
+        share one grid; a ``"mask"`` entry is the mask.
     clusters : DataFrame or dict name -> DataFrame, optional
         Cluster table(s) with peak columns X, Y, Z (mm); clicking a row jumps to its peak.
     thresholds : mapping, optional
@@ -189,8 +191,8 @@ def viewer_html(
         Map shown first (default: the first).
     cut_coords : (x, y, z)
         Initial cut in mm; when its slices miss the data (another field of view), the viewer
-        opens at the default map's peak instead (see :func:`glmkit.report.maps.cut_in_view`) and the payload's
-        ``cut_note`` says so.
+        opens at the default map's peak instead (see :func:`glmkit.report.maps.cut_in_view`)
+        and the payload's ``cut_note`` says so.
     background : image, (array, affine), path or "mni152", optional
         Anatomical/mean image drawn in grey under the map, resampled to the maps' grid;
         ``"mni152"`` uses nilearn's bundled MNI152 template (about +80 kB on the demo grid).
