@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import html
 import itertools
 import json
 import os
@@ -465,63 +464,50 @@ def run_batch(path: str | os.PathLike, *, force: bool = False, n_jobs: int = 1,
 
 def write_index(reports_dir: str | os.PathLike, settings: Sequence[RunSettings],
                 status: Mapping[str, str] | None = None) -> Path:
-    """Write a self-contained ``index.html`` linking each run with its headline numbers."""
+    """Write a self-contained ``index.html`` linking each run with its headline numbers.
+
+    The page is the template ``index.html`` of :mod:`glmkit.report.templates` (autoescaped):
+    run names, parameters and statuses are shown as text, never read as markup.
+    """
+    from urllib.parse import quote
+
+    from glmkit.report.templates import render
+
     reports_dir = Path(reports_dir)
     status = dict(status or {})
     base = settings[0].to_dict(runner=False) if settings else {}
     varying = [k for k in base if k != "run_name"
                and any(s.to_dict(runner=False)[k] != base[k] for s in settings)]
-    rows = []
+    heads = []
     methods: list[str] = []
     for s in settings:
         summary_file = s.run_dir / "summary.json"
         head = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-        for m in head.get("suprathreshold", {}):
-            if m not in methods:
-                methods.append(m)
-        rows.append((s, head))
-    cols = (["run", "status"] + varying + ["subjects kept / total", "voxels"]
-            + [f"{m} voxels" for m in methods] + ["peak z", "peak (mm)"])
-    esc = html.escape
-    body = []
-    for s, head in rows:
+        methods += [m for m in head.get("suprathreshold", {}) if m not in methods]
+        heads.append(head)
+    runs = []
+    for s, head in zip(settings, heads, strict=True):
         complete = (s.run_dir / "report.html").is_file()
-        link = (f'<a href="{esc(s.run_name)}/report.html">{esc(s.run_name)}</a>' if complete
-                else esc(s.run_name))
         state = status.get(s.run_name, "complete" if complete else "missing")
-        cells = [link, esc(state.splitlines()[0][:200])]
-        cells += [esc(json.dumps(s.to_dict(runner=False)[k])) for k in varying]
+        cells = [state.splitlines()[0][:200]]
+        cells += [json.dumps(s.to_dict(runner=False)[k]) for k in varying]
         if head:
             cells += [f"{head['n_kept']} / {head['n_subjects']}", str(head["n_voxels"])]
             cells += [str(head["suprathreshold"].get(m, "")) for m in methods]
-            cells += [f"{head['peak_z']:.2f}", esc(", ".join(f"{c:g}" for c in
-                                                              head["peak_xyz_mm"]))]
+            cells += [f"{head['peak_z']:.2f}", ", ".join(f"{c:g}" for c in head["peak_xyz_mm"])]
         else:
             cells += [""] * (4 + len(methods))
-        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    alpha = {s.alpha for s in settings}
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>glmkit runs</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; }}
-th, td {{ border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; }}
-th {{ background: #f3f3f3; }}
-td:nth-child(n+3) {{ font-variant-numeric: tabular-nums; }}
-</style></head><body>
-<h1>glmkit runs</h1>
-<p>{len(settings)} runs. Voxel counts are suprathreshold voxels at alpha
-{', '.join(map(str, sorted(alpha)))}: <code>fdr</code> is a false discovery rate threshold;
-<code>bonferroni</code> and <code>perm_*</code> control the family-wise error rate (compare
-FWER with FWER). Parameters shared by all runs: {esc(json.dumps(
-        {k: v for k, v in base.items() if k not in varying and k != 'run_name'}))}</p>
-<table><thead><tr>{''.join(f'<th>{esc(c)}</th>' for c in cols)}</tr></thead>
-<tbody>
-{chr(10).join(body)}
-</tbody></table></body></html>
-"""
+        # the link is a relative URL: the run's folder name percent-encoded as a path segment
+        href = quote(s.run_name, safe="!$&'()*+,;=:@") + "/report.html" if complete else None
+        runs.append({"name": s.run_name, "href": href, "cells": cells})
+    page = render(
+        "index.html", runs=runs,
+        columns=(["run", "status"] + varying + ["subjects kept / total", "voxels"]
+                 + [f"{m} voxels" for m in methods] + ["peak z", "peak (mm)"]),
+        alphas=[str(a) for a in sorted({s.alpha for s in settings})],
+        shared=json.dumps({k: v for k, v in base.items() if k not in varying and k != "run_name"}))
     index = reports_dir / "index.html"
     tmp = reports_dir / f".index.html.tmp-{os.getpid()}"
-    tmp.write_text(page)
+    tmp.write_text(page, encoding="utf-8")
     os.replace(tmp, index)
     return index

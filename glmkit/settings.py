@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from glmkit.data import DEFAULT_CUT_COORDS
 from glmkit.data.choices import GRID_ACTIONS  # QC's fact
 from glmkit.errors import ContrastError, DataFileNotFoundError, ParameterError
 from glmkit.stats.choices import HEIGHT_CONTROLS  # the thresholds' fact
@@ -185,7 +186,7 @@ class RunSettings:
                            "no path separator)")
     reports_dir: str = _param("reports", "path", "where runs land")
     cut_coords: tuple[float, float, float] = _param(
-        (38.0, -17.0, -3.0), "floats3",
+        DEFAULT_CUT_COORDS, "floats3",
         "figure cut x,y,z in mm (the peak is used when the cut misses the data)")
     output_dir: str | None = _param(
         None, "path?", "where the notebook writes (`none`: `reports_dir/run_name`); "

@@ -5,7 +5,7 @@ alpha for permutation maps), cluster-extent minimum, x/y/z cut in mm, "go to pea
 cluster table, display mode (ortho, x, y, z, mosaic). Each change re-renders one PNG into an
 ``ipywidgets.Image`` (slices composed with numpy, encoded by Pillow: no figure is cleared, so
 nothing flickers), debounced on the kernel's event loop; the cluster table (an HTML widget)
-follows the threshold. Thresholds and clusters come from :mod:`glmkit.report.viewer`, so the numbers
+follows the threshold. Thresholds and clusters come from :mod:`glmkit.report.maps`, so the numbers
 match the report's kernel-free viewer.
 """
 
@@ -26,23 +26,26 @@ import pandas as pd
 
 from glmkit._util import logger
 from glmkit.errors import ParameterError, ReportError
-from glmkit.report.viewer import (
+from glmkit.data import DEFAULT_CUT_COORDS
+from glmkit.report.maps import (
     METHODS,
     ViewerMap,
     background_u8,
     cut_in_view,
-    infer_kind,
+    fwer_map_spec,
     label_clusters,
     maps_from_result,
     method_threshold,
     prepare_maps,
 )
+from glmkit.stats.statistics import get_statistic, statistic_names
 
 __all__ = ["explore", "Explorer", "load_run_folder"]
 
 MODES = ("ortho", "x", "y", "z", "mosaic")
 EMPTY_MESSAGE = "no voxel survives this threshold"
-_ORDER = ("z", "z_fdr", "logp_bonferroni")
+#: the parametric maps of a run folder, in display order, with their kinds
+_PARAMETRIC = {"z": "z", "z_fdr": "z", "logp_bonferroni": "logp_bonferroni"}
 
 
 def load_run_folder(path: str | os.PathLike) -> tuple[dict[str, dict], pd.DataFrame, dict]:
@@ -80,12 +83,9 @@ def load_run_folder(path: str | os.PathLike) -> tuple[dict[str, dict], pd.DataFr
     specs: dict[str, dict] = {}
     if "mask" in files:
         specs["mask"] = {"image": files["mask"]}
-    names = [n for n in _ORDER if n in files] + sorted(
-        n for n in files if n.startswith("logp_") and n not in _ORDER
-    )
     two_sided = params.get("two_sided")
-    for name in names:
-        spec: dict[str, Any] = {"image": files[name], "kind": infer_kind(name)}
+    for name in (n for n in _PARAMETRIC if n in files):
+        spec: dict[str, Any] = {"image": files[name], "kind": _PARAMETRIC[name]}
         if spec["kind"] == "z" and two_sided is not None:
             spec["two_sided"] = bool(two_sided)
         if name == "z_fdr":
@@ -93,9 +93,11 @@ def load_run_folder(path: str | os.PathLike) -> tuple[dict[str, dict], pd.DataFr
             spec["label"] = "z, FDR-thresholded"
         elif name == "logp_bonferroni":
             spec["label"] = "-log10 p, Bonferroni"
-        elif name.startswith("logp_"):
-            spec["label"] = f"-log10 p, FWER ({name[5:]}, permutation)"
         specs[name] = spec
+    for stat in statistic_names():  # the permutation maps of the registered statistics
+        map_name = get_statistic(stat).map_name
+        if map_name in files:
+            specs[map_name] = fwer_map_spec(stat, files[map_name])
     return specs, clusters, params
 
 
@@ -111,7 +113,7 @@ class Explorer(widgets.VBox):
     """
 
     def __init__(self, maps: list[ViewerMap], mask: np.ndarray, affine: np.ndarray, *,
-                 clusters: pd.DataFrame | None = None, cut_coords=(38, -17, -3),
+                 clusters: pd.DataFrame | None = None, cut_coords=DEFAULT_CUT_COORDS,
                  debounce: float = 0.08, connectivity: int = 6, zoom: int = 4,
                  background: Any = None):
         self._maps = {m.name: m for m in maps}
@@ -144,7 +146,7 @@ class Explorer(widgets.VBox):
             "map": widgets.Dropdown(options=[(m.label, m.name) for m in maps], description="map",
                                     style=style),
             "method": widgets.Dropdown(options=self._all_methods, description="threshold by", style=style),
-            "alpha": widgets.BoundedFloatText(value=0.05, min=1e-12, max=1.0, step=0.005,
+            "alpha": widgets.BoundedFloatText(value=0.05, min=1e-12, max=0.5, step=0.005,
                                               description="alpha", style=style,
                                               layout=widgets.Layout(width="150px")),
             "threshold": widgets.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.01, description="threshold",
@@ -547,7 +549,7 @@ def explore(result: Any, *, cut_coords=None, background: Any = "mni152", debounc
         A :class:`glmkit.pipeline.AnalysisResult`, or a run folder ``reports/<run_name>/``
         holding ``maps/*.nii.gz``, ``clusters.csv`` and ``params.json``.
     cut_coords : (x, y, z) mm, optional
-        Initial cut (default: the run's ``cut_coords``, else (38, -17, -3)). A cut whose
+        Initial cut (default: the run's ``cut_coords``, else ``DEFAULT_CUT_COORDS``). A cut whose
         slices miss the data moves to the first map's peak; the status line says so.
     background : image, path, "mni152" or None
         Grey image under the maps (default: nilearn's bundled MNI152 template resampled to the
@@ -578,7 +580,7 @@ def explore(result: Any, *, cut_coords=None, background: Any = "mni152", debounc
             f"explore(result): expected an AnalysisResult (glmkit.pipeline) or a run folder path; "
             f"got {type(result).__name__}"
         )
-    cut = cut_coords if cut_coords is not None else (default_cut or (38, -17, -3))
+    cut = cut_coords if cut_coords is not None else (default_cut or DEFAULT_CUT_COORDS)
     vmaps, mask, affine = prepare_maps(specs)
     first = vmaps[0]
     cut, cut_note = cut_in_view(cut, mask, affine, first.data, two_sided=first.two_sided,

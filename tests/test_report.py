@@ -9,7 +9,6 @@ size, and recovery of the demo's planted region.
 from __future__ import annotations
 
 import dataclasses
-import html
 import os
 import re
 import shutil
@@ -390,32 +389,249 @@ def test_recovers_planted_region(analysis, report, page):
                      rf"<td class=\"num\">{hits}</td>", section)
 
 
-EVIL = '<script>alert("x")</script><img src="http://example.com/x.png">'
+# --------------------------------------------------------------------------------------
+# a statistic registered by this module alone reaches every part of the report
+# --------------------------------------------------------------------------------------
+
+TOY_LABEL, TOY_SHORT, TOY_UNITS = "permutation max |t| (toy)", "max-|t|", "maximum |t| (toy units)"
+TOY_REFERENCE = "Toy A, Test B (2026). A statistic registered by a test. J Tests 1:1-2."
 
 
-def test_user_strings_escaped_and_no_permutation(analysis, tmp_path):
-    """User strings are escaped; a run without permutations or ground truth still reports."""
+@pytest.fixture
+def toy_statistic():
+    """A toy "maxabs" statistic in the registry for one test (removed afterwards)."""
+    from glmkit.stats.statistics import StatisticSpec, register_statistic, unregister_statistic
+
+    spec = register_statistic(StatisticSpec(
+        name="maxabs", label=TOY_LABEL, short=TOY_SHORT, units=TOY_UNITS, level="cluster",
+        observed=lambda t, ctx, cache=None: np.abs(t),
+        null_max=lambda maps, ctx, cache: np.abs(maps).max(axis=1),
+        methods=lambda result: "voxel-wise maximum of |t| (toy) [@toy2026]",
+        references={"toy2026": TOY_REFERENCE}))
+    yield spec
+    unregister_statistic("maxabs")
+
+
+class _WithStatistic:
+    """An analysis result whose permutation stage also holds a hand-built statistic."""
+
+    def __init__(self, base, permutation, maps):
+        self._base, self.permutation, self._maps = base, permutation, maps
+
+    def __getattr__(self, name):
+        return getattr(self._base, name)
+
+    def maps(self):
+        return {**self._base.maps(), **self._maps}
+
+
+def test_registered_statistic_appears_in_the_report(analysis, toy_statistic, tmp_path):
+    """Label, units, level, methods text, citation, null figure and viewer map of a statistic
+    known only to the registry (glmkit/report/ names no statistic)."""
+    perm = analysis.permutation
+    null = 2.0 * np.asarray(perm.null_max["voxel"])  # the toy's own null: twice max-T's
+    toy_perm = dataclasses.replace(
+        perm, statistics=(*perm.statistics, "maxabs"),
+        null_max={**perm.null_max, "maxabs": null},
+        logp_fwer={**perm.logp_fwer, "maxabs": perm.logp_fwer["voxel"]},
+        observed={**perm.observed, "maxabs": np.abs(perm.t)})
+    image = analysis.model.unmask(np.asarray(perm.logp_fwer["voxel"]))
+    result = _WithStatistic(analysis, toy_perm, {toy_statistic.map_name: image})
+    page = write_report(result, tmp_path / "toy").report.read_text(encoding="utf-8")
+    assert (tmp_path / "toy" / "maps" / "logp_maxabs.nii.gz").is_file()
+    crit = toy_perm.critical_value("maxabs", alpha=0.05)
+    assert crit == pytest.approx(2 * perm.critical_value("voxel", alpha=0.05))
+    comparison = page[page.index('id="comparison"'):]
+    row = re.search(rf'<tr class="fwer"><td>FWER</td><td>{re.escape(TOY_LABEL)}</td>'
+                    r"<td>permutation</td><td>(.*?)</td>", comparison).group(1)
+    assert row.endswith(f"; critical {TOY_UNITS} = {crit:.3g}")
+    summary = page[page.index('id="summary"'):page.index('id="how-to-read"')]
+    assert f"At FWER 5% ({TOY_SHORT} permutation, {N_PERM} permutations), " in summary
+    assert "as a whole (a cluster-level statement" in summary.split(TOY_SHORT + " permutation")[1]
+    assert TOY_SHORT in page[page.index('id="how-to-read"'):page.index('id="methods"')]
+    methods = page[page.index('id="methods"'):page.index('id="qc"')]
+    cited = re.search(r"voxel-wise maximum of \|t\| \(toy\) \[(\d+)\]", methods)
+    refs = re.findall(r"<li>(.*?)</li>", methods[methods.index('class="refs"'):])
+    assert cited and refs[int(cited.group(1)) - 1] == TOY_REFERENCE
+    null_section = page[page.index('id="null"'):page.index('id="recovery"')]
+    assert f'alt="null distribution of {TOY_LABEL}"' in null_section
+    assert f"<td>{TOY_LABEL}</td><td class=\"num\">{N_PERM}</td>" \
+           f"<td class=\"num\">{crit:.4g}</td>" in null_section
+    explore = page[page.index('id="explore"'):page.index('id="provenance"')]
+    assert f'"name":"logp_maxabs","label":"-log10 p, FWER ({TOY_SHORT}, permutation)"' in explore
+
+
+# strings that would run, load or be evaluated if a template or the page read them as code
+SCRIPT, IMG, END, JINJA, DOLLAR = ("<script>alert(1)</script>", '"><img src=x onerror=alert(1)>',
+                                   "</script>", "{{ 7*7 }}", "${7*7}")
+EVIL = (SCRIPT, IMG, END, JINJA, DOLLAR)
+EXTERNAL = '<img src="http://example.com/x.png">'
+
+
+class _Text(HTMLParser):
+    """The page's text (outside scripts and styles), its tags and the text of its <title>."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.text: list[str] = []
+        self.title = ""
+        self.tags: list[tuple[str, dict]] = []
+        self._stack: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        if tag in ("script", "style", "title"):
+            self._stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if self._stack and self._stack[-1] == tag:
+            self._stack.pop()
+
+    def handle_data(self, data):
+        if not self._stack:
+            self.text.append(data)
+        elif self._stack[-1] == "title":
+            self.title += data
+
+
+def _text(page: str) -> _Text:
+    parser = _Text()
+    parser.feed(page)
+    return parser
+
+
+def _evil_settings(settings, **fields):
+    """A copy of run settings holding strings RunSettings would refuse (as an attacker's)."""
+    import copy
+
+    out = copy.copy(settings)
+    for name, value in fields.items():
+        object.__setattr__(out, name, value)
+    return out
+
+
+@pytest.fixture(scope="module")
+def evil_report(analysis, tmp_path_factory) -> Path:
+    """The demo run with every user string hostile; no permutation, no ground truth."""
+    column, contrast = f"fluency{IMG}", f"fluency{IMG}"
+    subjects = list(analysis.qc.excluded) + list(analysis.qc.kept)
+    ids = {s: s + EVIL[i % len(EVIL)] for i, s in enumerate(subjects[:10])}
     qc_table = analysis.qc.table.copy()
-    qc_table.loc[qc_table.index[0], ["verdict", "reason"]] = ["flag", EVIL]
-    clusters = pd.DataFrame({"x": [33.0], "y": [-16.0], "z": [-2.0], EVIL: [EVIL]})
+    qc_table["subject"] = qc_table["subject"].astype(str).map(lambda s: ids.get(s, s))
+    qc_table.loc[qc_table.index[0], ["verdict", "reason"]] = ["flag", SCRIPT + EXTERNAL]
+    matrix = analysis.design.matrix.rename(columns={"fluency": column},
+                                           index=lambda s: ids.get(str(s), str(s)))
+    design = dataclasses.replace(analysis.design, matrix=matrix, formula=f"{column} + {DOLLAR}",
+                                 vif=analysis.design.vif.rename({"fluency": column}))
+    dataset_path = f"/data/{DOLLAR}{JINJA}{SCRIPT}"
     result = dataclasses.replace(
-        analysis, permutation=None, clusters=clusters,
-        dataset=dataclasses.replace(analysis.dataset, name=EVIL, ground_truth=None),
-        qc=dataclasses.replace(analysis.qc, table=qc_table))
-    page = write_report(result, tmp_path / "evil").report.read_text(encoding="utf-8")
-    assert EVIL not in page and "example.com" not in _parse(page).urls.__repr__()
-    assert html.escape(EVIL) in page
+        analysis, permutation=None, design=design,
+        contrast=dataclasses.replace(analysis.contrast, name=contrast),
+        clusters=analysis.clusters.assign(**{IMG: SCRIPT}),
+        settings=_evil_settings(analysis.settings, run_name=f"run{SCRIPT}{JINJA}",
+                                dataset=dataset_path, contrast=contrast),
+        dataset=dataclasses.replace(analysis.dataset, name=dataset_path, ground_truth=None),
+        qc=dataclasses.replace(analysis.qc, table=qc_table,
+                               kept=tuple(ids.get(s, s) for s in analysis.qc.kept),
+                               excluded=tuple(ids.get(s, s) for s in analysis.qc.excluded)))
+    return write_report(result, tmp_path_factory.mktemp("evil") / "evil").report
+
+
+def test_user_strings_escaped_and_no_permutation(evil_report):
+    """Subject ids, column names, the contrast, the run name and the dataset path are text."""
+    page = evil_report.read_text(encoding="utf-8")
+    parsed = _text(page)
+    text = "".join(parsed.text)
+    for evil in (SCRIPT, IMG):
+        assert evil not in page  # escaped everywhere, the viewer's JSON included
+    assert page.count(END) == 2  # the viewer's own data and code blocks
+    for evil in EVIL:  # ... and shown as the text they are
+        assert evil in text, evil
+    assert "run" + SCRIPT + JINJA in parsed.title
+    assert f"fluency{IMG}" in text and f"/data/{DOLLAR}{JINJA}{SCRIPT}" in text
+    assert "49" not in parsed.title  # {{ 7*7 }} was not evaluated
+    assert not [a for t, a in parsed.tags if t == "img" and not a["src"].startswith("data:")]
+    assert "example.com" not in repr(_parse(page).urls)
     # the only scripts are the viewer's, inside the Explore section
     explore = page.index('id="explore"'), page.index('id="provenance"')
     scripts = [m.start() for m in re.finditer(r"<script\b", page)]
-    assert scripts and all(explore[0] < s < explore[1] for s in scripts)
+    assert len(scripts) == 2 and all(explore[0] < s < explore[1] for s in scripts)
     assert "No permutation inference was run" in page
     assert "This dataset has no ground truth" in page
-    assert not (tmp_path / "evil" / "maps" / "logp_maxt.nii.gz").exists()
+    assert not (evil_report.parent / "maps" / "logp_maxt.nii.gz").exists()
     comparison = page[page.index('id="comparison"'):]
     comparison = comparison[:comparison.index("</table>")]
     assert comparison.count('<tr class="fwer">') == 1  # Bonferroni only
     assert comparison.count('<tr class="fdr">') == 1
+
+
+def _dialogs_and_text(browser, path: Path) -> tuple[list[str], str, int, str]:
+    """Open ``path``: the dialogs it raised, its body text, foreign <img> count, its title."""
+    dialogs: list[str] = []
+    context = browser.new_context()
+    page = context.new_page()
+    page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(("data:", "file:"))
+               else r.abort())
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(path.as_uri(), wait_until="load")
+    page.wait_for_timeout(300)  # let onerror handlers and the viewer run
+    text = page.locator("body").inner_text()
+    foreign = page.evaluate("Array.from(document.images).filter(i => "
+                            "!i.getAttribute('src').startsWith('data:')).length")
+    title = page.title()
+    context.close()
+    return dialogs, text, foreign, title
+
+
+@pytest.mark.browser
+def test_user_strings_execute_nothing_in_chromium(evil_report, browser):
+    dialogs, text, foreign, title = _dialogs_and_text(browser, evil_report)
+    assert dialogs == []
+    assert foreign == 0
+    for evil in EVIL:
+        assert evil in text, evil
+    assert title == f"glmkit report: fluency{IMG} (run{SCRIPT}{JINJA})"
+
+
+@pytest.fixture
+def evil_index(tmp_path) -> Path:
+    """A batch index of two runs with hostile names, parameters and statuses."""
+    from glmkit.run import write_index
+    from glmkit.settings import RunSettings
+
+    reports = tmp_path / "reports"
+    good = _evil_settings(RunSettings(reports_dir=str(reports), n_perm=10),
+                          run_name=f"a{IMG}{JINJA}", dataset=f"/data/{DOLLAR}{SCRIPT}")
+    bad = _evil_settings(RunSettings(reports_dir=str(reports), n_perm=20),
+                         run_name=f"b{SCRIPT}{DOLLAR}", contrast=f"fluency{END}")
+    good.run_dir.mkdir(parents=True)
+    (good.run_dir / "report.html").write_text("<p>run</p>")
+    (good.run_dir / "summary.json").write_text(
+        '{"n_kept": 3, "n_subjects": 4, "n_voxels": 10, "suprathreshold": {"fdr": 2}, '
+        '"peak_z": 4.5, "peak_xyz_mm": [1, 2, 3]}')
+    return write_index(reports, [good, bad], {good.run_name: "ok",
+                                              bad.run_name: f"failed: {SCRIPT}{IMG}"})
+
+
+def test_batch_index_escapes_user_strings(evil_index):
+    page = evil_index.read_text(encoding="utf-8")
+    parsed = _text(page)
+    text = "".join(parsed.text)
+    for evil in (SCRIPT, IMG, END):
+        assert evil not in page
+    for evil in EVIL:
+        assert evil in text, evil
+    assert not [t for t, _ in parsed.tags if t in ("script", "img")]
+    links = [a["href"] for t, a in parsed.tags if t == "a"]
+    assert links == ["a%22%3E%3Cimg%20src=x%20onerror=alert(1)%3E%7B%7B%207*7%20%7D%7D/report.html"]
+
+
+@pytest.mark.browser
+def test_batch_index_executes_nothing_in_chromium(evil_index, browser):
+    dialogs, text, foreign, _ = _dialogs_and_text(browser, evil_index)
+    assert dialogs == [] and foreign == 0
+    for evil in EVIL:
+        assert evil in text, evil
 
 
 def test_bad_inputs(tmp_path, analysis):

@@ -98,8 +98,6 @@ def _refit_t(X, Y, n):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the report reads labels from the registry: lands with "
-                   "the report branch (this marker goes then)")
 def test_toy_statistic_runs_end_to_end_into_the_report(toy, tmp_path):
     from glmkit.pipeline import run_analysis
 

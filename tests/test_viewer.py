@@ -1,4 +1,5 @@
-"""Tests of glmkit.report.viewer without a browser: thresholds, clusters, encoding, the HTML fragment.
+"""Tests of glmkit.report.maps and .viewer without a browser: thresholds, clusters, encoding, the
+HTML fragment.
 
 The browser behaviour is tested in tests/test_viewer_browser.py.
 """
@@ -18,15 +19,8 @@ from scipy import ndimage
 from scipy.stats import norm
 
 from glmkit.errors import ImageError, ParameterError
-from glmkit.report.viewer import (
-    ALPHAS,
-    infer_kind,
-    label_clusters,
-    method_threshold,
-    prepare_maps,
-    viewer_html,
-    viewer_payload,
-)
+from glmkit.report.maps import ALPHAS, infer_kind, label_clusters, method_threshold, prepare_maps
+from glmkit.report.viewer import viewer_html, viewer_payload
 
 AFFINE = np.array([[3.0, 0, 0, -78], [0, 3, 0, -111], [0, 0, 3, -51], [0, 0, 0, 1]])
 SHAPE = (53, 63, 46)

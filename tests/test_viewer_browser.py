@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from glmkit.report.viewer import label_clusters, result_viewer_html, viewer_html, viewer_payload
+from glmkit.report.maps import label_clusters
+from glmkit.report.viewer import result_viewer_html, viewer_html, viewer_payload
 
 pytestmark = pytest.mark.browser
 
@@ -198,7 +199,7 @@ def test_cluster_rows_jump_to_peak(session):
 
 
 def test_method_switch_updates_threshold(session, synth):
-    from glmkit.report.viewer import method_threshold
+    from glmkit.report.maps import method_threshold
 
     page = session.page
     z, mask, _ = synth

@@ -158,7 +158,7 @@ def test_map_without_survivors_says_so(ex):
 
 
 def _prepare(maps):
-    from glmkit.report.viewer import prepare_maps
+    from glmkit.report.maps import prepare_maps
 
     return prepare_maps(maps)
 
@@ -264,6 +264,28 @@ def test_load_run_folder_specs(run_folder):
     assert list(specs) == ["mask", "z", "z_fdr", "logp_bonferroni", "logp_maxt"]
     assert specs["z_fdr"]["methods_from"] == "z" and specs["z"]["two_sided"] is False
     assert list(clusters.columns[:4]) == ["cluster_id", "x", "y", "z"]
+
+
+def test_run_folder_maps_come_from_the_registry(tmp_path, synth_maps):
+    """A registered statistic's map is shown with its registry label; an unknown logp_ file
+    (not a registered statistic's map) is not taken for a permutation map."""
+    from glmkit.stats.statistics import StatisticSpec, register_statistic, unregister_statistic
+
+    maps = {**synth_maps, "logp_maxabs": synth_maps["logp_maxt"],
+            "logp_stray": synth_maps["logp_maxt"]}
+    folder = _write_folder(tmp_path / "run", maps)
+    register_statistic(StatisticSpec(
+        name="maxabs", label="toy", short="max-|t|", units="toy units",
+        observed=lambda t, ctx, cache=None: np.abs(t), null_max=None,
+        methods=lambda result: "toy"))
+    try:
+        specs, _, _ = load_run_folder(folder)
+    finally:
+        unregister_statistic("maxabs")
+    assert list(specs) == ["mask", "z", "z_fdr", "logp_bonferroni", "logp_maxt", "logp_maxabs"]
+    assert specs["logp_maxabs"]["kind"] == "logp_fwer"
+    assert specs["logp_maxabs"]["label"] == "-log10 p, FWER (max-|t|, permutation)"
+    assert specs["logp_maxt"]["label"] == "-log10 p, FWER (max-T, permutation)"
 
 
 # ------------------------------------------------------------------------ a real run

@@ -4,3 +4,9 @@
 (the simulated cohort), :mod:`~glmkit.data.folder` (readers) and :mod:`~glmkit.data.qc`.
 This layer may use :mod:`glmkit.stats`; it never imports the report or run layers.
 """
+
+#: The figures' cut (x, y, z mm) of the reference analysis (nilearn's association example),
+#: where the demo plants its effect; the default ``cut_coords`` of runs, reports and viewers.
+#: Defined here, not in :mod:`~glmkit.data.demo`, so that the settings can read it without
+#: importing numpy, pandas and nibabel.
+DEFAULT_CUT_COORDS = (38.0, -17.0, -3.0)

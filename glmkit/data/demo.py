@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from glmkit._util import logger, sha256_file
+from glmkit.data import DEFAULT_CUT_COORDS
 from glmkit.errors import DataFileNotFoundError
 
 
@@ -32,7 +33,7 @@ DEMO_RANDOM_STATE = 20261125
 DEMO_GENERATOR_VERSION = "1"
 
 # The planted association (documented in the README written next to the data).
-DEMO_REGION_CENTER_MM = (38.0, -17.0, -3.0)  # the reference analysis' cut coordinates
+DEMO_REGION_CENTER_MM = DEFAULT_CUT_COORDS  # planted where the reference figures cut
 DEMO_REGION_RADIUS_MM = 10.0
 DEMO_EFFECT_SIZE = 0.3  # map units per SD of pseudo; the noise has unit SD per voxel
 DEMO_NOISE_FWHM_MM = 6.0

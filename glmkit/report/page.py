@@ -12,40 +12,36 @@ Family-wise error (FWER) maps are compared with FWER maps only (Bonferroni, perm
 max-T, cluster and TFCE); the false discovery rate (FDR) map is shown in its own row,
 labelled as FDR (nilearn issue #3038).
 
-The page's sections are built in :mod:`glmkit.report.sections`, with the formatting helpers
-of :mod:`glmkit.report.markup`; the recovery section stays here, next to :func:`recovery`.
+The page is the template ``templates/report.html``: a list of
+:class:`~glmkit.report.markup.Section` (built in :mod:`glmkit.report.sections`; the recovery
+section here, next to :func:`recovery`) from which the navigation is derived.
+:func:`_render_page` renders it without writing anything.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import os
-import string
 from collections.abc import Mapping
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from glmkit.report.markup import _esc, _get, _section, _table, _version
-from glmkit.report.sections import (_STATISTIC_LABELS, _STATISTIC_UNITS, _Corrected,
-                                     _clusters_section, _design_section, _explore_section,
-                                     _how_to_read_section, _methods_section, _null_section,
-                                     _provenance_section, _qc_section, _results_section,
-                                     _summary_section)
 from glmkit._util import logger
+from glmkit.data import DEFAULT_CUT_COORDS
 from glmkit.errors import ParameterError, ReportError
+from glmkit.report.maps import cut_in_view
+from glmkit.report.markup import Section, attr, table, version
 from glmkit.report.runfolder import RunManifest, notebook_record, result_maps, write_run_folder
+from glmkit.report.sections import (Corrected, Threshold, clusters_section, design_section,
+                                    explore_section, how_to_read_section, methods_section,
+                                    null_section, provenance_section, qc_section,
+                                    results_section, summary_section)
+from glmkit.report.templates import render
+from glmkit.stats.statistics import get_statistic
 
 __all__ = ["write_report", "recovery"]
-
-_SECTIONS = (
-    ("summary", "Summary"), ("how-to-read", "How to read"), ("methods", "Methods"),
-    ("qc", "Quality control"), ("design", "Design"), ("results", "Results"),
-    ("clusters", "Clusters"), ("null", "Null distributions"), ("recovery", "Recovery"),
-    ("explore", "Explore"), ("provenance", "Provenance"),
-)
 
 
 # --------------------------------------------------------------------------------------
@@ -160,47 +156,51 @@ def _prepare_out_dir(out_dir) -> Path:
     return out
 
 
-def _collect_corrected(result, images: Mapping, alpha: float) -> list[_Corrected]:
+def _fwer_item(key: str, label: str, map_name: str, threshold: Threshold, images, mask, z,
+               logp_alpha: float, **fields) -> Corrected:
+    significant = mask & (np.asarray(images[map_name].get_fdata()) >= logp_alpha - 1e-12)
+    return Corrected.of(significant, z, key=key, label=label, error_rate="FWER",
+                        map_name=map_name, threshold=threshold, **fields)
+
+
+def _collect_corrected(result, images: Mapping, alpha: float, z: np.ndarray) -> list[Corrected]:
+    """The corrected maps of the run at ``alpha``: Bonferroni, each permutation statistic, FDR.
+
+    Significance is read from the result's maps and thresholds (nothing is re-thresholded
+    here); each statistic's label, units and level come from its registry entry.
+    """
     mask = np.asarray(images["mask"].get_fdata()) > 0
     logp_alpha = -np.log10(alpha)
     thresholds = result.thresholds or {}
-    items: list[_Corrected] = []
-
-    bonf = thresholds.get("bonferroni")
-    z_bonf = _get(bonf, "threshold")
-    items.append(_Corrected(
-        "bonferroni", "Bonferroni (parametric)", "FWER", "logp_bonferroni",
-        f"-log10 p<sub>Bonf</sub> &ge; {logp_alpha:.2f}"
-        + (f" (z &gt; {z_bonf:.2f})" if z_bonf is not None else ""),
-        mask & (np.asarray(images["logp_bonferroni"].get_fdata()) >= logp_alpha - 1e-12)))
-
-    from glmkit.stats.statistics import get_statistic
-
+    z_bonf = attr(thresholds.get("bonferroni"), "threshold")
+    items = [_fwer_item(
+        "bonferroni", "Bonferroni (parametric)", "logp_bonferroni",
+        Threshold(logp=f"{logp_alpha:.2f}", sub="Bonf",
+                  z=None if z_bonf is None else f"{z_bonf:.2f}"),
+        images, mask, z, logp_alpha, kind="parametric")]
     perm = result.permutation
-    if perm is not None:
-        for stat in perm.statistics:
-            name = get_statistic(stat).map_name
-            if name not in images:
-                raise ReportError(f"write_report: result.maps() has no {name!r} for permutation "
-                                  f"statistic {stat!r}; found {sorted(images)}")
-            crit = float(perm.critical_value(stat, alpha=alpha))
-            crit_text = f"; critical {_STATISTIC_UNITS.get(stat, stat)} = {crit:.3g}"
-            items.append(_Corrected(
-                stat, _STATISTIC_LABELS.get(stat, f"permutation {stat}"), "FWER", name,
-                f"-log10 p<sub>FWER</sub> &ge; {logp_alpha:.2f}{crit_text}",
-                mask & (np.asarray(images[name].get_fdata()) >= logp_alpha - 1e-12)))
-
-    fdr = thresholds.get("fdr")
-    z_fdr = _get(fdr, "threshold")
-    items.append(_Corrected(
-        "fdr", "Benjamini-Hochberg FDR (parametric)", "FDR", "z_fdr",
-        f"z &gt; {z_fdr:.2f}" if z_fdr is not None and np.isfinite(z_fdr) else "no voxel passes",
-        mask & (np.asarray(images["z_fdr"].get_fdata()) != 0)))
+    for stat in perm.statistics if perm is not None else ():
+        spec = get_statistic(stat)
+        if spec.map_name not in images:
+            raise ReportError(f"write_report: result.maps() has no {spec.map_name!r} for "
+                              f"permutation statistic {stat!r}; found {sorted(images)}")
+        crit = float(perm.critical_value(stat, alpha=alpha))
+        items.append(_fwer_item(
+            stat, spec.label, spec.map_name,
+            Threshold(logp=f"{logp_alpha:.2f}", sub="FWER", critical=f"{crit:.3g}",
+                      units=spec.units),
+            images, mask, z, logp_alpha, kind="permutation", short=spec.short, level=spec.level))
+    z_fdr = attr(thresholds.get("fdr"), "threshold")
+    passes = z_fdr is not None and np.isfinite(z_fdr)
+    items.append(Corrected.of(
+        mask & (np.asarray(images["z_fdr"].get_fdata()) != 0), z, key="fdr",
+        label="Benjamini-Hochberg FDR (parametric)", error_rate="FDR", kind="parametric",
+        map_name="z_fdr", threshold=Threshold(z=f"{z_fdr:.2f}" if passes else None)))
     return items
 
 
 def _ground_truth(result, reference_img):
-    path = _get(result.dataset, "ground_truth")
+    path = attr(result.dataset, "ground_truth")
     if not path:
         return None
     import nibabel as nib
@@ -218,11 +218,11 @@ def _ground_truth(result, reference_img):
 # the recovery section: built here because it calls recovery (above)
 
 def _planted_text(prov: dict) -> str:
-    """The planted effect in words, from the demo's provenance (generic when unknown)."""
+    """The planted effect in words (plain text), from the demo's provenance."""
     region = prov.get("planted_region")
     if not isinstance(region, dict) or "center_mm" not in region:
         planted = {k: v for k, v in prov.items() if "plant" in str(k).lower()}
-        return ("; ".join(f"{_esc(k)} = {_esc(v)}" for k, v in planted.items())
+        return ("; ".join(f"{k} = {v}" for k, v in planted.items())
                 if planted else "see the dataset description")
     centre = ", ".join(f"{float(c):g}" for c in region["center_mm"])
     radius = float(region.get("radius_mm", float("nan")))
@@ -231,89 +231,85 @@ def _planted_text(prov: dict) -> str:
         text += f", {int(region['n_voxels'])} voxels of the grid"
     if "effect_size" in prov:
         units = prov.get("effect_units", "")
-        text += f"; effect {float(prov['effect_size']):g}" + (f" {_esc(units)}" if units else "")
+        text += f"; effect {float(prov['effect_size']):g}" + (f" {units}" if units else "")
     return text
 
 
-def _recovery_section(result, items, images, far_mm: float) -> tuple[str, pd.DataFrame | None]:
+def _recovery_section(result, items, images, far_mm: float
+                      ) -> tuple[Section, pd.DataFrame | None]:
+    title = "Recovery of the planted effect"
     truth = _ground_truth(result, images["mask"])
     if truth is None:
-        text = "<p>This dataset has no ground truth (only the simulated demo does).</p>"
-        return _section("recovery", "Recovery of the planted effect", text), None
-    mask = np.asarray(images["mask"].get_fdata()) > 0
-    truth_in = truth & mask
-    table = recovery({f"{it.error_rate}: {it.label}": it.significant for it in items},
+        body = render("sections/recovery.html", table=None)
+        return Section("recovery", title, body, nav="Recovery"), None
+    truth_in = truth & (np.asarray(images["mask"].get_fdata()) > 0)
+    found = recovery({f"{it.error_rate}: {it.label}": it.significant for it in items},
                      truth_in, images["mask"].affine, far_mm=far_mm)
-    prov = _get(result.dataset, "provenance", {}) or {}
-    detail = _planted_text(prov)
-    body = (
-        f"<p>The demo cohort is simulated with a known planted association ({detail}). "
-        f"{int(truth_in.sum())} planted voxels lie inside the analysis mask. For each corrected "
-        f"map: voxels detected, hits (true positives), false positives, false positives farther "
-        f"than {far_mm:g} mm from the planted region, the largest distance of a detected voxel "
-        f"from it, sensitivity and Dice overlap. Smoothing spreads the effect beyond its border, "
-        f"so near false positives are expected; far ones are not.</p>" + _table(table))
-    return _section("recovery", "Recovery of the planted effect", body), table
+    body = render("sections/recovery.html", table=table(found), far_mm=f"{far_mm:g}",
+                  planted=_planted_text(attr(result.dataset, "provenance", {}) or {}),
+                  n_inside=int(truth_in.sum()))
+    return Section("recovery", title, body, nav="Recovery"), found
 
 
 # --------------------------------------------------------------------------------------
-# the public entry point
+# the page
 # --------------------------------------------------------------------------------------
 
 def _cut(settings, images, z: np.ndarray) -> tuple[tuple[float, float, float], str | None]:
     """The figures' cut: the run's ``cut_coords`` if its slices cross the mask, else the peak."""
-    from glmkit.report.viewer import cut_in_view
-
-    requested = tuple(_get(settings, "cut_coords", None) or (38, -17, -3))
+    requested = tuple(attr(settings, "cut_coords", None) or DEFAULT_CUT_COORDS)
     mask = np.asarray(images["mask"].get_fdata()) > 0
     cut, note = cut_in_view(requested, mask, images["z"].affine, z,
-                            two_sided=bool(_get(settings, "two_sided", False)), label="z map")
+                            two_sided=bool(attr(settings, "two_sided", False)), label="z map")
     if note:
         logger.warning("report: %s", note)
     return cut, note
 
 
-def _render_page(result, images, *, notebook_path=None, far_mm: float = 10.0) -> str:
+def _sections(result, images, *, far_mm: float) -> list[Section]:
+    """Every section but the provenance, in page order."""
     settings = result.settings
-    alpha = float(_get(settings, "alpha", 0.05))
-    contrast_name = str(_get(result.contrast, "name", _get(settings, "contrast", "contrast")))
+    alpha = float(attr(settings, "alpha", 0.05))
+    contrast_name = str(attr(result.contrast, "name", attr(settings, "contrast", "contrast")))
     z = np.asarray(images["z"].get_fdata())
     affine = images["z"].affine
+    n_vox = int((np.asarray(images["mask"].get_fdata()) > 0).sum())
     cut_coords, cut_note = _cut(settings, images, z)
-    items = _collect_corrected(result, images, alpha)
-    recovery_html, recovered = _recovery_section(result, items, images, far_mm)
-    sections = [
-        _summary_section(result, items, z, affine, alpha, contrast_name, recovered),
-        _how_to_read_section(alpha, int((np.asarray(images["mask"].get_fdata()) > 0).sum())),
-        _methods_section(result, images, alpha, contrast_name),
-        _qc_section(result),
-        _design_section(result),
-        _results_section(result, images, items, z, affine, alpha, cut_coords, cut_note),
-        _clusters_section(result, items, z, affine),
-        _null_section(result, alpha),
-        recovery_html,
-        _explore_section(result, cut_coords, contrast_name),
+    items = _collect_corrected(result, images, alpha, z)
+    recovery_section, recovered = _recovery_section(result, items, images, far_mm)
+    return [
+        summary_section(result, items, z, affine, alpha, contrast_name, recovered),
+        how_to_read_section(alpha, n_vox),
+        methods_section(result, n_vox, alpha, contrast_name),
+        qc_section(result),
+        design_section(result),
+        results_section(result, images, items, z, affine, alpha, cut_coords, cut_note),
+        clusters_section(result, items, z, affine),
+        null_section(result, alpha),
+        recovery_section,
+        explore_section(result, cut_coords, contrast_name),
     ]
-    nav = "".join(f'<a href="#{key}">{_esc(title)}</a>' for key, title in _SECTIONS)
-    template = string.Template(
-        resources.files("glmkit.report").joinpath("templates/report.html").read_text("utf-8"))
-    css = resources.files("glmkit.report").joinpath("templates/report.css").read_text("utf-8")
-    run_name = _get(settings, "run_name", "")
-    title = f"glmkit report: {contrast_name}" + (f" ({run_name})" if run_name else "")
-    dataset_name = _get(result.dataset, "name", "")
+
+
+def _render_page(result, images, *, notebook_path=None, far_mm: float = 10.0) -> str:
+    """The report page of ``result`` (``images``: ``result.maps()``) as one HTML string."""
+    settings = result.settings
+    contrast_name = str(attr(result.contrast, "name", attr(settings, "contrast", "contrast")))
+    sections = _sections(result, images, far_mm=far_mm)
+    run_name = attr(settings, "run_name", "")
+    dataset_name = attr(result.dataset, "name", "")
+    n_kept = len(tuple(attr(result.qc, "kept", ())))
+    generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
     def page(provenance_note: str) -> str:
-        return template.substitute(
-            title=_esc(title), css=css, nav=nav,
-            subtitle=_esc(f"dataset {dataset_name} · contrast {contrast_name} · "
-                          f"{len(tuple(_get(result.qc, 'kept', ())))} subjects"),
-            body="\n".join(sections + [_provenance_section(result, notebook_path,
-                                                           provenance_note)]),
-            glmkit_version=_esc(_version("glmkit")),
-            generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+        return str(render(
+            "report.html", sections=[*sections, provenance_section(result, notebook_path,
+                                                                   provenance_note)],
+            title=f"glmkit report: {contrast_name}" + (f" ({run_name})" if run_name else ""),
+            subtitle=f"dataset {dataset_name} · contrast {contrast_name} · {n_kept} subjects",
+            glmkit_version=version("glmkit"), generated=generated))
 
-    draft = page("")
-    size_mb = len(draft.encode("utf-8")) / 1e6
+    size_mb = len(page("").encode("utf-8")) / 1e6
     return page(f"This page weighs about {size_mb:.1f} MB (figures and viewer data included).")
 
 
