@@ -30,7 +30,7 @@ import pandas as pd
 
 from glmkit._util import logger
 from glmkit.data import DEFAULT_CUT_COORDS
-from glmkit.errors import ParameterError, ReportError
+from glmkit.errors import GlmkitError, ParameterError, ReportError
 from glmkit.report.maps import cut_in_view
 from glmkit.report.markup import Section, attr, table, version
 from glmkit.report.runfolder import RunManifest, notebook_record, result_maps, write_run_folder
@@ -39,6 +39,7 @@ from glmkit.report.sections import (Corrected, Threshold, clusters_section, desi
                                     null_section, provenance_section, qc_section,
                                     results_section, summary_section)
 from glmkit.report.templates import render
+from glmkit.report.words import TestWords, describe_test
 from glmkit.stats.statistics import get_statistic
 
 __all__ = ["write_report", "recovery"]
@@ -185,11 +186,11 @@ def _collect_corrected(result, images: Mapping, alpha: float, z: np.ndarray) -> 
             raise ReportError(f"write_report: result.maps() has no {spec.map_name!r} for "
                               f"permutation statistic {stat!r}; found {sorted(images)}")
         crit = float(perm.critical_value(stat, alpha=alpha))
+        label, short, units = spec.words(attr(perm, "stat_type", "t"))
         items.append(_fwer_item(
-            stat, spec.label, spec.map_name,
-            Threshold(logp=f"{logp_alpha:.2f}", sub="FWER", critical=f"{crit:.3g}",
-                      units=spec.units),
-            images, mask, z, logp_alpha, kind="permutation", short=spec.short, level=spec.level))
+            stat, label, spec.map_name,
+            Threshold(logp=f"{logp_alpha:.2f}", sub="FWER", critical=f"{crit:.3g}", units=units),
+            images, mask, z, logp_alpha, kind="permutation", short=short, level=spec.level))
     z_fdr = attr(thresholds.get("fdr"), "threshold")
     passes = z_fdr is not None and np.isfinite(z_fdr)
     items.append(Corrected.of(
@@ -277,18 +278,33 @@ def _sections(result, images, *, far_mm: float) -> list[Section]:
     cut_coords, cut_note = _cut(settings, images, z)
     items = _collect_corrected(result, images, alpha, z)
     recovery_section, recovered = _recovery_section(result, items, images, far_mm)
+    words = run_words(result)
     return [
-        summary_section(result, items, z, affine, alpha, contrast_name, recovered),
+        summary_section(result, items, z, affine, alpha, contrast_name, recovered, words),
         how_to_read_section(alpha, n_vox),
-        methods_section(result, n_vox, alpha, contrast_name),
+        methods_section(result, n_vox, alpha, contrast_name, words),
         qc_section(result),
         design_section(result),
         results_section(result, images, items, z, affine, alpha, cut_coords, cut_note),
         clusters_section(result, items, z, affine),
         null_section(result, alpha),
         recovery_section,
-        explore_section(result, cut_coords, contrast_name),
+        explore_section(result, cut_coords, words.short),
     ]
+
+
+def run_words(result) -> TestWords:
+    """What the run tested, in words (a hand-built result with an odd contrast: its name)."""
+    settings = result.settings
+    contrast = attr(settings, "contrast", None) or attr(result.contrast, "name", "contrast")
+    try:
+        return describe_test([str(c) for c in result.design.matrix.columns], contrast,
+                             two_sided=bool(attr(settings, "two_sided", False)),
+                             levels=attr(result.design, "levels", None) or {},
+                             within=attr(settings, "within", None))
+    except GlmkitError:
+        name = str(attr(result.contrast, "name", contrast))
+        return TestWords(f"a positive value of the contrast {name}", name, "t test", "contrast")
 
 
 def _render_page(result, images, *, notebook_path=None, far_mm: float = 10.0) -> str:
@@ -296,6 +312,7 @@ def _render_page(result, images, *, notebook_path=None, far_mm: float = 10.0) ->
     settings = result.settings
     contrast_name = str(attr(result.contrast, "name", attr(settings, "contrast", "contrast")))
     sections = _sections(result, images, far_mm=far_mm)
+    short = run_words(result).short
     run_name = attr(settings, "run_name", "")
     dataset_name = attr(result.dataset, "name", "")
     n_kept = len(tuple(attr(result.qc, "kept", ())))
@@ -305,7 +322,7 @@ def _render_page(result, images, *, notebook_path=None, far_mm: float = 10.0) ->
         return str(render(
             "report.html", sections=[*sections, provenance_section(result, notebook_path,
                                                                    provenance_note)],
-            title=f"glmkit report: {contrast_name}" + (f" ({run_name})" if run_name else ""),
+            title=f"glmkit report: {short}" + (f" ({run_name})" if run_name else ""),
             subtitle=f"dataset {dataset_name} · contrast {contrast_name} · {n_kept} subjects",
             glmkit_version=version("glmkit"), generated=generated))
 

@@ -23,6 +23,8 @@ from glmkit.errors import ReportError
 from glmkit.report.maps import label_clusters
 from glmkit.report.markup import Section, attr, coords, fmt, mm, settings_dict, table, version
 from glmkit.report.templates import render
+
+INTERCEPT = "intercept"
 from glmkit.stats.statistics import REFERENCES, get_statistic, statistic_names
 
 __all__ = ["Threshold", "Corrected", "Citations", "summary_section", "how_to_read_section",
@@ -128,23 +130,24 @@ class Citations:
 # --------------------------------------------------------------------------------------
 
 def _conjugate(verb: str, n: int) -> str:
-    """``"are ..."`` / ``"show ..."``, or ``"is ..."`` / ``"shows ..."`` when ``n`` is 1."""
-    return verb.replace("are ", "is ").replace("show ", "shows ") if n == 1 else verb
+    """``"show"``, or ``"shows"`` when ``n`` is 1."""
+    return verb + "s" if n == 1 else verb
 
 
-def _finding(item: Corrected, how: str, verb: str, contrast: str, z, affine) -> str:
-    """One sentence of the summary (plain text)."""
+def _finding(item: Corrected, how: str, phrase: str, z, affine) -> str:
+    """One sentence of the summary (plain text): what passes ``how`` and shows ``phrase``."""
     n, k = item.n_voxels, len(item.clusters)
+    verb = "show"
     if not n:
-        return f"At {how}, no voxel {_conjugate(verb, 1)} {contrast}."
+        return f"At {how}, no voxel {_conjugate(verb, 1)} {phrase}."
     peak_z, at = item.peak(z, affine)
     peak = f"peak z = {peak_z:.1f} at {at} mm"
     if item.level == "cluster":  # cluster-level inference speaks of clusters, not of each voxel
         return (f"At {how}, {k} cluster{'s' if k != 1 else ''} ({n} voxels in all) "
-                f"{_conjugate(verb, k)} {contrast} as a whole (a cluster-level statement, not "
+                f"{_conjugate(verb, k)} {phrase} as a whole (a cluster-level statement, not "
                 f"one about each voxel); {peak}.")
     return (f"At {how}, {n} voxel{'s' if n != 1 else ''} in {k} cluster{'s' if k != 1 else ''} "
-            f"{verb} {contrast}; {peak}.")
+            f"{_conjugate(verb, n)} {phrase}; {peak}.")
 
 
 def _how(item: Corrected, pct: str, perm) -> str:
@@ -157,14 +160,14 @@ def _how(item: Corrected, pct: str, perm) -> str:
 
 
 def summary_section(result, items, z, affine, alpha, contrast_name,
-                    recovered: pd.DataFrame | None = None) -> Section:
+                    recovered: pd.DataFrame | None = None, words=None) -> Section:
     qc, settings = result.qc, result.settings
     kept, excluded = tuple(attr(qc, "kept", ())), tuple(attr(qc, "excluded", ()))
     two_sided = bool(attr(settings, "two_sided", False))
-    verb = "are associated with" if two_sided else "show a positive association with"
+    phrase = words.phrase if words is not None else f"an effect of {contrast_name}"
     pct = f"{100 * alpha:g}%"
-    lines = [(it, _finding(it, _how(it, pct, result.permutation), verb, contrast_name, z,
-                           affine)) for it in items]
+    lines = [(it, _finding(it, _how(it, pct, result.permutation), phrase, z, affine))
+             for it in items]
     # the headline is the first permutation FWER map, else Bonferroni (parametric FWER)
     first = next((i for i, (it, _) in enumerate(lines)
                   if it.error_rate == "FWER" and it.key != "bonferroni"), 0)
@@ -183,8 +186,9 @@ def summary_section(result, items, z, affine, alpha, contrast_name,
         n_total=len(kept) + len(excluded), n_kept=len(kept), excluded=excluded_text,
         columns=[str(c) for c in result.design.matrix.columns],
         formula=attr(result.design, "formula"), contrast=contrast_name,
-        sides="two" if two_sided else "one", fwhm=fmt(attr(settings, "smoothing_fwhm")),
-        headline=lines[first][1], recovery=recovery, permutation=result.permutation is not None,
+        tested=phrase,
+        test=words.test if words is not None else f"{'two' if two_sided else 'one'}-sided test",
+        fwhm=fmt(attr(settings, "smoothing_fwhm") or None), headline=lines[first][1], recovery=recovery, permutation=result.permutation is not None,
         others=[("fdr" if it.error_rate == "FDR" else "fwer", text)
                 for i, (it, text) in enumerate(lines) if i != first])
     return Section("summary", "Summary", body)
@@ -209,14 +213,18 @@ def _scheme_text(perm, settings, columns: list[str], contrast_name: str) -> str:
     """The permutation scheme in words, with citation markers."""
     scheme = str(attr(perm, "scheme", None) or attr(settings, "scheme", "freedman_lane"))
     method = attr(perm, "method", None)
+    n = f"all {perm.n_perm + 1:,} distinct " if attr(perm, "exact", False) else ""
+    if method == "sign_flip" and scheme == "sign_flip" and columns != [INTERCEPT]:
+        return (f"{n}sign flips of the residuals of the model without the tested regressor "
+                "(assuming independent, symmetric errors; PALM's -ise) [@winkler2014]")
     if method == "sign_flip" or (method is None and (
-            columns == [contrast_name] or contrast_name.lower() == "intercept")):
-        return "sign-flipping of the data (one-sample test)"
+            columns == [contrast_name] or contrast_name.lower() == INTERCEPT)):
+        return f"{n}sign flips of the data (a one-sample test) [@winkler2014]"
     if scheme == "freedman_lane":
-        return ("the Freedman-Lane scheme (permuting the residuals of the model without the "
-                "tested regressor, as nilearn's permuted_ols, FSL randomise and PALM do) "
-                "[@freedman1983,@winkler2014]")
-    return ("ter Braak's scheme (permuting the residuals of the full model) "
+        return (f"{n}permutations in the Freedman-Lane scheme (permuting the residuals of the "
+                "model without the tested regressor, as nilearn's permuted_ols, FSL randomise "
+                "and PALM do) [@freedman1983,@winkler2014]")
+    return (f"{n}permutations in ter Braak's scheme (permuting the residuals of the full model) "
             "[@terbraak1992,@winkler2014]")
 
 
@@ -225,14 +233,17 @@ def _permutation_methods(perm, settings, columns: list[str], contrast_name: str)
         return None
     blocks = (attr(perm, "info", None) or {}).get("exchangeability_blocks")
     grouped = blocks and attr(perm, "method", None) != "sign_flip" and attr(settings, "groups")
-    return {"n_perm": f"{perm.n_perm:,}",
+    nuisance_intercept = INTERCEPT in columns and len(columns) > 1
+    return {"n_perm": f"{perm.n_perm:,}", "exact": bool(attr(perm, "exact", False)),
             "random_state": attr(perm, "random_state", None) or attr(settings, "random_state"),
             "scheme": _scheme_text(perm, settings, columns, contrast_name),
             "blocks": blocks if grouped else None, "groups": attr(settings, "groups"),
+            "nilearn_note": nuisance_intercept and attr(perm, "method", None) != "sign_flip",
             "statistics": [get_statistic(stat).methods(perm) for stat in perm.statistics]}
 
 
-def methods_section(result, n_vox: int, alpha: float, contrast_name: str) -> Section:
+def methods_section(result, n_vox: int, alpha: float, contrast_name: str, words=None
+                    ) -> Section:
     settings, perm = result.settings, result.permutation
     kept = tuple(attr(result.qc, "kept", ()))
     excluded = tuple(attr(result.qc, "excluded", ()))
@@ -245,8 +256,12 @@ def methods_section(result, n_vox: int, alpha: float, contrast_name: str) -> Sec
         n_total=len(kept) + len(excluded), n_excluded=len(excluded), n_kept=len(kept),
         dataset=attr(result.dataset, "name", "?"), columns=columns,
         formula=attr(result.design, "formula"), n_vox=f"{n_vox:,}",
-        fwhm=fmt(attr(settings, "smoothing_fwhm")), contrast=contrast_name,
-        sides="two" if bool(attr(settings, "two_sided", False)) else "one", alpha=f"{alpha:g}",
+        fwhm=fmt(attr(settings, "smoothing_fwhm") or None), contrast=contrast_name,
+        phrase=words.phrase if words is not None else None,
+        test=words.test if words is not None else (
+            f"{'two' if attr(settings, 'two_sided', False) else 'one'}-sided t test"),
+        stat_type=attr(result.contrast, "stat_type", "t"), alpha=f"{alpha:g}",
+        mask=attr(settings, "mask", None), qc_policy=attr(result.qc, "policy", None),
         permutation=_permutation_methods(perm, settings, columns, contrast_name),
         versions={p: version(p) for p in _SOFTWARE}, python=platform.python_version())
     return Section("methods", "Methods", body)
@@ -418,14 +433,14 @@ def null_section(result, alpha: float) -> Section:
         return Section("null", "Null distributions", render("sections/null.html", rows=None))
     shown, rows = [], []
     for stat in perm.statistics:
-        spec = get_statistic(stat)
+        label, _, units = get_statistic(stat).words(attr(perm, "stat_type", "t"))
         null = np.asarray(perm.null_max[stat], dtype=float)
         crit = float(perm.critical_value(stat, alpha=alpha))
         observed = float(null[0]) if null.size else float("nan")  # identity labelling first
         uri = figures.null_distribution_figure(null, critical_value=crit, observed=observed,
-                                               alpha=alpha, title=spec.label, xlabel=spec.units)
-        shown.append({"uri": uri, "label": spec.label, "n": null.size})
-        rows.append({"statistic": spec.label, "permutations": int(perm.n_perm),
+                                               alpha=alpha, title=label, xlabel=units)
+        shown.append({"uri": uri, "label": label, "n": null.size})
+        rows.append({"statistic": label, "permutations": int(perm.n_perm),
                      "critical value": crit, "observed maximum": observed,
                      "FWER p of observed maximum": _p_of(observed, null)})
     body = render("sections/null.html", rows=table(pd.DataFrame(rows)), figures=shown,

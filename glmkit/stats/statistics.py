@@ -191,6 +191,8 @@ class StatisticSpec:
         Voxels whose observed value is 0 get p = 1 (outside every cluster).
     map_name : str
         Name of the FWER -log10 p map (``maps/<map_name>.nii.gz``); default ``logp_<name>``.
+    f_words : mapping
+        ``label``, ``short`` and ``units`` to use for an F test where they differ (max-F).
     """
 
     name: str
@@ -205,6 +207,7 @@ class StatisticSpec:
     nonzero_only: bool = False
     references: Mapping[str, str] = field(default_factory=dict)
     map_name: str = ""
+    f_words: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -215,6 +218,12 @@ class StatisticSpec:
                                  f"got {self.level!r}")
         if not self.map_name:
             object.__setattr__(self, "map_name", f"logp_{self.name}")
+
+    def words(self, stat_type: str = "t") -> tuple[str, str, str]:
+        """``(label, short, units)`` for a t test or, with ``stat_type="F"``, an F test."""
+        own = self.f_words if stat_type == "F" else {}
+        return (own.get("label", self.label), own.get("short", self.short),
+                own.get("units", self.units))
 
     @property
     def all_references(self) -> dict[str, str]:
@@ -364,6 +373,8 @@ for _spec in (
     StatisticSpec(
         name="voxel", map_name="logp_maxt", label="permutation max-T (voxel level)",
         short="max-T", units="maximum t over voxels", level="voxel",
+        f_words={"label": "permutation max-F (voxel level)", "short": "max-F",
+                 "units": "maximum F over voxels"},
         observed=_voxel_observed, null_max=None,
         methods=lambda result: ("voxel-wise maximum F (max-F)"
                                 if getattr(result, "stat_type", "t") == "F"
@@ -378,12 +389,14 @@ for _spec in (
     StatisticSpec(
         name="cluster_mass", label="permutation cluster mass", short="cluster-mass",
         units="largest cluster mass (sum of t above the threshold)", level="cluster",
+        f_words={"units": "largest cluster mass (sum of sqrt(F) above the threshold)"},
         needs_mask=True, nonzero_only=True,
         observed=lambda t, ctx, cache: _observed_clusters(t, ctx, cache)["cluster_mass"],
         null_max=lambda maps, ctx, cache: _null_clusters(maps, ctx, cache)["cluster_mass"],
         methods=_cluster_methods("mass")),
     StatisticSpec(
         name="tfce", label="permutation TFCE", short="TFCE", units="maximum TFCE score",
+        f_words={"units": "maximum TFCE score of sqrt(F)"},
         level="voxel", needs_mask=True, nonzero_only=True,
         observed=_tfce_observed, null_max=_tfce_null, methods=_tfce_methods),
 ):
