@@ -168,7 +168,7 @@ def _design_from_table(table: pd.DataFrame, settings: RunSettings) -> Design:
 def _check_contrast(contrast: Any, design: Design, where: str) -> None:
     """The contrast against ``design``'s columns and matrix (estimable), by the one parser."""
     parse_contrast(contrast).matrix(design.columns, design.matrix.to_numpy(dtype=float),
-                                    where=where, levels=design.levels)
+                                    where=where, levels=getattr(design, "levels", {}))
 
 
 def build_design(dataset: Dataset, qc: QCResult, settings: RunSettings, *,

@@ -147,9 +147,10 @@ def _preflight(settings: RunSettings, notebook: Path, target: Path) -> None:
 
 def _check_design(settings: RunSettings, cwd: Path) -> None:
     """The contrast against the table's design and the mask against the maps, before the
-    kernel starts (the Localizer, fetched by the notebook, is checked there)."""
-    if settings.dataset == "localizer":
-        return
+    kernel starts, for glmkit's own notebook (the Localizer, fetched by the notebook, is
+    checked there)."""
+    if settings.dataset == "localizer" or settings.notebook is not None:
+        return  # the Localizer is fetched by the notebook; another notebook reads as it will
     from glmkit import pipeline
 
     paths = {name: str(_from(cwd, value)) for name in ("dataset", "table", "mask")

@@ -25,7 +25,6 @@ from glmkit.data import DEFAULT_CUT_COORDS
 from glmkit.data.choices import GRID_ACTIONS  # QC's fact
 from glmkit.errors import ContrastError, DataFileNotFoundError, ParameterError
 from glmkit.stats.choices import HEIGHT_CONTROLS  # the thresholds' fact
-from glmkit.stats.contrast import parse_contrast
 from glmkit.stats.statistics import SCHEMES, statistic_names  # the engine's registry
 
 __all__ = [
@@ -214,6 +213,12 @@ class RunSettings:
             raise ParameterError(
                 f"dataset={self.dataset!r} is neither one of {list(BUILTIN_DATASETS)} nor an "
                 f"existing folder of maps{hint}; pass a built-in name or the path of a folder")
+        if self.mask is not None and self.mask.strip().lower() != "mni152" and not Path(
+                self.mask).expanduser().is_file():
+            raise DataFileNotFoundError(
+                f"mask={self.mask!r} does not exist: expected a NIfTI mask file or 'mni152' "
+                "(nilearn's MNI152 brain mask); check the path (relative paths are taken from "
+                "the current folder)")
         if self.table is not None and not Path(self.table).expanduser().is_file():
             raise DataFileNotFoundError(
                 f"table={self.table!r} does not exist: expected a TSV/CSV subject table; "
@@ -255,6 +260,8 @@ class RunSettings:
         map is read (:func:`glmkit.pipeline.check_contrast`; ``glmkit run`` does it before
         the notebook starts): only the table says which covariates are categorical and
         which levels they have. A ContrastError is also a ParameterError."""
+        from glmkit.stats.contrast import parse_contrast  # numpy: not at import (CLI help)
+
         parsed = parse_contrast(self.contrast)
         if parsed.is_list and self.two_sided:
             raise ContrastError(
@@ -485,7 +492,10 @@ def parameters() -> tuple[Parameter, ...]:
     >>> "`tfce`" in by_name["statistics"].markdown  # read from the registry of statistics
     True
     """
-    defaults = RunSettings().to_dict()
+    # the declared defaults, without validating (that would import numpy for the CLI's help)
+    defaults = {f.name: _jsonable(f.default if f.default is not dataclasses.MISSING
+                                  else f.default_factory())
+                for f in dataclasses.fields(RunSettings)}
     return tuple(
         Parameter(name=f.name, kind=f.metadata["kind"], type=str(f.type),
                   default=defaults[f.name], text=f.metadata["help"],

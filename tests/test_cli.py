@@ -56,9 +56,14 @@ def test_glmkit_help_lists_every_parameter_flag():
                                    "column.*did you mean 'fluency'"),
         (["--contrast", "fluency - fluency"], r"contrast 'fluency - fluency' is all zeros "
                                               r"\(fluency: 0\): it tests nothing"),
-        (["--contrast", "[fluency, intercept]"], "is a list of contrasts, i.e. an F-test: "
-                                                 "F-tests are not supported yet by glmkit run"),
-        (["--contrast", "[1, 0, 0]"], "has 3 weights but the design built from covariates="),
+        (["--contrast", "[fluency, intercept]", "--two-sided", "true"],
+         "is a list of contrasts, an F test, and two_sided=true has no meaning"),
+        (["--contrast", "[1, 0, 0]"], r"has 3 weights but the design of the \d+ subjects that "
+                                      r"have every design variable"),
+        (["--covariates", "sex,pseudo", "--rename", "{}", "--contrast", "M - f"],
+         r"names 'f', which is not a design column: .* and levels sex: F \(reference\), M "
+         r"\(did you mean 'F'\?\)"),
+        (["--mask", "nowhere.nii.gz"], r"mask='nowhere.nii.gz' does not exist"),
         (["--smoothing-fwhm", "-2"], "smoothing_fwhm=-2.0 is out of range"),
         (["--n-jobs", "0"], "n_jobs=0 is not allowed"),
         (["--two-sided", "sometimes"], "two_sided='sometimes' has the wrong type"),

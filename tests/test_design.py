@@ -193,8 +193,9 @@ def _bad_tables(table):
         "constant covariate": (t.assign(scanner=3.0), dict(columns=["pseudo", "scanner"]),
                                r"'scanner' is constant \(value 3 for all 24 subjects\); "
                                r"with an intercept it is collinear"),
-        "non-numeric covariate": (t, dict(columns=["sex"]),
-                                  r"'sex' is not numeric.*'F', 'M'.*C\(sex\)"),
+        "categorical with a one-subject level": (
+            t.assign(sex=["F"] + ["M"] * (len(t) - 1)), dict(columns=["sex"]),
+            r"column 'sex': level\(s\) \['F'\] have a single subject"),
         "numbers stored as text": (t.assign(p=t["pseudo"].astype(str).where(t.index != 3, "n/a")),
                                    dict(columns=["p"]), r"'p' is not numeric.*'n/a'.*na_values"),
         "missing values": (t.assign(pseudo=t["pseudo"].where(~t.index.isin([2, 5]))),
@@ -225,7 +226,7 @@ def _bad_tables(table):
 
 
 BAD = [
-    "unknown column", "all-NaN covariate", "constant covariate", "non-numeric covariate",
+    "unknown column", "all-NaN covariate", "constant covariate", "categorical with a one-subject level",
     "numbers stored as text", "missing values", "infinite value", "duplicated subject ids",
     "too few subjects", "missing subject column", "formula unknown variable",
     "formula missing values", "formula constant", "bad rename", "rename collision",
@@ -290,7 +291,7 @@ def test_demo_design_before_and_after_qc(demo):
     kept = run_qc(demo, variables=["pseudo"]).apply(demo)
     d = make_design(kept, ["pseudo"], rename={"pseudo": "fluency"})
     assert d.columns == ("fluency", "intercept")
-    assert d.subjects == kept.subjects and len(d.subjects) == 87
+    assert d.subjects == kept.subjects and len(d.subjects) == 88  # S71 flagged, kept
     full = make_design(kept.table, formula="pseudo + age + C(sex) + C(site)")
     assert full.columns[-1] == "intercept" and full.columns[:2] == ("pseudo", "age")
     assert (full.vif < 10).all()

@@ -336,7 +336,7 @@ def small_fit():
                           r"brackets"),
         ([[1, 0, 0], [0, 1, 0]], {"stat_type": "F"}, r"expected 2 weights, got 3"),
         ([[1, 0], [0, 1]], {}, "pass stat_type='F'"),
-        ([[1, 0], [2, 0]], {"stat_type": "F"}, "linearly dependent rows"),
+        ([[1, 0], [2, 0]], {"stat_type": "F"}, "rows are linearly dependent"),
         ([1, np.nan], {}, "NaN"),
     ],
 )

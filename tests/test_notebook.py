@@ -162,22 +162,49 @@ def test_second_run_refused_without_force(run_folder):
 
 
 def test_real_notebook_failing_cell_is_named(tmp_path):
-    """Parameters that pass validation but fail in the notebook: a folder without maps."""
+    """Parameters that pass validation (and the runner's checks of the table's design) but
+    fail in the notebook: a map on another grid, found by QC."""
+    import nibabel as nib
+    import numpy as np
+
+    folder = tmp_path / "study"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        shape = (8, 8, 8) if i != 3 else (9, 8, 8)
+        nib.save(nib.Nifti1Image(rng.normal(size=shape).astype(np.float32), np.eye(4)),
+                 folder / f"S0{i}.nii.gz")
+    table = tmp_path / "participants.tsv"
+    table.write_text("subject\tpseudo\n" + "".join(f"S0{i}\t{i}.0\n" for i in range(6)))
+    reports = tmp_path / "reports"
+    out = subprocess.run([sys.executable, "-m", "glmkit", "run", "--dataset", str(folder),
+                          "--table", str(table), "--covariates", "pseudo", "--contrast",
+                          "pseudo", "--reports-dir", str(reports), "--run-name", "bad",
+                          "--quiet"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stderr
+    assert "failed in notebook cell" in out.stderr
+    assert "qc = pipeline.quality_control(dataset, settings, timings=timings)" in out.stderr
+    assert "ImageError" in out.stderr and "not on the grid of the first map" in out.stderr
+    names = [p.name for p in reports.iterdir()]
+    assert "bad" not in names and len(names) == 1 and names[0].startswith("bad.failed-")
+    assert (reports / names[0] / "notebook.ipynb").is_file()
+
+
+def test_a_folder_without_maps_fails_before_the_kernel_starts(tmp_path):
+    """The runner reads the table's design before starting a kernel: an empty folder is a
+    usage error (exit 2) and nothing is created."""
     folder = tmp_path / "empty-study"
     folder.mkdir()
     table = tmp_path / "participants.tsv"
     table.write_text("subject\tpseudo\nS01\t1.0\nS02\t2.0\n")
     reports = tmp_path / "reports"
     out = subprocess.run([sys.executable, "-m", "glmkit", "run", "--dataset", str(folder),
-                          "--table", str(table), "--reports-dir", str(reports), "--run-name",
-                          "bad", "--quiet"], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 1
-    assert "failed in notebook cell" in out.stderr
-    assert "dataset = pipeline.load_data(settings, timings=timings)" in out.stderr
-    assert "DataFileNotFoundError" in out.stderr or "DatasetError" in out.stderr
-    names = [p.name for p in reports.iterdir()]
-    assert "bad" not in names and len(names) == 1 and names[0].startswith("bad.failed-")
-    assert (reports / names[0] / "notebook.ipynb").is_file()
+                          "--table", str(table), "--covariates", "pseudo", "--contrast",
+                          "pseudo", "--reports-dir", str(reports), "--run-name", "bad",
+                          "--quiet"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stderr
+    assert "holds no image" in out.stderr
+    assert not reports.exists()
 
 
 #: a value other than the default for every notebook parameter ({tmp}: a temporary folder)

@@ -40,10 +40,14 @@ def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
-def _encode_values(values: np.ndarray) -> tuple[str, float, float, int | None]:
+def _encode_values(values: np.ndarray, cuts=(), two_sided: bool = False
+                   ) -> tuple[str, float, float, int | None]:
     """uint16 codes, delta-coded, high/low byte planes, zlib: (base64, offset, scale, zero code).
 
     Value = offset + code * scale; 0 has its own exact code (returned) when 0 is in range.
+    ``cuts`` are the method thresholds the page offers: a value on one side of a cut is
+    decoded on the same side (its code moves by one step if rounding crossed it), so the page
+    counts exactly the voxels the report counts at every method threshold.
     """
     if values.size == 0:
         return _b64(zlib.compress(b"", 9)), 0.0, 1.0, None
@@ -65,10 +69,31 @@ def _encode_values(values: np.ndarray) -> tuple[str, float, float, int | None]:
         tiny = (codes == zero) & (values != 0)
         codes[tiny] += np.where(values[tiny] > 0, 1, -1)
         codes = np.clip(codes, 0, 65535)
+    codes = _keep_sides(codes, values, lo, scale, cuts, two_sided, zero)
     codes = codes.astype(np.uint16)
     delta = np.diff(codes, prepend=np.uint16(0)).astype(np.uint16)  # wraps mod 2**16
     planes = np.concatenate([(delta >> 8).astype(np.uint8), (delta & 0xFF).astype(np.uint8)])
     return _b64(zlib.compress(planes.tobytes(), 9)), lo, scale, zero
+
+
+def _keep_sides(codes, values, lo, scale, cuts, two_sided, zero):
+    """Codes nudged so that ``decoded >= cut`` exactly when ``value >= cut`` (|.| two-sided),
+    the comparison the page makes (decoding in float64 as the JavaScript does)."""
+    for cut in (float(c) for c in cuts if c is not None and np.isfinite(c)):
+        for sign in ((1.0, -1.0) if two_sided else (1.0,)):
+            v = sign * values
+            for _ in range(3):  # one step fixes rounding; a few more are harmless
+                decoded = sign * (lo + codes * scale)
+                low = (v >= cut) & (decoded < cut)
+                high = (v < cut) & (decoded >= cut)
+                if not (low.any() or high.any()):
+                    break
+                codes = codes + sign * (low.astype(np.int64) - high.astype(np.int64))
+                codes = np.clip(codes, 0, 65535)
+                if zero is not None:  # the zero code stays reserved for exact zeros
+                    clash = (codes == zero) & (values != 0)
+                    codes[clash] += np.where(values[clash] > 0, 1, -1)
+    return codes.astype(np.int64)
 
 
 def _encode_bits(mask: np.ndarray) -> str:
@@ -145,7 +170,8 @@ def viewer_payload(
     for m in vmaps:
         vals = m.data[mask]
         vals = np.nan_to_num(vals, nan=0.0)
-        b64, offset, scale, zero = _encode_values(vals)
+        cuts = [t for tab in m.methods.values() for t in tab.values()]
+        b64, offset, scale, zero = _encode_values(vals, cuts, m.two_sided)
         vmin = float(vals.min()) if vals.size else 0.0
         vmax = float(vals.max()) if vals.size else 0.0
         out_maps.append({

@@ -185,8 +185,9 @@ class Contrast:
         if owners:
             column = next(iter(owners.values()))
             return None if column is None else columns.index(column)
-        close = difflib.get_close_matches(
-            name, columns + [lv for cols in levels.values() for lv in cols], n=1, cutoff=0.6)
+        candidates = columns + [lv for cols in levels.values() for lv in cols]
+        same_case = [c for c in candidates if c.lower() == name.lower()]
+        close = same_case or difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         if name in self.verbatim:
             what = f"is neither a design column nor a valid expression ({self.verbatim[name]})"
