@@ -169,7 +169,8 @@ def test_real_notebook_failing_cell_is_named(tmp_path):
     table.write_text("subject\tpseudo\nS01\t1.0\nS02\t2.0\n")
     reports = tmp_path / "reports"
     out = subprocess.run([sys.executable, "-m", "glmkit", "run", "--dataset", str(folder),
-                          "--table", str(table), "--reports-dir", str(reports), "--run-name",
+                          "--table", str(table), "--covariates", "pseudo", "--contrast",
+                          "pseudo", "--reports-dir", str(reports), "--run-name",
                           "bad", "--quiet"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 1
     assert "failed in notebook cell" in out.stderr
@@ -190,6 +191,7 @@ NON_DEFAULT = {
     "statistics": ["voxel", "cluster_size"], "scheme": "ter_braak", "groups": "site",
     "tfce": {"E": 1.0, "H": 2.0}, "cluster_threshold": 0.01, "random_state": 7, "n_jobs": 2,
     "run_name": "other", "reports_dir": "elsewhere", "cut_coords": [1.0, 2.0, 3.0],
+    "bids_filter": {"desc": "fluency"}, "on_missing": "drop", "export": "bids",
     "output_dir": "{tmp}/out", "notebook": "{tmp}/this.ipynb",
 }
 
