@@ -207,7 +207,7 @@ class RunSettings:
     on_missing: str = _param("error", "str", "maps without a table row and rows without a "
                              "map: `error` (listing them) or `drop` them (logged)")
     export: str | None = _param(
-        None, "str?", "`bids`: the run folder also holds `bids/`, a BIDS-derivatives export "
+        None, "str?", "`bids`: the run folder also holds `bids/`, a BIDS derivatives export "
         "(nilearn's `save_glm_to_bids` naming, JSON sidecars, cluster table)")
     output_dir: str | None = _param(
         None, "path?", "where the notebook writes (`none`: `reports_dir/run_name`); "

@@ -37,7 +37,8 @@ settings = RunSettings.from_namespace(globals())  # the parameters as glmkit run
 out = pathlib.Path(output_dir)
 (out / "maps").mkdir(parents=True, exist_ok=True)
 names = [f"maps/{m}.nii.gz" for m in
-         ["mask", "z", "p", "effect", "z_fdr", "logp_bonferroni", "logp_maxt"]]
+         ["mask", "z", "t", "p", "effect", "variance", "z_fdr", "logp_bonferroni",
+          "logp_maxt"]]
 for name in names:
     (out / name).write_bytes(b"")
 for name in ["report.html", "design.csv", "qc.csv", "clusters.csv"]:

@@ -48,7 +48,6 @@ from glmkit.data.choices import (
     BIDS_TABLE,
     BUILTIN_DATASETS,
     BUILTIN_DEFAULTS,
-    FOLDER_SUBJECT_COLUMN,
     ON_MISSING,
 )
 from glmkit.data.folder import (
@@ -531,7 +530,8 @@ def load_folder(
         ``.tsv``/``.txt`` (tab) or ``.csv`` (comma) file, or a DataFrame.
     subject_column : str, optional
         Column holding the subject ids (read as text, so ``01`` stays ``01``); default
-        ``"subject"`` (``"participant_id"`` for :func:`load_bids`).
+        ``"subject"``, or ``"participant_id"`` when the table has no ``subject`` column (a
+        BIDS participants table).
     on_missing : {"error", "drop"}
         What to do with maps without a row and rows without a map: raise, or drop and log.
     bids_filter : mapping, optional
@@ -569,28 +569,29 @@ def load_folder(
     if on_missing not in ON_MISSING:
         raise ParameterError(f"load_folder(on_missing={on_missing!r}): expected one of "
                              f"{list(ON_MISSING)}.")
-    subject_column = subject_column or FOLDER_SUBJECT_COLUMN
-    frame = None if _in_memory(maps) is None else read_table(table, subject_column)
-    if frame is not None:
-        return _images_dataset(maps, frame, subject_column, on_missing, name, data_dir)
+    if _in_memory(maps) is not None:
+        frame = read_table(table, subject_column)
+        return _images_dataset(maps, frame, frame.attrs["subject_column"], on_missing, name,
+                               data_dir)
     files = list_maps(maps)
     if bids_filter:
         files = _filtered(files, bids_filter, f"{maps}")
     if name is None:
         source = Path(maps) if isinstance(maps, (str, os.PathLike)) else files[0].path
         name = (source if source.is_dir() else files[0].root).name or "folder"
+    frame = read_table(table, subject_column)
     provenance: dict[str, Any] = {
         "source": "load_folder",
         "maps": str(maps) if isinstance(maps, (str, os.PathLike))
         else [os.fspath(p) for p in maps],
         "table": "DataFrame" if isinstance(table, pd.DataFrame) else str(Path(table).resolve()),
-        "subject_column": subject_column,
+        "subject_column": frame.attrs["subject_column"],
     }
     if bids_filter:
         provenance["bids_filter"] = {k: list(v) for k, v in
                                      bids.normalise_filter(bids_filter).items()}
-    return _files_dataset(files, read_table(table, subject_column), subject_column, on_missing,
-                          name, data_dir, provenance)
+    return _files_dataset(files, frame, frame.attrs["subject_column"], on_missing, name,
+                          data_dir, provenance)
 
 
 def load_bids(

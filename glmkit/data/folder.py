@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from glmkit._util import atomic_folder, get_data_dir, logger, sha256_file
+from glmkit.data.choices import BIDS_SUBJECT_COLUMN, FOLDER_SUBJECT_COLUMN
 from glmkit.errors import DataFileNotFoundError, DatasetError, ImageError
 
 __all__ = ["MapFile", "check_unique", "list_maps", "open_image", "read_table", "ids_in",
@@ -213,7 +214,18 @@ def open_image(path: Path) -> nib.spatialimages.SpatialImage:
     return img
 
 
-def read_table(table: str | os.PathLike | pd.DataFrame, subject_column: str) -> pd.DataFrame:
+#: the subject-id columns looked for when none is named, in order
+_SUBJECT_COLUMNS = (FOLDER_SUBJECT_COLUMN, BIDS_SUBJECT_COLUMN)
+
+
+def read_table(table: str | os.PathLike | pd.DataFrame, subject_column: str | None
+               ) -> pd.DataFrame:
+    """The subject table with its ids (as text) in a first column ``subject``.
+
+    ``subject_column=None`` takes ``subject``, else a BIDS table's ``participant_id``; the
+    column used is in ``frame.attrs["subject_column"]``.
+    """
+    wanted = (subject_column,) if subject_column else _SUBJECT_COLUMNS
     if isinstance(table, pd.DataFrame):
         frame = table.copy()
     else:
@@ -229,26 +241,32 @@ def read_table(table: str | os.PathLike | pd.DataFrame, subject_column: str) -> 
                 f"{sorted(_TABLE_SEPARATORS)} (tab- or comma-separated). Export it as TSV/CSV."
             )
         try:
-            frame = pd.read_csv(path, sep=sep, dtype={subject_column: str})
+            frame = pd.read_csv(path, sep=sep, dtype=dict.fromkeys(wanted, str))
         except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
             raise DatasetError(
                 f"table {path} cannot be read as {'TSV' if sep == chr(9) else 'CSV'} "
                 f"({type(exc).__name__}: {exc}); check its format and encoding."
             ) from exc
-    if subject_column not in frame.columns:
-        bids = ("participant_id" in frame.columns and subject_column != "participant_id")
+    subject_column = next((c for c in wanted if c in frame.columns), None)
+    if subject_column is None:
+        what = " or ".join(repr(c) for c in wanted)
         raise DatasetError(
-            f"table has no subject column {subject_column!r}; its columns are "
-            f"{list(frame.columns)}. Pass subject_column=<the column holding the subject ids>"
-            + (" (a BIDS participants table: subject_column='participant_id')." if bids
-               else ".")
-        )
+            f"table has no subject column {what}; its columns are {_columns(frame)}. Pass "
+            "subject_column=<the column holding the subject ids> (--subject-column).")
     ids = frame.pop(subject_column)
     if ids.isna().any():
         raise DatasetError(f"table column {subject_column!r} has empty subject ids; fill them.")
     frame.insert(0, "subject", ids.astype(str).str.strip())
     check_unique(frame["subject"], f"table column {subject_column!r}")
-    return frame.reset_index(drop=True)
+    frame = frame.reset_index(drop=True)
+    frame.attrs["subject_column"] = subject_column  # the column the ids came from
+    return frame
+
+
+def _columns(frame: pd.DataFrame, limit: int = 20) -> str:
+    names = [str(c) for c in frame.columns]
+    more = f" ... {len(names) - limit} more" if len(names) > limit else ""
+    return repr(names[:limit])[:-1] + more + "]" if more else repr(names)
 
 
 def _spans(text: str) -> list[tuple[int, int]]:
@@ -327,10 +345,14 @@ def match_maps(files: list[MapFile], subjects: list[str]
             problems.append(f"paths holding several subject ids: {several_ids}")
         if several_maps:
             listed = [f"{s} -> {[f.shown for f in fs]}" for s, fs in several_maps.items()]
-            apart = differing(f.where for fs in several_maps.values() for f in fs)
+            apart: dict[str, set[str]] = {}
+            for fs in several_maps.values():
+                for key, values in differing(f.where for f in fs).items():
+                    apart.setdefault(key, set()).update(values)
+            shown = {key: sorted(values) for key, values in sorted(apart.items())}
             problems.append(f"subjects with several maps: {listed}" + (
-                f" (their BIDS entities differ in {apart}: add one to bids_filter)"
-                if apart and set(apart) != {"sub"} else ""))
+                f" (their BIDS entities differ in {shown}: add one to bids_filter)"
+                if shown else ""))
         raise DatasetError(
             f"ambiguous subject/map matches: {'; '.join(problems)}. Each map's path must hold "
             "exactly one subject id (file name or folders) and each subject exactly one map: "
