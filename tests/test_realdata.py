@@ -484,11 +484,13 @@ def test_qc_int16_maps_in_odd_units_pass_and_one_map_in_x100_units_is_caught(tmp
     assert len(slopes) > 2  # every file has its own scl_slope: QC must decode them
     ds = load_folder(cohort.maps, cohort.table, subject_column="participant_id")
     qc = run_qc(ds, variables=("score",))
-    scale = qc.table[qc.table["check"] == "scale_outlier"].set_index("subject")
+    unit = qc.table[qc.table["check"] == "unit_change"].set_index("subject")
     odd = cohort.subjects[outlier]
-    assert scale.loc[odd, "verdict"] == "exclude"
-    assert "other units" in scale.loc[odd, "reason"] and scale.loc[odd, "value"] > 5
-    assert (scale.drop(index=odd)["verdict"] == "pass").all()
+    assert unit.loc[odd, "verdict"] == "exclude"  # QC's default: a unit change excludes
+    assert "other units" in unit.loc[odd, "reason"] and unit.loc[odd, "value"] > 50
+    assert (unit.drop(index=odd)["verdict"] == "pass").all()
+    scale = qc.table[qc.table["check"] == "scale_outlier"].set_index("subject")
+    assert scale.loc[odd, "verdict"] == "flag" and scale.loc[odd, "value"] > 5  # flags only
     assert qc.excluded == (odd,)
     assert (qc.table.loc[qc.table["subject"] != odd, "verdict"] == "pass").all()
 

@@ -1,33 +1,34 @@
-"""Datasets: the embedded demo cohort, the Localizer fetcher and local folders of maps.
+"""Datasets: the embedded demo cohort, the Localizer fetcher, folders of maps, BIDS roots.
 
 Every loader returns a :class:`Dataset`: one 3-D map per subject (absolute paths) and a
-subject table whose first column is ``subject``, in the same order as the maps.
+subject table whose first column is ``subject``, in the same order as the maps; the built-in
+datasets also carry the run parameters of their reference analysis (``defaults``).
 
 * :func:`load_demo` builds a simulated cohort from real ingredients shipped in the nilearn
   wheel (the Localizer behavioural/participants tables and a 3 mm motor map), with a planted,
   documented association with ``pseudo`` and two defects for quality control to catch.
   It is generated deterministically on first use and cached under the data directory.
 * :func:`load_localizer` fetches the real Localizer contrast maps with nilearn.
-* :func:`load_folder` reads a folder (or glob) of NIfTI/Analyze maps plus a TSV/CSV table and
-  matches maps to rows by the subject id found in each file name.
-* :func:`load_dataset` dispatches on a name or a path.
+* :func:`load_folder` reads a folder (searched recursively), glob, list, nibabel images or a
+  mapping of NIfTI/Analyze maps plus a TSV/CSV table or DataFrame, and matches maps to rows by
+  the subject id found in their paths; :func:`load_bids` reads a BIDS derivatives root
+  (both in :mod:`glmkit.data.local`).
+* :func:`load_dataset` dispatches on a name, a BIDS root or paths.
 
 The demo simulation and generation live in :mod:`glmkit.data.demo`, the folder, image and table
-readers in :mod:`glmkit.data.folder`; both are internal to the data layer.
+readers in :mod:`glmkit.data.folder`, BIDS entities in :mod:`glmkit.data.bids`, the
+:class:`Dataset` class in :mod:`glmkit.data.dataset`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import glob as _glob
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
@@ -43,24 +44,10 @@ from glmkit.data.demo import (  # noqa: F401 - the DEMO_* constants stay public 
     generate_demo,
 )
 from glmkit.data import bids
-from glmkit.data.choices import (
-    BIDS_SUBJECT_COLUMN,
-    BIDS_TABLE,
-    BUILTIN_DATASETS,
-    BUILTIN_DEFAULTS,
-    ON_MISSING,
-)
-from glmkit.data.folder import (
-    MapFile,
-    check_unique,
-    list_maps,
-    match_maps,
-    open_image,
-    read_table,
-    split_4d,
-    store_images,
-    subject_folders,
-)
+from glmkit.data.choices import BUILTIN_DATASETS, BUILTIN_DEFAULTS
+from glmkit.data.dataset import Dataset
+from glmkit.data.folder import open_image
+from glmkit.data.local import load_bids, load_folder
 from glmkit._util import atomic_folder, get_data_dir, logger, sha256_file
 from glmkit.errors import (
     DataFileNotFoundError,
@@ -84,120 +71,7 @@ _DEMO_VARIANTS = ("association", "null")
 _DEMO_NAMES = {"association": "demo", "null": "demo-null"}
 
 
-# --------------------------------------------------------------------------- Dataset
-
-
-@dataclass(frozen=True, eq=False)
-class Dataset:
-    """Subject maps plus a subject table, in the same order.
-
-    Parameters
-    ----------
-    name : str
-        ``"demo"``, ``"demo-null"``, ``"localizer"`` or the folder name.
-    maps : tuple of str
-        Absolute paths, one 3-D image per subject.
-    table : pandas.DataFrame
-        One row per map; first column ``subject`` (str, unique).
-    ground_truth : str or None
-        Path of the planted-effect mask (demo association variant only).
-    description : str
-        Human-readable description of the data.
-    provenance : dict
-        Source, random state, generator version, sha256 of every file, ...
-    defaults : dict
-        Run parameters this dataset supplies when they are left unset (``covariates``,
-        ``rename``, ``contrast``, ``cut_coords``): the reference analysis for the built-in
-        datasets, nothing for a folder of maps.
-
-    Examples
-    --------
-    >>> import pandas as pd
-    >>> ds = Dataset("toy", ("/a/S1.nii", "/a/S2.nii"),
-    ...              pd.DataFrame({"subject": ["S1", "S2"], "x": [1.0, 2.0]}))
-    >>> ds.subset(["S2"]).table["x"].tolist()
-    [2.0]
-    >>> list(ds.to_frame().columns)
-    ['subject', 'map', 'x']
-    """
-
-    name: str
-    maps: tuple[str, ...]
-    table: pd.DataFrame
-    ground_truth: str | None = None
-    description: str = ""
-    provenance: dict = field(default_factory=dict)
-    defaults: dict = field(default_factory=dict)
-
-    def __repr__(self) -> str:  # never the whole table (errors and settings show it)
-        columns = ", ".join(map(str, self.table.columns[1:]))
-        return f"<Dataset {self.name!r}: {len(self.maps)} subjects; columns: {columns}>"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "maps", tuple(str(m) for m in self.maps))
-        if list(self.table.columns[:1]) != ["subject"]:
-            raise DatasetError(
-                f"Dataset {self.name!r}: the table's first column must be 'subject', found "
-                f"{list(self.table.columns)}; reorder the columns."
-            )
-        if len(self.maps) != len(self.table):
-            raise DatasetError(
-                f"Dataset {self.name!r}: {len(self.maps)} maps but {len(self.table)} table rows; "
-                "there must be one row per map, in the same order."
-            )
-        check_unique(self.table["subject"], f"dataset {self.name!r}")
-
-    @property
-    def subjects(self) -> tuple[str, ...]:
-        """Subject ids, in map order."""
-        return tuple(self.table["subject"].astype(str))
-
-    def __len__(self) -> int:
-        return len(self.maps)
-
-    def subset(self, subjects: Iterable[str]) -> Dataset:
-        """Dataset restricted to ``subjects`` (kept in this dataset's order).
-
-        Raises
-        ------
-        DatasetError
-            If a requested subject is not in the dataset.
-        """
-        wanted = {str(s) for s in subjects}
-        unknown = sorted(wanted - set(self.subjects))
-        if unknown:
-            raise DatasetError(
-                f"subset(): subjects {unknown} are not in dataset {self.name!r} "
-                f"({len(self)} subjects, e.g. {list(self.subjects[:3])}); check the ids."
-            )
-        keep = [i for i, s in enumerate(self.subjects) if s in wanted]
-        return dataclasses.replace(
-            self,
-            maps=tuple(self.maps[i] for i in keep),
-            table=self.table.iloc[keep].reset_index(drop=True),
-        )
-
-    def to_frame(self) -> pd.DataFrame:
-        """One row per subject: ``subject``, ``map`` then the other table columns."""
-        frame = self.table.reset_index(drop=True).copy()
-        frame.insert(1, "map", list(self.maps))
-        return frame
-
-    def summary(self) -> str:
-        """A few lines: name, subjects, grid of the first map, columns and their missing values."""
-        lines = [f"Dataset {self.name!r}: {len(self)} subjects"]
-        if self.maps:
-            header = nib.load(self.maps[0]).header
-            zooms = ", ".join(f"{z:g}" for z in header.get_zooms()[:3])
-            lines.append(f"  grid: {header.get_data_shape()} voxels of ({zooms}) mm")
-        for column in self.table.columns[1:]:
-            n_missing = int(self.table[column].isna().sum())
-            lines.append(f"  {column}: {self.table[column].dtype}, {n_missing} missing")
-        if self.provenance.get("defects"):
-            lines.append(f"  documented defects: {self.provenance['defects']}")
-        if self.ground_truth:
-            lines.append(f"  ground truth: {self.ground_truth}")
-        return "\n".join(lines)
+# --------------------------------------------------------------------------- built-in
 
 
 def builtin_defaults(name: str) -> dict[str, Any]:
@@ -488,329 +362,6 @@ def _localizer_fetch_failure(exc: BaseException, folder: Path) -> str:
         what = f"of {url}" if url else f"interrupted (partial files: {partial})"
         return f"Localizer download {what} failed ({type(exc).__name__}: {exc}). {retry}"
     return f"Localizer download into {folder} failed ({type(exc).__name__}: {exc}). {retry}"
-
-
-# --------------------------------------------------------------------------- folders
-
-#: what ``load_folder(maps=...)`` accepts, in words (for messages)
-_MAPS_FORMS = ("a folder, a glob, a file, a list of these, nibabel images in table order, or a "
-               "mapping of subject id to image or path")
-
-
-def load_folder(
-    maps: str | os.PathLike | Sequence[Any] | Mapping[str, Any],
-    table: str | os.PathLike | pd.DataFrame,
-    *,
-    subject_column: str | None = None,
-    on_missing: str = "error",
-    bids_filter: Mapping[str, Any] | None = None,
-    name: str | None = None,
-    data_dir: str | os.PathLike | None = None,
-) -> Dataset:
-    """Load subject maps from a folder, glob, list or nibabel images, plus a subject table.
-
-    Maps (``.nii``, ``.nii.gz`` or Analyze ``.hdr``/``.img``) are found in the folder and its
-    sub-folders and matched to table rows by the subject id in their path below the folder:
-    a ``sub-<label>`` entity in the file name or any folder (``sub-01/con_0001.nii``,
-    fMRIPrep's and FitLins' layouts) is the id ``sub-<label>`` or ``<label>``; otherwise the
-    table's ids found as whole tokens of the file name or a folder (``S01/con.nii``;
-    ``sub-01_con.nii.gz`` matches ``01``, never ``1``). A path holding two ids, two maps for
-    one subject and a subject's folder without a map are errors listing the files. A single
-    4-D file with one volume per table row is split (in table order) into 3-D files cached
-    under ``<data_dir>/split/``; nibabel images are written once under
-    ``<data_dir>/images/``. Analyze stores no orientation and nibabel reads it x-flipped.
-
-    Parameters
-    ----------
-    maps : path, glob, list, images or mapping
-        A folder of maps (searched recursively), a glob (``"spm/sub-*/con_0001.nii"``,
-        ``**`` allowed), one 4-D file, a list of files, folders or globs; or nibabel images,
-        one per table row in table order; or a mapping of subject id to image or path.
-    table : path or DataFrame
-        ``.tsv``/``.txt`` (tab) or ``.csv`` (comma) file, or a DataFrame.
-    subject_column : str, optional
-        Column holding the subject ids (read as text, so ``01`` stays ``01``); default
-        ``"subject"``, or ``"participant_id"`` when the table has no ``subject`` column (a
-        BIDS participants table).
-    on_missing : {"error", "drop"}
-        What to do with maps without a row and rows without a map: raise, or drop and log.
-    bids_filter : mapping, optional
-        Keep the maps whose BIDS entities match (``{"desc": "fluency", "suffix": "effect"}``,
-        values a string or a list); see :func:`glmkit.data.bids.select`.
-    name : str, optional
-        Dataset name (default: the folder name).
-    data_dir : path, optional
-        Where split 4-D files and images are cached (default ``$GLMKIT_DATA``).
-
-    Returns
-    -------
-    Dataset
-        In table order; the table's subject column is renamed ``subject`` and put first.
-
-    Raises
-    ------
-    DataFileNotFoundError, ImageError, DatasetError, ParameterError
-        Before any image data is read, with a message naming the files or ids at fault.
-
-    Examples
-    --------
-    >>> import pathlib, tempfile
-    >>> import nibabel as nib, numpy as np, pandas as pd
-    >>> root = pathlib.Path(tempfile.mkdtemp())
-    >>> for s in ("01", "02"):
-    ...     (root / f"sub-{s}").mkdir()
-    ...     img = nib.Nifti1Image(np.zeros((2, 2, 2), "f4"), np.eye(4))
-    ...     nib.save(img, root / f"sub-{s}" / "con_0001.nii")
-    >>> table = pd.DataFrame({"participant_id": ["02", "01"], "age": [30, 25]})
-    >>> ds = load_folder(root, table, subject_column="participant_id")
-    >>> ds.subjects, [str(pathlib.Path(m).relative_to(root)) for m in ds.maps]
-    (('02', '01'), ['sub-02/con_0001.nii', 'sub-01/con_0001.nii'])
-    """
-    if on_missing not in ON_MISSING:
-        raise ParameterError(f"load_folder(on_missing={on_missing!r}): expected one of "
-                             f"{list(ON_MISSING)}.")
-    if _in_memory(maps) is not None:
-        frame = read_table(table, subject_column)
-        return _images_dataset(maps, frame, frame.attrs["subject_column"], on_missing, name,
-                               data_dir)
-    files = list_maps(maps)
-    if bids_filter:
-        files = _filtered(files, bids_filter, f"{maps}")
-    if name is None:
-        source = Path(maps) if isinstance(maps, (str, os.PathLike)) else files[0].path
-        name = (source if source.is_dir() else files[0].root).name or "folder"
-    frame = read_table(table, subject_column)
-    provenance: dict[str, Any] = {
-        "source": "load_folder",
-        "maps": str(maps) if isinstance(maps, (str, os.PathLike))
-        else [os.fspath(p) for p in maps],
-        "table": "DataFrame" if isinstance(table, pd.DataFrame) else str(Path(table).resolve()),
-        "subject_column": frame.attrs["subject_column"],
-    }
-    if bids_filter:
-        provenance["bids_filter"] = {k: list(v) for k, v in
-                                     bids.normalise_filter(bids_filter).items()}
-    return _files_dataset(files, frame, frame.attrs["subject_column"], on_missing, name,
-                          data_dir, provenance)
-
-
-def load_bids(
-    root: str | os.PathLike,
-    *,
-    bids_filter: Mapping[str, Any] | None = None,
-    table: str | os.PathLike | pd.DataFrame | None = None,
-    subject_column: str | None = None,
-    on_missing: str = "error",
-    name: str | None = None,
-    data_dir: str | os.PathLike | None = None,
-) -> Dataset:
-    """Load the subject maps of a BIDS derivatives root (a folder with
-    ``dataset_description.json``).
-
-    The maps are the images below ``root`` whose path has a ``sub-<label>`` entity (file
-    name or folder) and whose entities match ``bids_filter``; the table is
-    ``root/participants.tsv`` unless given, its ``participant_id`` column the subject ids
-    (``sub-01`` or ``01`` both match ``sub-01``). Entities are read by
-    :mod:`glmkit.data.bids` (a small parser, not pybids: see its docstring for why).
-
-    Parameters
-    ----------
-    root : path
-        The derivatives root (fMRIPrep, FitLins, nilearn's ``save_glm_to_bids``, ...).
-    bids_filter : mapping, optional
-        Entities the maps must have, e.g. ``{"desc": "fluency", "space":
-        "MNI152NLin2009cAsym", "suffix": "effect"}`` (values a string or a list of strings).
-    table, subject_column, on_missing, name, data_dir
-        As for :func:`load_folder`; defaults ``root/participants.tsv`` and
-        ``"participant_id"``.
-
-    Raises
-    ------
-    DatasetError, DataFileNotFoundError
-        Not a BIDS root, no ``participants.tsv``, a filter that matches no map or leaves two
-        maps for a subject (naming the entities that differ), a subject folder without a map.
-    """
-    root = Path(root).expanduser()
-    if not bids.is_bids_root(root):
-        raise DatasetError(f"{root} is not a BIDS root: it has no dataset_description.json; "
-                           "use load_folder for a plain folder of maps.")
-    if table is None:
-        table = root / BIDS_TABLE
-        if not table.is_file():
-            raise DataFileNotFoundError(
-                f"BIDS root {root} has no {BIDS_TABLE}: pass the subject table (table=..., "
-                f"--table on the command line) or add {BIDS_TABLE} with a "
-                f"{BIDS_SUBJECT_COLUMN} column to the root.")
-    subject_column = subject_column or BIDS_SUBJECT_COLUMN
-    files = [f for f in list_maps(root) if bids.subject_labels(f.where)]
-    if not files:
-        raise DatasetError(f"BIDS root {root} holds no map with a sub-<label> entity in its "
-                           "path; subject maps sit in sub-<label>/ folders.")
-    files = _filtered(files, bids_filter, f"BIDS root {root}")
-    provenance: dict[str, Any] = {
-        "source": "load_bids", "root": str(root.resolve()),
-        "bids_filter": {k: list(v) for k, v in bids.normalise_filter(bids_filter).items()},
-        "table": "DataFrame" if isinstance(table, pd.DataFrame) else str(Path(table).resolve()),
-        "subject_column": subject_column, "dataset_description": bids.description(root),
-    }
-    return _files_dataset(files, read_table(table, subject_column), subject_column, on_missing,
-                          name or root.resolve().name, data_dir, provenance)
-
-
-def _filtered(files: list[MapFile], bids_filter, source: str) -> list[MapFile]:
-    keep = bids.select([f.where for f in files], bids_filter, source=source)
-    return [files[i] for i in keep]
-
-
-def _files_dataset(files, frame, subject_column, on_missing, name, data_dir, provenance
-                   ) -> Dataset:
-    """The dataset of map files and a table: a single 4-D file split, else maps matched to
-    rows (unmatched ones an error or dropped) and checked."""
-    if len(files) == 1:
-        img = open_image(files[0].path)
-        if len(img.shape) == 4 and img.shape[3] > 1:
-            return _split_folder(name, files[0].path, img, frame, data_dir, provenance)
-    frame, matched = _match_rows(files, frame, subject_column, on_missing)
-    images = {s: open_image(matched[s].path) for s in frame["subject"]}
-    bad_dims = [f"{matched[s].shown} {img.shape}" for s, img in images.items()
-                if len(img.shape) not in (3, 4)]
-    if bad_dims:
-        raise ImageError(f"maps must be 3-D (or one 4-D file); found {bad_dims}.")
-    for s, img in images.items():
-        if len(img.shape) == 4 and img.shape[3] > 1:
-            raise ImageError(
-                f"map {matched[s].path.name} is 4-D with {img.shape[3]} volumes where 3-D maps "
-                f"were expected ({len(files)} files, {len(frame)} table rows). Pass one 3-D map "
-                "per subject, or a single 4-D file with exactly one volume per table row.")
-    return _matched_folder(name, frame, matched, images, data_dir, provenance)
-
-
-def _matched_folder(name, frame, matched, images, data_dir, provenance) -> Dataset:
-    """The dataset of maps matched to table rows: hashes (of the Analyze data files too),
-    ``(x, y, z, 1)`` maps stored as 3-D, and a description that warns about Analyze."""
-    provenance["sha256"] = {str(matched[s].path): sha256_file(matched[s].path)
-                            for s in frame["subject"]}
-    analyze = [images[s] for s in frame["subject"]
-               if not isinstance(images[s], nib.Nifti1Image)]
-    if analyze:  # "sha256" is keyed by the maps (.hdr); the data live in the .img files
-        provenance["sha256_analyze_img"] = {
-            str(Path(img.file_map["image"].filename).resolve()):
-            sha256_file(img.file_map["image"].filename) for img in analyze
-        }
-    files = []
-    for subject in frame["subject"]:
-        path = matched[subject].path
-        if len(images[subject].shape) == 4:  # (x, y, z, 1), as some tools write: store as 3-D
-            path = split_4d(images[subject], path, [subject], data_dir)[0]
-        files.append(str(path))
-    roots = sorted({str(f.root) for f in matched.values()})
-    description = f"{len(files)} maps from {roots[0] if len(roots) == 1 else roots}"
-    if analyze:
-        description += (f" ({len(analyze)} Analyze 7.5 maps: Analyze stores no orientation, "
-                        "nibabel reads them as x-flipped (radiological); check left and right)")
-        logger.info("load_folder: %d Analyze 7.5 maps; Analyze stores no orientation, nibabel "
-                    "reads them as x-flipped (radiological): check left and right", len(analyze))
-    return Dataset(name, tuple(files), frame, None, description, provenance)
-
-
-def _split_folder(name, path, img, frame, data_dir, provenance) -> Dataset:
-    """The dataset of a single 4-D file with one volume per table row, split in table order."""
-    if img.shape[3] != len(frame):
-        raise ImageError(
-            f"map {path.name} is 4-D with {img.shape[3]} volumes where 3-D maps were expected "
-            f"(1 file, {len(frame)} table rows). Pass one 3-D map per subject, or a single 4-D "
-            "file with exactly one volume per table row.")
-    files = split_4d(img, path, frame["subject"].tolist(), data_dir)
-    provenance.update(sha256={str(path): sha256_file(path)}, split_from=str(path))
-    description = f"{len(files)} maps split (in table order) from 4-D {path}"
-    return Dataset(name, tuple(files), frame, None, description, provenance)
-
-
-def _match_rows(files, frame, subject_column, on_missing) -> tuple[pd.DataFrame, dict]:
-    """Table rows paired with maps (subject -> MapFile); unmatched maps or rows are an error,
-    or dropped with a warning (``on_missing="drop"``). A row without a map whose folder
-    exists says what the folder holds."""
-    matched, unmatched_maps = match_maps(files, frame["subject"].tolist())
-    unmatched_rows = [s for s in frame["subject"] if s not in matched]
-    if unmatched_maps or unmatched_rows:
-        detail = (f"{len(files)} maps, {len(frame)} table rows; maps without a row: "
-                  f"{_listed([f.shown for f in unmatched_maps])}; rows without a map: "
-                  f"{_listed(unmatched_rows)}")
-        folders = subject_folders({f.root for f in files}, unmatched_rows)
-        if folders:
-            detail += "; subject folders without a map: " + "; ".join(
-                f"{folder.name}/ holds {_listed(_contents(folder))}"
-                for folder in list(folders.values())[:5])
-        if on_missing == "error":
-            raise DatasetError(
-                f"maps and table {subject_column!r} do not match ({detail}). Ids are matched "
-                "in the file name and its folders: a sub-<label> entity, else whole tokens "
-                "('01' matches 'sub-01_con.nii.gz', '1' does not). Fix the names or ids, or "
-                "pass on_missing='drop' to drop them.")
-        logger.warning("load_folder: dropping unmatched %s", detail)
-    frame = frame[frame["subject"].isin(list(matched))].reset_index(drop=True)
-    if frame.empty:
-        raise DatasetError(f"no map matches any subject id of column {subject_column!r}.")
-    return frame, matched
-
-
-def _listed(items: list[str], limit: int = 10) -> str:
-    """A list for a message: at most ``limit`` items, then how many more."""
-    shown = repr(list(items[:limit]))
-    return shown if len(items) <= limit else f"{shown[:-1]}, ... {len(items) - limit} more]"
-
-
-def _contents(folder: Path) -> list[str]:
-    found = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-    return found or ["nothing"]
-
-
-def _in_memory(maps: Any) -> str | None:
-    """``"images"`` for a sequence of nibabel images, ``"mapping"`` for a mapping of subject
-    id to image or path, None for paths."""
-    if isinstance(maps, Mapping):
-        return "mapping"
-    if isinstance(maps, (str, os.PathLike)):
-        return None
-    items = list(maps)
-    kinds = {isinstance(m, nib.spatialimages.SpatialImage) for m in items}
-    if kinds == {True}:
-        return "images"
-    if kinds == {True, False}:
-        raise DatasetError(f"maps mixes nibabel images and other items; expected {_MAPS_FORMS}.")
-    return None
-
-
-def _images_dataset(maps, frame, subject_column, on_missing, name, data_dir) -> Dataset:
-    """The dataset of nibabel images (in table order) or of a mapping subject -> image or
-    path; the images are written once into the cache so the dataset holds paths."""
-    if not isinstance(maps, Mapping):
-        maps = list(maps)
-        if len(maps) != len(frame):
-            raise DatasetError(
-                f"maps: {len(maps)} nibabel images for {len(frame)} table rows; images are "
-                "taken in table order, one per row. Pass one image per row, or a mapping of "
-                f"subject id ({subject_column!r}) to image.")
-        maps = dict(zip(frame["subject"], maps))
-    given = {str(k): v for k, v in maps.items()}
-    unknown = [s for s in given if s not in set(frame["subject"])]
-    missing = [s for s in frame["subject"] if s not in given]
-    if unknown or missing:
-        detail = f"ids not in the table: {_listed(unknown)}; rows without a map: {_listed(missing)}"
-        if on_missing == "error":
-            raise DatasetError(f"maps (a mapping of subject id to map) and table "
-                               f"{subject_column!r} do not match ({detail}); fix the ids or "
-                               "pass on_missing='drop'.")
-        logger.warning("load_folder: dropping unmatched %s", detail)
-    frame = frame[frame["subject"].isin(list(given))].reset_index(drop=True)
-    subjects = frame["subject"].tolist()
-    images = [given[s] if isinstance(given[s], nib.spatialimages.SpatialImage)
-              else open_image(Path(given[s]).expanduser()) for s in subjects]
-    files = store_images(images, subjects, data_dir)
-    provenance = {"source": "load_folder (nibabel images)", "subject_column": subject_column,
-                  "sha256": {f: sha256_file(f) for f in files}}
-    return Dataset(name or "images", tuple(files), frame, None,
-                   f"{len(files)} maps given as nibabel images", provenance)
 
 
 def load_dataset(spec: str | os.PathLike | Sequence[Any], **kwargs: Any) -> Dataset:

@@ -85,8 +85,8 @@ def result_map(img: nib.spatialimages.SpatialImage, kind: str, *, mask: np.ndarr
     >>> img = nib.Nifti1Image(np.full((2, 2, 2), 0.01), np.eye(4))
     >>> mask = np.zeros((2, 2, 2), bool); mask[0] = True
     >>> p = result_map(img, "p", mask=mask, space=Space(4, 4))
-    >>> p.header.get_intent()[0], p.get_data_dtype(), float(p.get_fdata()[1, 0, 0])
-    ('p value', dtype('float32'), 1.0)
+    >>> p.header.get_intent()[0], str(p.get_data_dtype()), float(p.get_fdata()[1, 0, 0])
+    ('p value', 'float32', 1.0)
     >>> int(p.header["sform_code"]), int(p.header["qform_code"])
     (4, 4)
     """
