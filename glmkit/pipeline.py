@@ -346,15 +346,15 @@ def _settings_for(data: Any, table: Any, changes: dict[str, Any]) -> RunSettings
         return RunSettings(**{**changes, "dataset": data,
                               **({"table": table} if table is not None else {})})
     if not hasattr(data, "subjects"):  # maps: paths, images or a mapping, with a table
-        from glmkit.data.datasets import load_folder
+        from glmkit.data.datasets import load_dataset
 
-        if table is None:
+        if table is None and not isinstance(data, (str, Path)):
             raise ParameterError(
                 "run_analysis(maps, ...) needs table=<DataFrame or TSV/CSV path> of the "
                 "subjects: maps given from Python are matched to its rows")
         options = {k: changes.pop(k) for k in ("subject_column", "bids_filter", "on_missing")
                    if changes.get(k) is not None}
-        data = load_folder(data, table, **options)
+        data = load_dataset(data, table=table, **options)
     elif table is not None:
         raise ParameterError("run_analysis(dataset, table=...): a Dataset brings its own table; "
                              "leave table unset")

@@ -472,6 +472,12 @@ class RunSettings:
         """Where the notebook writes: ``output_dir``, else ``reports_dir/run_name``."""
         return Path(self.output_dir) if self.output_dir else self.run_dir
 
+    @property
+    def stat_type(self) -> str:
+        """``"F"`` when the contrast is a list of contrasts (an F test), else ``"t"``: the
+        statistic map of the run is ``maps/<stat_type>.nii.gz``."""
+        return "F" if parse_contrast(self.contrast).is_list else "t"
+
     def design_variables(self) -> tuple[str, ...]:
         """Table columns the analysis uses (design and ``groups``; QC checks them for missing
         values)."""
