@@ -341,6 +341,11 @@ def _settings_for(data: Any, table: Any, changes: dict[str, Any]) -> RunSettings
             changes = {**changes, "table": table}
         return data.replace(**changes) if changes else data
     if data is None:
+        if isinstance(table, pd.DataFrame):
+            raise ParameterError(
+                "run_analysis(table=<DataFrame>) without maps: pass the maps first, "
+                "run_analysis(maps, table=frame, ...), maps being paths, nibabel images in "
+                "table order or a mapping of subject id to image")
         return RunSettings(**({**changes, "table": table} if table is not None else changes))
     if isinstance(data, (str, Path)) and not isinstance(table, pd.DataFrame):
         return RunSettings(**{**changes, "dataset": data,

@@ -701,8 +701,18 @@ def _check_run_name(name: str) -> None:
 
 
 def _type_error(name: str, kind: str, value: Any) -> ParameterError:
-    return ParameterError(f"{name}={value!r} has the wrong type: expected {_KIND_HELP[kind]}, "
-                          f"found {type(value).__name__}")
+    return ParameterError(f"{name}={_short_repr(value)} has the wrong type: expected "
+                          f"{_KIND_HELP[kind]}, found {type(value).__name__}")
+
+
+def _short_repr(value: Any, limit: int = 120) -> str:
+    """``repr(value)``, but a table or array by its shape, and never more than ``limit``
+    characters (an error never prints a whole DataFrame)."""
+    shape = getattr(value, "shape", None)
+    if shape is not None and not isinstance(value, (str, bytes)):
+        return f"<{type(value).__name__} of shape {tuple(shape)}>"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 5] + " ...>"
 
 
 def _coerce(name: str, kind: str, value: Any) -> Any:  # noqa: C901 - one branch per kind

@@ -391,6 +391,11 @@ def test_errors_never_print_the_whole_table(tmp_path):
     assert ("no subject column 'subject' or 'participant_id'; its columns are ['participant', "
             "'score', 'age']") in message
     assert len(message) < 400 and "p150" not in message and "rows x" not in message
+    with pytest.raises(ParameterError) as raised:  # a table where a path is expected
+        RunSettings(dataset=str(tmp_path), table=table, covariates="score", contrast="score")
+    assert "table=<DataFrame of shape (200, 3)> has the wrong type" in str(raised.value)
+    with pytest.raises(ParameterError, match=r"run_analysis\(table=<DataFrame>\) without maps"):
+        pipeline.run_analysis(table=table, covariates="score", contrast="score")
     ds = Dataset("many", tuple(f"/x/p{i}.nii" for i in range(n)),
                  table.rename(columns={"participant": "subject"}))
     with pytest.raises(ParameterError) as raised:
