@@ -151,7 +151,8 @@ def test_export_is_nilearns_naming_and_values(exported, tmp_path):
     assert label == "scoreMinusAge"
 
     def statmaps(root):
-        return sorted(p.relative_to(root).as_posix() for p in root.rglob("contrast-*statmap.nii.gz"))
+        return sorted(p.relative_to(root).as_posix()
+                      for p in root.rglob("contrast-*statmap.nii.gz"))
 
     assert statmaps(ours) == statmaps(theirs) == [
         f"group/contrast-{label}_stat-{s}_statmap.nii.gz" for s in sorted(
