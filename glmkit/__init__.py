@@ -30,6 +30,7 @@ _LAZY = {
     "load_demo": "glmkit.data.datasets",
     "load_localizer": "glmkit.data.datasets",
     "load_folder": "glmkit.data.datasets",
+    "load_bids": "glmkit.data.datasets",
     "load_dataset": "glmkit.data.datasets",
     # quality control
     "QCPolicy": "glmkit.data.qc",
@@ -99,7 +100,14 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from glmkit.data.datasets import Dataset, load_dataset, load_demo, load_folder, load_localizer
+    from glmkit.data.datasets import (
+        Dataset,
+        load_bids,
+        load_dataset,
+        load_demo,
+        load_folder,
+        load_localizer,
+    )
     from glmkit.stats.design import Design, make_design
     from glmkit.stats.glm import (
         ContrastResult,

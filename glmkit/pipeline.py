@@ -79,19 +79,20 @@ def _timed(stage: str, timings: dict[str, float] | None) -> Iterator[None]:
 
 # ---------------------------------------------------------------------------------- stages
 def load_data(settings: RunSettings, *, timings: dict[str, float] | None = None) -> Dataset:
-    """Load the dataset named by ``settings.dataset`` (demo, demo-null, localizer, folder)."""
+    """Load the dataset of ``settings.dataset``: a built-in one, a BIDS root, a folder, glob
+    or list of maps (:func:`glmkit.data.datasets.load_dataset`), or the
+    :class:`~glmkit.data.datasets.Dataset` given from Python as it is."""
     from glmkit.data import datasets
 
     with _timed("load", timings):
-        if settings.dataset == "demo":
-            return datasets.load_demo("association")
-        if settings.dataset == "demo-null":
-            return datasets.load_demo("null")
+        if not isinstance(settings.dataset, (str, tuple)):  # a Dataset given from Python
+            return settings.dataset
         if settings.dataset == "localizer":
             return datasets.load_localizer(settings.localizer_contrast,
                                            n_subjects=settings.n_subjects)
-        return datasets.load_folder(settings.dataset, settings.table,
-                                    subject_column=settings.subject_column)
+        return datasets.load_dataset(
+            settings.dataset, table=settings.table, subject_column=settings.subject_column,
+            bids_filter=settings.bids_filter, on_missing=settings.on_missing)
 
 
 def check_contrast(dataset: Dataset, settings: RunSettings) -> Design:
@@ -321,16 +322,28 @@ def collect(settings: RunSettings, *, dataset: Dataset, qc: QCResult, design: De
                           clusters=clusters, timings=timings)
 
 
-def run_analysis(settings: RunSettings | None = None, /, **changes: Any) -> AnalysisResult:
-    """The whole reference analysis in one call (what the notebook does cell by cell).
+def run_analysis(data: Any = None, /, *, table: Any = None, **changes: Any) -> AnalysisResult:
+    """The whole analysis in one call (what the notebook does cell by cell).
 
     Parameters
     ----------
-    settings : RunSettings, optional
-        Defaults to ``RunSettings()``; ``changes`` are applied on top (validated).
+    data : RunSettings, Dataset, path, list of paths or images, or mapping, optional
+        ``RunSettings`` (``changes`` applied on top); a
+        :class:`~glmkit.data.datasets.Dataset`; or maps for
+        :func:`~glmkit.data.datasets.load_folder` (a folder, glob or BIDS root, paths, nibabel
+        images in table order, or a mapping of subject id to image or path) with ``table``.
+        Default: the reference analysis on the demo (``RunSettings()``).
+    table : DataFrame or path, optional
+        The subject table of maps given as ``data`` (a path is also the ``table`` parameter).
+    **changes
+        Run parameters (:class:`~glmkit.settings.RunSettings` fields), validated.
+
+    Examples
+    --------
+    >>> result = run_analysis(maps, table=frame, covariates=["age"],
+    ...                       contrast="age")  # doctest: +SKIP
     """
-    settings = (settings or RunSettings()).replace(**changes) if changes else (
-        settings or RunSettings())
+    settings = _settings_for(data, table, changes)
     timings: dict[str, float] = {}
     dataset = load_data(settings, timings=timings)
     qc = quality_control(dataset, settings, timings=timings)
@@ -342,6 +355,39 @@ def run_analysis(settings: RunSettings | None = None, /, **changes: Any) -> Anal
     return collect(settings, dataset=dataset, qc=qc, design=design, model=model,
                    contrast=contrast, thresholds=thresholds, permutation=permutation,
                    timings=timings)
+
+
+def _settings_for(data: Any, table: Any, changes: dict[str, Any]) -> RunSettings:
+    """The settings of :func:`run_analysis`'s arguments; maps given with a DataFrame (or
+    images) are loaded here into a Dataset, which the settings then carry."""
+    if isinstance(data, RunSettings):
+        if table is not None:
+            changes = {**changes, "table": table}
+        return data.replace(**changes) if changes else data
+    if data is None:
+        if isinstance(table, pd.DataFrame):
+            raise ParameterError(
+                "run_analysis(table=<DataFrame>) without maps: pass the maps first, "
+                "run_analysis(maps, table=frame, ...), maps being paths, nibabel images in "
+                "table order or a mapping of subject id to image")
+        return RunSettings(**({**changes, "table": table} if table is not None else changes))
+    if isinstance(data, (str, Path)) and not isinstance(table, pd.DataFrame):
+        return RunSettings(**{**changes, "dataset": data,
+                              **({"table": table} if table is not None else {})})
+    if not hasattr(data, "subjects"):  # maps: paths, images or a mapping, with a table
+        from glmkit.data.datasets import load_dataset
+
+        if table is None and not isinstance(data, (str, Path)):
+            raise ParameterError(
+                "run_analysis(maps, ...) needs table=<DataFrame or TSV/CSV path> of the "
+                "subjects: maps given from Python are matched to its rows")
+        options = {k: changes.pop(k) for k in ("subject_column", "bids_filter", "on_missing")
+                   if changes.get(k) is not None}
+        data = load_dataset(data, table=table, **options)
+    elif table is not None:
+        raise ParameterError("run_analysis(dataset, table=...): a Dataset brings its own table; "
+                             "leave table unset")
+    return RunSettings(**{**changes, "dataset": data})
 
 
 def preview(settings: RunSettings | None = None) -> str:
@@ -390,24 +436,51 @@ class AnalysisResult:
     timings: dict[str, float] = field(default_factory=dict)
 
     def maps(self) -> dict[str, nib.Nifti1Image]:
-        """Images by name: mask, z, p, effect, z_fdr, logp_bonferroni, and one FWER map per
-        permutation statistic named by the registry (``logp_maxt``, ``logp_tfce``, ...)."""
-        unmask = self.model.unmask
-        out = {
-            "mask": self.model.mask_img,
-            "z": unmask(self.contrast.z),
-            "p": unmask(self.contrast.p),
-            "effect": unmask(self.contrast.effect),
-            "z_fdr": unmask(self.thresholds["fdr"].thresholded),
-            "logp_bonferroni": unmask(self.logp_bonferroni),
+        """Images by name: mask, z, t (F for an F contrast), p, effect, variance, z_fdr,
+        logp_bonferroni, and one FWER map per permutation statistic named by the registry
+        (``logp_maxt``, ``logp_tfce``, ...).
+
+        Each is float32 on disk (the mask uint8) with its NIfTI intent (z score; t test with
+        its dof; f test with both; p value; estimate) and the input maps' sform/qform codes
+        (MNI stays MNI); outside the mask p is 1 and every other map 0, so "p < 0.05" or
+        "-log10 p > 1.3" never selects a voxel the model did not see
+        (:func:`glmkit.data.nifti.result_map`).
+        """
+        from glmkit.data.nifti import result_map, space_of
+
+        unmask, contrast = self.model.unmask, self.contrast
+        space = space_of(self.dataset.maps[0])
+        mask = np.asarray(self.model.mask_img.dataobj) > 0
+        dof = (float(contrast.dof) if contrast.stat_type == "t"
+               else (float(np.atleast_2d(contrast.contrast).shape[0]), float(contrast.dof)))
+        arrays = {
+            "mask": ("mask", None),
+            "z": ("z", contrast.z),
+            contrast.stat_type: (contrast.stat_type, contrast.stat),
+            "p": ("p", contrast.p),
+            "effect": ("effect", contrast.effect),
+            "variance": ("variance", contrast.variance),
+            "z_fdr": ("z", self.thresholds["fdr"].thresholded),
+            "logp_bonferroni": ("logp", self.logp_bonferroni),
         }
         if self.permutation is not None:
             from glmkit.stats.statistics import get_statistic
 
             for stat in self.permutation.statistics:
-                out[get_statistic(stat).map_name] = unmask(
-                    np.asarray(self.permutation.logp_fwer[stat]))
-        return out
+                arrays[get_statistic(stat).map_name] = (
+                    "logp", np.asarray(self.permutation.logp_fwer[stat]))
+        return {
+            name: result_map(self.model.mask_img if values is None else unmask(values), kind,
+                             mask=mask, space=space, dof=dof)
+            for name, (kind, values) in arrays.items()
+        }
+
+    @property
+    def cut_coords(self) -> tuple[float, float, float]:
+        """Where figures cut: ``settings.cut_coords`` (a built-in dataset's reference cut
+        unless set), else the peak of the z map."""
+        cut = self.settings.cut_coords
+        return tuple(cut) if cut is not None else self.peak()[1]
 
     @property
     def n_voxels(self) -> int:

@@ -270,7 +270,8 @@ def _written_problem(tmp: Path, settings: RunSettings) -> str | None:
     """What is wrong with the folder the notebook wrote (None when it is complete)."""
     from glmkit.report.runfolder import MANIFEST_NAME, RunManifest, promised_files
 
-    promised = promised_files(settings.statistics)
+    promised = promised_files(settings.statistics, stat_type=settings.stat_type,
+                              export=settings.export)
     missing = [name for name in (*promised, MANIFEST_NAME, NOTEBOOK_FILE)
                if not (tmp / name).is_file()]
     if missing:

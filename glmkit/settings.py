@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import glob as _glob
 import inspect
 import json
 import os
@@ -21,8 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from glmkit.data import DEFAULT_CUT_COORDS
-from glmkit.data.choices import GRID_ACTIONS  # QC's fact
+from glmkit.data import bids
+from glmkit.data.choices import (  # the data layer's facts
+    BIDS_TABLE,
+    BUILTIN_DATASETS,
+    BUILTIN_DEFAULTS,
+    EXPORT_FORMATS,
+    GRID_ACTIONS,
+    ON_MISSING,
+)
 from glmkit.errors import ContrastError, DataFileNotFoundError, ParameterError
 from glmkit.stats.choices import HEIGHT_CONTROLS  # the thresholds' fact
 from glmkit.stats.statistics import SCHEMES, statistic_names  # the engine's registry
@@ -39,7 +47,6 @@ __all__ = [
     "packaged_notebook",
 ]
 
-BUILTIN_DATASETS = ("demo", "demo-null", "localizer")
 NOTEBOOK_NAME = "second_level_association.ipynb"
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
@@ -62,6 +69,8 @@ def packaged_notebook() -> Path:
 _KIND_HELP = {
     "str": "a string",
     "str?": "a string or none",
+    "dataset": "a built-in name, a folder, glob or file of maps, or a list of them "
+               "(comma-separated on the command line)",
     "path": "a path",
     "path?": "a path or none",
     "int": "an integer",
@@ -69,14 +78,21 @@ _KIND_HELP = {
     "float?": "a number or none",
     "bool": "true or false",
     "strs": "a list of names (comma-separated on the command line)",
+    "strs?": "a list of names (comma-separated on the command line) or none",
     "dict": "a mapping, e.g. '{pseudo: fluency}'",
     "dict?": "a mapping or none",
     "tfce?": "none, true (default TFCE options) or a mapping such as '{E: 0.5, H: 2}'",
     "floats3": "three numbers x,y,z in mm",
+    "floats3?": "three numbers x,y,z in mm, or none",
     "contrast": "a design column, an expression such as 'a - b' or '2*a', one weight per "
                 "column such as '[1, 0]', or a list of those (an F test) such as "
                 "'[age, score]'",
+    "contrast?": "a design column, an expression such as 'a - b' or '2*a', one weight per "
+                 "column such as '[1, 0]', a list of those (an F test), or none",
 }
+#: fields a dataset supplies when they are left unset (none): the built-in datasets' reference
+#: analysis (``BUILTIN_DEFAULTS``), nothing for a folder of maps
+DATASET_DEFAULTED = ("covariates", "rename", "contrast", "cut_coords")
 
 
 def _param(default: Any, kind: str, text: str, *, runner: bool = False, flag: bool = True,
@@ -122,18 +138,26 @@ class RunSettings:
     glmkit.errors.ParameterError: alpha=2.0 is out of range: expected 0 < alpha < 1 ...
     """
 
-    dataset: str = _param("demo", "str", "$datasets or a folder or glob of maps (with `table`)")
-    table: str | None = _param(None, "path?", "subject table (TSV/CSV) of a folder dataset")
-    subject_column: str = _param("subject", "str",
-                                 "the table's subject-id column (e.g. `participant_id`)")
+    dataset: str | tuple[str, ...] = _param(
+        "demo", "dataset", "$datasets, a folder of maps (searched recursively; with `table`), "
+        "a glob (`spm/sub-*/con_0001.nii`), a list of them, or a BIDS derivatives root (a "
+        "folder with `dataset_description.json`: `participants.tsv` is its table); from "
+        "Python also a `glmkit.Dataset`")
+    table: str | None = _param(None, "path?", "subject table (TSV/CSV) of a folder dataset "
+                               "(`none`: a BIDS root's `participants.tsv`)")
+    subject_column: str | None = _param(
+        None, "str?", "the table's subject-id column (`none`: `participant_id` for a BIDS root, "
+        "else `subject`)")
     on_grid_mismatch: str = _param(
         "error", "str", "a map on another grid (shape/affine) than the first map: `error` "
         "(naming the files) or `resample` it to the first map's grid (QC flags it)")
     localizer_contrast: str = _param("left button press (auditory cue)", "str",
                                      "Localizer contrast fetched with `dataset: localizer`")
     n_subjects: int = _param(94, "int", "Localizer subjects to fetch (`dataset: localizer`)")
-    covariates: tuple[str, ...] = _param(("pseudo",), "strs", "table columns of the design "
-                                         "(an intercept is added); ignored when `formula` is set")
+    covariates: tuple[str, ...] | None = _param(
+        None, "strs?", "table columns of the design (an intercept is added; ignored when "
+        "`formula` is set); `none`: the built-in dataset's ($ref_covariates), required for a "
+        "folder")
     within: str | None = _param(
         None, "str?", "table column of the within-subject condition (e.g. `session`) of a "
         "paired / repeated-measures design: several maps per subject, the contrast names "
@@ -141,11 +165,13 @@ class RunSettings:
         "(sign-flipped, subjects as units)")
     formula: str | None = _param(None, "str?", "a formulaic formula instead of `covariates`, "
                                  "e.g. `pseudo + age + C(sex)`")
-    rename: dict[str, str] = _param({"pseudo": "fluency"}, "dict",
-                                    "design column renames, as in nilearn's example")
-    contrast: str | tuple[float, ...] = _param(
-        "fluency", "contrast", "what is tested: a design column, an expression of columns "
-        "(`a - b`, `2*fluency`) or one weight per column (`[1, 0]`)")
+    rename: dict[str, str] | None = _param(
+        None, "dict?", "design column renames, as in nilearn's example; `none`: the built-in "
+        "dataset's ($ref_rename), no renames for a folder")
+    contrast: str | tuple[float, ...] | None = _param(
+        None, "contrast?", "what is tested: a design column, an expression of columns "
+        "(`a - b`, `2*fluency`) or one weight per column (`[1, 0]`); `none`: the built-in "
+        "dataset's ($ref_contrast), required for a folder")
     center: bool = _param(False, "bool", "centre the covariates (the reference does not)")
     smoothing_fwhm: float | None = _param(5.0, "float?", "Gaussian smoothing FWHM in mm "
                                           "applied to the maps (`none`: no smoothing)")
@@ -184,9 +210,19 @@ class RunSettings:
     run_name: str = _param("demo", "str", "folder of the run under `reports_dir` (one name, "
                            "no path separator)")
     reports_dir: str = _param("reports", "path", "where runs land")
-    cut_coords: tuple[float, float, float] = _param(
-        DEFAULT_CUT_COORDS, "floats3",
-        "figure cut x,y,z in mm (the peak is used when the cut misses the data)")
+    cut_coords: tuple[float, float, float] | None = _param(
+        None, "floats3?", "figure cut x,y,z in mm (the peak is used when the cut misses the "
+        "data); `none`: the built-in dataset's ($ref_cut_coords), none for a folder (the "
+        "peak)")
+    bids_filter: dict[str, Any] | None = _param(
+        None, "dict?", "BIDS entities the maps must have, e.g. `{desc: fluency, space: "
+        "MNI152NLin2009cAsym, suffix: effect}` (a value or a list of values each; keys as in "
+        "the file names), for a BIDS root or any folder of BIDS-named maps")
+    on_missing: str = _param("error", "str", "maps without a table row and rows without a "
+                             "map: `error` (listing them) or `drop` them (logged)")
+    export: str | None = _param(
+        None, "str?", "`bids`: the run folder also holds `bids/`, a BIDS derivatives export "
+        "(nilearn's `save_glm_to_bids` naming, JSON sidecars, cluster table)")
     output_dir: str | None = _param(
         None, "path?", "where the notebook writes (`none`: `reports_dir/run_name`); "
         "`glmkit run` sets it to a temporary folder that it renames when the run is complete",
@@ -202,27 +238,91 @@ class RunSettings:
         for f in dataclasses.fields(self):
             value = _coerce(f.name, f.metadata["kind"], getattr(self, f.name))
             object.__setattr__(self, f.name, value)
+        self._check_dataset()
+        self._fill_from_dataset()
         self._check()
 
-    def _check(self) -> None:
-        if not self.dataset:
+    def dataset_defaults(self) -> dict[str, Any]:
+        """What the dataset supplies for the fields left unset: a built-in dataset's reference
+        analysis, a :class:`~glmkit.data.datasets.Dataset`'s ``defaults``, else nothing."""
+        if _is_dataset(self.dataset):
+            return dict(getattr(self.dataset, "defaults", None) or {})
+        if isinstance(self.dataset, str) and self.dataset in BUILTIN_DEFAULTS:
+            return dict(BUILTIN_DEFAULTS[self.dataset])
+        return {}
+
+    def _fill_from_dataset(self) -> None:
+        """Fields of ``DATASET_DEFAULTED`` left unset take the dataset's values (recorded, so
+        that :meth:`replace` with another dataset unsets them again); ``rename`` is otherwise
+        empty. Required fields still unset are an error naming the parameter."""
+        defaults, filled = self.dataset_defaults(), []
+        kinds = {f.name: f.metadata["kind"] for f in dataclasses.fields(self)}
+        for name in DATASET_DEFAULTED:
+            if getattr(self, name) is None and (name in defaults or name == "rename"):
+                value = _coerce(name, kinds[name], defaults.get(name, {}))
+                object.__setattr__(self, name, value)
+                filled.append(name)
+        object.__setattr__(self, "_filled", tuple(filled))
+        what = ("a folder dataset" if not _is_dataset(self.dataset)
+                else f"dataset {self.dataset.name!r} (given from Python)")
+        if self.covariates is None and self.formula is None:
+            raise ParameterError(
+                f"covariates is not set: {what} has no default design; pass --covariates "
+                "age,score or --formula 'score + age + C(sex)' (from Python: "
+                "covariates=['age', 'score'] or formula=...)")
+        if self.contrast is None:
+            raise ParameterError(
+                f"contrast is not set: {what} has no default contrast; pass what is tested, "
+                "e.g. --contrast score (a design column), --contrast 'score - age' or "
+                "--contrast '[1, 0]'")
+
+    def _check_dataset(self) -> None:
+        """The dataset: a built-in name, a Dataset, or paths that exist (a glob matching a
+        file), with the table a folder needs; options that only apply elsewhere refused."""
+        folder_only = [n for n in ("table", "subject_column", "bids_filter")
+                       if getattr(self, n) is not None]
+        if _is_dataset(self.dataset) or self.dataset in BUILTIN_DATASETS:
+            if folder_only:
+                shown = ("a glmkit.Dataset" if _is_dataset(self.dataset)
+                         else f"the built-in {self.dataset!r}")
+                raise ParameterError(
+                    f"{', '.join(folder_only)} given with dataset {shown}: it brings its own "
+                    "maps and table; these are for a folder of maps (leave them unset)")
+            return
+        items = (self.dataset,) if isinstance(self.dataset, str) else self.dataset
+        if not all(items):
             raise ParameterError("dataset is empty: expected 'demo', 'demo-null', "
                                  "'localizer' or a folder of maps")
-        if self.dataset not in BUILTIN_DATASETS and not Path(self.dataset).expanduser().exists():
-            hint = _did_you_mean(self.dataset, BUILTIN_DATASETS)
+        for item in items:
+            _check_dataset_path(item)
+        root = Path(items[0]).expanduser()
+        if len(items) == 1 and bids.is_bids_root(root):
+            if self.table is None and not (root / BIDS_TABLE).is_file():
+                raise DataFileNotFoundError(
+                    f"dataset={items[0]!r} is a BIDS root (it has dataset_description.json) "
+                    f"without {BIDS_TABLE}: pass --table <subject table> or add {BIDS_TABLE} "
+                    "with a participant_id column")
+        elif self.table is None:
             raise ParameterError(
-                f"dataset={self.dataset!r} is neither one of {list(BUILTIN_DATASETS)} nor an "
-                f"existing folder of maps{hint}; pass a built-in name or the path of a folder")
+                f"table is not set: the folder of maps {_shown_dataset(self.dataset)} needs a "
+                "subject table; pass --table participants.tsv (TSV or CSV, one row per "
+                "subject), or point dataset at a BIDS root that has participants.tsv")
+        if self.table is not None and not Path(self.table).expanduser().is_file():
+            raise DataFileNotFoundError(
+                f"table={self.table!r} does not exist: expected a TSV/CSV subject table; "
+                "check the path (relative paths are taken from the current folder)")
+
+    def _check(self) -> None:
         if self.mask is not None and self.mask.strip().lower() != "mni152" and not Path(
                 self.mask).expanduser().is_file():
             raise DataFileNotFoundError(
                 f"mask={self.mask!r} does not exist: expected a NIfTI mask file or 'mni152' "
                 "(nilearn's MNI152 brain mask); check the path (relative paths are taken from "
                 "the current folder)")
-        if self.table is not None and not Path(self.table).expanduser().is_file():
-            raise DataFileNotFoundError(
-                f"table={self.table!r} does not exist: expected a TSV/CSV subject table; "
-                "check the path (relative paths are taken from the current folder)")
+        _check_choice("on_missing", self.on_missing, ON_MISSING)
+        if self.export is not None:
+            _check_choice("export", self.export, EXPORT_FORMATS, what="export format")
+        bids.normalise_filter(self.bids_filter)
         if self.n_subjects < 1:
             raise ParameterError(f"n_subjects={self.n_subjects} is out of range: expected >= 1")
         _check_range("n_perm", self.n_perm, low=1, hint="use at least 1 (1000 for the reference, "
@@ -280,7 +380,7 @@ class RunSettings:
                 f"within={self.within!r} with formula={self.formula!r}: a within-subject "
                 "design tests each subject's combination of its maps; between-subject "
                 "covariates go in covariates= (centred), not in a formula")
-        if self.within is not None and self.within in self.covariates:
+        if self.within is not None and self.within in (self.covariates or ()):
             raise ParameterError(f"within={self.within!r} is also in covariates: the "
                                  "within-subject column is not a covariate; remove it")
         if self.qc is not None:
@@ -366,8 +466,16 @@ class RunSettings:
         return cls.from_mapping(read_params_file(path), **overrides)
 
     def replace(self, **changes: Any) -> RunSettings:
-        """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **{_normalise_name(k): v for k, v in changes.items()})
+        """A copy with some fields changed (validated again).
+
+        Fields this settings' dataset filled in (they were left unset) are unset again unless
+        changed, so that another dataset supplies its own (or none): ``RunSettings()`` holds
+        the demo's covariates, ``RunSettings().replace(dataset="maps/", ...)`` does not.
+        """
+        changes = {_normalise_name(k): v for k, v in changes.items()}
+        values = {name: getattr(self, name) for name in self.field_names()}
+        values.update({name: None for name in getattr(self, "_filled", ())})
+        return type(self)(**{**values, **changes})
 
     # ------------------------------------------------------------------ outputs
     def to_dict(self, *, runner: bool = True) -> dict[str, Any]:
@@ -375,7 +483,7 @@ class RunSettings:
 
         Examples
         --------
-        >>> RunSettings().to_dict()["cut_coords"]
+        >>> RunSettings().to_dict()["cut_coords"]  # the demo's, filled in
         [38.0, -17.0, -3.0]
         """
         out = {}
@@ -402,6 +510,14 @@ class RunSettings:
     def resolved_output_dir(self) -> Path:
         """Where the notebook writes: ``output_dir``, else ``reports_dir/run_name``."""
         return Path(self.output_dir) if self.output_dir else self.run_dir
+
+    @property
+    def stat_type(self) -> str:
+        """``"F"`` when the contrast is a list of contrasts (an F test), else ``"t"``: the
+        statistic map of the run is ``maps/<stat_type>.nii.gz``."""
+        from glmkit.stats.contrast import parse_contrast
+
+        return "F" if parse_contrast(self.contrast).is_list else "t"
 
     def design_variables(self) -> tuple[str, ...]:
         """Table columns the analysis uses (design, ``groups`` and ``within``; QC checks them
@@ -492,13 +608,10 @@ def parameters() -> tuple[Parameter, ...]:
     >>> "`tfce`" in by_name["statistics"].markdown  # read from the registry of statistics
     True
     """
-    # the declared defaults, without validating (that would import numpy for the CLI's help)
-    defaults = {f.name: _jsonable(f.default if f.default is not dataclasses.MISSING
-                                  else f.default_factory())
-                for f in dataclasses.fields(RunSettings)}
     return tuple(
         Parameter(name=f.name, kind=f.metadata["kind"], type=str(f.type),
-                  default=defaults[f.name], text=f.metadata["help"],
+                  default=_jsonable(f.default if f.default is not dataclasses.MISSING
+                                    else f.default_factory()), text=f.metadata["help"],
                   runner=f.metadata["runner"], flag=f.metadata["flag"],
                   notebook=f.metadata["notebook"])
         for f in dataclasses.fields(RunSettings))
@@ -526,8 +639,10 @@ def _choices() -> dict[str, str]:
     def listed(values) -> str:
         return ", ".join(f"`{_shown_scalar(v)}`" for v in values)
 
+    reference = {f"ref_{name}": _shown(_jsonable(value))
+                 for name, value in BUILTIN_DEFAULTS[BUILTIN_DATASETS[0]].items()}
     return {"datasets": listed(BUILTIN_DATASETS), "height_controls": listed(HEIGHT_CONTROLS),
-            "statistics": listed(statistic_names()), "schemes": listed(schemes)}
+            "statistics": listed(statistic_names()), "schemes": listed(schemes), **reference}
 
 
 def _shown_scalar(value: Any) -> str:
@@ -628,14 +743,26 @@ def _check_run_name(name: str) -> None:
 
 
 def _type_error(name: str, kind: str, value: Any) -> ParameterError:
-    return ParameterError(f"{name}={value!r} has the wrong type: expected {_KIND_HELP[kind]}, "
-                          f"found {type(value).__name__}")
+    return ParameterError(f"{name}={_short_repr(value)} has the wrong type: expected "
+                          f"{_KIND_HELP[kind]}, found {type(value).__name__}")
+
+
+def _short_repr(value: Any, limit: int = 120) -> str:
+    """``repr(value)``, but a table or array by its shape, and never more than ``limit``
+    characters (an error never prints a whole DataFrame)."""
+    shape = getattr(value, "shape", None)
+    if shape is not None and not isinstance(value, (str, bytes)):
+        return f"<{type(value).__name__} of shape {tuple(shape)}>"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 5] + " ...>"
 
 
 def _coerce(name: str, kind: str, value: Any) -> Any:  # noqa: C901 - one branch per kind
     optional = kind.endswith("?")
     base = kind.rstrip("?")
-    if isinstance(value, str) and optional and value.strip().lower() in _NONE:
+    # an empty list, mapping or contrast is a value (an error or no renames), not "unset"
+    words = _NONE - {""} if base in ("strs", "dict", "contrast", "floats3") else _NONE
+    if isinstance(value, str) and optional and value.strip().lower() in words:
         return None
     if value is None:
         if optional:
@@ -710,6 +837,8 @@ def _coerce(name: str, kind: str, value: Any) -> Any:  # noqa: C901 - one branch
         return dict(value)
     if base == "contrast":
         return _coerce_contrast(name, kind, value)
+    if base == "dataset":
+        return _coerce_dataset(name, kind, value)
     if base == "dict":
         if isinstance(value, str):
             value = _yaml_value(name, kind, value)
@@ -771,10 +900,53 @@ def _as_list(name: str, kind: str, value: Any) -> list:
     raise _type_error(name, kind, value)
 
 
+def _is_dataset(value: Any) -> bool:
+    """A :class:`glmkit.data.datasets.Dataset` (or alike: maps, table, name), checked without
+    importing the data layer's heavy modules."""
+    return all(hasattr(value, attr) for attr in ("maps", "table", "name", "subjects"))
+
+
+def _shown_dataset(value: Any) -> str:
+    return f"<Dataset {value.name!r}>" if _is_dataset(value) else repr(value)
+
+
+def _check_dataset_path(item: str) -> None:
+    """One path of ``dataset``: an existing folder or file, or a glob matching a file."""
+    if _glob.has_magic(item):
+        if not _glob.glob(os.path.expanduser(item), recursive=True):
+            raise DataFileNotFoundError(
+                f"dataset={item!r} is a glob that matches no file: check the pattern "
+                "(relative paths are taken from the current folder; '**' matches any number "
+                "of folders)")
+    elif not Path(item).expanduser().exists():
+        hint = _did_you_mean(item, BUILTIN_DATASETS)
+        raise ParameterError(
+            f"dataset={item!r} is neither one of {list(BUILTIN_DATASETS)} nor an existing "
+            f"folder, file or glob of maps{hint}; pass a built-in name or the path of a folder")
+
+
+def _coerce_dataset(name: str, kind: str, value: Any) -> Any:
+    """A built-in name or one path as a string; several paths (a list, or comma-separated
+    text) as a tuple; a Dataset as it is."""
+    if _is_dataset(value):
+        return value
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, str):
+        value = [v for v in value.split(",")] if "," in value else [value]
+    if not isinstance(value, (list, tuple)) or not all(
+            isinstance(v, (str, os.PathLike)) for v in value):
+        raise _type_error(name, kind, value)
+    items = tuple(os.fspath(v).strip() for v in value)
+    return items[0] if len(items) == 1 else items
+
+
 def _jsonable(value: Any) -> Any:
+    if _is_dataset(value):  # a Dataset given from Python: its name
+        return str(value.name)
     if isinstance(value, tuple):
         return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
     return value
 

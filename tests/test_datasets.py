@@ -722,9 +722,11 @@ def test_bad_extensions(good, tmp_path):
 
 def test_bad_table_contents(good, tmp_path):
     maps, _ = good
-    expected = r"no subject column 'subject'; its columns are \['participant_id', 'score'\]"
+    expected = (r"no subject column 'subject' or 'participant_id'; its columns are "
+                r"\['pid', 'score'\]")
     with pytest.raises(DatasetError, match=expected):
-        load_folder(maps, _table(tmp_path / "a.tsv", ["S1", "S2"]))
+        load_folder(maps, _table(tmp_path / "a.tsv", ["S1", "S2"], column="pid"))
+    assert load_folder(maps, _table(tmp_path / "p.tsv", ["S1", "S2"])).subjects == ("S1", "S2")
     with pytest.raises(DatasetError, match=r"duplicated subject ids \['S1'\]"):
         load_folder(maps, _table(tmp_path / "b.tsv", ["S1", "S1", "S2"], column="subject"))
     garbage = tmp_path / "c.tsv"

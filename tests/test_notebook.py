@@ -217,6 +217,8 @@ NON_DEFAULT = {
     "statistics": ["voxel", "cluster_size"], "scheme": "ter_braak", "groups": "site",
     "tfce": {"E": 1.0, "H": 2.0}, "cluster_threshold": 0.01, "random_state": 7, "n_jobs": 2,
     "run_name": "other", "reports_dir": "elsewhere", "cut_coords": [1.0, 2.0, 3.0],
+    "bids_filter": {"desc": "fluency"}, "on_missing": "drop", "export": "bids",
+    "within": "session", "mask": "mni152", "qc": {"keep": ["S01"]},
     "output_dir": "{tmp}/out", "notebook": "{tmp}/this.ipynb",
 }
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 import glmkit
@@ -130,3 +132,87 @@ def test_readme_and_example_batch_files_are_valid(tmp_path):
     names = [s.run_name for s in load_grid(tmp_path / "grid.yaml")]
     named = re.search(r"here `(grid-[^`]+)`", _readme()).group(1)
     assert named in names and len(names) == 6
+
+
+# ----------------------------------------------------------------- README's own-data commands
+def _own_data(root: Path, n: int = 16) -> None:
+    """What the README's own-data commands expect in the current folder: participants.tsv,
+    path/to/maps (flat), spm/sub-XX/con_000[12].nii and path/to/derivatives (a BIDS root
+    with fMRIPrep-like names), on a small 3 mm MNI grid with an effect of ``score``."""
+    import json
+
+    import nibabel as nib
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(11)
+    shape, affine = (16, 18, 14), np.array([[3.0, 0, 0, -24], [0, 3, 0, -45], [0, 0, 3, -21],
+                                            [0, 0, 0, 1]])
+    brain = np.zeros(shape, bool)
+    brain[2:-2, 2:-2, 2:-2] = True
+    block = np.zeros(shape, bool)
+    block[5:10, 6:11, 5:9] = True
+    labels = [f"{i + 1:02d}" for i in range(n)]
+    score = rng.standard_normal(n)
+    pd.DataFrame({"participant_id": [f"sub-{s}" for s in labels], "age": rng.integers(20, 60, n),
+                  "score": np.round(50 + 10 * score, 3), "sex": ["F", "M"] * (n // 2)}
+                 ).to_csv(root / "participants.tsv", sep="\t", index=False)
+
+    def save(path: Path, value: float) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = np.where(brain, 5 + rng.standard_normal(shape) + 3 * value * block, 0)
+        img = nib.Nifti1Image(data.astype("f4"), affine)
+        img.header.set_sform(affine, code=4)
+        img.header.set_qform(affine, code=4)
+        nib.save(img, path)
+
+    derivatives = root / "path" / "to" / "derivatives"
+    for label, x in zip(labels, score):
+        save(root / "path" / "to" / "maps" / f"sub-{label}_con_0001.nii.gz", x)
+        save(root / "spm" / f"sub-{label}" / "con_0001.nii", x)
+        save(root / "spm" / f"sub-{label}" / "con_0002.nii", 0.0)
+        func = derivatives / f"sub-{label}" / "func"
+        for desc, space in (("fluency", "MNI152NLin2009cAsym"), ("motor", "MNI152NLin2009cAsym"),
+                            ("fluency", "T1w")):
+            for suffix in ("effect", "variance"):
+                save(func / f"sub-{label}_task-loc_space-{space}_desc-{desc}_{suffix}.nii.gz",
+                     x if (desc, suffix) == ("fluency", "effect") else 0.0)
+    (derivatives / "dataset_description.json").write_text(json.dumps(
+        {"Name": "first levels", "BIDSVersion": "1.9.0", "DatasetType": "derivative"}))
+    shutil.copy(root / "participants.tsv", derivatives / "participants.tsv")
+
+
+@pytest.mark.slow  # three glmkit runs (~2.5 min): the only proof that the README's commands work
+def test_readme_own_data_commands_run_as_written(tmp_path):
+    """The README's "Your own data" block, executed verbatim by bash in a folder holding what
+    it names (``.venv/bin/glmkit`` is this interpreter's glmkit)."""
+    import json
+
+    section = _readme()[_readme().index("## Your own data"):]
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
+    assert block.count(".venv/bin/glmkit ") == 4
+    _own_data(tmp_path)
+    shim = tmp_path / ".venv" / "bin" / "glmkit"
+    shim.parent.mkdir(parents=True)
+    shim.write_text(f"#!/bin/sh\nexec {sys.executable} -m glmkit \"$@\"\n")
+    shim.chmod(0o755)
+    out = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=1500)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Dataset 'maps': 16 subjects" in out.stdout and "age" in out.stdout
+    reports = tmp_path / "reports"
+    assert out.stdout.count("report: ") == 3
+    assert (reports / "score-tfce" / "maps" / "logp_tfce.nii.gz").is_file()
+    design = (reports / "score-tfce" / "design.csv").read_text().splitlines()[0]
+    assert design.startswith("subject,") and "C(sex)[T.M]" in design
+    spm = json.loads((reports / "spm-score" / "summary.json").read_text())
+    assert spm["n_subjects"] == 16 and spm["design_columns"] == ["score", "intercept"]
+    bids = reports / "bids-score"
+    params = json.loads((bids / "params.json").read_text())
+    assert params["bids_filter"] == {"desc": "fluency", "space": "MNI152NLin2009cAsym",
+                                     "suffix": "effect"}
+    assert params["rename"] == {} and params["cut_coords"] is None  # no demo defaults
+    z = bids / "bids" / "group" / "contrast-score_stat-z_statmap.nii.gz"
+    assert z.is_file()
+    for path in [*bids.glob("*.json"), *(bids / "bids").rglob("*.json")]:
+        assert ".tmp-" not in path.read_text(), path  # no temporary path in what a run writes

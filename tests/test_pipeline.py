@@ -37,7 +37,8 @@ def test_every_stage_is_timed(result):
 
 def test_maps_are_the_contract_set_and_finite(result):
     maps = result.maps()
-    assert set(maps) == {"mask", "z", "p", "effect", "z_fdr", "logp_bonferroni", "logp_maxt"}
+    assert set(maps) == {"mask", "z", "t", "p", "effect", "variance", "z_fdr", "logp_bonferroni",
+                         "logp_maxt"}
     mask = np.asarray(maps["mask"].dataobj) > 0
     for name, img in maps.items():
         data = np.asarray(img.dataobj)

@@ -190,7 +190,8 @@ def make_cohort(root: Path, *, shape, affine, n=N_SUBJECTS, fmt="nii.gz", dtype=
 def settings_for(cohort: Cohort, root: Path, run_name: str, **changes) -> RunSettings:
     values = dict(dataset=str(cohort.maps), table=str(cohort.table),
                   subject_column=cohort.subject_column, covariates=("score",), rename={},
-                  contrast="score", smoothing_fwhm=SMOOTHING_FWHM, n_perm=N_PERM,
+                  contrast="score", cut_coords=REFERENCE_CUT, smoothing_fwhm=SMOOTHING_FWHM,
+                  n_perm=N_PERM,
                   statistics=("voxel",), random_state=0, run_name=run_name,
                   reports_dir=str(root / "reports"))
     values.update(changes)
@@ -461,9 +462,11 @@ def test_bids_subject_ids_match_maps_in_table_order(tmp_path, ids, table_format,
     np.testing.assert_allclose(ds.table["score"], table["score"])
     same = load_dataset(str(cohort.maps), table=str(cohort.table), subject_column="participant_id")
     assert same.maps == ds.maps and same.subjects == ds.subjects
-    # the default subject_column: a clear error that points at participant_id
-    with pytest.raises(DatasetError, match=r"no subject column 'subject'.*"
-                                           r"subject_column='participant_id'"):
+    # no subject_column: a table without 'subject' is read by its BIDS 'participant_id'
+    assert load_folder(cohort.maps, cohort.table).maps == ds.maps
+    table.rename(columns={"participant_id": "pid"}).to_csv(cohort.table, sep=sep, index=False)
+    with pytest.raises(DatasetError, match=r"no subject column 'subject' or 'participant_id'; "
+                                           r"its columns are \['pid', 'score', 'age'\]"):
         load_folder(cohort.maps, cohort.table)
 
 
@@ -483,11 +486,11 @@ def test_qc_int16_maps_in_odd_units_pass_and_one_map_in_x100_units_is_caught(tmp
     qc = run_qc(ds, variables=("score",))
     unit = qc.table[qc.table["check"] == "unit_change"].set_index("subject")
     odd = cohort.subjects[outlier]
-    assert unit.loc[odd, "verdict"] == "exclude"  # a unit change excludes
+    assert unit.loc[odd, "verdict"] == "exclude"  # QC's default: a unit change excludes
     assert "other units" in unit.loc[odd, "reason"] and unit.loc[odd, "value"] > 50
     assert (unit.drop(index=odd)["verdict"] == "pass").all()
     scale = qc.table[qc.table["check"] == "scale_outlier"].set_index("subject")
-    assert scale.loc[odd, "verdict"] == "flag" and scale.loc[odd, "value"] > 5
+    assert scale.loc[odd, "verdict"] == "flag" and scale.loc[odd, "value"] > 5  # flags only
     assert qc.excluded == (odd,)
     assert (qc.table.loc[qc.table["subject"] != odd, "verdict"] == "pass").all()
 

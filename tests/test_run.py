@@ -37,7 +37,8 @@ settings = RunSettings.from_namespace(globals())  # the parameters as glmkit run
 out = pathlib.Path(output_dir)
 (out / "maps").mkdir(parents=True, exist_ok=True)
 names = [f"maps/{m}.nii.gz" for m in
-         ["mask", "z", "p", "effect", "z_fdr", "logp_bonferroni", "logp_maxt"]]
+         ["mask", "z", "t", "p", "effect", "variance", "z_fdr", "logp_bonferroni",
+          "logp_maxt"]]
 for name in names:
     (out / name).write_bytes(b"")
 for name in ["report.html", "design.csv", "qc.csv", "clusters.csv"]:
@@ -141,7 +142,8 @@ def test_notebook_gets_the_parameters_as_given(tmp_path, notebooks, monkeypatch)
     (tmp_path / "study").mkdir()
     (tmp_path / "study" / "participants.tsv").write_text("subject\tpseudo\nS01\t1\n")
     settings = RunSettings(notebook=notebooks["ok"], reports_dir="reports", run_name="rel",
-                           dataset="study", table="study/participants.tsv", n_perm=10)
+                           dataset="study", table="study/participants.tsv", n_perm=10,
+                           covariates="pseudo", contrast="pseudo")
     run(settings, progress_bar=False)
     folder = tmp_path / "reports" / "rel"
     params = json.loads((folder / "params.json").read_text())

@@ -109,8 +109,10 @@ def test_table_must_exist(tmp_path):
 
 def test_folder_dataset_accepted(tmp_path):
     (tmp_path / "t.tsv").write_text("subject\tpseudo\n")
-    s = RunSettings(dataset=str(tmp_path), table=str(tmp_path / "t.tsv"))
+    s = RunSettings(dataset=str(tmp_path), table=str(tmp_path / "t.tsv"), covariates="pseudo",
+                    contrast="pseudo")
     assert s.dataset == str(tmp_path)
+    assert s.rename == {} and s.cut_coords is None  # the demo's are not a folder's
 
 
 def test_formula_skips_static_contrast_check():
@@ -175,7 +177,7 @@ def test_bad_contrasts_are_contrast_and_parameter_errors(changes, match):
     assert isinstance(info.value, ParameterError)  # what the CLI reports as a usage error
 
 
-@pytest.mark.parametrize("value", [{"a": 1}, True, None, "[1, 0"])
+@pytest.mark.parametrize("value", [{"a": 1}, True, "[1, 0"])  # None: the dataset's
 def test_contrast_of_the_wrong_type(value):
     with pytest.raises(ParameterError, match=r"contrast(=.* has the wrong type| is none): "
                                              r"expected a design column"):

@@ -1,33 +1,34 @@
-"""Datasets: the embedded demo cohort, the Localizer fetcher and local folders of maps.
+"""Datasets: the embedded demo cohort, the Localizer fetcher, folders of maps, BIDS roots.
 
 Every loader returns a :class:`Dataset`: one 3-D map per subject (absolute paths) and a
-subject table whose first column is ``subject``, in the same order as the maps.
+subject table whose first column is ``subject``, in the same order as the maps; the built-in
+datasets also carry the run parameters of their reference analysis (``defaults``).
 
 * :func:`load_demo` builds a simulated cohort from real ingredients shipped in the nilearn
   wheel (the Localizer behavioural/participants tables and a 3 mm motor map), with a planted,
   documented association with ``pseudo`` and two defects for quality control to catch.
   It is generated deterministically on first use and cached under the data directory.
 * :func:`load_localizer` fetches the real Localizer contrast maps with nilearn.
-* :func:`load_folder` reads a folder (or glob) of NIfTI/Analyze maps plus a TSV/CSV table and
-  matches maps to rows by the subject id found in each file name.
-* :func:`load_dataset` dispatches on a name or a path.
+* :func:`load_folder` reads a folder (searched recursively), glob, list, nibabel images or a
+  mapping of NIfTI/Analyze maps plus a TSV/CSV table or DataFrame, and matches maps to rows by
+  the subject id found in their paths; :func:`load_bids` reads a BIDS derivatives root
+  (both in :mod:`glmkit.data.local`).
+* :func:`load_dataset` dispatches on a name, a BIDS root or paths.
 
 The demo simulation and generation live in :mod:`glmkit.data.demo`, the folder, image and table
-readers in :mod:`glmkit.data.folder`; both are internal to the data layer.
+readers in :mod:`glmkit.data.folder`, BIDS entities in :mod:`glmkit.data.bids`, the
+:class:`Dataset` class in :mod:`glmkit.data.dataset`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import glob as _glob
 import json
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
@@ -42,14 +43,11 @@ from glmkit.data.demo import (  # noqa: F401 - the DEMO_* constants stay public 
     demo_cache_problem,
     generate_demo,
 )
-from glmkit.data.folder import (
-    check_unique,
-    list_maps,
-    match_maps,
-    open_image,
-    read_table,
-    split_4d,
-)
+from glmkit.data import bids
+from glmkit.data.choices import BUILTIN_DATASETS, BUILTIN_DEFAULTS
+from glmkit.data.dataset import Dataset
+from glmkit.data.folder import open_image
+from glmkit.data.local import load_bids, load_folder
 from glmkit._util import atomic_folder, get_data_dir, logger, sha256_file
 from glmkit.errors import (
     DataFileNotFoundError,
@@ -63,7 +61,9 @@ __all__ = [
     "load_demo",
     "load_localizer",
     "load_folder",
+    "load_bids",
     "load_dataset",
+    "builtin_defaults",
     "DEMO_RANDOM_STATE",
 ]
 
@@ -71,111 +71,19 @@ _DEMO_VARIANTS = ("association", "null")
 _DEMO_NAMES = {"association": "demo", "null": "demo-null"}
 
 
-# --------------------------------------------------------------------------- Dataset
+# --------------------------------------------------------------------------- built-in
 
 
-@dataclass(frozen=True, eq=False)
-class Dataset:
-    """Subject maps plus a subject table, in the same order.
-
-    Parameters
-    ----------
-    name : str
-        ``"demo"``, ``"demo-null"``, ``"localizer"`` or the folder name.
-    maps : tuple of str
-        Absolute paths, one 3-D image per subject.
-    table : pandas.DataFrame
-        One row per map; first column ``subject`` (str, unique).
-    ground_truth : str or None
-        Path of the planted-effect mask (demo association variant only).
-    description : str
-        Human-readable description of the data.
-    provenance : dict
-        Source, random state, generator version, sha256 of every file, ...
+def builtin_defaults(name: str) -> dict[str, Any]:
+    """The run parameters a built-in dataset supplies when they are left unset (a copy).
 
     Examples
     --------
-    >>> import pandas as pd
-    >>> ds = Dataset("toy", ("/a/S1.nii", "/a/S2.nii"),
-    ...              pd.DataFrame({"subject": ["S1", "S2"], "x": [1.0, 2.0]}))
-    >>> ds.subset(["S2"]).table["x"].tolist()
-    [2.0]
-    >>> list(ds.to_frame().columns)
-    ['subject', 'map', 'x']
+    >>> builtin_defaults("demo")["rename"]
+    {'pseudo': 'fluency'}
     """
-
-    name: str
-    maps: tuple[str, ...]
-    table: pd.DataFrame
-    ground_truth: str | None = None
-    description: str = ""
-    provenance: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "maps", tuple(str(m) for m in self.maps))
-        if list(self.table.columns[:1]) != ["subject"]:
-            raise DatasetError(
-                f"Dataset {self.name!r}: the table's first column must be 'subject', found "
-                f"{list(self.table.columns)}; reorder the columns."
-            )
-        if len(self.maps) != len(self.table):
-            raise DatasetError(
-                f"Dataset {self.name!r}: {len(self.maps)} maps but {len(self.table)} table rows; "
-                "there must be one row per map, in the same order."
-            )
-        check_unique(self.table["subject"], f"dataset {self.name!r}")
-
-    @property
-    def subjects(self) -> tuple[str, ...]:
-        """Subject ids, in map order."""
-        return tuple(self.table["subject"].astype(str))
-
-    def __len__(self) -> int:
-        return len(self.maps)
-
-    def subset(self, subjects: Iterable[str]) -> Dataset:
-        """Dataset restricted to ``subjects`` (kept in this dataset's order).
-
-        Raises
-        ------
-        DatasetError
-            If a requested subject is not in the dataset.
-        """
-        wanted = {str(s) for s in subjects}
-        unknown = sorted(wanted - set(self.subjects))
-        if unknown:
-            raise DatasetError(
-                f"subset(): subjects {unknown} are not in dataset {self.name!r} "
-                f"({len(self)} subjects, e.g. {list(self.subjects[:3])}); check the ids."
-            )
-        keep = [i for i, s in enumerate(self.subjects) if s in wanted]
-        return dataclasses.replace(
-            self,
-            maps=tuple(self.maps[i] for i in keep),
-            table=self.table.iloc[keep].reset_index(drop=True),
-        )
-
-    def to_frame(self) -> pd.DataFrame:
-        """One row per subject: ``subject``, ``map`` then the other table columns."""
-        frame = self.table.reset_index(drop=True).copy()
-        frame.insert(1, "map", list(self.maps))
-        return frame
-
-    def summary(self) -> str:
-        """A few lines: name, subjects, grid of the first map, columns and their missing values."""
-        lines = [f"Dataset {self.name!r}: {len(self)} subjects"]
-        if self.maps:
-            header = nib.load(self.maps[0]).header
-            zooms = ", ".join(f"{z:g}" for z in header.get_zooms()[:3])
-            lines.append(f"  grid: {header.get_data_shape()} voxels of ({zooms}) mm")
-        for column in self.table.columns[1:]:
-            n_missing = int(self.table[column].isna().sum())
-            lines.append(f"  {column}: {self.table[column].dtype}, {n_missing} missing")
-        if self.provenance.get("defects"):
-            lines.append(f"  documented defects: {self.provenance['defects']}")
-        if self.ground_truth:
-            lines.append(f"  ground truth: {self.ground_truth}")
-        return "\n".join(lines)
+    return {key: dict(value) if isinstance(value, Mapping) else value
+            for key, value in BUILTIN_DEFAULTS[name].items()}
 
 
 # --------------------------------------------------------------------------- demo
@@ -279,6 +187,7 @@ def _read_demo(folder: Path, variant: str) -> Dataset:
         ground_truth=str(truth) if truth.exists() else None,
         description=description,
         provenance=provenance,
+        defaults=builtin_defaults(_DEMO_NAMES[variant]),
     )
 
 
@@ -341,6 +250,7 @@ def load_localizer(
             "sha256": {m: sha256_file(m) for m in maps},
             "tables_sha256": {str(t): sha256_file(t) for t in tables if t.is_file()},
         },
+        defaults=builtin_defaults("localizer"),
     )
 
 
@@ -454,167 +364,18 @@ def _localizer_fetch_failure(exc: BaseException, folder: Path) -> str:
     return f"Localizer download into {folder} failed ({type(exc).__name__}: {exc}). {retry}"
 
 
-# --------------------------------------------------------------------------- folders
-
-
-def load_folder(
-    maps: str | os.PathLike | Sequence[str | os.PathLike],
-    table: str | os.PathLike | pd.DataFrame,
-    *,
-    subject_column: str = "subject",
-    on_missing: str = "error",
-    name: str | None = None,
-    data_dir: str | os.PathLike | None = None,
-) -> Dataset:
-    """Load subject maps from a folder or glob plus a subject table.
-
-    Maps (``.nii``, ``.nii.gz`` or Analyze ``.hdr``/``.img``) are matched to table rows by the
-    subject id appearing as a whole token in the file name: ``sub-01_con.nii.gz`` matches
-    ``01`` or ``sub-01`` but not ``1``. When several ids match, the longest wins; ties, or
-    two maps for one id, are an error. A single 4-D file with one volume per table row is
-    split (in table order) into 3-D files cached under ``<data_dir>/split/``. Analyze 7.5
-    pairs are kept as they are (both files are hashed); Analyze stores no orientation and
-    nibabel reads them as x-flipped (radiological).
+def load_dataset(spec: str | os.PathLike | Sequence[Any], **kwargs: Any) -> Dataset:
+    """Load a dataset by name (``"demo"``, ``"demo-null"``, ``"localizer"``), BIDS root or
+    folder, glob or list of maps.
 
     Parameters
     ----------
-    maps : path, glob or list of paths
-        Folder of maps, glob pattern (``"derivatives/*_con.nii.gz"``), one 4-D file, or files.
-    table : path or DataFrame
-        ``.tsv``/``.txt`` (tab) or ``.csv`` (comma) file, or a DataFrame.
-    subject_column : str
-        Column holding the subject ids (read as text, so ``01`` stays ``01``); for a BIDS
-        ``participants.tsv``, ``"participant_id"``.
-    on_missing : {"error", "drop"}
-        What to do with maps without a row and rows without a map: raise, or drop and log.
-    name : str, optional
-        Dataset name (default: the folder name).
-    data_dir : path, optional
-        Where split 4-D files are cached (default ``$GLMKIT_DATA`` or ``~/glmkit_data``).
-
-    Returns
-    -------
-    Dataset
-        In table order; the table's subject column is renamed ``subject`` and put first.
-
-    Raises
-    ------
-    DataFileNotFoundError, ImageError, DatasetError, ParameterError
-        Before any image data is read, with a message naming the files or ids at fault.
-
-    Examples
-    --------
-    >>> import pathlib, tempfile
-    >>> import nibabel as nib, numpy as np, pandas as pd
-    >>> root = pathlib.Path(tempfile.mkdtemp())
-    >>> for s in ("01", "02"):
-    ...     img = nib.Nifti1Image(np.zeros((2, 2, 2), "f4"), np.eye(4))
-    ...     nib.save(img, root / f"sub-{s}_con.nii.gz")
-    >>> table = pd.DataFrame({"participant_id": ["02", "01"], "age": [30, 25]})
-    >>> table.to_csv(root / "participants.csv", index=False)
-    >>> ds = load_folder(root, root / "participants.csv", subject_column="participant_id")
-    >>> ds.subjects, [pathlib.Path(m).name for m in ds.maps]
-    (('02', '01'), ['sub-02_con.nii.gz', 'sub-01_con.nii.gz'])
-    """
-    if on_missing not in ("error", "drop"):
-        raise ParameterError(f"load_folder(on_missing={on_missing!r}): expected 'error' or 'drop'.")
-    paths = list_maps(maps)
-    frame = read_table(table, subject_column)
-    images = {p: open_image(p) for p in paths}
-    shapes = {p: img.shape for p, img in images.items()}
-    bad_dims = [f"{p.name} {s}" for p, s in shapes.items() if len(s) not in (3, 4)]
-    if bad_dims:
-        raise ImageError(f"maps must be 3-D (or one 4-D file); found {bad_dims}.")
-    if name is None:
-        source = Path(maps) if isinstance(maps, (str, os.PathLike)) else paths[0]
-        name = (source if source.is_dir() else source.parent).name or "folder"
-    provenance: dict[str, Any] = {
-        "source": "load_folder",
-        "maps": str(maps) if isinstance(maps, (str, os.PathLike)) else [str(p) for p in paths],
-        "table": "DataFrame" if isinstance(table, pd.DataFrame) else str(Path(table).resolve()),
-        "subject_column": subject_column,
-    }
-    four_d = {p: s for p, s in shapes.items() if len(s) == 4 and s[3] > 1}
-    if four_d:
-        return _split_folder(name, four_d, paths, frame, images, data_dir, provenance)
-
-    frame, matched = _match_rows(paths, frame, subject_column, on_missing)
-    return _matched_folder(name, maps, frame, matched, images, data_dir, provenance)
-
-
-def _matched_folder(name, maps, frame, matched, images, data_dir, provenance) -> Dataset:
-    """The dataset of maps matched to table rows: hashes (of the Analyze data files too),
-    ``(x, y, z, 1)`` maps stored as 3-D, and a description that warns about Analyze."""
-    provenance["sha256"] = {str(matched[s]): sha256_file(matched[s]) for s in frame["subject"]}
-    analyze = [images[matched[s]] for s in frame["subject"]
-               if not isinstance(images[matched[s]], nib.Nifti1Image)]
-    if analyze:  # "sha256" is keyed by the maps (.hdr); the data live in the .img files
-        provenance["sha256_analyze_img"] = {
-            str(Path(img.file_map["image"].filename).resolve()):
-            sha256_file(img.file_map["image"].filename) for img in analyze
-        }
-    files = []
-    for subject in frame["subject"]:
-        path = matched[subject]
-        if len(images[path].shape) == 4:  # (x, y, z, 1), as some tools write: store it as 3-D
-            path = split_4d(images[path], path, [subject], data_dir)[0]
-        files.append(str(path))
-    description = f"{len(files)} maps from {maps}"
-    if analyze:
-        description += (f" ({len(analyze)} Analyze 7.5 maps: Analyze stores no orientation, "
-                        "nibabel reads them as x-flipped (radiological); check left and right)")
-        logger.info("load_folder: %d Analyze 7.5 maps; Analyze stores no orientation, nibabel "
-                    "reads them as x-flipped (radiological): check left and right", len(analyze))
-    return Dataset(name, tuple(files), frame, None, description, provenance)
-
-
-def _split_folder(name, four_d, paths, frame, images, data_dir, provenance) -> Dataset:
-    """The dataset of a single 4-D file with one volume per table row, split in table order."""
-    path, shape = next(iter(four_d.items()))
-    if len(paths) > 1 or shape[3] != len(frame):
-        raise ImageError(
-            f"map {path.name} is 4-D with {shape[3]} volumes where 3-D maps were expected "
-            f"({len(paths)} files, {len(frame)} table rows). Pass one 3-D map per subject, "
-            "or a single 4-D file with exactly one volume per table row."
-        )
-    files = split_4d(images[path], path, frame["subject"].tolist(), data_dir)
-    provenance.update(sha256={str(path): sha256_file(path)}, split_from=str(path))
-    description = f"{len(files)} maps split (in table order) from 4-D {path}"
-    return Dataset(name, tuple(files), frame, None, description, provenance)
-
-
-def _match_rows(paths, frame, subject_column, on_missing) -> tuple[pd.DataFrame, dict]:
-    """Table rows paired with maps (subject -> path); unmatched maps or rows are an error,
-    or dropped with a warning (``on_missing="drop"``)."""
-    matched, unmatched_maps = match_maps(paths, frame["subject"].tolist())
-    unmatched_rows = [s for s in frame["subject"] if s not in matched]
-    if unmatched_maps or unmatched_rows:
-        detail = (
-            f"{len(paths)} maps, {len(frame)} table rows; maps without a row: "
-            f"{[p.name for p in unmatched_maps]}; rows without a map: {unmatched_rows}"
-        )
-        if on_missing == "error":
-            raise DatasetError(
-                f"maps and table {subject_column!r} do not match ({detail}). Ids are matched as "
-                "whole tokens of the file name ('01' matches 'sub-01_con.nii.gz', '1' does not). "
-                "Fix the names or ids, or pass on_missing='drop' to drop them."
-            )
-        logger.warning("load_folder: dropping unmatched %s", detail)
-    frame = frame[frame["subject"].isin(list(matched))].reset_index(drop=True)
-    if frame.empty:
-        raise DatasetError(f"no map matches any subject id of column {subject_column!r}.")
-    return frame, matched
-
-
-def load_dataset(spec: str | os.PathLike, **kwargs: Any) -> Dataset:
-    """Load a dataset by name (``"demo"``, ``"demo-null"``, ``"localizer"``) or folder path.
-
-    Parameters
-    ----------
-    spec : str or path
-        A dataset name, or a folder/glob/file of maps (then ``table=`` is required).
+    spec : str, path or list
+        A dataset name; a BIDS derivatives root (:func:`load_bids`: ``table=`` optional); or a
+        folder/glob/file/list of maps (:func:`load_folder`: ``table=`` required).
     **kwargs
-        Passed to :func:`load_demo`, :func:`load_localizer` or :func:`load_folder`.
+        Passed to :func:`load_demo`, :func:`load_localizer`, :func:`load_bids` or
+        :func:`load_folder` (``None`` values are left out).
 
     Examples
     --------
@@ -623,25 +384,27 @@ def load_dataset(spec: str | os.PathLike, **kwargs: Any) -> Dataset:
     ...
     glmkit.errors.DataFileNotFoundError: dataset 'nonexistent-name' is neither a known name ...
     """
-    if spec in ("demo", "demo-null", "localizer") and kwargs.pop("table", None) is not None:
-        raise ParameterError(
-            f"load_dataset({spec!r}, table=...): the {spec!r} dataset brings its own table; "
-            "table= is only for a folder of maps."
-        )
-    if spec == "demo":
-        return load_demo(**kwargs)
-    if spec == "demo-null":
-        return load_demo("null", **kwargs)
-    if spec == "localizer":
-        return load_localizer(**kwargs)
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if isinstance(spec, str) and spec in BUILTIN_DATASETS:
+        extra = sorted(set(kwargs) & {"table", "bids_filter", "subject_column"})
+        if extra:
+            raise ParameterError(
+                f"load_dataset({spec!r}, {', '.join(f'{k}=...' for k in extra)}): the {spec!r} "
+                "dataset brings its own table and maps; these are for a folder of maps.")
+        kwargs.pop("on_missing", None)
+        if spec == "localizer":
+            return load_localizer(**kwargs)
+        return load_demo("null" if spec == "demo-null" else "association", **kwargs)
+    if not isinstance(spec, (str, os.PathLike)):
+        return load_folder(spec, kwargs.pop("table", None), **kwargs)
     text = str(spec)
     if not (Path(text).expanduser().exists() or _glob.has_magic(text)):
         raise DataFileNotFoundError(
-            f"dataset {text!r} is neither a known name ('demo', 'demo-null', 'localizer') "
-            "nor an existing folder, glob or file."
-        )
+            f"dataset {text!r} is neither a known name ({', '.join(map(repr, BUILTIN_DATASETS))}) "
+            "nor an existing folder, glob or file.")
+    if bids.is_bids_root(Path(text).expanduser()):
+        return load_bids(text, **kwargs)
     if kwargs.get("table") is None:
         raise ParameterError(
-            f"load_dataset({text!r}) needs table=<TSV/CSV of subject variables> for a folder."
-        )
+            f"load_dataset({text!r}) needs table=<TSV/CSV of subject variables> for a folder.")
     return load_folder(spec, kwargs.pop("table"), **kwargs)

@@ -1,30 +1,36 @@
 """Readers behind ``datasets.load_folder``: map lists, images, tables, matching.
 
 An internal module of the data layer: its public names are for :mod:`glmkit.data.datasets`,
-not glmkit's API. :func:`list_maps` resolves a folder, glob or list to image files,
+not glmkit's API. :func:`list_maps` resolves a folder (searched recursively), glob or list to
+image files, each with its path below the folder searched (:class:`MapFile`);
 :func:`open_image` checks a map cheaply, :func:`read_table` reads the subject table,
-:func:`match_maps` pairs maps with subject ids and :func:`split_4d` caches the volumes of a
-4-D file as 3-D maps; :func:`check_unique` rejects duplicated subject ids.
+:func:`match_maps` pairs maps with subject ids found in those paths (:func:`ids_in`),
+:func:`split_4d` caches the volumes of a 4-D file as 3-D maps and :func:`store_images` the
+nibabel images given from Python; :func:`check_unique` rejects duplicated subject ids.
 """
 
 from __future__ import annotations
 
 import glob as _glob
 import hashlib
+import itertools
 import os
 import re
 import struct
 from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 
 from glmkit._util import atomic_folder, get_data_dir, logger, sha256_file
+from glmkit.data.choices import BIDS_SUBJECT_COLUMN, FOLDER_SUBJECT_COLUMN
 from glmkit.errors import DataFileNotFoundError, DatasetError, ImageError
 
-__all__ = ["check_unique", "list_maps", "open_image", "read_table", "match_maps", "split_4d"]
+__all__ = ["MapFile", "check_unique", "list_maps", "open_image", "read_table", "ids_in",
+           "match_maps", "subject_folders", "split_4d", "store_images"]
 
 _IMAGE_SUFFIXES = (".nii.gz", ".nii", ".hdr", ".img")
 _TABLE_SEPARATORS = {".tsv": "\t", ".txt": "\t", ".csv": ","}
@@ -44,57 +50,133 @@ def _suffix(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
-def list_maps(maps: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
-    """Image files named by a folder, a glob, a file or a list of files (Analyze as .hdr)."""
-    if isinstance(maps, (str, os.PathLike)):
-        text = str(maps)
-        path = Path(text).expanduser()
-        if path.is_dir():
-            found = sorted(
-                p for p in path.iterdir()
-                if p.is_file() and not p.name.startswith(".") and _suffix(p) in _IMAGE_SUFFIXES
-            )
-            if not found:
-                others = sorted(p.name for p in path.iterdir())[:5]
-                raise DataFileNotFoundError(
-                    f"maps folder {path} holds no image (.nii, .nii.gz, .hdr/.img); found "
-                    f"{others or 'nothing'}. Point `maps` at the folder holding the maps."
-                )
-        elif _glob.has_magic(text):
-            found = sorted(Path(p) for p in _glob.glob(os.path.expanduser(text)))
-            if not found:
-                raise DataFileNotFoundError(
-                    f"maps glob {text!r} matches no file; check the pattern."
-                )
-        elif path.exists():
-            found = [path]
-        else:
+@dataclass(frozen=True)
+class MapFile:
+    """A map found for a dataset.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        Absolute path (an Analyze pair by its ``.hdr``).
+    where : pathlib.PurePosixPath
+        Its path below the folder searched (``sub-01/con_0001.nii``): subject ids and BIDS
+        entities are read from these folders and the file name, never from above them.
+    root : pathlib.Path
+        The folder searched (a glob's folder before its first wildcard).
+    """
+
+    path: Path
+    where: PurePosixPath
+    root: Path
+
+    @property
+    def shown(self) -> str:
+        """How messages name the map (its path below the folder searched)."""
+        return str(self.where)
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def _walk(root: Path) -> list[Path]:
+    """Image files under ``root``, in sub-folders too (hidden files and folders skipped)."""
+    return sorted(p for p in root.rglob("*")
+                  if p.is_file() and _suffix(p) in _IMAGE_SUFFIXES and not _hidden(p, root))
+
+
+def _glob_root(pattern: str) -> Path:
+    """The folder of a glob before its first wildcard (``a/b`` for ``a/b/*/c*.nii``)."""
+    parts = Path(pattern).parts
+    static = [p for p in itertools.takewhile(lambda p: not _glob.has_magic(p), parts)]
+    return Path(*static) if static else Path(".")
+
+
+def _found(paths: list[Path], root: Path) -> list[MapFile]:
+    root = root.resolve()
+    return [MapFile(p.resolve(), PurePosixPath(p.resolve().relative_to(root).as_posix()), root)
+            for p in paths]
+
+
+def _expand(text: str) -> tuple[list[Path], Path | None]:
+    """The image files of one folder, glob or file, and the folder they are read below
+    (None for a file: its folder is decided with the other files of a list)."""
+    path = Path(text).expanduser()
+    if path.is_dir():
+        found = _walk(path)
+        if not found:
+            others = sorted(p.name for p in path.iterdir())[:5]
             raise DataFileNotFoundError(
-                f"maps {text!r} does not exist; pass an existing folder, glob or file."
-            )
-    else:
-        found = [Path(p).expanduser() for p in maps]
-        missing = [str(p) for p in found if not p.is_file()]
+                f"maps folder {path} holds no image (.nii, .nii.gz, .hdr/.img), not even in "
+                f"its sub-folders; found {others or 'nothing'}. Point `maps` at the folder "
+                "holding the maps.")
+        return found, path
+    if _glob.has_magic(text):
+        matches = sorted(Path(p) for p in _glob.glob(os.path.expanduser(text), recursive=True))
+        if not matches:
+            raise DataFileNotFoundError(
+                f"maps glob {text!r} matches no file; check the pattern (relative paths are "
+                "taken from the current folder; '**' matches any number of folders).")
+        found = [f for m in matches for f in (_walk(m) if m.is_dir() else [m])]
+        return found, _glob_root(os.path.expanduser(text))
+    if path.exists():
+        return [path], None
+    raise DataFileNotFoundError(
+        f"maps {text!r} does not exist; pass an existing folder, glob or file.")
+
+
+def list_maps(maps: str | os.PathLike | Sequence[str | os.PathLike]) -> list[MapFile]:
+    """Image files named by a folder (searched recursively), a glob (``**`` allowed), a file,
+    or a list of these (Analyze pairs by their ``.hdr``), each with where it sits."""
+    items = [maps] if isinstance(maps, (str, os.PathLike)) else list(maps)
+    if not items:
+        raise DataFileNotFoundError("maps is an empty list; pass a folder, a glob or files.")
+    for item in items:
+        if not isinstance(item, (str, os.PathLike)):
+            raise DatasetError(
+                f"maps: an item is a {type(item).__name__}; expected paths, or nibabel images "
+                "(all of them) in table order, or a mapping of subject id to image or path.")
+    if not isinstance(maps, (str, os.PathLike)):
+        missing = [os.fspath(p) for p in items if not _glob.has_magic(os.fspath(p))
+                   and not Path(p).expanduser().exists()]
         if missing:
             raise DataFileNotFoundError(f"map files not found: {missing}; check the paths.")
-    bad = [str(p) for p in found if _suffix(p) not in _IMAGE_SUFFIXES]
+    found: list[MapFile] = []
+    loose: list[Path] = []
+    for item in items:
+        files, root = _expand(os.fspath(item))
+        if root is None:
+            loose += files
+        else:
+            found += _found(files, root)
+    if loose:
+        parents = [str(p.resolve().parent) for p in loose]
+        found += _found(loose, Path(os.path.commonpath(parents)))
+    bad = [f.shown for f in found if _suffix(f.path) not in _IMAGE_SUFFIXES]
     if bad:
         raise ImageError(
             f"maps {bad} have an unsupported extension; expected one of {_IMAGE_SUFFIXES} "
-            "(NIfTI or Analyze). Convert them or leave them out of the folder/glob."
-        )
-    # an Analyze pair is one map: keep the .hdr (an .img whose .hdr is absent is an error)
-    out = []
-    for p in found:
-        if _suffix(p) == ".img":
-            headers = [h for h in (p.with_suffix(".hdr"), p.with_suffix(".HDR")) if h.exists()]
+            "(NIfTI or Analyze). Convert them or leave them out of the folder/glob.")
+    return _analyze_pairs(found)
+
+
+def _analyze_pairs(found: list[MapFile]) -> list[MapFile]:
+    """An Analyze pair is one map: keep the .hdr (an .img whose .hdr is absent is an error);
+    each file once."""
+    paths = {f.path for f in found}
+    out: dict[Path, MapFile] = {}
+    for f in found:
+        if _suffix(f.path) == ".img":
+            headers = [h for h in (f.path.with_suffix(".hdr"), f.path.with_suffix(".HDR"))
+                       if h.exists()]
             if not headers:
-                raise ImageError(f"Analyze image {p} has no header {p.stem}.hdr; add it.")
-            if headers[0] in found:
+                raise ImageError(f"Analyze image {f.path} has no header {f.path.stem}.hdr; "
+                                 "add it.")
+            if headers[0] in paths:
                 continue
-            p = headers[0]
-        out.append(p.resolve())
-    return sorted(set(out), key=out.index)
+            f = MapFile(headers[0], f.where.with_name(headers[0].name), f.root)
+        out.setdefault(f.path, f)
+    return list(out.values())
 
 
 def _expected_bytes(img: nib.spatialimages.SpatialImage) -> int:
@@ -132,7 +214,18 @@ def open_image(path: Path) -> nib.spatialimages.SpatialImage:
     return img
 
 
-def read_table(table: str | os.PathLike | pd.DataFrame, subject_column: str) -> pd.DataFrame:
+#: the subject-id columns looked for when none is named, in order
+_SUBJECT_COLUMNS = (FOLDER_SUBJECT_COLUMN, BIDS_SUBJECT_COLUMN)
+
+
+def read_table(table: str | os.PathLike | pd.DataFrame, subject_column: str | None
+               ) -> pd.DataFrame:
+    """The subject table with its ids (as text) in a first column ``subject``.
+
+    ``subject_column=None`` takes ``subject``, else a BIDS table's ``participant_id``; the
+    column used is in ``frame.attrs["subject_column"]``.
+    """
+    wanted = (subject_column,) if subject_column else _SUBJECT_COLUMNS
     if isinstance(table, pd.DataFrame):
         frame = table.copy()
     else:
@@ -148,68 +241,195 @@ def read_table(table: str | os.PathLike | pd.DataFrame, subject_column: str) -> 
                 f"{sorted(_TABLE_SEPARATORS)} (tab- or comma-separated). Export it as TSV/CSV."
             )
         try:
-            frame = pd.read_csv(path, sep=sep, dtype={subject_column: str})
+            frame = pd.read_csv(path, sep=sep, dtype=dict.fromkeys(wanted, str))
         except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
             raise DatasetError(
                 f"table {path} cannot be read as {'TSV' if sep == chr(9) else 'CSV'} "
                 f"({type(exc).__name__}: {exc}); check its format and encoding."
             ) from exc
-    if subject_column not in frame.columns:
-        bids = ("participant_id" in frame.columns and subject_column != "participant_id")
+    subject_column = next((c for c in wanted if c in frame.columns), None)
+    if subject_column is None:
+        what = " or ".join(repr(c) for c in wanted)
         raise DatasetError(
-            f"table has no subject column {subject_column!r}; its columns are "
-            f"{list(frame.columns)}. Pass subject_column=<the column holding the subject ids>"
-            + (" (a BIDS participants table: subject_column='participant_id')." if bids
-               else ".")
-        )
+            f"table has no subject column {what}; its columns are {_columns(frame)}. Pass "
+            "subject_column=<the column holding the subject ids> (--subject-column).")
     ids = frame.pop(subject_column)
     if ids.isna().any():
         raise DatasetError(f"table column {subject_column!r} has empty subject ids; fill them.")
     frame.insert(0, "subject", ids.astype(str).str.strip())
     check_unique(frame["subject"], f"table column {subject_column!r}")
-    return frame.reset_index(drop=True)
+    frame = frame.reset_index(drop=True)
+    frame.attrs["subject_column"] = subject_column  # the column the ids came from
+    return frame
 
 
-def match_maps(paths: list[Path], subjects: list[str]) -> tuple[dict[str, Path], list[Path]]:
-    """Map subject -> file by the id appearing as a token in the file name (longest wins)."""
-    patterns = {s: re.compile(rf"(?<![A-Za-z0-9]){re.escape(s)}(?![A-Za-z0-9])") for s in subjects}
-    by_subject: dict[str, list[Path]] = {}
-    unmatched, ambiguous = [], []
-    for path in paths:
-        stem = re.sub(r"(\.nii\.gz|\.nii|\.hdr|\.img)$", "", path.name, flags=re.IGNORECASE)
-        hits = [s for s, pattern in patterns.items() if pattern.search(stem)]
-        if not hits:
-            unmatched.append(path)
-            continue
-        longest = max(map(len, hits))
-        best = [s for s in hits if len(s) == longest]
-        if len(best) > 1:
-            ambiguous.append(f"{path.name} -> {best}")
-            continue
-        by_subject.setdefault(best[0], []).append(path)
-    ambiguous += [f"{s} -> {[p.name for p in ps]}" for s, ps in by_subject.items() if len(ps) > 1]
-    if ambiguous:
+def _columns(frame: pd.DataFrame, limit: int = 20) -> str:
+    names = [str(c) for c in frame.columns]
+    more = f" ... {len(names) - limit} more" if len(names) > limit else ""
+    return repr(names[:limit])[:-1] + more + "]" if more else repr(names)
+
+
+def _spans(text: str) -> list[tuple[int, int]]:
+    """Every (start, end) of a whole token of ``text``: preceded and followed by a character
+    that is not a letter or digit, or by the string's ends."""
+    def alnum(ch: str) -> bool:
+        return ch.isascii() and ch.isalnum()
+
+    starts = [i for i in range(len(text)) if i == 0 or not alnum(text[i - 1])]
+    ends = [j for j in range(1, len(text) + 1) if j == len(text) or not alnum(text[j])]
+    return [(i, j) for i in starts for j in ends if i < j]
+
+
+def ids_in(where: PurePosixPath, subjects: set[str]) -> list[str]:
+    """The subject ids found in a map's path below the folder searched (distinct, in order).
+
+    A ``sub-<label>`` entity (file name or any folder) decides when there is one: the id is
+    ``sub-<label>`` or ``<label>``, whichever the table holds (``sub-<label>`` if both).
+    Otherwise the table's ids found as whole tokens of the folders or the file name, where a
+    token inside a longer one found at the same place does not count (``sub-1`` wins over
+    ``1`` in ``sub-1_con``).
+
+    Examples
+    --------
+    >>> ids_in(PurePosixPath("sub-01/con_0001.nii"), {"01", "02"})
+    ['01']
+    >>> ids_in(PurePosixPath("S02/S02_con.nii"), {"S01", "S02"})
+    ['S02']
+    >>> ids_in(PurePosixPath("S01/S02_con.nii"), {"S01", "S02"})
+    ['S01', 'S02']
+    """
+    from glmkit.data.bids import strip_image_suffix, subject_labels
+
+    labels = subject_labels(where)
+    if labels:
+        return [next((c for c in (f"sub-{label}", label) if c in subjects), f"sub-{label}")
+                for label in labels]
+    found: list[str] = []
+    for part in (*where.parent.parts, strip_image_suffix(where.name)[0]):
+        hits = [(i, j) for i, j in _spans(part) if part[i:j] in subjects]
+        for i, j in hits:
+            inside = any(a <= i and j <= b and (a, b) != (i, j) for a, b in hits)
+            if not inside and part[i:j] not in found:
+                found.append(part[i:j])
+    return found
+
+
+def match_maps(files: list[MapFile], subjects: list[str]
+               ) -> tuple[dict[str, MapFile], list[MapFile]]:
+    """Map subject -> file by the id found in its path (:func:`ids_in`); files whose id is
+    not a subject are returned apart.
+
+    Raises
+    ------
+    DatasetError
+        A path holding several subject ids, or a subject with several maps, listing them (and
+        the BIDS entities that tell the maps apart).
+    """
+    from glmkit.data.bids import differing
+
+    wanted = set(subjects)
+    by_subject: dict[str, list[MapFile]] = {}
+    unmatched, several_ids = [], []
+    for f in files:
+        ids = ids_in(f.where, wanted)
+        if len(ids) > 1:
+            several_ids.append(f"{f.shown} -> {ids}")
+        elif ids and ids[0] in wanted:
+            by_subject.setdefault(ids[0], []).append(f)
+        else:
+            unmatched.append(f)
+    several_maps = {s: fs for s, fs in by_subject.items() if len(fs) > 1}
+    if several_ids or several_maps:
+        problems = []
+        if several_ids:
+            problems.append(f"paths holding several subject ids: {several_ids}")
+        if several_maps:
+            listed = [f"{s} -> {[f.shown for f in fs]}" for s, fs in several_maps.items()]
+            apart: dict[str, set[str]] = {}
+            for fs in several_maps.values():
+                for key, values in differing(f.where for f in fs).items():
+                    apart.setdefault(key, set()).update(values)
+            shown = {key: sorted(values) for key, values in sorted(apart.items())}
+            problems.append(f"subjects with several maps: {listed}" + (
+                f" (their BIDS entities differ in {shown}: add one to bids_filter)"
+                if shown else ""))
         raise DatasetError(
-            f"ambiguous subject/map matches: {ambiguous}; each map name must contain exactly one "
-            "subject id and each id exactly one map. Rename the files or narrow the glob."
-        )
-    return {s: ps[0] for s, ps in by_subject.items()}, unmatched
+            f"ambiguous subject/map matches: {'; '.join(problems)}. Each map's path must hold "
+            "exactly one subject id (file name or folders) and each subject exactly one map: "
+            "rename the files, narrow the glob (e.g. 'spm/sub-*/con_0001.nii') or, for BIDS "
+            "names, pass bids_filter.")
+    return {s: fs[0] for s, fs in by_subject.items()}, unmatched
+
+
+def subject_folders(roots: set[Path], subjects: list[str]) -> dict[str, Path]:
+    """Folders below ``roots`` named by a subject (``S03``, ``sub-03`` for ``03``)."""
+    names = {}
+    for s in subjects:
+        names.setdefault(s, s)
+        if not s.startswith("sub-"):
+            names.setdefault(f"sub-{s}", s)
+    out: dict[str, Path] = {}
+    for root in sorted(roots):
+        for folder in sorted(p for p in root.rglob("*") if p.is_dir()):
+            subject = names.get(folder.name)
+            if subject is not None and not _hidden(folder, root):
+                out.setdefault(subject, folder)
+    return out
+
+
+def _cached(kind: str, key: str, subjects: list[str], data_dir, write) -> list[str]:
+    """Paths ``<data_dir>/<kind>/<key>/<subject>.nii.gz``, written by ``write(tmp, names)``
+    into a temporary folder renamed when complete (unless they are cached already)."""
+    folder = get_data_dir(data_dir) / kind / key
+    out = [str(folder / f"{re.sub(r'[^A-Za-z0-9._-]', '_', s)}.nii.gz") for s in subjects]
+    if not all(Path(p).is_file() for p in out):
+        try:
+            with atomic_folder(folder, overwrite=folder.exists()) as tmp:
+                write(tmp, [Path(p).name for p in out])
+        except OSError:
+            if not all(Path(p).is_file() for p in out):
+                raise
+        logger.info("wrote %d maps into %s", len(subjects), folder)
+    return out
 
 
 def split_4d(img, path: Path, subjects: list[str], data_dir) -> list[str]:
     """Write each volume of a 4-D image as <subject>.nii.gz in a cache folder; return paths."""
     key = hashlib.sha256((sha256_file(path) + "\n".join(subjects)).encode()).hexdigest()[:16]
-    folder = get_data_dir(data_dir) / "split" / key
-    out = [str(folder / f"{re.sub(r'[^A-Za-z0-9._-]', '_', s)}.nii.gz") for s in subjects]
-    if not all(Path(p).is_file() for p in out):
+
+    def write(tmp: Path, names: list[str]) -> None:
         data = np.asanyarray(img.dataobj)
-        try:
-            with atomic_folder(folder, overwrite=folder.exists()) as tmp:
-                for i, target in enumerate(out):
-                    volume = nib.Nifti1Image(data[..., i], img.affine, img.header)
-                    nib.save(volume, tmp / Path(target).name)
-        except OSError:
-            if not all(Path(p).is_file() for p in out):
-                raise
-        logger.info("split 4-D %s into %d maps in %s", path, len(subjects), folder)
-    return out
+        for i, name in enumerate(names):
+            nib.save(nib.Nifti1Image(data[..., i], img.affine, img.header), tmp / name)
+
+    return _cached("split", key, subjects, data_dir, write)
+
+
+def store_images(images: list, subjects: list[str], data_dir) -> list[str]:
+    """Write in-memory images (one per subject, 3-D or (x, y, z, 1)) as
+    ``<data_dir>/images/<hash>/<subject>.nii.gz``, keeping their headers; return the paths.
+
+    The folder is named by a hash of the ids, affines and data, so the same images are
+    written once.
+    """
+    digest = hashlib.sha256()
+    arrays = []
+    for subject, img in zip(subjects, images, strict=True):
+        data = np.asanyarray(img.dataobj)
+        if data.ndim == 4 and data.shape[3] == 1:
+            data = data[..., 0]
+        if data.ndim != 3:
+            raise ImageError(f"the image given for subject {subject!r} has shape {data.shape}; "
+                             "expected one 3-D map per subject.")
+        arrays.append(data)
+        for part in (subject.encode(), np.asarray(img.affine, "f8").tobytes(),
+                     str(data.dtype).encode(), str(data.shape).encode(),
+                     np.ascontiguousarray(data).tobytes()):
+            digest.update(part)
+
+    def write(tmp: Path, names: list[str]) -> None:
+        for img, data, name in zip(images, arrays, names):
+            header = img.header if isinstance(img, nib.Nifti1Image) else None
+            nib.save(nib.Nifti1Image(data, img.affine, header), tmp / name)
+
+    return _cached("images", digest.hexdigest()[:16], subjects, data_dir, write)

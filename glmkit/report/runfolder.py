@@ -12,8 +12,14 @@ and sha256), also saved as ``manifest.json``::
     design.csv         the design matrix, indexed by the kept subjects' ids
     qc.csv             every quality-control check of every subject
     clusters.csv       the run's cluster table
-    maps/<name>.nii.gz :data:`RUN_MAPS`, and one FWER map per permutation statistic, named by
-                       the registry (``get_statistic(name).map_name``)
+    maps/<name>.nii.gz :data:`RUN_MAPS` (``t`` is ``F`` for an F contrast), and one FWER map
+                       per permutation statistic, named by the registry
+                       (``get_statistic(name).map_name``); float32 with NIfTI intents and the
+                       input's space codes (:func:`glmkit.data.nifti.result_map`)
+    bids/              with ``export: bids`` only: the BIDS-derivatives export
+                       (:mod:`glmkit.report.export`), written into a temporary folder renamed
+                       when complete; an existing ``bids/`` is an error, raised before
+                       anything is written
     manifest.json      written last: a folder with a manifest is complete, and
                        :meth:`RunManifest.check` tells later whether a file changed or went
                        missing
@@ -33,15 +39,16 @@ from typing import Any
 
 import pandas as pd
 
-from glmkit._util import sha256_file
+from glmkit._util import atomic_folder, sha256_file
 from glmkit.errors import ReportError
+from glmkit.report.export import EXPORT_DIR, bids_files
 
 __all__ = ["RunManifest", "FileRecord", "RUN_FILES", "RUN_MAPS", "MANIFEST_NAME",
            "map_names", "promised_files", "result_maps", "notebook_record", "write_run_folder"]
 
 MANIFEST_NAME = "manifest.json"
 #: maps of every run in ``maps/`` (plus one per permutation statistic, see :func:`map_names`)
-RUN_MAPS = ("mask", "z", "p", "effect", "z_fdr", "logp_bonferroni")
+RUN_MAPS = ("mask", "z", "t", "p", "effect", "variance", "z_fdr", "logp_bonferroni")
 _FORMAT = 1
 
 
@@ -84,8 +91,9 @@ _CONTENTS: dict[str, Callable[[_Run], str]] = {
 RUN_FILES = tuple(_CONTENTS)
 
 
-def map_names(statistics: Iterable[str] = ()) -> tuple[str, ...]:
-    """Names of the maps of a run with these permutation statistics (``maps/<name>.nii.gz``).
+def map_names(statistics: Iterable[str] = (), *, stat_type: str = "t") -> tuple[str, ...]:
+    """Names of the maps of a run with these permutation statistics (``maps/<name>.nii.gz``);
+    ``stat_type="F"`` names the statistic's map ``F``.
 
     Examples
     --------
@@ -94,13 +102,18 @@ def map_names(statistics: Iterable[str] = ()) -> tuple[str, ...]:
     """
     from glmkit.stats.statistics import get_statistic
 
-    return RUN_MAPS + tuple(get_statistic(name).map_name for name in statistics)
+    own = tuple(stat_type if name == "t" else name for name in RUN_MAPS)
+    return own + tuple(get_statistic(name).map_name for name in statistics)
 
 
-def promised_files(statistics: Iterable[str] = ()) -> tuple[str, ...]:
+def promised_files(statistics: Iterable[str] = (), *, stat_type: str = "t",
+                   export: str | None = None) -> tuple[str, ...]:
     """Paths (relative, ``/``-separated) that :func:`write_run_folder` writes for a run with
-    these permutation statistics, ``manifest.json`` excepted."""
-    return RUN_FILES + tuple(f"maps/{name}.nii.gz" for name in map_names(statistics))
+    these permutation statistics, ``manifest.json`` excepted (of an export, its
+    ``dataset_description.json``)."""
+    maps = tuple(f"maps/{name}.nii.gz" for name in map_names(statistics, stat_type=stat_type))
+    exported = (f"{EXPORT_DIR}/dataset_description.json",) if export else ()
+    return RUN_FILES + maps + exported
 
 
 def result_maps(result) -> dict[str, Any]:
@@ -111,7 +124,8 @@ def result_maps(result) -> dict[str, Any]:
     images = dict(result.maps())
     permutation = getattr(result, "permutation", None)
     statistics = tuple(permutation.statistics) if permutation is not None else ()
-    missing = [name for name in map_names(statistics) if name not in images]
+    stat_type = getattr(getattr(result, "contrast", None), "stat_type", "t")
+    missing = [name for name in map_names(statistics, stat_type=stat_type) if name not in images]
     if missing:
         raise ReportError(f"write_report: result.maps() lacks {missing}; found "
                           f"{sorted(images)}. Pass the AnalysisResult of run_analysis")
@@ -137,7 +151,9 @@ def write_run_folder(out_dir: str | os.PathLike, result, images: Mapping[str, An
     Called by :func:`glmkit.report.write_report` with the rendered page. Each file is written
     to a temporary name and renamed, so none is ever half-written; an earlier
     ``manifest.json`` is removed first and the new one is written last, so the folder claims
-    to be complete only once it is.
+    to be complete only once it is. With ``result.settings.export == "bids"`` the export is
+    written into ``bids/`` (a temporary folder renamed when complete) and listed in the
+    manifest; a ``bids/`` already there is an error raised before anything is written.
 
     Parameters
     ----------
@@ -155,6 +171,12 @@ def write_run_folder(out_dir: str | os.PathLike, result, images: Mapping[str, An
     import nibabel as nib
 
     out = Path(out_dir)
+    export = getattr(result.settings, "export", None)
+    if export is not None and (out / EXPORT_DIR).exists():
+        raise ReportError(
+            f"export folder {str(out / EXPORT_DIR)!r} already exists: refusing to overwrite or "
+            "merge into it (nothing was written); remove it, or write the run into another "
+            "folder (glmkit run writes each run into a new one)")
     (out / MANIFEST_NAME).unlink(missing_ok=True)
     (out / "maps").mkdir(parents=True, exist_ok=True)
     provenance = dict(result.provenance())
@@ -170,9 +192,21 @@ def write_run_folder(out_dir: str | os.PathLike, result, images: Mapping[str, An
         text = content(run)
         _replace(out / path, lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))
         written.append(path)
+    if export is not None:
+        written += _write_export(out, bids_files(result, images, provenance))
     manifest = RunManifest.of_files(out, written)
     manifest.write()
     return manifest
+
+
+def _write_export(out: Path, files: Mapping[str, Callable[[Path], Any]]) -> list[str]:
+    """Write the export's files into ``out/bids`` through a temporary folder renamed when
+    complete; return their paths relative to ``out``."""
+    with atomic_folder(out / EXPORT_DIR) as tmp:
+        for path, write in files.items():
+            (tmp / path).parent.mkdir(parents=True, exist_ok=True)
+            write(tmp / path)
+    return [f"{EXPORT_DIR}/{path}" for path in files]
 
 
 def _replace(path: Path, write: Callable[[Path], Any]) -> None:
