@@ -375,11 +375,6 @@ class RunSettings:
                 "difference of levels at a time, e.g. 'post - pre'")
 
     def _check_design_options(self) -> None:
-        if self.within is not None and self.formula is not None:
-            raise ParameterError(
-                f"within={self.within!r} with formula={self.formula!r}: a within-subject "
-                "design tests each subject's combination of its maps; between-subject "
-                "covariates go in covariates= (centred), not in a formula")
         if self.within is not None and self.within in (self.covariates or ()):
             raise ParameterError(f"within={self.within!r} is also in covariates: the "
                                  "within-subject column is not a covariate; remove it")

@@ -308,13 +308,11 @@ def test_mask_that_barely_overlaps_the_data_is_another_space(cohort, tmp_path):
      r"is a list of contrasts, an F test, and two_sided=true has no meaning"),
     ({"within": "session", "contrast": "[post, pre]"}, ContrastError,
      r"a repeated-measures F test is not supported"),
-    ({"within": "session", "formula": "age"}, ParameterError,
-     r"within='session' with formula='age': a within-subject design"),
     ({"within": "session", "covariates": ("session",)}, ParameterError,
      r"within='session' is also in covariates"),
     ({"qc": {"exclud": ["coverage"]}}, ParameterError, r"qc: unknown key\(s\) \['exclud'\]"),
     ({"qc": "{keep: [S1]"}, ParameterError, r"qc="),
-], ids=["F-two-sided", "within-F", "within-formula", "within-covariate", "qc-key", "qc-yaml"])
+], ids=["F-two-sided", "within-F", "within-covariate", "qc-key", "qc-yaml"])
 def test_settings_errors(changes, error, message):
     with pytest.raises(error, match=message):
         RunSettings(**changes)
