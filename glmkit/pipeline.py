@@ -90,9 +90,43 @@ def load_data(settings: RunSettings, *, timings: dict[str, float] | None = None)
         if settings.dataset == "localizer":
             return datasets.load_localizer(settings.localizer_contrast,
                                            n_subjects=settings.n_subjects)
+        if settings.within is not None:
+            return _load_within(settings)
         return datasets.load_dataset(
             settings.dataset, table=settings.table, subject_column=settings.subject_column,
             bids_filter=settings.bids_filter, on_missing=settings.on_missing)
+
+
+def _load_within(settings: RunSettings) -> Dataset:
+    """A folder (glob, list) of one map per subject and level of ``settings.within``."""
+    from glmkit.data import bids
+    from glmkit.data.local import load_folder
+    from glmkit.data.paired import load_within
+
+    table = settings.table
+    spec = settings.dataset
+    if table is None and isinstance(spec, str) and bids.is_bids_root(Path(spec).expanduser()):
+        table = Path(spec).expanduser() / "participants.tsv"
+    return load_within(spec, table, within=settings.within, load=load_folder,
+                       subject_column=settings.subject_column, contrast=settings.contrast,
+                       bids_filter=settings.bids_filter, on_missing=settings.on_missing)
+
+
+def _within(dataset: Dataset, settings: RunSettings) -> dict[str, float]:
+    """The level weights of a within-subject design, checked against the table."""
+    from glmkit.data.paired import _levels, check_levels, within_weights
+
+    levels = sorted({str(v) for v in dataset.table[settings.within]}) if (
+        settings.within in dataset.table.columns) else _levels(dataset.table, settings.within)
+    weights = within_weights(settings.contrast, levels, settings.within)
+    check_levels(dataset, settings.within, weights)
+    return weights
+
+
+def tested_contrast(settings: RunSettings) -> Any:
+    """The contrast the GLM tests: ``settings.contrast``, or the intercept of each subject's
+    combination of maps in a within-subject design."""
+    return "intercept" if settings.within is not None else settings.contrast
 
 
 def check_contrast(dataset: Dataset, settings: RunSettings) -> Design:
@@ -109,10 +143,16 @@ def check_contrast(dataset: Dataset, settings: RunSettings) -> Design:
     """
     variables = _design_variables(dataset, settings)
     table = dataset.table
+    if settings.within is not None:
+        from glmkit.data.paired import subject_table
+
+        weights = _within(dataset, settings)
+        table = subject_table(dataset, settings.within, weights)
+        variables = tuple(v for v in variables if v in table.columns)
     complete = table.dropna(subset=variables) if variables else table
     design = _design_from_table(complete, settings)
     others = len(table) - len(complete)
-    _check_contrast(settings.contrast, design,
+    _check_contrast(tested_contrast(settings), design,
                     f"the design of the {len(complete)} subjects that have every design "
                     f"variable {list(variables)}"
                     + (f" (QC excludes the {others} others)" if others else ""))
@@ -159,11 +199,13 @@ def _design_variables(dataset: Dataset, settings: RunSettings) -> tuple[str, ...
 
 
 def _design_from_table(table: pd.DataFrame, settings: RunSettings) -> Design:
+    """The design of ``table``'s subjects; in a within-subject design the covariates are
+    centred, so the intercept is the mean combination of maps."""
     from glmkit.stats.design import make_design
 
-    return make_design(table, None if settings.formula else list(settings.covariates),
+    return make_design(table, None if settings.formula else list(settings.covariates or ()),
                        formula=settings.formula, rename=settings.rename or None,
-                       center=settings.center)
+                       center=settings.center or settings.within is not None)
 
 
 def _check_contrast(contrast: Any, design: Design, where: str) -> None:
@@ -178,9 +220,15 @@ def build_design(dataset: Dataset, qc: QCResult, settings: RunSettings, *,
     may have excluded, for their maps, the only subjects carrying a column)."""
     with _timed("design", timings):
         kept = qc.apply(dataset)
-        design = _design_from_table(kept.table, settings)
-        _check_contrast(settings.contrast, design,
-                        f"the design of the {len(kept.table)} subjects QC kept")
+        table = kept.table
+        if settings.within is not None:
+            from glmkit.data.paired import subject_table
+
+            table = subject_table(dataset, settings.within, _within(dataset, settings),
+                                  kept=qc.kept)
+        design = _design_from_table(table, settings)
+        _check_contrast(tested_contrast(settings), design,
+                        f"the design of the {len(table)} subjects QC kept")
         if settings.groups is not None:
             _exchangeability_blocks(kept, design, settings.groups)  # checked before the fit
         return design
@@ -191,8 +239,14 @@ def fit_model(dataset: Dataset, design: Design, settings: RunSettings, *,
     """Smooth, mask and fit the mass-univariate OLS on the design's subjects (in its order)."""
     from glmkit.stats.glm import fit_second_level
 
-    by_subject = dict(zip(dataset.table["subject"].astype(str), dataset.maps, strict=True))
-    maps = [by_subject[str(s)] for s in design.matrix.index]
+    if settings.within is not None:
+        from glmkit.data.paired import combination_maps
+
+        maps = combination_maps(dataset, settings.within, _within(dataset, settings),
+                                [str(s) for s in design.matrix.index])
+    else:
+        by_subject = dict(zip(dataset.table["subject"].astype(str), dataset.maps, strict=True))
+        maps = [by_subject[str(s)] for s in design.matrix.index]
     with _timed("fit", timings):
         if settings.on_grid_mismatch == "resample":
             maps = _on_first_grid(maps, dataset.maps[0])
@@ -227,7 +281,8 @@ def compute_contrast(model: SecondLevelResult, settings: RunSettings, *,
     variance per voxel."""
     stat_type = "F" if parse_contrast(settings.contrast).is_list else "t"
     with _timed("contrast", timings):
-        return model.compute_contrast(settings.contrast, stat_type=stat_type)
+        return model.compute_contrast(tested_contrast(settings), stat_type=stat_type,
+                                      name=str(parse_contrast(settings.contrast).name))
 
 
 def apply_thresholds(contrast: ContrastResult, model: SecondLevelResult,
@@ -268,7 +323,7 @@ def run_permutation(model: SecondLevelResult, settings: RunSettings, *,
         groups = _exchangeability_blocks(dataset, model.design, settings.groups)
     with _timed("permutation", timings):
         return permutation_test(
-            model.Y, model.design.matrix, settings.contrast, n_perm=settings.n_perm,
+            model.Y, model.design.matrix, tested_contrast(settings), n_perm=settings.n_perm,
             two_sided=settings.two_sided, statistics=tuple(settings.statistics),
             mask_img=model.mask_img, cluster_threshold=settings.cluster_threshold,
             tfce=settings.tfce, scheme=settings.scheme, groups=groups,

@@ -325,3 +325,108 @@ def test_qc_errors_name_the_check_and_the_subject(cohort):
         pipeline.quality_control(dataset, _settings(root, qc={"exclude": ["coverge"]}))
     with pytest.raises(DatasetError, match=r"qc keep names subject\(s\) \['S99'\]"):
         pipeline.quality_control(dataset, _settings(root, qc={"keep": ["S99"]}))
+
+
+# ----------------------------------------------------------------------------- paired
+@pytest.fixture(scope="module")
+def paired_study(tmp_path_factory):
+    """8 subjects x 2 sessions in sub-XX/ses-<level>/ folders; post - pre has an effect."""
+    rng = np.random.default_rng(21)
+    root = tmp_path_factory.mktemp("paired")
+    blob = np.zeros(SHAPE)
+    blob[3:7, 3:7, 3:6] = 1.0
+    rows = []
+    for i in range(8):
+        base = ndimage.gaussian_filter(rng.normal(size=SHAPE), 1.0) * 2
+        for level in ("pre", "post"):
+            noise = ndimage.gaussian_filter(rng.gamma(1.5, size=SHAPE) - 1.5, 1.0)
+            data = base + noise + (1.5 * blob if level == "post" else 0.0)
+            data *= 3.0 if i == 2 else 1.0
+            folder = root / "maps" / f"sub-{i:02d}" / f"ses-{level}"
+            folder.mkdir(parents=True)
+            nib.save(nib.Nifti1Image(data.astype(np.float32), AFFINE), folder / "con.nii.gz")
+            rows.append({"participant_id": f"sub-{i:02d}", "session": level, "age": 20.0 + i})
+    table = root / "sessions.tsv"
+    pd.DataFrame(rows).to_csv(table, sep="\t", index=False)
+    return root
+
+
+def _paired_settings(root, **changes):
+    base = dict(dataset=str(root / "maps"), table=str(root / "sessions.tsv"),
+                subject_column="participant_id", within="session", covariates=(),
+                contrast="post - pre", smoothing_fwhm=None, n_perm=1000, two_sided=True,
+                random_state=1)
+    return RunSettings(**{**base, **changes})
+
+
+def test_paired_design_is_a_one_sample_test_of_differences(paired_study):
+    """z equals nilearn's one-sample test of the post - pre maps (computed here), and the
+    sign flips are all 2^8 of them, with p-values equal to a brute-force loop."""
+    import itertools
+
+    from nilearn.glm.second_level import SecondLevelModel
+    from scipy import stats
+
+    settings = _paired_settings(paired_study)
+    dataset = pipeline.load_data(settings)
+    assert len(dataset.maps) == 16 and {"sub-00:post", "sub-00:pre"} <= set(dataset.subjects)
+    qc = pipeline.quality_control(dataset, settings)
+    design = pipeline.build_design(dataset, qc, settings)
+    assert design.columns == ("intercept",) and len(design.subjects) == 8
+    model = pipeline.fit_model(dataset, design, settings)
+    contrast = pipeline.compute_contrast(model, settings)
+    diffs = []
+    for s in design.subjects:
+        post = nib.load(paired_study / "maps" / s / "ses-post" / "con.nii.gz")
+        pre = nib.load(paired_study / "maps" / s / "ses-pre" / "con.nii.gz")
+        diffs.append(nib.Nifti1Image(post.get_fdata() - pre.get_fdata(), AFFINE))
+    slm = SecondLevelModel(mask_img=model.mask_img).fit(
+        diffs, design_matrix=pd.DataFrame({"intercept": np.ones(8)}))
+    mask = np.asarray(model.mask_img.dataobj) > 0
+    z = np.asarray(slm.compute_contrast("intercept", output_type="z_score").dataobj)[mask]
+    np.testing.assert_allclose(contrast.z, z, atol=1e-6)
+    perm = pipeline.run_permutation(model, settings, dataset=dataset)
+    assert perm.method == "sign_flip" and perm.exact and perm.n_perm == 2**8 - 1
+    Y = np.stack([np.asarray(d.dataobj)[mask] for d in diffs])
+    t_obs = np.abs(stats.ttest_1samp(Y, 0.0).statistic)
+    null = [np.abs(stats.ttest_1samp(np.array(s)[:, None] * Y, 0.0).statistic).max()
+            for s in itertools.product([1, -1], repeat=8)]
+    p = np.array([np.sum(np.array(null) >= v * (1 - 1e-9)) for v in t_obs]) / 2**8
+    np.testing.assert_allclose(10 ** -perm.logp_fwer["voxel"], p, rtol=1e-9)
+    assert contrast.name == "post - pre"
+
+
+def test_paired_with_a_covariate_and_qc_exclusion(paired_study):
+    settings = _paired_settings(paired_study, covariates=("age",), qc={"flag": []},
+                                n_perm=50)
+    dataset = pipeline.load_data(settings)
+    qc = pipeline.quality_control(dataset, settings)
+    design = pipeline.build_design(dataset, qc, settings)
+    assert design.columns == ("age", "intercept")
+    assert abs(design.matrix["age"].mean()) < 1e-12  # centred: the intercept is the mean change
+
+
+@pytest.mark.parametrize("edit, error, message", [
+    (lambda t: t[~((t.participant_id == "sub-03") & (t.session == "pre"))], DatasetError,
+     r"within='session': 1 subject\(s\) lack a level the contrast uses \(sub-03 lacks "
+     r"\['pre'\]\)"),
+    (lambda t: pd.concat([t, t.iloc[[0]]]), DatasetError,
+     r"the table has several rows for \['sub-00:pre'\]"),
+    (lambda t: t.drop(columns="session"), DatasetError,
+     r"within='session' is not a column of the subject table"),
+], ids=["missing-level", "duplicate-row", "no-column"])
+def test_paired_bad_tables(paired_study, tmp_path, edit, error, message):
+    table = edit(pd.read_csv(paired_study / "sessions.tsv", sep="\t"))
+    path = tmp_path / "t.tsv"
+    table.to_csv(path, sep="\t", index=False)
+    settings = _paired_settings(paired_study, table=str(path))
+    with pytest.raises(error, match=message):
+        dataset = pipeline.load_data(settings)
+        pipeline.quality_control(dataset, settings)
+
+
+def test_paired_contrast_must_name_levels(paired_study):
+    settings = _paired_settings(paired_study, contrast="post - baseline")
+    with pytest.raises(ContrastError, match=r"names \['baseline'\], which is not a level of "
+                                            r"within='session': its levels are \['post', 'pre'\]"):
+        pipeline.load_data(settings)  # before any map is listed

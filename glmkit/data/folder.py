@@ -218,12 +218,13 @@ def open_image(path: Path) -> nib.spatialimages.SpatialImage:
 _SUBJECT_COLUMNS = (FOLDER_SUBJECT_COLUMN, BIDS_SUBJECT_COLUMN)
 
 
-def read_table(table: str | os.PathLike | pd.DataFrame, subject_column: str | None
-               ) -> pd.DataFrame:
+def read_table(table: str | os.PathLike | pd.DataFrame, subject_column: str | None, *,
+               unique: bool = True) -> pd.DataFrame:
     """The subject table with its ids (as text) in a first column ``subject``.
 
     ``subject_column=None`` takes ``subject``, else a BIDS table's ``participant_id``; the
-    column used is in ``frame.attrs["subject_column"]``.
+    column used is in ``frame.attrs["subject_column"]``. ``unique=False`` allows several rows
+    per subject (one per level of a within-subject design).
     """
     wanted = (subject_column,) if subject_column else _SUBJECT_COLUMNS
     if isinstance(table, pd.DataFrame):
@@ -257,7 +258,8 @@ def read_table(table: str | os.PathLike | pd.DataFrame, subject_column: str | No
     if ids.isna().any():
         raise DatasetError(f"table column {subject_column!r} has empty subject ids; fill them.")
     frame.insert(0, "subject", ids.astype(str).str.strip())
-    check_unique(frame["subject"], f"table column {subject_column!r}")
+    if unique:
+        check_unique(frame["subject"], f"table column {subject_column!r}")
     frame = frame.reset_index(drop=True)
     frame.attrs["subject_column"] = subject_column  # the column the ids came from
     return frame
