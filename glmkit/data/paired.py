@@ -65,10 +65,11 @@ def within_weights(contrast: Any, levels: Sequence[str], within: str) -> dict[st
 
         close = difflib.get_close_matches(unknown[0], [str(v) for v in levels], n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
+        verb = "is" if len(unknown) == 1 else "are"
         raise ContrastError(
-            f"contrast {parsed.name!r} names {unknown}, which {'is' if len(unknown) == 1 else 'are'}"
-            f" not a level of within={within!r}: its levels are {list(levels)}{hint}; name "
-            f"levels, e.g. '{_example(levels)}'")
+            f"contrast {parsed.name!r} names {unknown}, which {verb} not a level of "
+            f"within={within!r}: its levels are {list(levels)}{hint}; name levels, e.g. "
+            f"'{_example(levels)}'")
     return {str(k): float(v) for k, v in row.items() if v}
 
 
