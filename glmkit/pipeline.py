@@ -451,8 +451,13 @@ def preview(settings: RunSettings | None = None) -> str:
     dataset = load_data(settings)
     qc = quality_control(dataset, settings)
     design = build_design(dataset, qc, settings)
+    from glmkit.report.words import describe_test
+
+    words = describe_test(design.columns, settings.contrast, two_sided=settings.two_sided,
+                          levels=design.levels, within=settings.within)
     return "\n\n".join([dataset.summary(), qc.summary(), design.summary(),
-                        f"contrast: {parse_contrast(settings.contrast).name}"])
+                        f"contrast: {parse_contrast(settings.contrast).name}\n"
+                        f"tests: {words.phrase} ({words.test})"])
 
 
 # ---------------------------------------------------------------------------------- result
