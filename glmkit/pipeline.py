@@ -114,10 +114,10 @@ def _load_within(settings: RunSettings) -> Dataset:
 
 def _within(dataset: Dataset, settings: RunSettings) -> dict[str, float]:
     """The level weights of a within-subject design, checked against the table."""
-    from glmkit.data.paired import _levels, check_levels, within_weights
+    from glmkit.data.paired import check_levels, levels_of, within_weights
 
     levels = sorted({str(v) for v in dataset.table[settings.within]}) if (
-        settings.within in dataset.table.columns) else _levels(dataset.table, settings.within)
+        settings.within in dataset.table.columns) else levels_of(dataset.table, settings.within)
     weights = within_weights(settings.contrast, levels, settings.within)
     check_levels(dataset, settings.within, weights)
     return weights

@@ -399,5 +399,5 @@ def test_errors_never_print_the_whole_table(tmp_path):
     ds = Dataset("many", tuple(f"/x/p{i}.nii" for i in range(n)),
                  table.rename(columns={"participant": "subject"}))
     with pytest.raises(ParameterError) as raised:
-        RunSettings(dataset=ds, covariates="score", contrast="nope")
+        RunSettings(dataset=ds, covariates="score", contrast="nope - nope")
     assert "p150" not in str(raised.value) and "p150" not in repr(ds)

@@ -250,8 +250,8 @@ def test_contrast_on_a_level_qc_removes_fails_before_any_map_is_read(tmp_path, m
         "contains brackets [...], which is not allowed: use column names, numbers, +, -, * and "
         "/ (quote other names with backticks, e.g. `C(sex)[T.M]`)): the design of the 8 "
         "subjects that have every design variable ['score', 'group'] (QC excludes the 4 "
-        "others) has columns ['score', 'C(group)[T.b]', 'intercept'] (did you mean "
-        "'C(group)[T.b]'?); pass a design column, an expression of columns such as 'a - b' or "
+        "others) has columns ['score', 'C(group)[T.b]', 'intercept'] and levels group: a "
+        "(reference), b (did you mean 'C(group)[T.b]'?); pass a design column, an expression of columns such as 'a - b' or "
         "'2*a', or one weight per column.")
     with pytest.raises(ContrastError, match=r"names 'C\(group\)\[T.c\]', which is not a design "
                                             r"column: the design of the 8 subjects"):

@@ -28,6 +28,7 @@ from glmkit._util import logger
 from glmkit.errors import ContrastError, DatasetError
 
 __all__ = ["SEPARATOR", "within_weights", "load_within", "subject_table", "check_levels",
+           "levels_of",
            "combination_maps", "participants_of"]
 
 #: between a subject id and a level in the id of one map: ``S01:pre``
@@ -97,7 +98,7 @@ def load_within(maps: Any, table: Any, *, within: str, load: Callable[..., Any],
     from glmkit.data.folder import list_maps, read_table
 
     frame = read_table(table, subject_column, unique=False)
-    levels = _levels(frame, within)
+    levels = levels_of(frame, within)
     if contrast is not None:
         weights = within_weights(contrast, levels, within)
         _check_rows(frame, within, weights)
@@ -145,7 +146,7 @@ def _raise_lacking(lacking: Mapping[str, list], within: str, weights) -> None:
             f"each of {sorted(weights)}: add the maps or drop those subjects from the table")
 
 
-def _levels(frame: pd.DataFrame, within: str) -> list[str]:
+def levels_of(frame: pd.DataFrame, within: str) -> list[str]:
     if within not in frame.columns:
         raise DatasetError(f"within={within!r} is not a column of the subject table (columns: "
                            f"{', '.join(map(str, frame.columns))}); name the column of the "

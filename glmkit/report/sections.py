@@ -210,22 +210,27 @@ def how_to_read_section(alpha: float, n_vox: int) -> Section:
 
 
 def _scheme_text(perm, settings, columns: list[str], contrast_name: str) -> str:
-    """The permutation scheme in words, with citation markers."""
+    """How the null was built, in words with citation markers: how many resamplings of which
+    kind, the seed (unless every one was enumerated) and the scheme."""
     scheme = str(attr(perm, "scheme", None) or attr(settings, "scheme", "freedman_lane"))
     method = attr(perm, "method", None)
-    n = f"all {perm.n_perm + 1:,} distinct " if attr(perm, "exact", False) else ""
+    exact = bool(attr(perm, "exact", False))
+    seed = attr(perm, "random_state", None) or attr(settings, "random_state")
+    how = (f"all {perm.n_perm + 1:,} distinct " if exact else f"{perm.n_perm:,} ")
+    when = ("(an exact test: every rearrangement, the observed one included)" if exact
+            else f"(random_state = {seed})")
     if method == "sign_flip" and scheme == "sign_flip" and columns != [INTERCEPT]:
-        return (f"{n}sign flips of the residuals of the model without the tested regressor "
-                "(assuming independent, symmetric errors; PALM's -ise) [@winkler2014]")
+        return (f"{how}sign flips of the residuals of the model without the tested regressor "
+                f"{when}, assuming independent, symmetric errors (PALM's -ise) [@winkler2014]")
     if method == "sign_flip" or (method is None and (
             columns == [contrast_name] or contrast_name.lower() == INTERCEPT)):
-        return f"{n}sign flips of the data (a one-sample test) [@winkler2014]"
+        return f"{how}sign flips of the data {when}, a one-sample test [@winkler2014]"
     if scheme == "freedman_lane":
-        return (f"{n}permutations in the Freedman-Lane scheme (permuting the residuals of the "
-                "model without the tested regressor, as nilearn's permuted_ols, FSL randomise "
-                "and PALM do) [@freedman1983,@winkler2014]")
-    return (f"{n}permutations in ter Braak's scheme (permuting the residuals of the full model) "
-            "[@terbraak1992,@winkler2014]")
+        return (f"{how}permutations {when} in the Freedman-Lane scheme (permuting the residuals "
+                "of the model without the tested regressor, as nilearn's permuted_ols, FSL "
+                "randomise and PALM do) [@freedman1983,@winkler2014]")
+    return (f"{how}permutations {when} in ter Braak's scheme (permuting the residuals of the "
+            "full model) [@terbraak1992,@winkler2014]")
 
 
 def _permutation_methods(perm, settings, columns: list[str], contrast_name: str) -> dict | None:
