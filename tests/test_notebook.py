@@ -177,10 +177,7 @@ def test_real_notebook_failing_cell_is_named(tmp_path):
     table = tmp_path / "participants.tsv"
     table.write_text("subject\tpseudo\n" + "".join(f"S0{i}\t{i}.0\n" for i in range(6)))
     reports = tmp_path / "reports"
-    out = subprocess.run([sys.executable, "-m", "glmkit", "run", "--dataset", str(folder),
-                          "--table", str(table), "--covariates", "pseudo", "--contrast",
-                          "pseudo", "--reports-dir", str(reports), "--run-name", "bad",
-                          "--quiet"], capture_output=True, text=True, timeout=300)
+    out = _run_bad(folder, table, reports)
     assert out.returncode == 1, out.stderr
     assert "failed in notebook cell" in out.stderr
     assert "qc = pipeline.quality_control(dataset, settings, timings=timings)" in out.stderr
@@ -188,6 +185,13 @@ def test_real_notebook_failing_cell_is_named(tmp_path):
     names = [p.name for p in reports.iterdir()]
     assert "bad" not in names and len(names) == 1 and names[0].startswith("bad.failed-")
     assert (reports / names[0] / "notebook.ipynb").is_file()
+
+
+def _run_bad(folder, table, reports) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "glmkit", "run", "--dataset", str(folder),
+                           "--table", str(table), "--covariates", "pseudo", "--contrast",
+                           "pseudo", "--reports-dir", str(reports), "--run-name", "bad",
+                           "--quiet"], capture_output=True, text=True, timeout=300)
 
 
 def test_a_folder_without_maps_fails_before_the_kernel_starts(tmp_path):
@@ -198,10 +202,7 @@ def test_a_folder_without_maps_fails_before_the_kernel_starts(tmp_path):
     table = tmp_path / "participants.tsv"
     table.write_text("subject\tpseudo\nS01\t1.0\nS02\t2.0\n")
     reports = tmp_path / "reports"
-    out = subprocess.run([sys.executable, "-m", "glmkit", "run", "--dataset", str(folder),
-                          "--table", str(table), "--covariates", "pseudo", "--contrast",
-                          "pseudo", "--reports-dir", str(reports), "--run-name", "bad",
-                          "--quiet"], capture_output=True, text=True, timeout=300)
+    out = _run_bad(folder, table, reports)
     assert out.returncode == 2, out.stderr
     assert "holds no image" in out.stderr
     assert not reports.exists()

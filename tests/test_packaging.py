@@ -183,22 +183,33 @@ def _own_data(root: Path, n: int = 16) -> None:
 
 
 @pytest.mark.slow  # three glmkit runs (~2.5 min): the only proof that the README's commands work
+def _readme_block(heading: str) -> str:
+    """The first bash block of the README section under ``heading``."""
+    section = _readme()[_readme().index(heading):]
+    return re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
+
+
+def _run_block(block: str, root: Path, *, timeout: int) -> subprocess.CompletedProcess:
+    """``block`` run by bash in ``root``, ``.venv/bin/glmkit`` being this interpreter's."""
+    shim = root / ".venv" / "bin" / "glmkit"
+    shim.parent.mkdir(parents=True)
+    shim.write_text(f"#!/bin/sh\nexec {sys.executable} -m glmkit \"$@\"\n")
+    shim.chmod(0o755)
+    out = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=root,
+                         capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
 def test_readme_own_data_commands_run_as_written(tmp_path):
     """The README's "Your own data" block, executed verbatim by bash in a folder holding what
     it names (``.venv/bin/glmkit`` is this interpreter's glmkit)."""
     import json
 
-    section = _readme()[_readme().index("## Your own data"):]
-    block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
+    block = _readme_block("## Your own data")
     assert block.count(".venv/bin/glmkit ") == 4
     _own_data(tmp_path)
-    shim = tmp_path / ".venv" / "bin" / "glmkit"
-    shim.parent.mkdir(parents=True)
-    shim.write_text(f"#!/bin/sh\nexec {sys.executable} -m glmkit \"$@\"\n")
-    shim.chmod(0o755)
-    out = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=1500)
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = _run_block(block, tmp_path, timeout=1500)
     assert "Dataset 'maps': 16 subjects" in out.stdout and "age" in out.stdout
     reports = tmp_path / "reports"
     assert out.stdout.count("report: ") == 3
@@ -252,17 +263,10 @@ def _design_study(root: Path, n: int = 12) -> None:
 def test_readme_design_commands_run_as_written(tmp_path):
     """The README's "Designs" block, executed verbatim by bash on a generated study: each
     command shows the design and says what its contrast tests."""
-    section = _readme()[_readme().index("## Designs"):]
-    block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
+    block = _readme_block("## Designs")
     assert block.count(".venv/bin/glmkit summary ") == 4
     _design_study(tmp_path)
-    shim = tmp_path / ".venv" / "bin" / "glmkit"
-    shim.parent.mkdir(parents=True)
-    shim.write_text(f"#!/bin/sh\nexec {sys.executable} -m glmkit \"$@\"\n")
-    shim.chmod(0o755)
-    out = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = _run_block(block, tmp_path, timeout=900)
     for line in ("tests: a mean effect greater than zero (one-sided t test)",
                  "tests: a larger effect in patient than in control, adjusting for age "
                  "(one-sided t test)",
