@@ -18,6 +18,8 @@ read), and by :func:`build_design` against the design of the subjects QC kept.
 from __future__ import annotations
 
 import contextlib
+import logging
+import warnings
 import platform
 import sys
 import time
@@ -67,14 +69,42 @@ _PACKAGES = ("glmkit", "numpy", "scipy", "pandas", "nibabel", "nilearn", "formul
              "joblib", "papermill", "matplotlib")
 
 
+#: warnings raised during the stages of a run, by ``id(timings)`` (the run's timings dict),
+#: until :func:`collect` moves them into the result
+_WARNINGS: dict[int, list[tuple[str, str, str]]] = {}
+
+
+class _LoggedWarnings(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 @contextlib.contextmanager
 def _timed(stage: str, timings: dict[str, float] | None) -> Iterator[None]:
+    """Time a stage; keep the warnings it raises (Python warnings, glmkit's logged
+    warnings) for the report's errors-and-warnings section. Warnings still reach the user."""
     start = time.perf_counter()
-    yield
+    handler = _LoggedWarnings()
+    logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            yield
+    finally:
+        logger.removeHandler(handler)
+    for w in caught:  # shown as they would have been
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     elapsed = time.perf_counter() - start
     logger.info("stage %s took %.2f s", stage, elapsed)
     if timings is not None:
         timings[stage] = round(elapsed, 4)
+        kept = _WARNINGS.setdefault(id(timings), [])
+        kept += [(stage, w.category.__name__, str(w.message)) for w in caught]
+        kept += [(stage, "log", r.getMessage()) for r in handler.records]
 
 
 # ---------------------------------------------------------------------------------- stages
@@ -371,10 +401,11 @@ def collect(settings: RunSettings, *, dataset: Dataset, qc: QCResult, design: De
                      else float(np.abs(z).max()) + 1.0)
         clusters = cluster_table(model.unmask(z), stat_threshold=threshold,
                                  two_sided=settings.two_sided)
+    seen = list(dict.fromkeys(_WARNINGS.pop(id(timings), [])))  # each warning once
     return AnalysisResult(settings=settings, dataset=dataset, qc=qc, design=design, model=model,
                           contrast=contrast, thresholds=dict(thresholds),
                           logp_bonferroni=logp_bonferroni, permutation=permutation,
-                          clusters=clusters, timings=timings)
+                          clusters=clusters, timings=timings, warnings=tuple(seen))
 
 
 def run_analysis(data: Any = None, /, *, table: Any = None, **changes: Any) -> AnalysisResult:
@@ -481,6 +512,9 @@ class AnalysisResult:
         Cluster table of the headline parametric map.
     timings : dict
         Wall time in seconds per stage.
+    warnings : tuple of (stage, kind, message)
+        The warnings the stages raised (Python warnings and glmkit's logged warnings), for
+        the report's errors-and-warnings section.
     """
 
     settings: RunSettings
@@ -494,6 +528,7 @@ class AnalysisResult:
     permutation: PermutationResult | None
     clusters: pd.DataFrame
     timings: dict[str, float] = field(default_factory=dict)
+    warnings: tuple[tuple[str, str, str], ...] = ()
 
     def maps(self) -> dict[str, nib.Nifti1Image]:
         """Images by name: mask, z, t (F for an F contrast), p, effect, variance, z_fdr,

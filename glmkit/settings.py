@@ -522,6 +522,37 @@ class RunSettings:
         extra = tuple(c for c in (self.groups, self.within) if c)
         return tuple(dict.fromkeys(columns + extra))
 
+    def command_line(self, program: str = "glmkit run") -> str | None:
+        """The command that reproduces these settings: each flag whose value differs from its
+        default, paths as given (None for a dataset given as a Python object).
+
+        Examples
+        --------
+        >>> print(RunSettings(dataset="demo-null", n_perm=1000, statistics="voxel,tfce")
+        ...       .command_line())
+        glmkit run --dataset demo-null --n-perm 1000 --statistics '[voxel, tfce]'
+        """
+        import shlex
+
+        import yaml
+
+        if _is_dataset(self.dataset):
+            return None
+        current = self.to_dict(runner=False)
+        implied = _jsonable(dict(BUILTIN_DEFAULTS.get(self.dataset, {}))) if isinstance(
+            self.dataset, str) else {}  # what a built-in dataset fills in by itself
+        parts = [program]
+        for p in parameters():
+            if not p.flag or p.runner or p.name not in current:
+                continue
+            value = current[p.name]
+            if value == p.default or value == implied.get(p.name, p.default):
+                continue
+            text = (yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+                    if isinstance(value, (list, dict)) else _shown_scalar(value))
+            parts.append(f"--{p.name.replace('_', '-')} {shlex.quote(text)}")
+        return " ".join(parts)
+
     def summary(self) -> str:
         """One line per analysis parameter."""
         return "\n".join(f"{k}: {v}" for k, v in self.to_dict(runner=False).items())

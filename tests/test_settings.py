@@ -334,3 +334,26 @@ def test_from_namespace_overrides_and_errors():
 def test_designs_settings_accept(changes, expected):
     s = RunSettings(**changes)
     assert (s.covariates, s.contrast) == expected
+
+
+@pytest.mark.parametrize("changes", [
+    {},
+    {"covariates": "", "contrast": "intercept", "rename": {}, "mask": "mni152",
+     "qc": {"exclude": ["coverage"], "keep": ["S01"]}, "two_sided": True, "n_perm": 99},
+    {"covariates": "sex,pseudo", "rename": {}, "contrast": "M - F", "smoothing_fwhm": "none",
+     "statistics": "", "tfce": {"E": 1.0, "H": 2.0}, "cut_coords": "1,2,3"},
+    {"covariates": "pseudo,age", "contrast": "[pseudo, age]", "rename": {},
+     "scheme": "sign_flip"},
+    {"contrast": "[1, 0]", "run_name": "it's a run", "groups": "site"},
+], ids=["defaults", "one-sample", "groups", "F", "quoting"])
+def test_command_line_reproduces_the_settings(changes):
+    """The report's command, read back as glmkit run reads its flags, gives the same settings."""
+    import shlex
+
+    settings = RunSettings(**changes)
+    argv = shlex.split(settings.command_line())
+    assert argv[:2] == ["glmkit", "run"]
+    flags = dict(zip(argv[2::2], argv[3::2]))
+    assert all(k.startswith("--") for k in flags) and len(argv[2:]) == 2 * len(flags)
+    again = RunSettings.from_mapping({k[2:]: v for k, v in flags.items()})
+    assert again.to_dict(runner=False) == settings.to_dict(runner=False)

@@ -21,6 +21,8 @@ __all__ = [
     "glass_brain_figure",
     "design_figure",
     "null_distribution_figure",
+    "thumbnail",
+    "mask_figure",
 ]
 
 DPI = 72
@@ -69,18 +71,33 @@ def glass_brain_figure(img, *, threshold: float, title: str, two_sided: bool = F
     return png_data_uri(fig)
 
 
-def design_figure(matrix: pd.DataFrame, correlation: pd.DataFrame | None = None) -> str:
-    """The design matrix (rows = subjects, rescaled per column) beside its column correlations."""
+def design_figure(matrix: pd.DataFrame, correlation: pd.DataFrame | None = None,
+                  contrast: np.ndarray | None = None, contrast_name: str = "") -> str:
+    """The design matrix (rows = subjects, rescaled per column) with the contrast's weights
+    under it, beside its column correlations."""
     from nilearn.plotting import plot_design_matrix
 
     ncols = 2 if correlation is not None and len(correlation) > 1 else 1
-    fig = Figure(figsize=(3.2 * ncols + 0.6, 4.2), layout="constrained")
-    axes = fig.subplots(1, ncols, squeeze=False)[0]
-    plot_design_matrix(matrix.reset_index(drop=True), axes=axes[0])
-    axes[0].set_ylabel(f"subjects (n = {len(matrix)})")
-    axes[0].set_title("design matrix", fontsize=10)
+    fig = Figure(figsize=(3.2 * ncols + 0.6, 4.8 if contrast is not None else 4.2),
+                 layout="constrained")
+    grid = fig.add_gridspec(2, ncols, height_ratios=[6, 1] if contrast is not None else [6, 0.01])
+    design_ax = fig.add_subplot(grid[0, 0])
+    plot_design_matrix(matrix.reset_index(drop=True), axes=design_ax)
+    design_ax.set_ylabel(f"subjects (n = {len(matrix)})")
+    design_ax.set_title("design matrix", fontsize=10)
+    if contrast is not None:
+        weights = np.atleast_2d(np.asarray(contrast, dtype=float))
+        ax = fig.add_subplot(grid[1, 0])
+        limit = float(np.abs(weights).max()) or 1.0
+        ax.imshow(weights, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit)
+        for (i, j), w in np.ndenumerate(weights):
+            if w:
+                ax.text(j, i, f"{w:g}", ha="center", va="center", fontsize=8)
+        ax.set_xticks(range(weights.shape[1]), [])
+        ax.set_yticks([])
+        ax.set_title(f"contrast {contrast_name}"[:60], fontsize=9)
     if ncols == 2:
-        ax = axes[1]
+        ax = fig.add_subplot(grid[0, 1])
         values = correlation.to_numpy(dtype=float)
         image = ax.imshow(values, vmin=-1, vmax=1, cmap="RdBu_r")
         labels = [str(c) for c in correlation.columns]
@@ -93,6 +110,60 @@ def design_figure(matrix: pd.DataFrame, correlation: pd.DataFrame | None = None)
         ax.set_title("column correlations", fontsize=10)
         fig.colorbar(image, ax=ax, shrink=0.7)
     return png_data_uri(fig)
+
+
+def thumbnail(data: np.ndarray, *, colors: int = 16) -> str:
+    """A small image of a 2-D slice (scaled to its 99th percentile of |value|, anterior up,
+    ``colors`` levels of a diverging map), as a data URI of about 2 kB: cheap enough for
+    every subject of a study.
+
+    Examples
+    --------
+    >>> thumbnail(np.arange(20.0).reshape(4, 5)).startswith("data:image/png;base64,")
+    True
+    """
+    from matplotlib import colormaps
+    from PIL import Image
+
+    data = np.asarray(data, dtype=float).T[::-1]  # rows = y (anterior up), columns = x
+    top = float(np.percentile(np.abs(data), 99)) or 1.0
+    rgb = colormaps["RdBu_r"]((np.clip(data / top, -1, 1) + 1) / 2)[..., :3]
+    image = Image.fromarray((rgb * 255).astype(np.uint8)).quantize(colors=colors)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def mask_figure(mask: np.ndarray, coverage: np.ndarray | None = None, *, n_slices: int = 10,
+                zoom: int = 2) -> str:
+    """Axial slices of a 3-D mask through its extent, each voxel coloured by ``coverage``
+    (the share of subjects with data there, 0-1; grey-blue when not given), outside black; a
+    data URI (numpy and PIL only: no template to resample, so it costs milliseconds).
+
+    Examples
+    --------
+    >>> m = np.zeros((6, 6, 4), bool); m[1:5, 1:5, 1:3] = True
+    >>> mask_figure(m).startswith("data:image/png;base64,")
+    True
+    """
+    from matplotlib import colormaps
+    from PIL import Image
+
+    mask = np.asarray(mask, dtype=bool)
+    values = np.where(mask, 1.0 if coverage is None else np.asarray(coverage, float), np.nan)
+    ks = np.flatnonzero(mask.any(axis=(0, 1)))
+    ks = ks[np.linspace(0, len(ks) - 1, min(n_slices, len(ks))).round().astype(int)] if len(
+        ks) else np.array([mask.shape[2] // 2])
+    tiles = [values[:, :, k].T[::-1] for k in ks]  # anterior up, left of the image = x low
+    strip = np.concatenate([np.pad(t, ((0, 0), (0, 1)), constant_values=np.nan) for t in tiles],
+                           axis=1)
+    rgb = colormaps["viridis"](np.nan_to_num(strip, nan=0.0))[..., :3]
+    rgb[np.isnan(strip)] = 0.0
+    rgb = np.kron(rgb, np.ones((zoom, zoom, 1)))
+    buffer = io.BytesIO()
+    Image.fromarray((rgb * 255).astype(np.uint8)).quantize(colors=64).save(
+        buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def null_distribution_figure(null_max: np.ndarray, *, critical_value: float, observed: float,

@@ -35,9 +35,11 @@ from glmkit.report.maps import cut_in_view
 from glmkit.report.markup import Section, attr, table, version
 from glmkit.report.runfolder import RunManifest, notebook_record, result_maps, write_run_folder
 from glmkit.report.sections import (Corrected, Threshold, clusters_section, design_section,
-                                    explore_section, how_to_read_section, methods_section,
-                                    null_section, provenance_section, qc_section,
-                                    results_section, summary_section)
+                                    explore_section, how_to_read_section, methods_citations,
+                                    methods_section, null_section, provenance_section,
+                                    qc_section, results_section, summary_section)
+from glmkit.report.study import (mask_section, reproduce_section, subjects_section,
+                                 warnings_section)
 from glmkit.report.templates import render
 from glmkit.report.words import TestWords, describe_test
 from glmkit.stats.statistics import get_statistic
@@ -237,12 +239,12 @@ def _planted_text(prov: dict) -> str:
 
 
 def _recovery_section(result, items, images, far_mm: float
-                      ) -> tuple[Section, pd.DataFrame | None]:
+                      ) -> tuple[Section | None, pd.DataFrame | None]:
+    """The recovery of a planted effect, when the dataset has a ground truth (else None)."""
     title = "Recovery of the planted effect"
     truth = _ground_truth(result, images["mask"])
     if truth is None:
-        body = render("sections/recovery.html", table=None)
-        return Section("recovery", title, body, nav="Recovery"), None
+        return None, None
     truth_in = truth & (np.asarray(images["mask"].get_fdata()) > 0)
     found = recovery({f"{it.error_rate}: {it.label}": it.significant for it in items},
                      truth_in, images["mask"].affine, far_mm=far_mm)
@@ -279,18 +281,25 @@ def _sections(result, images, *, far_mm: float) -> list[Section]:
     items = _collect_corrected(result, images, alpha, z)
     recovery_section, recovered = _recovery_section(result, items, images, far_mm)
     words = run_words(result)
-    return [
+    cite = methods_citations(result)
+    methods = methods_section(result, n_vox, alpha, contrast_name, words, cite=cite)
+    sections = [
         summary_section(result, items, z, affine, alpha, contrast_name, recovered, words),
         how_to_read_section(alpha, n_vox),
-        methods_section(result, n_vox, alpha, contrast_name, words),
+        methods,
+        reproduce_section(result, cite.cited()),
         qc_section(result),
+        subjects_section(result, cut_coords),
+        mask_section(result, images),
         design_section(result),
         results_section(result, images, items, z, affine, alpha, cut_coords, cut_note),
         clusters_section(result, items, z, affine),
         null_section(result, alpha),
         recovery_section,
         explore_section(result, cut_coords, words.short),
+        warnings_section(result),
     ]
+    return [section for section in sections if section is not None]
 
 
 def run_words(result) -> TestWords:

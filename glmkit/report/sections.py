@@ -27,7 +27,8 @@ from glmkit.report.templates import render
 INTERCEPT = "intercept"
 from glmkit.stats.statistics import REFERENCES, get_statistic, statistic_names
 
-__all__ = ["Threshold", "Corrected", "Citations", "summary_section", "how_to_read_section",
+__all__ = ["Threshold", "Corrected", "Citations", "methods_citations", "summary_section",
+           "how_to_read_section",
            "methods_section", "qc_section", "design_section", "results_section",
            "clusters_section", "null_section", "explore_section", "provenance_section"]
 
@@ -122,7 +123,11 @@ class Citations:
         return re.sub(r"\[(@[^\]]+)\]", lambda match: self(match.group(1)), text)
 
     def references(self) -> list[str]:
-        return [self._references[key] for key in self._order]
+        return [str(self._references[key]) for key in self._order]
+
+    def cited(self) -> dict[str, str]:
+        """Key -> reference text of what was cited, in citation order."""
+        return {key: str(self._references[key]) for key in self._order}
 
 
 # --------------------------------------------------------------------------------------
@@ -247,17 +252,25 @@ def _permutation_methods(perm, settings, columns: list[str], contrast_name: str)
             "statistics": [get_statistic(stat).methods(perm) for stat in perm.statistics]}
 
 
-def methods_section(result, n_vox: int, alpha: float, contrast_name: str, words=None
-                    ) -> Section:
+def methods_citations(result) -> Citations:
+    """The citation numbering of a run's methods: the report's, the engine's and every
+    statistic's references."""
+    perm = result.permutation
+    references = {**CITATIONS, **REFERENCES}
+    for stat in perm.statistics if perm is not None else ():
+        references.update(get_statistic(stat).all_references)
+    return Citations(references)
+
+
+def methods_section(result, n_vox: int, alpha: float, contrast_name: str, words=None,
+                    cite: Citations | None = None) -> Section:
+    """The methods paragraph; ``cite`` numbers its citations (and keeps what was cited)."""
     settings, perm = result.settings, result.permutation
     kept = tuple(attr(result.qc, "kept", ()))
     excluded = tuple(attr(result.qc, "excluded", ()))
     columns = [str(c) for c in result.design.matrix.columns]
-    references = {**CITATIONS, **REFERENCES}
-    for stat in perm.statistics if perm is not None else ():
-        references.update(get_statistic(stat).all_references)
     body = render(
-        "sections/methods.html", cite=Citations(references),
+        "sections/methods.html", cite=cite if cite is not None else methods_citations(result),
         n_total=len(kept) + len(excluded), n_excluded=len(excluded), n_kept=len(kept),
         dataset=attr(result.dataset, "name", "?"), columns=columns,
         formula=attr(result.design, "formula"), n_vox=f"{n_vox:,}",
@@ -334,7 +347,9 @@ def design_section(result) -> Section:
         "VIF": [float(vif[c]) if vif is not None and c in vif.index else float("nan")
                 for c in matrix.columns]})
     body = render(
-        "sections/design.html", figure_uri=figures.design_figure(matrix, corr),
+        "sections/design.html", figure_uri=figures.design_figure(
+            matrix, corr, contrast=attr(result.contrast, "contrast"),
+            contrast_name=str(attr(result.contrast, "name", ""))),
         n_rows=len(matrix), n_columns=matrix.shape[1], summary=table(summary),
         correlations=table(corr.astype(float).rename_axis("column"), index=True)
         if len(corr) > 1 else None)
