@@ -24,8 +24,9 @@ from glmkit.report.maps import label_clusters
 from glmkit.report.markup import Section, attr, coords, fmt, mm, settings_dict, table, version
 from glmkit.report.templates import render
 
-INTERCEPT = "intercept"
 from glmkit.stats.statistics import REFERENCES, get_statistic, statistic_names
+
+INTERCEPT = "intercept"
 
 __all__ = ["Threshold", "Corrected", "Citations", "methods_citations", "summary_section",
            "how_to_read_section",
@@ -193,7 +194,8 @@ def summary_section(result, items, z, affine, alpha, contrast_name,
         formula=attr(result.design, "formula"), contrast=contrast_name,
         tested=phrase,
         test=words.test if words is not None else f"{'two' if two_sided else 'one'}-sided test",
-        fwhm=fmt(attr(settings, "smoothing_fwhm") or None), headline=lines[first][1], recovery=recovery, permutation=result.permutation is not None,
+        fwhm=fmt(attr(settings, "smoothing_fwhm") or None), headline=lines[first][1],
+        recovery=recovery, permutation=result.permutation is not None,
         others=[("fdr" if it.error_rate == "FDR" else "fwer", text)
                 for i, (it, text) in enumerate(lines) if i != first])
     return Section("summary", "Summary", body)
