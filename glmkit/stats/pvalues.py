@@ -1,8 +1,8 @@
 """p-values at the edge of the float range: the floor, ``-log10 p``, exact tails and z.
 
 The floor and ``-log10 p`` are shared by :mod:`glmkit.stats.glm` (parametric maps),
-:mod:`glmkit.stats.permutation` (permutation p-values) and :mod:`glmkit.stats.threshold` (Bonferroni),
-so that every ``-log10 p`` map is finite and computed the same way.
+:mod:`glmkit.stats.permutation` (permutation p-values) and :mod:`glmkit.stats.threshold`
+(Bonferroni), so that every ``-log10 p`` map is finite and computed the same way.
 
 The t and F tails and z scores serve :func:`glmkit.stats.glm.compute_contrast`: where the upper
 tail underflows (p < 1e-300) ``log p`` is computed from the incomplete-beta continued
