@@ -22,7 +22,9 @@ pytestmark = pytest.mark.browser
 def report(tmp_path_factory, glmkit_data_dir):
     from glmkit.pipeline import run_analysis
 
-    result = run_analysis(n_perm=99, statistics=("voxel", "cluster_size"), random_state=3)
+    # the runner's temporary folder (output_dir) must appear nowhere in what is written
+    result = run_analysis(n_perm=99, statistics=("voxel", "cluster_size"), random_state=3,
+                          output_dir="/somewhere/.run.tmp-abc123")
     return result, write_report(result, tmp_path_factory.mktemp("study") / "run").report
 
 

@@ -518,7 +518,10 @@ def provenance_section(result, notebook_path, page_note: str) -> Section:
     hashes = _input_hashes(prov)
     combined = hashlib.sha256("\n".join(f"{k} {hashes[k]}" for k in sorted(hashes)).encode()
                               ).hexdigest() if hashes else None
-    fields = settings_dict(settings)
+    # the analysis parameters (the runner's own fields, such as its temporary output folder,
+    # are not parameters of the analysis and are left out)
+    fields = (settings.to_dict(runner=False) if hasattr(settings, "to_dict")
+              else settings_dict(settings))
     other = {k: v for k, v in prov.items() if not isinstance(v, Mapping)}
     notebook = None
     if notebook_path is not None:
