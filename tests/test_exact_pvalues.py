@@ -1,0 +1,402 @@
+"""Exact p-values of glmkit.permutation_test and glmkit.stats.glm against plain references.
+
+The permutation references below refit the GLM for every given permutation or sign flip with
+``numpy.linalg.lstsq`` (Freedman-Lane and ter Braak written out as in Winkler et al. 2014,
+table 2), form clusters with ``scipy.ndimage.label`` and TFCE with one ``ndimage.label`` per
+threshold, and count ``p = (1 + #{null >= observed}) / (1 + n_perm)`` in a loop. None of it
+uses glmkit's engine, so a changed comparison, a dropped ``1 +``, a signed instead of an
+absolute statistic or a wrong residual shows up as a different p. The data are skewed
+(log-normal) and one subject is scaled 3x, so no result leans on Gaussian symmetry.
+
+The GLM's p, two-sided p and z are compared with scipy (``linregress``, ``ttest_1samp``,
+``t.sf``) for negative as well as positive t.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import linalg, ndimage, stats
+
+import glmkit
+from glmkit.stats.glm import compute_contrast, ols_fit
+
+#: smallest gap allowed between a null value and an observed value (or a threshold) in the
+#: reference: below it, rounding in either implementation could flip a comparison
+GAP = 1e-8
+
+
+# ----------------------------------------------------------------------------- reference
+def refit_t(Ys: np.ndarray, X: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """t of contrast ``c`` at every column of ``Ys`` by a fresh least-squares fit."""
+    beta = np.linalg.lstsq(X, Ys, rcond=None)[0]
+    resid = Ys - X @ beta
+    dof = X.shape[0] - np.linalg.matrix_rank(X)
+    sigma2 = (resid**2).sum(axis=0) / dof
+    return (c @ beta) / np.sqrt(sigma2 * (c @ np.linalg.pinv(X.T @ X) @ c))
+
+
+def permuted_data(Y, X, c, scheme, perm=None, sign=None) -> np.ndarray:
+    """One permuted data set: ``Y*[i] = sign[i] * E[perm[i]] + fitted``.
+
+    Freedman-Lane: ``E`` are the residuals of the reduced model ``Z = X N`` (``N`` spans the
+    null space of ``c'``) and the reduced fit is added back. ter Braak: ``E`` are the residuals
+    of the full model and nothing is added back (the null hypothesis is ``c'b = c'b_hat``).
+    """
+    n = Y.shape[0]
+    if scheme == "freedman_lane":
+        Z = X @ linalg.null_space(c[None, :])
+        fitted = Z @ np.linalg.lstsq(Z, Y, rcond=None)[0] if Z.shape[1] else np.zeros_like(Y)
+    else:
+        fitted = X @ np.linalg.lstsq(X, Y, rcond=None)[0]
+    E = Y - fitted
+    idx = np.arange(n) if perm is None else np.asarray(perm)
+    s = np.ones(n) if sign is None else np.asarray(sign, dtype=float)
+    return s[:, None] * E[idx] + (fitted if scheme == "freedman_lane" else 0.0)
+
+
+def null_t_maps(Y, X, c, scheme, perms, signs) -> np.ndarray:
+    """(n_perm, n_voxels) t maps, one refit per permutation / sign flip."""
+    n_perm = len(perms) if perms is not None else len(signs)
+    return np.array([
+        refit_t(permuted_data(Y, X, c, scheme,
+                              None if perms is None else perms[k],
+                              None if signs is None else signs[k]), X, c)
+        for k in range(n_perm)
+    ])
+
+
+def p_from_counts(null_values: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """``(1 + #{k : null_k >= observed}) / (1 + n_perm)`` for each observed value, by a loop."""
+    out = np.empty(observed.shape)
+    for v, obs in enumerate(observed):
+        count = 0
+        for value in null_values:
+            if value >= obs:
+                count += 1
+        out[v] = (1 + count) / (1 + len(null_values))
+    return out
+
+
+def structure(connectivity: int) -> np.ndarray:
+    return ndimage.generate_binary_structure(3, {6: 1, 18: 2, 26: 3}[connectivity])
+
+
+def cluster_maps(t, mask, thr, two_sided, connectivity):
+    """Per-voxel size and mass (``sum(|t| - thr)``) of the cluster holding each voxel."""
+    size = np.zeros(t.size)
+    mass = np.zeros(t.size)
+    for sign in (1.0, -1.0) if two_sided else (1.0,):
+        vol = np.zeros(mask.shape)
+        vol[mask] = sign * t
+        labels, k = ndimage.label((vol > thr) & mask, structure(connectivity))
+        lab = labels[mask]
+        for j in range(1, k + 1):
+            inside = lab == j
+            size[inside] = inside.sum()
+            mass[inside] = (sign * t[inside] - thr).sum()
+    return size, mass
+
+
+def tfce_map(t, mask, two_sided, connectivity, E=0.5, H=2.0, n_steps=100):
+    """TFCE by one ``ndimage.label`` per threshold (heights ``linspace(0, max, 101)[1:]``,
+    contributions ``size**E * h**H``; two-sided: shared heights, negative part negated)."""
+    top = np.abs(t).max() if two_sided else max(t.max(), 0.0)
+    out = np.zeros(t.size)
+    if top <= 0:
+        return out
+    heights = np.linspace(0, top, n_steps + 1)[1:]
+    for sign in (1.0, -1.0) if two_sided else (1.0,):
+        vol = np.zeros(mask.shape)
+        vol[mask] = sign * t
+        for h in heights:
+            labels, _ = ndimage.label((vol >= h) & mask, structure(connectivity))
+            lab = labels[mask]
+            sizes = np.bincount(lab)
+            inside = lab > 0
+            out[inside] += sign * sizes[lab[inside]] ** E * h**H
+    return out
+
+
+def assert_no_near_ties(values, targets, what):
+    gap = np.min(np.abs(np.asarray(values)[..., None] - np.ravel(targets)))
+    assert gap > GAP, f"{what}: a value is within {gap:.2g} of a comparison point; change the seed"
+
+
+# ----------------------------------------------------------------------------- data
+def skewed_data(rng, n, n_voxels, outlier=True):
+    """Log-normal (skewed) data, one subject at 3x scale."""
+    Y = np.exp(rng.standard_normal((n, n_voxels)))
+    if outlier:
+        Y[n // 3] *= 3.0
+    return Y
+
+
+def regression_design(rng, n):
+    age = rng.standard_normal(n)
+    flu = rng.standard_normal(n) + 0.5 * age
+    return pd.DataFrame({"fluency": flu, "age": age, "intercept": np.ones(n)})
+
+
+# design name -> (columns, contrast); "signs" cases flip signs of a regression on request
+DESIGNS = {
+    "fluency+intercept": (["fluency", "intercept"], [1.0, 0.0]),
+    "fluency+age+intercept": (["fluency", "age", "intercept"], [1.0, 0.0, 0.0]),
+    "difference": (["fluency", "age", "intercept"], [1.0, -1.0, 0.0]),
+    "one_sample": (["intercept"], [1.0]),
+}
+
+
+# permuting the rows of a constant regressor changes nothing: one-sample designs flip signs
+CASES = [(d, draw) for d in DESIGNS for draw in ("permutations", "signs")
+         if not (d == "one_sample" and draw == "permutations")]
+
+
+@pytest.mark.parametrize("two_sided", [False, True], ids=["one_sided", "two_sided"])
+@pytest.mark.parametrize("scheme", ["freedman_lane", "ter_braak"])
+@pytest.mark.parametrize(("design_name", "draw"), CASES)
+def test_voxel_p_values_equal_a_plain_refit_loop(rng, design_name, draw, scheme, two_sided):
+    """Uncorrected and max-T FWER p, given permutations or sign flips, equal the loop's."""
+    n, n_perm = 17, 40
+    design = regression_design(rng, n)
+    columns, contrast = DESIGNS[design_name]
+    X = design[columns]
+    c = np.asarray(contrast)
+    Y = skewed_data(rng, n, 60)
+    Y[:, :6] += 0.8 * (X.to_numpy() @ c)[:, None]  # some voxels with an effect
+    if design_name == "one_sample":
+        Y -= 1.3  # both signs of t
+    perms = np.array([rng.permutation(n) for _ in range(n_perm)]) if draw == "permutations" \
+        else None
+    signs = rng.choice([-1, 1], size=(n_perm, n)) if draw == "signs" else None
+    res = glmkit.permutation_test(Y, X, contrast, n_perm=n_perm, two_sided=two_sided,
+                                  scheme=scheme, _permutations=perms, _signs=signs,
+                                  verbose=False)
+
+    t_obs = refit_t(Y, X.to_numpy(), c)
+    np.testing.assert_allclose(res.t, t_obs, rtol=1e-9, atol=1e-12)
+    assert (t_obs > 1).any() and (t_obs < -1).any()  # both tails are exercised
+    null = null_t_maps(Y, X.to_numpy(), c, scheme, perms, signs)
+    stat_obs = np.abs(t_obs) if two_sided else t_obs
+    stat_null = np.abs(null) if two_sided else null
+    max_null = stat_null.max(axis=1)
+    gap = np.abs(stat_null - stat_obs[None, :]).min()
+    assert gap > GAP, "a permuted t is within rounding of the observed one; change the seed"
+    assert_no_near_ties(max_null, stat_obs, "max-T null vs observed")
+
+    p_unc = np.array([p_from_counts(stat_null[:, v], stat_obs[v : v + 1])[0]
+                      for v in range(Y.shape[1])])
+    p_fwer = p_from_counts(max_null, stat_obs)
+    np.testing.assert_allclose(10 ** -res.logp_uncorrected, p_unc, rtol=1e-12)
+    np.testing.assert_allclose(10 ** -res.logp_fwer["voxel"], p_fwer, rtol=1e-12)
+    np.testing.assert_allclose(res.null_max["voxel"][1:], max_null, rtol=1e-9)
+    assert res.null_max["voxel"][0] == pytest.approx(stat_obs.max(), rel=1e-12)
+    assert res.method == ("sign_flip" if draw == "signs" else "permutation")
+    ceiling = np.log10(n_perm + 1)
+    for logp in (res.logp_uncorrected, res.logp_fwer["voxel"]):
+        assert np.all(logp >= 0) and np.all(logp <= ceiling + 1e-12)
+
+
+# ----------------------------------------------------------------------------- spatial
+SHAPE = (7, 6, 5)
+
+
+def spatial_case(rng, n):
+    """A brain-like mask with a hole, smooth skewed data with an outlier subject."""
+    mask = np.ones(SHAPE, bool)
+    mask[0, :, :2] = False
+    mask[3, 3, 2] = False
+    vols = ndimage.gaussian_filter(rng.standard_normal((n, *SHAPE)), (0, 1.2, 1.2, 1.2))
+    vols = np.exp(3.0 * vols)  # smooth and skewed
+    vols[n // 3] *= 3.0
+    return vols[:, mask], mask
+
+
+ALL = ("voxel", "cluster_size", "cluster_mass", "tfce")
+
+
+@pytest.mark.parametrize("connectivity", [6, 26])
+@pytest.mark.parametrize("two_sided", [False, True], ids=["one_sided", "two_sided"])
+@pytest.mark.parametrize("scheme", ["freedman_lane", "ter_braak", "sign_flip"])
+def test_cluster_and_tfce_p_values_equal_a_plain_ndimage_loop(rng, scheme, two_sided,
+                                                             connectivity):
+    """Cluster size, cluster mass and TFCE: observed maps, null maxima and FWER p."""
+    n, n_perm = 15, 30
+    Y, mask = spatial_case(rng, n)
+    if scheme == "sign_flip":
+        X = pd.DataFrame({"intercept": np.ones(n)})
+        contrast, engine_scheme = "intercept", "freedman_lane"
+        Y = Y - np.median(Y, axis=0) + 0.2
+        perms, signs = None, rng.choice([-1, 1], size=(n_perm, n))
+    else:
+        design = regression_design(rng, n)
+        X, contrast, engine_scheme = design, "fluency", scheme
+        Y = Y + 0.6 * design["age"].to_numpy()[:, None]
+        Y[:, 30:60] += 1.0 * design["fluency"].to_numpy()[:, None]
+        perms, signs = np.array([rng.permutation(n) for _ in range(n_perm)]), None
+    c = (X.columns == contrast).astype(float)
+    q = 0.05 / 2 if two_sided else 0.05
+    res = glmkit.permutation_test(Y, X, contrast, n_perm=n_perm, two_sided=two_sided,
+                                  statistics=ALL, mask_img=mask, cluster_threshold=0.05,
+                                  connectivity=connectivity, scheme=engine_scheme,
+                                  _permutations=perms, _signs=signs, verbose=False)
+    dof = n - X.shape[1]
+    thr = stats.t.isf(q, dof)
+    assert res.cluster_forming_t == pytest.approx(thr, rel=1e-12)
+    Xa = X.to_numpy()
+    t_obs = refit_t(Y, Xa, c)
+    null = null_t_maps(Y, Xa, c, engine_scheme, perms, signs)
+    assert_no_near_ties(np.abs(np.r_[null, t_obs[None]]), [thr], "t vs cluster-forming t")
+
+    size, mass = cluster_maps(t_obs, mask, thr, two_sided, connectivity)
+    tfce = tfce_map(t_obs, mask, two_sided, connectivity)
+    assert size.max() >= 3 and size.min() == 0  # clusters, and voxels outside them
+    np.testing.assert_array_equal(res.observed["cluster_size"], size)
+    np.testing.assert_allclose(res.observed["cluster_mass"], mass, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(res.observed["tfce"], tfce, rtol=1e-8, atol=1e-8)
+
+    null_size, null_mass, null_tfce = [], [], []
+    for t_perm in null:
+        s, m = cluster_maps(t_perm, mask, thr, two_sided, connectivity)
+        null_size.append(s.max())
+        null_mass.append(m.max())
+        null_tfce.append(np.abs(tfce_map(t_perm, mask, two_sided, connectivity)).max())
+    np.testing.assert_array_equal(res.null_max["cluster_size"][1:], null_size)
+    np.testing.assert_allclose(res.null_max["cluster_mass"][1:], null_mass, rtol=1e-9)
+    np.testing.assert_allclose(res.null_max["tfce"][1:], null_tfce, rtol=1e-8)
+    assert res.null_max["cluster_size"][0] == size.max()
+    assert res.null_max["tfce"][0] == pytest.approx(np.abs(tfce).max(), rel=1e-9)
+
+    # FWER p: the loop's count for every voxel in a cluster, p = 1 elsewhere
+    for name, obs, nul in (("cluster_size", size, null_size), ("cluster_mass", mass, null_mass),
+                           ("tfce", np.abs(tfce), null_tfce)):
+        if name != "cluster_size":
+            assert_no_near_ties(nul, obs[obs > 0], name)
+        p = np.where(obs > 0, p_from_counts(np.asarray(nul), obs), 1.0)
+        np.testing.assert_allclose(10 ** -res.logp_fwer[name], p, rtol=1e-12, err_msg=name)
+    stat_obs = np.abs(t_obs) if two_sided else t_obs
+    stat_null = np.abs(null) if two_sided else null
+    np.testing.assert_allclose(10 ** -res.logp_fwer["voxel"],
+                               p_from_counts(stat_null.max(axis=1), stat_obs), rtol=1e-12)
+    ceiling = np.log10(n_perm + 1)
+    for logp in (res.logp_uncorrected, *res.logp_fwer.values()):
+        assert np.all(logp >= 0) and np.all(logp <= ceiling + 1e-12)
+
+
+def test_cluster_size_ties_in_the_null_count_as_exceeding(rng):
+    """Cluster sizes are integers, so the null holds values equal to the observed sizes:
+    each tie counts (``>=``), as the observed data count as one permutation."""
+    n, n_perm = 14, 60
+    Y, mask = spatial_case(rng, n)
+    design = regression_design(rng, n)
+    perms = np.array([rng.permutation(n) for _ in range(n_perm)])
+    res = glmkit.permutation_test(Y, design, "fluency", n_perm=n_perm,
+                                  statistics=("cluster_size",), mask_img=mask,
+                                  cluster_threshold=0.1, _permutations=perms, verbose=False)
+    obs = res.observed["cluster_size"]
+    null = res.null_max["cluster_size"][1:]
+    sizes = np.unique(obs[obs > 0])
+    tied = [s for s in sizes if np.any(null == s)]
+    assert tied, "the test needs an observed cluster size that also occurs in the null"
+    for s in sizes:
+        expected = (1 + np.sum(null >= s)) / (1 + n_perm)
+        voxels = obs == s
+        np.testing.assert_allclose(10 ** -res.logp_fwer["cluster_size"][voxels], expected,
+                                   rtol=1e-12)
+    # critical value: p <= alpha exactly where the size exceeds it
+    for alpha in (0.05, 0.2, 0.5):
+        crit = res.critical_value("cluster_size", alpha)
+        p = 10 ** -res.logp_fwer["cluster_size"]
+        assert np.array_equal((p <= alpha + 1e-12) & (obs > 0), (obs > crit) & (obs > 0))
+
+
+def test_every_logp_map_is_at_most_log10_n_perm_plus_one_on_a_strong_effect(rng):
+    """A planted effect far beyond the null: every p is at its floor ``1 / (n_perm + 1)``,
+    never 0 (``-log10 p`` would be 307 with ``count / n_perm``)."""
+    n, n_perm = 16, 19
+    Y, mask = spatial_case(rng, n)
+    x = np.linspace(-1, 1, n)
+    Y = Y + 50.0 * x[:, None]
+    X = pd.DataFrame({"x": x, "intercept": 1.0})
+    for two_sided in (False, True):
+        res = glmkit.permutation_test(Y, X, "x", n_perm=n_perm, two_sided=two_sided,
+                                      statistics=ALL, mask_img=mask, random_state=0,
+                                      verbose=False)
+        ceiling = np.log10(n_perm + 1)
+        for logp in (res.logp_uncorrected, *res.logp_fwer.values()):
+            np.testing.assert_allclose(logp, ceiling, rtol=1e-12)
+        # the ceiling itself: exact when the observed beats every permutation
+        assert res.critical_value("voxel", 0.05) < res.t.min()
+        assert res.critical_value("voxel", 0.049) == np.inf
+
+
+# ----------------------------------------------------------------------------- GLM vs scipy
+def z_of_t(t, dof):
+    """The normal quantile of t's tail, computed in the tail that keeps precision."""
+    return np.sign(t) * stats.norm.isf(stats.t.sf(np.abs(t), dof))
+
+
+def _glm(Y, X, contrast):
+    return compute_contrast(ols_fit(Y, X), contrast)
+
+
+@pytest.mark.parametrize("slope", [-3.0, 0.0, 3.0])
+def test_glm_regression_p_and_z_equal_linregress_both_signs(rng, slope):
+    n = 25
+    x = rng.standard_normal(n)
+    Y = slope * x[:, None] + np.exp(rng.standard_normal((n, 40)))  # skewed noise
+    Y[3] *= 3.0
+    res = _glm(Y, pd.DataFrame({"x": x, "intercept": 1.0}), "x")
+    if slope:  # every t has the slope's sign
+        assert np.all(np.sign(res.stat) == np.sign(slope))
+    else:
+        assert (res.stat < -1).any() and (res.stat > 1).any()
+    for v in range(Y.shape[1]):
+        lr = stats.linregress(x, Y[:, v])
+        t = lr.slope / lr.stderr
+        assert res.stat[v] == pytest.approx(t, rel=1e-9)
+        assert res.p_two_sided[v] == pytest.approx(lr.pvalue, rel=1e-8)
+        assert res.p[v] == pytest.approx(stats.t.sf(t, n - 2), rel=1e-8)
+        assert res.z[v] == pytest.approx(z_of_t(t, n - 2), rel=1e-9, abs=1e-12)
+        assert res.logp[v] == pytest.approx(-np.log10(stats.t.sf(t, n - 2)), rel=1e-8,
+                                            abs=1e-12)
+    assert np.sign(res.z).tolist() == np.sign(res.stat).tolist()
+
+
+def test_glm_one_sample_p_and_z_equal_ttest_1samp_both_signs(rng):
+    n = 13
+    Y = np.exp(rng.standard_normal((n, 30))) - 1.6  # skewed, means of both signs
+    Y[5] *= 3.0
+    Y[:, 0] = np.linspace(-3, 0.5, n)  # a clearly negative t
+    res = _glm(Y, pd.DataFrame({"intercept": np.ones(n)}), "intercept")
+    assert res.stat.min() < -3 and res.stat.max() > 1
+    two = stats.ttest_1samp(Y, 0.0, axis=0)
+    up = stats.ttest_1samp(Y, 0.0, axis=0, alternative="greater")
+    np.testing.assert_allclose(res.stat, two.statistic, rtol=1e-10)
+    np.testing.assert_allclose(res.p_two_sided, two.pvalue, rtol=1e-8)
+    np.testing.assert_allclose(res.p, up.pvalue, rtol=1e-8)
+    np.testing.assert_allclose(res.z, z_of_t(two.statistic, n - 1), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(res.p, stats.t.sf(res.stat, n - 1), rtol=1e-8)
+
+
+@pytest.mark.parametrize("t", [-12.0, -3.99, -0.4, 0.4, 3.99, 12.0])
+def test_glm_tails_at_given_t_equal_t_sf(t):
+    """Data built to give exactly ``t``: p, two-sided p, z and -log10 p from scipy's tails."""
+    n = 11
+    e = np.linspace(-1, 1, n)
+    e = e - e.mean()
+    se = np.sqrt(e @ e / (n - 1) / n)
+    y = t * se + e  # mean t * se, standard error se
+    res = _glm(y[:, None], pd.DataFrame({"intercept": np.ones(n)}), "intercept")
+    assert res.stat[0] == pytest.approx(t, rel=1e-12)
+    dof = n - 1
+    assert res.p[0] == pytest.approx(stats.t.sf(t, dof), rel=1e-10)
+    assert res.p_two_sided[0] == pytest.approx(2 * stats.t.sf(abs(t), dof), rel=1e-10)
+    assert res.z[0] == pytest.approx(z_of_t(t, dof), rel=1e-9)
+    assert res.logp[0] == pytest.approx(-np.log10(stats.t.sf(t, dof)), rel=1e-10)
+    f = compute_contrast(ols_fit(y[:, None], np.ones((n, 1)), columns=["intercept"]),
+                         [[1.0]], stat_type="F")
+    assert f.stat[0] == pytest.approx(t * t, rel=1e-12)
+    assert f.p[0] == pytest.approx(stats.f.sf(t * t, 1, dof), rel=1e-10)
+    assert f.p_two_sided[0] == f.p[0]
