@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -37,7 +39,23 @@ def _pair_with_correlation(n: int, r: float, rng) -> tuple[np.ndarray, np.ndarra
 
 
 def test_reference_design_matches_nilearn_example(table):
+    """The design of nilearn's second-level association example, built the way the example
+    builds it (``[pseudo, 1]`` as ``["fluency", "intercept"]``) and with nilearn's
+    ``make_second_level_design_matrix``."""
+    from nilearn.glm.second_level import make_second_level_design_matrix
+
     d = make_design(table, ["pseudo"], rename={"pseudo": "fluency"})
+    tested_var = table["pseudo"].to_numpy()
+    example = pd.DataFrame(np.column_stack([tested_var, np.ones_like(tested_var)]),
+                           columns=["fluency", "intercept"])
+    confounds = pd.DataFrame({"subject_label": table["subject"], "fluency": tested_var})
+    with warnings.catch_warnings():  # nilearn calls cond(X) > X.size "singular" (it is not)
+        warnings.simplefilter("ignore", UserWarning)
+        nilearn_dm = make_second_level_design_matrix(table["subject"].tolist(), confounds)
+    assert np.linalg.matrix_rank(nilearn_dm.to_numpy(dtype=float)) == 2
+    for ref in (example, nilearn_dm):
+        assert list(ref.columns) == list(d.columns)
+        np.testing.assert_array_equal(d.matrix.to_numpy(), ref.to_numpy(dtype=float))
     assert isinstance(d, Design)
     assert d.columns == ("fluency", "intercept")
     assert d.matrix.index.name == "subject"
