@@ -335,6 +335,43 @@ def collect(module: str, text: str) -> list[Mutant]:
     return mutants
 
 
+#: hand-written mutants, always run: the holes the first mutation probe found (issue 15) and
+#: their neighbours; (module, name, text, replacement) with the first occurrence replaced.
+#: A probe whose text is no longer in the module is reported and left out.
+PROBES = [
+    ("permutation", "uncorrected_p_count_over_n_perm",
+     "(1.0 + counts) / (1.0 + n_perm)", "counts / n_perm"),
+    ("permutation", "fwer_p_count_over_n_perm",
+     "(1.0 + count) / (1.0 + perm.size)", "count / perm.size"),
+    ("permutation", "two_sided_count_on_signed_statistic",
+     "counts[v] += a >= thr[v]", "counts[v] += row[v] >= thr[v]"),
+    ("permutation", "only_first_block_permuted",
+     "for g in pd.unique(groups):", "for g in pd.unique(groups)[:1]:"),
+    ("glm", "two_sided_p_from_upper_tail_only",
+     "np.log(2.0) + np.minimum(log_upper, log_lower)", "np.log(2.0) + log_upper"),
+    ("threshold", "cluster_extent_keeps_only_larger_clusters",
+     "sizes < cluster_threshold", "sizes <= cluster_threshold"),
+    ("threshold", "fdr_line_inclusive", "passed = p < alpha", "passed = p <= alpha"),
+    ("cluster", "cluster_forming_inclusive", "if u[i] > thr:", "if u[i] >= thr:"),
+]
+
+
+def probes(module: str, text: str) -> list[Mutant]:
+    out = []
+    for mod, name, old, new in PROBES:
+        if mod != module:
+            continue
+        start = text.find(old)
+        if start < 0:
+            print(f"probe {name}: {old!r} is not in {module}.py any more; left out",
+                  file=sys.stderr)
+            continue
+        line = text.count("\n", 0, start) + 1
+        out.append(Mutant(f"probe:{name}", module, "<probe>", line, "probe", old, new,
+                          text.splitlines()[line - 1].strip(), start, start + len(old)))
+    return out
+
+
 def sample(mutants: list[Mutant], n: int | None, seed: int) -> list[Mutant]:
     """At most ``n`` mutants, a mutant of a ``CORE`` function being 4x as likely to be drawn
     (weighted sampling without replacement: the ``n`` largest ``u ** (1 / weight)``)."""
@@ -519,7 +556,9 @@ def summarise(mutants: list[Mutant], outcome: dict, equivalent: dict) -> dict:
         pm[status] += 1
     denom = counts["tried"] - counts["equivalent"]
     counts["score"] = round(counts["killed"] / denom, 4) if denom else None
-    return {**counts, "per_module": per_module, "mutants": rows}
+    named = {r["id"].split(":", 1)[1]: {"status": r["status"], "killed_by": r["killed_by"]}
+             for r in rows if r["operator"] == "probe"}
+    return {**counts, "per_module": per_module, "probes": named, "mutants": rows}
 
 
 def main(argv=None) -> int:
@@ -545,7 +584,7 @@ def main(argv=None) -> int:
         text = (ROOT / "glmkit" / "stats" / f"{module}.py").read_text(encoding="utf-8")
         originals[module] = text
         limit = args.per_module if args.per_module is not None else PER_MODULE[module]
-        mutants += sample(collect(module, text), limit, args.seed)
+        mutants += sample(collect(module, text), limit, args.seed) + probes(module, text)
     out_path = Path(args.out)
     results = json.loads(out_path.read_text()) if out_path.exists() else {}
     previous = results.get("runs", {}).get(args.label, {})

@@ -19,11 +19,12 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import ndimage, stats
+from scipy import stats
 
 import glmkit
 from glmkit.stats import cluster as kernels
 from glmkit.stats.threshold import cluster_table, fdr_threshold, threshold_map
+from permutation_reference import tfce_map
 
 AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
 SHAPE = (12, 10, 8)
@@ -142,6 +143,17 @@ def test_p_exactly_on_the_fdr_line_is_not_rejected(n, rank):
     assert res.n_suprathreshold == rank and res.threshold == thr_in
 
 
+@pytest.mark.parametrize("cluster_threshold", [0.0, 1.0, -0.01, 1.5])
+def test_cluster_forming_p_must_be_inside_the_open_unit_interval(rng, cluster_threshold):
+    n = 10
+    mask = np.ones((3, 3, 2), bool)
+    X = pd.DataFrame({"x": rng.standard_normal(n), "intercept": 1.0})
+    with pytest.raises(glmkit.errors.ParameterError, match="cluster_threshold"):
+        glmkit.permutation_test(rng.standard_normal((n, 18)), X, "x", n_perm=5,
+                                statistics=("cluster_size",), mask_img=mask,
+                                cluster_threshold=cluster_threshold, verbose=False)
+
+
 def _line_mask(n):
     mask = np.zeros((n + 2, 3, 3), bool)
     mask[1:-1, 1, 1] = True
@@ -170,20 +182,6 @@ def test_cluster_kernels_exclude_values_exactly_at_the_forming_threshold():
     assert size[0] == 2 and mass[0] == pytest.approx(2 * (3.0 - thr))
 
 
-def _tfce_loop(t, mask, heights, E, H, two_sided):
-    out = np.zeros(t.size)
-    for sign in (1.0, -1.0) if two_sided else (1.0,):
-        vol = np.zeros(mask.shape)
-        vol[mask] = sign * t
-        for h in heights:
-            lab, _ = ndimage.label(vol >= h, ndimage.generate_binary_structure(3, 1))
-            lab = lab[mask]
-            sizes = np.bincount(lab)
-            inside = lab > 0
-            out[inside] += sign * sizes[lab[inside]] ** E * h**H
-    return out
-
-
 @pytest.mark.parametrize("two_sided", [False, True])
 def test_tfce_values_exactly_on_the_threshold_grid(two_sided):
     """dh = 1/64 and a maximum of 1: the heights j/64 are exact floats, and so are the data,
@@ -193,8 +191,7 @@ def test_tfce_values_exactly_on_the_threshold_grid(two_sided):
     t = np.array([1.0, 32, 32, 16, 0, 64, 48, 48, 8, 1, 0, 64]) / 64
     if two_sided:
         t[6:9] *= -1
-    heights = np.arange(1, 65) / 64
-    ref = _tfce_loop(t, mask, heights, 0.5, 2.0, two_sided)
+    ref = tfce_map(t, mask, two_sided, 6, E=0.5, H=2.0, n_steps=64)  # heights j / 64
     mine = kernels.tfce_map(t, nbr, two_sided, 0.5, 2.0, 1 / 64)
     np.testing.assert_allclose(mine, ref, rtol=1e-12, atol=1e-15)
     mx = np.empty(1)

@@ -33,25 +33,18 @@ def tree(pytester):
 
 
 @pytest.mark.parametrize("ci", ["true", ""])
-def test_module_skipped_at_import_fails_in_ci(tree, monkeypatch, ci):
-    monkeypatch.setenv("CI", ci)
-    tree.makepyfile(test_skipped_module=IMPORT_TIME_SKIP)
-    result = tree.runpytest_inprocess("-p", "no:cacheprovider")
-    if ci:
-        result.assert_outcomes(errors=1)
-        result.stdout.fnmatch_lines(["*CI: *was skipped at collection*"])
-    else:
-        result.assert_outcomes(skipped=1)
-
-
-@pytest.mark.parametrize("ci", ["true", ""])
-def test_browser_fixture_fails_in_ci_without_chromium(tree, monkeypatch, ci):
+@pytest.mark.parametrize(("module", "message"), [
+    (IMPORT_TIME_SKIP, "*CI: *was skipped at collection*"),
+    (BROWSER_TEST, "*CI: *chromium is not on PATH*"),
+], ids=["import_time_skip", "browser_without_chromium"])
+def test_missing_requirement_fails_in_ci_and_skips_elsewhere(tree, monkeypatch, ci, module,
+                                                             message):
     monkeypatch.setenv("CI", ci)
     monkeypatch.setenv("PATH", str(tree.path))  # no chromium here
-    tree.makepyfile(test_browser_needed=BROWSER_TEST)
+    tree.makepyfile(test_needs_something=module)
     result = tree.runpytest_inprocess("-p", "no:cacheprovider")
     if ci:
         result.assert_outcomes(errors=1)
-        result.stdout.fnmatch_lines(["*CI: *chromium is not on PATH*"])
+        result.stdout.fnmatch_lines([message])
     else:
         result.assert_outcomes(skipped=1)

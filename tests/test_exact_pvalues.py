@@ -1,12 +1,13 @@
 """Exact p-values of glmkit.permutation_test and glmkit.stats.glm against plain references.
 
-The permutation references below refit the GLM for every given permutation or sign flip with
-``numpy.linalg.lstsq`` (Freedman-Lane and ter Braak written out as in Winkler et al. 2014,
-table 2), form clusters with ``scipy.ndimage.label`` and TFCE with one ``ndimage.label`` per
-threshold, and count ``p = (1 + #{null >= observed}) / (1 + n_perm)`` in a loop. None of it
-uses glmkit's engine, so a changed comparison, a dropped ``1 +``, a signed instead of an
-absolute statistic or a wrong residual shows up as a different p. The data are skewed
-(log-normal) and one subject is scaled 3x, so no result leans on Gaussian symmetry.
+The permutation references (tests/permutation_reference.py) refit the GLM for every given
+permutation or sign flip with ``numpy.linalg.lstsq`` (Freedman-Lane and ter Braak written
+out as in Winkler et al. 2014, table 2), form clusters with ``scipy.ndimage.label`` and TFCE
+with one ``ndimage.label`` per threshold, and count ``p = (1 + #{null >= observed}) /
+(1 + n_perm)`` in a loop. None of it uses glmkit's engine, so a changed comparison, a
+dropped ``1 +``, a signed instead of an absolute statistic or a wrong residual shows up as a
+different p. The data are skewed (log-normal) and one subject is scaled 3x, so no result
+leans on Gaussian symmetry.
 
 The GLM's p, two-sided p and z are compared with scipy (``linregress``, ``ttest_1samp``,
 ``t.sf``) for negative as well as positive t.
@@ -17,106 +18,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import linalg, ndimage, stats
+from scipy import ndimage, stats
 
 import glmkit
 from glmkit.stats.glm import compute_contrast, ols_fit
+from permutation_reference import cluster_maps, null_t_maps, p_from_counts, refit_t, tfce_map
 
 #: smallest gap allowed between a null value and an observed value (or a threshold) in the
 #: reference: below it, rounding in either implementation could flip a comparison
 GAP = 1e-8
-
-
-# ----------------------------------------------------------------------------- reference
-def refit_t(Ys: np.ndarray, X: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """t of contrast ``c`` at every column of ``Ys`` by a fresh least-squares fit."""
-    beta = np.linalg.lstsq(X, Ys, rcond=None)[0]
-    resid = Ys - X @ beta
-    dof = X.shape[0] - np.linalg.matrix_rank(X)
-    sigma2 = (resid**2).sum(axis=0) / dof
-    return (c @ beta) / np.sqrt(sigma2 * (c @ np.linalg.pinv(X.T @ X) @ c))
-
-
-def permuted_data(Y, X, c, scheme, perm=None, sign=None) -> np.ndarray:
-    """One permuted data set: ``Y*[i] = sign[i] * E[perm[i]] + fitted``.
-
-    Freedman-Lane: ``E`` are the residuals of the reduced model ``Z = X N`` (``N`` spans the
-    null space of ``c'``) and the reduced fit is added back. ter Braak: ``E`` are the residuals
-    of the full model and nothing is added back (the null hypothesis is ``c'b = c'b_hat``).
-    """
-    n = Y.shape[0]
-    if scheme == "freedman_lane":
-        Z = X @ linalg.null_space(c[None, :])
-        fitted = Z @ np.linalg.lstsq(Z, Y, rcond=None)[0] if Z.shape[1] else np.zeros_like(Y)
-    else:
-        fitted = X @ np.linalg.lstsq(X, Y, rcond=None)[0]
-    E = Y - fitted
-    idx = np.arange(n) if perm is None else np.asarray(perm)
-    s = np.ones(n) if sign is None else np.asarray(sign, dtype=float)
-    return s[:, None] * E[idx] + (fitted if scheme == "freedman_lane" else 0.0)
-
-
-def null_t_maps(Y, X, c, scheme, perms, signs) -> np.ndarray:
-    """(n_perm, n_voxels) t maps, one refit per permutation / sign flip."""
-    n_perm = len(perms) if perms is not None else len(signs)
-    return np.array([
-        refit_t(permuted_data(Y, X, c, scheme,
-                              None if perms is None else perms[k],
-                              None if signs is None else signs[k]), X, c)
-        for k in range(n_perm)
-    ])
-
-
-def p_from_counts(null_values: np.ndarray, observed: np.ndarray) -> np.ndarray:
-    """``(1 + #{k : null_k >= observed}) / (1 + n_perm)`` for each observed value, by a loop."""
-    out = np.empty(observed.shape)
-    for v, obs in enumerate(observed):
-        count = 0
-        for value in null_values:
-            if value >= obs:
-                count += 1
-        out[v] = (1 + count) / (1 + len(null_values))
-    return out
-
-
-def structure(connectivity: int) -> np.ndarray:
-    return ndimage.generate_binary_structure(3, {6: 1, 18: 2, 26: 3}[connectivity])
-
-
-def cluster_maps(t, mask, thr, two_sided, connectivity):
-    """Per-voxel size and mass (``sum(|t| - thr)``) of the cluster holding each voxel."""
-    size = np.zeros(t.size)
-    mass = np.zeros(t.size)
-    for sign in (1.0, -1.0) if two_sided else (1.0,):
-        vol = np.zeros(mask.shape)
-        vol[mask] = sign * t
-        labels, k = ndimage.label((vol > thr) & mask, structure(connectivity))
-        lab = labels[mask]
-        for j in range(1, k + 1):
-            inside = lab == j
-            size[inside] = inside.sum()
-            mass[inside] = (sign * t[inside] - thr).sum()
-    return size, mass
-
-
-def tfce_map(t, mask, two_sided, connectivity, E=0.5, H=2.0, n_steps=100):
-    """TFCE by one ``ndimage.label`` per threshold (heights ``linspace(0, max, 101)[1:]``,
-    contributions ``size**E * h**H``; two-sided: shared heights, negative part negated)."""
-    top = np.abs(t).max() if two_sided else max(t.max(), 0.0)
-    out = np.zeros(t.size)
-    if top <= 0:
-        return out
-    heights = np.linspace(0, top, n_steps + 1)[1:]
-    for sign in (1.0, -1.0) if two_sided else (1.0,):
-        vol = np.zeros(mask.shape)
-        vol[mask] = sign * t
-        for h in heights:
-            labels, _ = ndimage.label((vol >= h) & mask, structure(connectivity))
-            lab = labels[mask]
-            sizes = np.bincount(lab)
-            inside = lab > 0
-            out[inside] += sign * sizes[lab[inside]] ** E * h**H
-    return out
 
 
 def assert_no_near_ties(values, targets, what):
@@ -144,13 +54,15 @@ DESIGNS = {
     "fluency+intercept": (["fluency", "intercept"], [1.0, 0.0]),
     "fluency+age+intercept": (["fluency", "age", "intercept"], [1.0, 0.0, 0.0]),
     "difference": (["fluency", "age", "intercept"], [1.0, -1.0, 0.0]),
+    "fluency+age, no intercept": (["fluency", "age"], [1.0, 0.0]),
     "one_sample": (["intercept"], [1.0]),
+    "one_sample+age": (["intercept", "age"], [1.0, 0.0]),
 }
 
 
 # permuting the rows of a constant regressor changes nothing: one-sample designs flip signs
 CASES = [(d, draw) for d in DESIGNS for draw in ("permutations", "signs")
-         if not (d == "one_sample" and draw == "permutations")]
+         if not (d.startswith("one_sample") and draw == "permutations")]
 
 
 @pytest.mark.parametrize("two_sided", [False, True], ids=["one_sided", "two_sided"])
@@ -165,7 +77,7 @@ def test_voxel_p_values_equal_a_plain_refit_loop(rng, design_name, draw, scheme,
     c = np.asarray(contrast)
     Y = skewed_data(rng, n, 60)
     Y[:, :6] += 0.8 * (X.to_numpy() @ c)[:, None]  # some voxels with an effect
-    if design_name == "one_sample":
+    if design_name.startswith("one_sample"):
         Y -= 1.3  # both signs of t
     perms = np.array([rng.permutation(n) for _ in range(n_perm)]) if draw == "permutations" \
         else None
@@ -329,6 +241,63 @@ def test_every_logp_map_is_at_most_log10_n_perm_plus_one_on_a_strong_effect(rng)
         # the ceiling itself: exact when the observed beats every permutation
         assert res.critical_value("voxel", 0.05) < res.t.min()
         assert res.critical_value("voxel", 0.049) == np.inf
+
+
+@pytest.mark.parametrize("alpha", [0.01, 0.05, 0.07, 0.29, 0.5, 0.57, 0.99])
+def test_critical_value_separates_exactly_the_significant_values(rng, alpha):
+    """``p <= alpha`` exactly where the value exceeds ``critical_value(alpha)``, checked on
+    every null value and between them (0.29 * 100 and 0.57 * 100 round below an integer)."""
+    n, n_perm = 14, 99
+    X = pd.DataFrame({"x": rng.standard_normal(n), "intercept": 1.0})
+    res = glmkit.permutation_test(rng.standard_normal((n, 30)), X, "x", n_perm=n_perm,
+                                  random_state=1, verbose=False)
+    null = res.null_max["voxel"][1:]
+    grid = np.sort(null)
+    values = np.r_[grid, (grid[1:] + grid[:-1]) / 2, grid[0] - 1, grid[-1] + 1]
+    p = np.array([(1 + np.sum(null >= v)) / (1 + n_perm) for v in values])
+    crit = res.critical_value("voxel", alpha)
+    np.testing.assert_array_equal(values > crit, p <= alpha)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0, -0.1, 1.5])
+def test_critical_value_rejects_alpha_outside_the_open_unit_interval(rng, alpha):
+    n = 10
+    res = glmkit.permutation_test(rng.standard_normal((n, 5)), np.ones((n, 1)), [1.0],
+                                  n_perm=9, random_state=0, verbose=False)
+    with pytest.raises(glmkit.errors.ParameterError, match="alpha"):
+        res.critical_value("voxel", alpha)
+
+
+CONSTANTS = [2.0, 1e6 + 0.1, np.pi * 1e5, -3.3e7, 123456.789, 1e8 / 3, 7e9 + 1 / 3, 5e5]
+
+
+@pytest.mark.parametrize("scheme", ["freedman_lane", "ter_braak"])
+@pytest.mark.parametrize("columns", [["x", "intercept"], ["x", "age", "intercept"]])
+def test_constant_voxels_of_any_magnitude_have_t_zero_and_p_one(rng, scheme, columns):
+    """A voxel constant across subjects has no residual variance: t = 0 and p = 1 however
+    large the constant (the residuals are rounding noise), as ``compute_contrast`` says."""
+    n = 20
+    X = pd.DataFrame({"x": rng.standard_normal(n), "age": rng.standard_normal(n),
+                      "intercept": 1.0})[columns]
+    Y = np.c_[np.tile(CONSTANTS, (n, 1)), rng.standard_normal((n, 4))]
+    res = glmkit.permutation_test(Y, X, "x", n_perm=20, scheme=scheme, random_state=0,
+                                  statistics=("voxel",), verbose=False)
+    k = len(CONSTANTS)
+    assert res.t[:k].tolist() == [0.0] * k
+    assert np.all(res.logp_uncorrected[:k] == 0) and np.all(res.logp_fwer["voxel"][:k] == 0)
+    assert np.all(res.t[k:] != 0)
+    glm = compute_contrast(ols_fit(Y, X), "x")
+    assert glm.stat[:k].tolist() == [0.0] * k
+
+
+def test_random_state_none_draws_a_fresh_63_bit_seed(rng):
+    """Without a seed each run draws its own from entropy (and records it)."""
+    n = 6
+    Y = rng.standard_normal((n, 3))
+    seeds = [glmkit.permutation_test(Y, np.ones((n, 1)), [1.0], n_perm=1,
+                                     verbose=False).random_state for _ in range(20)]
+    assert len(set(seeds)) == 20
+    assert max(seeds) > 2**40 and all(0 <= s < 2**63 for s in seeds)
 
 
 # ----------------------------------------------------------------------------- GLM vs scipy
