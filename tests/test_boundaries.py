@@ -104,6 +104,12 @@ def test_value_exactly_at_the_height_threshold_is_kept(two_sided):
     # and the negative side: -threshold is kept two-sided, dropped one-sided
     neg = threshold_map(-z, height_control=None, threshold=3.0, two_sided=two_sided)
     assert neg.thresholded[z == 3.0].tolist() == ([-3.0] if two_sided else [0.0])
+    if not two_sided:  # a negative one-sided threshold keeps values <= it, the tie included
+        low = threshold_map(-z, height_control=None, threshold=-3.0, two_sided=False)
+        assert low.thresholded[z == 3.0].tolist() == [-3.0]
+        ref, _ = _nilearn_threshold(-vol, mask, height_control=None, threshold=-3.0,
+                                    two_sided=False)
+        np.testing.assert_array_equal(low.thresholded, ref)
 
 
 def _z_with_sf_exactly(target):

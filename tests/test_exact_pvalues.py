@@ -18,10 +18,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import ndimage, stats
+from scipy import integrate, ndimage, special, stats
 
 import glmkit
-from glmkit.stats.glm import compute_contrast, ols_fit
+from glmkit.stats.glm import compute_contrast, fit_second_level, ols_fit
+from glmkit.stats.pvalues import log_sf_f, log_sf_t
 from permutation_reference import cluster_maps, null_t_maps, p_from_counts, refit_t, tfce_map
 
 #: smallest gap allowed between a null value and an observed value (or a threshold) in the
@@ -105,6 +106,7 @@ def test_voxel_p_values_equal_a_plain_refit_loop(rng, design_name, draw, scheme,
     np.testing.assert_allclose(res.null_max["voxel"][1:], max_null, rtol=1e-9)
     assert res.null_max["voxel"][0] == pytest.approx(stat_obs.max(), rel=1e-12)
     assert res.method == ("sign_flip" if draw == "signs" else "permutation")
+    assert res.tfce_params is None and res.cluster_forming_t is None
     ceiling = np.log10(n_perm + 1)
     for logp in (res.logp_uncorrected, res.logp_fwer["voxel"]):
         assert np.all(logp >= 0) and np.all(logp <= ceiling + 1e-12)
@@ -156,6 +158,8 @@ def test_cluster_and_tfce_p_values_equal_a_plain_ndimage_loop(rng, scheme, two_s
     dof = n - X.shape[1]
     thr = stats.t.isf(q, dof)
     assert res.cluster_forming_t == pytest.approx(thr, rel=1e-12)
+    assert res.tfce_params["E"] == 0.5 and res.tfce_params["H"] == 2.0
+    assert res.tfce_params["connectivity"] == connectivity == res.connectivity
     Xa = X.to_numpy()
     t_obs = refit_t(Y, Xa, c)
     null = null_t_maps(Y, Xa, c, engine_scheme, perms, signs)
@@ -386,3 +390,104 @@ def test_glm_tails_at_given_t_equal_t_sf(t):
     assert f.stat[0] == pytest.approx(t * t, rel=1e-12)
     assert f.p[0] == pytest.approx(stats.f.sf(t * t, 1, dof), rel=1e-10)
     assert f.p_two_sided[0] == f.p[0]
+
+
+# ----------------------------------------------------------------------------- far tails
+def _log_tail(kernel, x0):
+    """log of the integral of ``exp(kernel(u) - kernel(x0))`` over ``u >= x0`` (``u = x0 v``)."""
+    value, _ = integrate.quad(lambda v: np.exp(kernel(x0 * v) - kernel(x0)), 1, np.inf,
+                              epsabs=0, epsrel=1e-13, limit=500)
+    return np.log(x0) + np.log(value)
+
+
+def log_sf_t_quad(t, dof):
+    """log of the t upper tail by quadrature of the density (no incomplete beta function)."""
+    log_c = special.gammaln((dof + 1) / 2) - special.gammaln(dof / 2) - np.log(dof * np.pi) / 2
+
+    def kernel(u):  # log density - log_c, stable for u**2 >> dof
+        return -(dof + 1) / 2 * (2 * np.log(u) - np.log(dof) + np.log1p(dof / (u * u)))
+
+    return log_c + kernel(t) + _log_tail(kernel, t)
+
+
+def log_sf_f_quad(f, d1, d2):
+    log_c = d1 / 2 * np.log(d1 / d2) - special.betaln(d1 / 2, d2 / 2)
+
+    def kernel(u):
+        return (d1 / 2 - 1) * np.log(u) - (d1 + d2) / 2 * np.log1p(d1 * u / d2)
+
+    return log_c + kernel(f) + _log_tail(kernel, f)
+
+
+# where scipy's tails underflow (p < 1e-300), from huge t at few dof to t = 58 at 1000 dof,
+# where the incomplete beta function's continued fraction does real work (x = 0.23)
+@pytest.mark.parametrize(("t", "dof"), [(1e70, 5), (1e11, 30), (4.9e3, 120), (58.0, 1000),
+                                        (80.0, 1000), (1e3, 1000), (3.0, 2)])
+def test_log_tail_of_t_equals_quadrature(t, dof):
+    assert log_sf_t(np.array([t]), dof)[0] == pytest.approx(log_sf_t_quad(t, dof), rel=1e-12)
+
+
+@pytest.mark.parametrize(("f", "d1", "d2"), [(8e4, 3, 200), (800.0, 5, 1000), (1e20, 2, 60),
+                                             (1e300, 1, 2), (30.0, 1, 30)])
+def test_log_tail_of_f_equals_quadrature(f, d1, d2):
+    assert log_sf_f(np.array([f]), d1, d2)[0] == pytest.approx(log_sf_f_quad(f, d1, d2),
+                                                               rel=1e-12)
+
+
+@pytest.mark.parametrize("t", [80.0, -80.0])
+def test_far_tail_logp_and_z_of_a_contrast(t):
+    """t = +-80 at 1000 dof (p ~ 1e-437): -log10 p from the exact log tail, and z the normal
+    quantile with the same log tail, with the sign of t."""
+    n = 1001
+    e = np.linspace(-1, 1, n) ** 3
+    e = e - e.mean()
+    y = t * np.sqrt(e @ e / (n - 1) / n) + e
+    res = compute_contrast(ols_fit(y[:, None], np.ones((n, 1)), columns=["intercept"]),
+                           "intercept")
+    assert res.stat[0] == pytest.approx(t, rel=1e-12)
+    log_p = log_sf_t_quad(abs(t), n - 1)
+    assert stats.norm.logsf(abs(res.z[0])) == pytest.approx(log_p, rel=1e-12)
+    assert np.sign(res.z[0]) == np.sign(t)
+    upper = -log_p / np.log(10) if t > 0 else 0.0
+    assert res.logp[0] == pytest.approx(upper, rel=1e-12, abs=1e-12)
+    assert np.isfinite(res.z[0]) and res.p[0] > 0 and res.p_two_sided[0] > 0
+
+
+# ----------------------------------------------------------------------------- GLM edges
+def test_glm_t_is_scale_and_shift_invariant(rng):
+    """t of ``a + b * y`` equals t of ``y`` (b > 0) also for a tiny relative spread: such a
+    voxel is not mistaken for a constant one."""
+    n = 18
+    X = pd.DataFrame({"x": rng.standard_normal(n), "intercept": 1.0})
+    y = rng.standard_normal((n, 3))
+    ref = compute_contrast(ols_fit(y, X), "x").stat
+    for a, b in ((0.0, 1e-9), (1.0, 1e-9), (1e4, 1e-3), (-5.0, 1e6)):
+        np.testing.assert_allclose(compute_contrast(ols_fit(a + b * y, X), "x").stat, ref,
+                                   rtol=1e-5)
+
+
+def test_glm_one_residual_degree_of_freedom_and_one_voxel_vector(rng):
+    """n = p + 1 is allowed (dof 1: Cauchy tails, as linregress on 3 points); a 1-D Y is
+    one voxel."""
+    x = np.array([0.0, 1.0, 3.0])
+    y = np.array([0.1, 1.3, 2.6])
+    fit = ols_fit(y, pd.DataFrame({"x": x, "intercept": 1.0}))
+    assert fit.dof == 1 and fit.beta.shape == (2, 1) and fit.n_voxels == 1
+    res = compute_contrast(fit, "x")
+    lr = stats.linregress(x, y)
+    assert res.stat[0] == pytest.approx(lr.slope / lr.stderr, rel=1e-10)
+    assert res.p_two_sided[0] == pytest.approx(lr.pvalue, rel=1e-10)
+    assert ols_fit(rng.standard_normal((7, 40)), np.ones((7, 1))).n_voxels == 40
+
+
+def test_fit_second_level_accepts_an_array_design(rng):
+    import nibabel as nib
+
+    x = rng.standard_normal(10)
+    maps = [nib.Nifti1Image(rng.standard_normal((4, 4, 3)) + v, np.eye(4)) for v in x]
+    X = np.column_stack([x, np.ones(10)])
+    model = fit_second_level(maps, X)
+    assert list(model.design_matrix.columns) == ["x0", "x1"]
+    framed = fit_second_level(maps, pd.DataFrame(X, columns=["x0", "x1"]))
+    np.testing.assert_array_equal(model.compute_contrast("x0").stat,
+                                  framed.compute_contrast("x0").stat)
