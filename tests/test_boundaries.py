@@ -110,6 +110,12 @@ def test_value_exactly_at_the_height_threshold_is_kept(two_sided):
         ref, _ = _nilearn_threshold(-vol, mask, height_control=None, threshold=-3.0,
                                     two_sided=False)
         np.testing.assert_array_equal(low.thresholded, ref)
+        # a threshold of exactly 0 is a positive one: it keeps z >= 0
+        zero = threshold_map(z, height_control=None, threshold=0.0, two_sided=False)
+        assert np.array_equal(zero.thresholded != 0, z > 0) and zero.thresholded.min() >= 0
+        ref, _ = _nilearn_threshold(vol, mask, height_control=None, threshold=0.0,
+                                    two_sided=False)
+        np.testing.assert_array_equal(zero.thresholded, ref)
 
 
 def _z_with_sf_exactly(target):
