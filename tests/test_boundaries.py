@@ -73,19 +73,64 @@ def test_cluster_of_exactly_the_extent_threshold_survives(two_sided):
 
 
 def test_cluster_table_keeps_a_cluster_of_exactly_the_extent_threshold():
-    from nilearn.reporting import get_clusters_table
-
     k = 5
     vol, _ = _volume_with_clusters(k)
     img = nib.Nifti1Image(vol, AFFINE)
     table = cluster_table(img, stat_threshold=2.0, cluster_threshold=k, two_sided=True)
     sizes = sorted(table["size_voxels"].dropna().astype(int).tolist())
     assert sizes == [k, k]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ref = get_clusters_table(img, stat_threshold=2.0, cluster_threshold=k, two_sided=True)
+    ref = _nilearn_clusters(img, stat_threshold=2.0, cluster_threshold=k, two_sided=True)
     assert sorted(ref["Peak Stat"].tolist()) == sorted(table["peak_stat"].tolist())
     assert cluster_table(img, stat_threshold=2.0, cluster_threshold=k + 1).empty
+
+
+def _nilearn_clusters(img, **kwargs):
+    from nilearn.reporting import get_clusters_table
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return get_clusters_table(img, **kwargs)
+
+
+def _peaks(table):
+    """(x, y, z, peak) rows of a glmkit or nilearn cluster table."""
+    cols = ["x", "y", "z", "peak_stat"] if "peak_stat" in table else ["X", "Y", "Z", "Peak Stat"]
+    return table[cols].to_numpy(float).tolist()
+
+
+@pytest.mark.parametrize("min_distance", [8.0, 7.999])
+def test_sub_peak_exactly_min_distance_away_is_dropped(min_distance):
+    """Sub-peaks must be *more* than ``min_distance`` mm from a higher peak (nilearn)."""
+    vol = np.zeros((14, 6, 5))
+    vol[1:13, 2:4, 1:4] = 1.0
+    vol[3, 2, 2], vol[7, 2, 2], vol[12, 2, 2] = 6.0, 5.0, 4.0  # 8 mm, then 10 mm apart
+    img = nib.Nifti1Image(vol, AFFINE)
+    mine = cluster_table(img, stat_threshold=0.5, min_distance=min_distance)
+    assert (5.0 in mine["peak_stat"].tolist()) == (min_distance < 8.0)
+    assert _peaks(mine) == _peaks(_nilearn_clusters(img, stat_threshold=0.5,
+                                                    min_distance=min_distance))
+
+
+def test_peak_of_a_plateau_whose_centre_of_mass_lies_outside_it():
+    """A U-shaped plateau of maxima: its centre of mass falls on a lower voxel, so the peak is
+    the plateau voxel nearest to it (as nilearn), not the centre of mass."""
+    vol = np.zeros((11, 13, 5))
+    vol[1:9, 3:11, 1:4] = 2.0
+    vol[2, 4:10, 2] = vol[2:8, 4, 2] = vol[7, 4:10, 2] = 5.0  # U open towards +y
+    vol[3:7, 5:10, 2] = 4.0
+    img = nib.Nifti1Image(vol, AFFINE)
+    mine = cluster_table(img, stat_threshold=1.0)
+    assert mine["peak_stat"].tolist() == [5.0]
+    assert _peaks(mine) == _peaks(_nilearn_clusters(img, stat_threshold=1.0))
+
+
+def test_cluster_table_of_a_4d_image_with_one_volume():
+    vol, _ = _volume_with_clusters(5)
+    three = cluster_table(nib.Nifti1Image(vol, AFFINE), stat_threshold=2.0, two_sided=True)
+    four = cluster_table(nib.Nifti1Image(vol[..., None], AFFINE), stat_threshold=2.0,
+                         two_sided=True)
+    pd.testing.assert_frame_equal(three, four)
+    assert len(three) >= 3
 
 
 @pytest.mark.parametrize("two_sided", [False, True])

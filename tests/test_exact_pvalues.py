@@ -242,6 +242,9 @@ def test_every_logp_map_is_at_most_log10_n_perm_plus_one_on_a_strong_effect(rng)
         ceiling = np.log10(n_perm + 1)
         for logp in (res.logp_uncorrected, *res.logp_fwer.values()):
             np.testing.assert_allclose(logp, ceiling, rtol=1e-12)
+        # a permutation without any cluster has largest cluster size and mass 0
+        for s in ("cluster_size", "cluster_mass"):
+            assert res.null_max[s][1:].min() == 0.0, s
         # the ceiling itself: exact when the observed beats every permutation
         assert res.critical_value("voxel", 0.05) < res.t.min()
         assert res.critical_value("voxel", 0.049) == np.inf
