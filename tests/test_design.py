@@ -181,7 +181,16 @@ def test_rank_deficiency_names_collinear_columns(table):
     with pytest.raises(DesignError, match=r"rank deficient.*\['pseudo', 'double'\]") as exc:
         make_design(t, ["pseudo", "age", "double"])
     assert "'age'" not in str(exc.value).split("linearly")[0]
-    assert "-2*pseudo" in str(exc.value) or "-0.5*double" in str(exc.value)
+    # the dependency, scaled so that its first column has coefficient 1
+    assert "(1*pseudo -0.5*double = 0)" in str(exc.value)
+
+
+def test_one_residual_degree_of_freedom_is_enough(table):
+    """p columns need p + 1 subjects: exactly that many is a valid design, one fewer is not."""
+    three = table.iloc[:3]
+    assert make_design(three, ["pseudo"]).shape == (3, 2)
+    with pytest.raises(DesignError, match="at least 3 subjects"):
+        make_design(table.iloc[:2], ["pseudo"])
 
 
 def test_rank_deficiency_sum_of_columns(table):
