@@ -55,7 +55,7 @@ DESIGNS = {
     "fluency+intercept": (["fluency", "intercept"], [1.0, 0.0]),
     "fluency+age+intercept": (["fluency", "age", "intercept"], [1.0, 0.0, 0.0]),
     "difference": (["fluency", "age", "intercept"], [1.0, -1.0, 0.0]),
-    "fluency+age, no intercept": (["fluency", "age"], [1.0, 0.0]),
+    "fluency+age_no_intercept": (["fluency", "age"], [1.0, 0.0]),
     "one_sample": (["intercept"], [1.0]),
     "one_sample+age": (["intercept", "age"], [1.0, 0.0]),
 }
