@@ -656,13 +656,17 @@ def main(argv=None) -> int:
         "baseline": base,
         **summarise(mutants, outcome, load_equivalent()),
     }
+    # read again: another label may have been written while this one ran
+    results = json.loads(out_path.read_text()) if out_path.exists() else {}
     results.setdefault("description", "Mutation score of glmkit/stats (benchmarks/mutation.py;"
                        " see benchmarks/README.md)")
     results["machine"] = machine()
     results.setdefault("runs", {})[args.label] = run
     _cross_reference(results)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(results, indent=1) + "\n")
+    tmp = out_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=1) + "\n")
+    tmp.replace(out_path)
     print(json.dumps({k: run[k] for k in ("tried", "killed", "survived", "equivalent",
                                           "score")}), file=sys.stderr)
     return 0
