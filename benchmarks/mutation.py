@@ -581,7 +581,18 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=1,
                     help="mutants tested at once, each in its own copy (all under nice 19)")
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--summarise", action="store_true",
+                    help="re-apply mutation_equivalent.json to the stored runs, run nothing")
     args = ap.parse_args(argv)
+    if args.summarise:
+        path = Path(args.out)
+        results = json.loads(path.read_text())
+        resummarise(results, load_equivalent())
+        path.write_text(json.dumps(results, indent=1) + "\n")
+        for label, run in results["runs"].items():
+            print(label, {k: run[k] for k in ("tried", "killed", "survived", "equivalent",
+                                             "score")}, file=sys.stderr)
+        return 0
 
     mutants, originals = [], {}
     for module in args.modules:
@@ -670,6 +681,34 @@ def main(argv=None) -> int:
     print(json.dumps({k: run[k] for k in ("tried", "killed", "survived", "equivalent",
                                           "score")}), file=sys.stderr)
     return 0
+
+
+def resummarise(results: dict, equivalent: dict) -> None:
+    """Apply the current ``mutation_equivalent.json`` to stored runs (no test is run)."""
+    for run in results.get("runs", {}).values():
+        counts = {"tried": 0, "killed": 0, "survived": 0, "equivalent": 0}
+        per_module: dict[str, dict] = {}
+        for row in run["mutants"]:
+            for key in ("reason", "kind"):
+                row.pop(key, None)
+            if row["status"] != "killed":
+                note = equivalent.get(row["id"])
+                kind = note.get("kind", "equivalent") if note else None
+                row["status"] = "equivalent" if kind == "equivalent" else "survived"
+                if note:
+                    row["reason"], row["kind"] = note["reason"], kind
+            counts["tried"] += 1
+            counts[row["status"]] += 1
+            pm = per_module.setdefault(row["module"], dict.fromkeys(counts, 0))
+            pm["tried"] += 1
+            pm[row["status"]] += 1
+        denom = counts["tried"] - counts["equivalent"]
+        run.update(counts, score=round(counts["killed"] / denom, 4) if denom else None,
+                   per_module=per_module)
+        run["probes"] = {r["id"].split(":", 1)[1]: {"status": r["status"],
+                                                    "killed_by": r["killed_by"]}
+                         for r in run["mutants"] if r["operator"] == "probe"}
+    _cross_reference(results)
 
 
 def _cross_reference(results: dict) -> None:
