@@ -537,35 +537,39 @@ def load_equivalent() -> dict:
     return {k: v for k, v in json.loads(EQUIVALENT.read_text()).items() if not k.startswith("_")}
 
 
-def summarise(mutants: list[Mutant], outcome: dict, equivalent: dict) -> dict:
-    rows, counts = [], {"tried": 0, "killed": 0, "survived": 0, "equivalent": 0}
+def _rows(mutants: list[Mutant], outcome: dict) -> list[dict]:
+    """One result row per mutant: its description and outcome ("killed" or "survived")."""
+    return [{**{k: v for k, v in asdict(m).items() if k not in ("start", "end")},
+             **outcome[m.id]} for m in mutants]
+
+
+def classify(run: dict, equivalent: dict) -> None:
+    """(Re)apply ``mutation_equivalent.json`` to a run's rows and fill in its counts."""
+    counts = {"tried": 0, "killed": 0, "survived": 0, "equivalent": 0}
     per_module: dict[str, dict] = {}
-    for m in mutants:
-        res = outcome[m.id]
-        status = res["status"]
-        note = equivalent.get(m.id) if status == "survived" else None
-        if note and note.get("kind", "equivalent") == "equivalent":
-            status = "equivalent"
-        row = {**{k: v for k, v in asdict(m).items() if k not in ("start", "end")}, **res,
-               "status": status}
-        if note:  # equivalent, or a survivor only a known (xfail) glmkit bug keeps alive
-            row["reason"] = note["reason"]
-            row["kind"] = note.get("kind", "equivalent")
-        rows.append(row)
+    for row in run["mutants"]:
+        for key in ("reason", "kind"):
+            row.pop(key, None)
+        if row["status"] != "killed":
+            note = equivalent.get(row["id"])
+            kind = note.get("kind", "equivalent") if note else None
+            row["status"] = "equivalent" if kind == "equivalent" else "survived"
+            if note:  # equivalent, or a survivor only a known (xfail) glmkit bug keeps alive
+                row["reason"], row["kind"] = note["reason"], kind
         counts["tried"] += 1
-        counts[status] += 1
-        pm = per_module.setdefault(m.module, {"tried": 0, "killed": 0, "survived": 0,
-                                              "equivalent": 0})
+        counts[row["status"]] += 1
+        pm = per_module.setdefault(row["module"], dict.fromkeys(counts, 0))
         pm["tried"] += 1
-        pm[status] += 1
+        pm[row["status"]] += 1
     denom = counts["tried"] - counts["equivalent"]
-    counts["score"] = round(counts["killed"] / denom, 4) if denom else None
-    named = {r["id"].split(":", 1)[1]: {"status": r["status"], "killed_by": r["killed_by"]}
-             for r in rows if r["operator"] == "probe"}
-    return {**counts, "per_module": per_module, "probes": named, "mutants": rows}
+    run.update(counts, score=round(counts["killed"] / denom, 4) if denom else None,
+               per_module=per_module)
+    run["probes"] = {r["id"].split(":", 1)[1]: {"status": r["status"],
+                                                "killed_by": r["killed_by"]}
+                     for r in run["mutants"] if r["operator"] == "probe"}
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--label", default="after", help="name of this run in the results file")
     ap.add_argument("--tests-ref", default=None,
@@ -583,26 +587,72 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--summarise", action="store_true",
                     help="re-apply mutation_equivalent.json to the stored runs, run nothing")
-    args = ap.parse_args(argv)
-    if args.summarise:
-        path = Path(args.out)
-        results = json.loads(path.read_text())
-        resummarise(results, load_equivalent())
-        path.write_text(json.dumps(results, indent=1) + "\n")
-        for label, run in results["runs"].items():
-            print(label, {k: run[k] for k in ("tried", "killed", "survived", "equivalent",
-                                             "score")}, file=sys.stderr)
-        return 0
+    return ap
 
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _save(path: Path, results: dict) -> None:
+    _cross_reference(results)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=1) + "\n")
+    tmp.replace(path)
+    for label, run in results.get("runs", {}).items():
+        print(label, {k: run[k] for k in ("tried", "killed", "survived", "equivalent",
+                                         "score")}, file=sys.stderr)
+
+
+def _execute(todo: list[Mutant], originals: dict, args) -> tuple[dict, dict]:
+    """Run the mutants (``args.jobs`` at a time): (outcome per id, baseline per module)."""
+    atexit.register(_cleanup)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+    pool: queue.Queue = queue.Queue()
+    for _ in range(max(1, args.jobs)):
+        pool.put(Workspace(args.tests_ref))
+    ws = pool.get()
+    base = baseline(ws, sorted({m.module for m in todo}))
+    pool.put(ws)
+
+    def one(m: Mutant) -> dict:
+        ws = pool.get()
+        try:
+            return run_mutant(ws, m, originals[m.module])
+        finally:
+            pool.put(ws)
+
+    outcome = {}
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as ex:
+        futures = {ex.submit(one, m): m for m in todo}
+        for i, fut in enumerate(as_completed(futures), 1):
+            m = futures[fut]
+            r = outcome[m.id] = fut.result()
+            print(f"[{i}/{len(todo)}] {r['status']:8s} {r['seconds']:6.1f}s {m.describe()}"
+                  f"{'  by ' + str(r['killed_by']) if r['killed_by'] else ''}",
+                  file=sys.stderr, flush=True)
+    _cleanup()
+    return outcome, base
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    out_path = Path(args.out)
+    if args.summarise:
+        results = _load(out_path)
+        for run in results.get("runs", {}).values():
+            classify(run, load_equivalent())
+        _save(out_path, results)
+        return 0
     mutants, originals = [], {}
     for module in args.modules:
         text = (ROOT / "glmkit" / "stats" / f"{module}.py").read_text(encoding="utf-8")
         originals[module] = text
         limit = args.per_module if args.per_module is not None else PER_MODULE[module]
         mutants += sample(collect(module, text), limit, args.seed) + probes(module, text)
-    out_path = Path(args.out)
-    results = json.loads(out_path.read_text()) if out_path.exists() else {}
-    previous = results.get("runs", {}).get(args.label, {})
+    previous = _load(out_path).get("runs", {}).get(args.label, {})
     outcome = {r["id"]: {k: r[k] for k in ("status", "stage", "killed_by", "seconds")}
                for r in previous.get("mutants", [])}
     if args.only is not None:
@@ -616,39 +666,13 @@ def main(argv=None) -> int:
             print(m.id, m.describe())
         print(f"{len(todo)} mutants", file=sys.stderr)
         return 0
-
     missing = [m for m in mutants if m.id not in outcome and m not in todo]
     if missing:
         print(f"note: {len(missing)} mutants have no result under {args.label!r}; this run is "
               "printed, not saved", file=sys.stderr)
-    atexit.register(_cleanup)
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _on_signal)
-    pool = queue.Queue()
-    for _ in range(max(1, args.jobs)):
-        pool.put(Workspace(args.tests_ref))
-    started = time.time()
-    load_before = os.getloadavg()
-    ws = pool.get()
-    base = baseline(ws, sorted({m.module for m in todo}))
-    pool.put(ws)
-
-    def one(m: Mutant) -> dict:
-        ws = pool.get()
-        try:
-            return run_mutant(ws, m, originals[m.module])
-        finally:
-            pool.put(ws)
-
-    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as ex:
-        futures = {ex.submit(one, m): m for m in todo}
-        for i, fut in enumerate(as_completed(futures), 1):
-            m = futures[fut]
-            r = outcome[m.id] = fut.result()
-            print(f"[{i}/{len(todo)}] {r['status']:8s} {r['seconds']:6.1f}s {m.describe()}"
-                  f"{'  by ' + str(r['killed_by']) if r['killed_by'] else ''}",
-                  file=sys.stderr, flush=True)
-    _cleanup()
+    started, load_before = time.time(), os.getloadavg()
+    new, base = _execute(todo, originals, args)
+    outcome.update(new)
     if missing:
         return 0
 
@@ -665,50 +689,16 @@ def main(argv=None) -> int:
         "load_average_before_after": [load_before, os.getloadavg()],
         "sampling": {"seed": args.seed, "per_module": args.per_module or PER_MODULE},
         "baseline": base,
-        **summarise(mutants, outcome, load_equivalent()),
+        "mutants": _rows(mutants, outcome),
     }
-    # read again: another label may have been written while this one ran
-    results = json.loads(out_path.read_text()) if out_path.exists() else {}
+    classify(run, load_equivalent())
+    results = _load(out_path)  # read again: another label may have been written meanwhile
     results.setdefault("description", "Mutation score of glmkit/stats (benchmarks/mutation.py;"
                        " see benchmarks/README.md)")
     results["machine"] = machine()
     results.setdefault("runs", {})[args.label] = run
-    _cross_reference(results)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1) + "\n")
-    tmp.replace(out_path)
-    print(json.dumps({k: run[k] for k in ("tried", "killed", "survived", "equivalent",
-                                          "score")}), file=sys.stderr)
+    _save(out_path, results)
     return 0
-
-
-def resummarise(results: dict, equivalent: dict) -> None:
-    """Apply the current ``mutation_equivalent.json`` to stored runs (no test is run)."""
-    for run in results.get("runs", {}).values():
-        counts = {"tried": 0, "killed": 0, "survived": 0, "equivalent": 0}
-        per_module: dict[str, dict] = {}
-        for row in run["mutants"]:
-            for key in ("reason", "kind"):
-                row.pop(key, None)
-            if row["status"] != "killed":
-                note = equivalent.get(row["id"])
-                kind = note.get("kind", "equivalent") if note else None
-                row["status"] = "equivalent" if kind == "equivalent" else "survived"
-                if note:
-                    row["reason"], row["kind"] = note["reason"], kind
-            counts["tried"] += 1
-            counts[row["status"]] += 1
-            pm = per_module.setdefault(row["module"], dict.fromkeys(counts, 0))
-            pm["tried"] += 1
-            pm[row["status"]] += 1
-        denom = counts["tried"] - counts["equivalent"]
-        run.update(counts, score=round(counts["killed"] / denom, 4) if denom else None,
-                   per_module=per_module)
-        run["probes"] = {r["id"].split(":", 1)[1]: {"status": r["status"],
-                                                    "killed_by": r["killed_by"]}
-                         for r in run["mutants"] if r["operator"] == "probe"}
-    _cross_reference(results)
 
 
 def _cross_reference(results: dict) -> None:
