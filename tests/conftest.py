@@ -34,6 +34,20 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: long test that is the only proof of a claim")
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):
+    """With ``CI=true`` a module skipped while it is collected (``importorskip`` or
+    ``pytest.skip(allow_module_level=True)`` at import time) is a failure: such a skip would
+    hide every test in it."""
+    outcome = yield
+    report = outcome.get_result()
+    if _in_ci() and report.skipped:
+        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = (f"CI: {collector.nodeid} was skipped at collection ({reason}); "
+                           "install what it needs, or skip inside a fixture that fails in CI")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def glmkit_data_dir(request: pytest.FixtureRequest) -> Path:
     """The session's GLMKIT_DATA (a temporary folder), exported for subprocesses too."""
@@ -69,27 +83,34 @@ def demo_null(glmkit_data_dir: Path):
     return load_demo(variant="null", data_dir=glmkit_data_dir)
 
 
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
 @pytest.fixture(scope="module")
 def browser():
     """Headless Chromium (Playwright), launched once per test module that uses it.
 
     Module scope, not session: Playwright's sync API keeps its event loop running while it
-    is open, and a later ``asyncio.run()`` (tests/test_widgets.py) would then fail. Skips when
-    Playwright is not installed or ``chromium`` is not on PATH (``make test`` installs it).
+    is open, and a later ``asyncio.run()`` (tests/test_widgets.py) would then fail. This is
+    the only place browser tests may skip: outside CI when Playwright is not installed or
+    ``chromium`` is not on PATH (``make test`` installs both). With ``CI=true`` both are
+    required and their absence fails the test: in CI the browser tests are the only proof of
+    the report's viewer. Test modules must not skip at import time (that bypasses this).
     """
     executable = shutil.which("chromium")
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        # In CI the browser tests are the only proof of the report's viewer: never skip them.
+    try:
         from playwright import sync_api
-
-        assert executable is not None, (
-            "CI: chromium is not on PATH; `make test` installs Debian's chromium with apt-get")
-    else:
-        sync_api = pytest.importorskip("playwright.sync_api")
-        if executable is None:
-            pytest.skip(
-                "chromium is not on PATH; `make test` (or apt-get install chromium) installs it"
-            )
+    except ImportError as exc:
+        message = f"Playwright is not installed ({exc}); `make test` installs the test extra"
+        if _in_ci():
+            pytest.fail(f"CI: {message}", pytrace=False)
+        pytest.skip(message)
+    if executable is None:
+        message = "chromium is not on PATH; `make test` (or apt-get install chromium) installs it"
+        if _in_ci():
+            pytest.fail(f"CI: {message}", pytrace=False)
+        pytest.skip(message)
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         yield b

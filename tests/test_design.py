@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -37,7 +39,23 @@ def _pair_with_correlation(n: int, r: float, rng) -> tuple[np.ndarray, np.ndarra
 
 
 def test_reference_design_matches_nilearn_example(table):
+    """The design of nilearn's second-level association example, built the way the example
+    builds it (``[pseudo, 1]`` as ``["fluency", "intercept"]``) and with nilearn's
+    ``make_second_level_design_matrix``."""
+    from nilearn.glm.second_level import make_second_level_design_matrix
+
     d = make_design(table, ["pseudo"], rename={"pseudo": "fluency"})
+    tested_var = table["pseudo"].to_numpy()
+    example = pd.DataFrame(np.column_stack([tested_var, np.ones_like(tested_var)]),
+                           columns=["fluency", "intercept"])
+    confounds = pd.DataFrame({"subject_label": table["subject"], "fluency": tested_var})
+    with warnings.catch_warnings():  # nilearn calls cond(X) > X.size "singular" (it is not)
+        warnings.simplefilter("ignore", UserWarning)
+        nilearn_dm = make_second_level_design_matrix(table["subject"].tolist(), confounds)
+    assert np.linalg.matrix_rank(nilearn_dm.to_numpy(dtype=float)) == 2
+    for ref in (example, nilearn_dm):
+        assert list(ref.columns) == list(d.columns)
+        np.testing.assert_array_equal(d.matrix.to_numpy(), ref.to_numpy(dtype=float))
     assert isinstance(d, Design)
     assert d.columns == ("fluency", "intercept")
     assert d.matrix.index.name == "subject"
@@ -163,7 +181,16 @@ def test_rank_deficiency_names_collinear_columns(table):
     with pytest.raises(DesignError, match=r"rank deficient.*\['pseudo', 'double'\]") as exc:
         make_design(t, ["pseudo", "age", "double"])
     assert "'age'" not in str(exc.value).split("linearly")[0]
-    assert "-2*pseudo" in str(exc.value) or "-0.5*double" in str(exc.value)
+    # the dependency, scaled so that its first column has coefficient 1
+    assert "(1*pseudo -0.5*double = 0)" in str(exc.value)
+
+
+def test_one_residual_degree_of_freedom_is_enough(table):
+    """p columns need p + 1 subjects: exactly that many is a valid design, one fewer is not."""
+    three = table.iloc[:3]
+    assert make_design(three, ["pseudo"]).shape == (3, 2)
+    with pytest.raises(DesignError, match="at least 3 subjects"):
+        make_design(table.iloc[:2], ["pseudo"])
 
 
 def test_rank_deficiency_sum_of_columns(table):

@@ -400,9 +400,7 @@ def test_bad_designs(synth):
 
 # ------------------------------------------------------------------ demo parity
 @pytest.fixture(scope="module")
-def demo_fit(request):
-    pytest.importorskip("glmkit.data.datasets")
-    demo = request.getfixturevalue("demo")
+def demo_fit(demo):
     keep = demo.table["pseudo"].notna().to_numpy()
     maps = [m for m, k in zip(demo.maps, keep, strict=True) if k]
     table = demo.table[keep]

@@ -148,7 +148,23 @@ def test_tables_and_maps_are_consistent(run_folder):
     logp = np.asarray(nib.load(folder / "maps" / "logp_maxt.nii.gz").dataobj)
     assert np.isfinite(logp).all()
     assert summary["suprathreshold"]["perm_voxel"] == int((logp > -np.log10(0.05)).sum())
-    assert summary["suprathreshold"]["perm_voxel"] > 0  # the planted effect is found
+
+
+def test_planted_effect_is_found_in_the_planted_region(run_folder, demo):
+    """The run's max-T FWER map detects the demo's planted sphere and nothing far from it."""
+    import nibabel as nib
+    from scipy import ndimage
+
+    folder, _ = run_folder
+    logp_img = nib.load(folder / "maps" / "logp_maxt.nii.gz")
+    truth_img = nib.load(demo.ground_truth)
+    assert logp_img.shape == truth_img.shape and np.allclose(logp_img.affine, truth_img.affine)
+    truth = truth_img.get_fdata() > 0
+    detected = np.asarray(logp_img.dataobj) > -np.log10(0.05)
+    hits = int((detected & truth).sum())
+    distance = ndimage.distance_transform_edt(~truth, sampling=truth_img.header.get_zooms()[:3])
+    assert hits > 0 and hits >= 0.5 * detected.sum(), (hits, int(detected.sum()))
+    assert distance[detected].max() <= 15.0  # mm from the planted sphere
 
 
 def test_second_run_refused_without_force(run_folder):

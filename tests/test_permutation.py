@@ -499,35 +499,8 @@ def test_bad_inputs(cohort):
 
 
 # --------------------------------------------------------------------------- calibration
-@pytest.mark.slow
-def test_fwer_calibration_every_statistic():
-    """Null datasets (smooth noise, no effect): FWER at 0.05 within Monte Carlo error."""
-    n_datasets, n_perm, n = 600, 99, 14
-    shape = (7, 7, 5)
-    mask = np.ones(shape, bool)
-    rng = np.random.default_rng(20261125)
-    hits = {s: 0 for s in ALL}
-    hits_flip = 0
-    for i in range(n_datasets):
-        vols = ndimage.gaussian_filter(rng.standard_normal((n, *shape)), (0, 1, 1, 1))
-        Y = vols[:, mask] * 10 + 3
-        X = np.column_stack([rng.standard_normal(n), np.ones(n)])
-        res = permutation_test(Y, X, [1, 0], n_perm=n_perm, statistics=ALL, mask_img=mask,
-                               two_sided=bool(i % 2), cluster_threshold=0.05, random_state=i,
-                               scheme=("freedman_lane", "ter_braak")[i % 3 == 0],
-                               verbose=False)
-        for s in ALL:
-            hits[s] += bool(res.logp_fwer[s].max() >= -np.log10(0.05) - 1e-12)
-        one = permutation_test(Y - 3, np.ones((n, 1)), [1.0], n_perm=n_perm, random_state=i,
-                               verbose=False)
-        hits_flip += bool(one.logp_fwer["voxel"].max() >= -np.log10(0.05) - 1e-12)
-    # P(p <= 0.05) = floor(0.05 * 100) / 100 = 0.05 exactly for an exact test; the five
-    # rates are tested at 3.3 SE each (two-sided ~0.1 % per rate, ~0.5 % in all)
-    se = np.sqrt(0.05 * 0.95 / n_datasets)
-    rates = {s: h / n_datasets for s, h in hits.items()} | {"sign_flip": hits_flip / n_datasets}
-    print("FWER at 0.05 over", n_datasets, "null datasets:", rates)
-    for s, r in rates.items():
-        assert abs(r - 0.05) < 3.3 * se, rates
+# FWER calibration of every statistic, one stratum (scheme x side) at a time:
+# tests/test_calibration.py
 
 
 @pytest.mark.slow
@@ -546,12 +519,9 @@ def test_uncorrected_p_calibrated_against_t_distribution(rng):
 
 
 @pytest.mark.slow
-def test_fwer_on_demo_null(request):
+def test_fwer_on_demo_null(demo_null):
     """The demo's null variant (no planted effect): no voxel survives max-T FWER 0.05."""
-    pytest.importorskip("glmkit.data.datasets")
     from nilearn.maskers import NiftiMasker
-
-    demo_null = request.getfixturevalue("demo_null")
 
     maps = list(demo_null.maps)
     table = demo_null.table

@@ -97,7 +97,12 @@ def test_summary_mentions_fdr_and_fwer_separately(result):
     text = result.summary()
     assert "excluded by QC" in text
     assert "(FDR 0.05)" in text and "(FWER 0.05)" in text
-    assert "permutation" in result.permutation_summary().lower() or result.permutation_summary()
+    perm = result.permutation
+    text = result.permutation_summary()
+    assert text.startswith(f"Permutation test of 'fluency': {perm.n_perm} permutations")
+    assert f"random_state={result.settings.random_state}" in text
+    n_sig = int(np.sum(perm.logp_fwer["voxel"] >= -np.log10(0.05) - 1e-12))
+    assert f"{n_sig} voxels with FWER p <= 0.05" in text
 
 
 def test_no_permutation_when_no_statistic(result):
