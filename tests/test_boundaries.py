@@ -266,12 +266,6 @@ def tie_case(rng):
     return Y, pd.DataFrame({"x": x, "age": age, "intercept": 1.0})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "glmkit bug: a permutation that reproduces the observed data (the identity, or for a "
-    "two-sided sign flip the all-minus vector) is a tie with the observed statistic, but the "
-    "engine compares values computed along two paths (observed t from a GEMV and a t -> num "
-    "round trip, permuted t from the GEMM) without tolerance, so at ~5 % of voxels the tie "
-    "is not counted and p = 1/(n_perm+1) instead of 2/(n_perm+1)"))
 @pytest.mark.parametrize("columns", [["x", "intercept"], ["x", "age", "intercept"]])
 @pytest.mark.parametrize("two_sided", [False, True])
 def test_identity_permutation_counts_as_a_tie(tie_case, columns, two_sided):
@@ -288,10 +282,6 @@ def test_identity_permutation_counts_as_a_tie(tie_case, columns, two_sided):
     assert (10 ** -res.logp_fwer["voxel"]).min() >= floor
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "glmkit bug: same as test_identity_permutation_counts_as_a_tie, for sign flips: the "
-    "all-plus (and, two-sided, all-minus) sign vector reproduces |t| exactly but is not "
-    "always counted"))
 @pytest.mark.parametrize("two_sided", [False, True])
 def test_identity_sign_flip_counts_as_a_tie(tie_case, two_sided):
     Y, _ = tie_case
