@@ -11,13 +11,14 @@ import argparse
 import contextlib
 import logging
 import os
+import re
 import sys
 from typing import Any
 
 from glmkit._version import __version__
 from glmkit.errors import DataFileNotFoundError, GlmkitError, ParameterError
 
-__all__ = ["build_parser", "entry", "main"]
+__all__ = ["build_parser", "cli_text", "entry", "main"]
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     """One ``--flag`` per run parameter, with the help text and default its field declares
@@ -110,12 +111,19 @@ def _settings_from_args(args: argparse.Namespace, extras: list[str]):
     return RunSettings.from_mapping(mapping)
 
 
+class _CliFormatter(logging.Formatter):
+    """Log records in command-line terms (:func:`cli_text`)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return cli_text(super().format(record))
+
+
 class _StderrHandler(logging.StreamHandler):
     """Write to whatever ``sys.stderr`` is when a record is emitted (never a stale stream)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.setFormatter(logging.Formatter("glmkit: %(message)s"))
+        self.setFormatter(_CliFormatter("glmkit: %(message)s"))
 
     @property  # type: ignore[override]
     def stream(self):  # noqa: D102
@@ -180,16 +188,99 @@ def _dispatch(args: argparse.Namespace, extras: list[str]) -> int:
 
             index = run_batch(args.grid, force=args.force, n_jobs=args.n_jobs)
             print(f"index: {index}")
-    except (ParameterError, DataFileNotFoundError) as exc:
-        print(f"glmkit {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except GlmkitError as exc:
-        print(f"glmkit {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        print(f"glmkit {args.command}: error: {cli_text(str(exc))}", file=sys.stderr)
+        return 2 if isinstance(exc, (ParameterError, DataFileNotFoundError)) else 1
     except KeyboardInterrupt:
         print(f"glmkit {args.command}: interrupted; nothing was written", file=sys.stderr)
         return 130
     return 0
+
+
+# ------------------------------------------------------------------ messages in CLI terms
+#: options of the commands themselves (not run parameters) that messages may name
+_COMMAND_OPTIONS = ("force", "wait", "yes", "n_jobs", "params", "quiet")
+_MENTION = re.compile(r"(?<![\w.\-,\[{'\"])(?<!\w\()(?P<name>[a-z][a-z0-9_]*)=")
+
+
+def cli_text(message: str) -> str:
+    """A message in command-line terms: each ``name=value`` mention of a run parameter or a
+    command option becomes ``--name value`` (``force=True`` -> ``--force``,
+    ``covariates=['age', 'score']`` -> ``--covariates age,score``, ``qc={'keep': ['S1']}``
+    -> ``--qc '{keep: [S1]}'``). Messages name parameters as ``name=value``, the form
+    Python users type; arguments of a call (``QCPolicy(on_grid_mismatch=...)``, after
+    ``name(`` or ``,``) are code and stay.
+
+    Examples
+    --------
+    >>> cli_text("pass on_missing='drop' to drop them, or force=True")
+    'pass --on-missing drop to drop them, or --force'
+    >>> cli_text("alpha=2.0 is out of range; e.g. contrast='score - age' or contrast=[1, 0]")
+    "--alpha 2.0 is out of range; e.g. --contrast 'score - age' or --contrast '[1, 0]'"
+    >>> cli_text("mask_img= is an argument of run_qc(mask_img=...)")
+    'mask_img= is an argument of run_qc(mask_img=...)'
+    """
+    from glmkit.settings import RunSettings
+
+    names = set(RunSettings.field_names()) | set(_COMMAND_OPTIONS)
+    out, pos = [], 0
+    for match in _MENTION.finditer(message):
+        if match.start() < pos or match["name"] not in names:
+            continue
+        value, end = _value_at(message, match.end())
+        out += [message[pos:match.start()], _as_flag(match["name"], value)]
+        pos = end
+    return "".join(out) + message[pos:]
+
+
+def _value_at(text: str, start: int) -> tuple[str, int]:
+    """The value written after ``name=`` at ``start``: a quoted string, a bracketed literal
+    (``[...]``, ``{...}``, ``<...>``), ``...``, or a bare token (trailing punctuation left)."""
+    closing = {"[": "]", "{": "}", "<": ">"}
+    if start < len(text) and text[start] in "'\"":
+        end = text.find(text[start], start + 1)
+        return (text[start:end + 1], end + 1) if end > 0 else (text[start:], len(text))
+    if start < len(text) and text[start] in closing:
+        depth, i = 0, start
+        while i < len(text):
+            depth += text[i] == text[start]
+            depth -= text[i] == closing[text[start]]
+            i += 1
+            if depth == 0:
+                return text[start:i], i
+        return text[start:], len(text)
+    if text.startswith("...", start):
+        return "...", start + 3
+    token = re.match(r"[^\s,;)]*", text[start:])[0]
+    token = token.rstrip(".:") if token not in ("...",) else token
+    return token, start + len(token)
+
+
+def _as_flag(name: str, value: str) -> str:
+    import ast
+    import shlex
+
+    flag = f"--{name.replace('_', '-')}"
+    if value in ("", "True"):
+        return flag
+    if value in ("False", "None"):
+        return f"{flag} {value.lower()}"
+    if value == "..." or value.startswith("<"):
+        return f"{flag} {value}"
+    try:
+        literal = ast.literal_eval(value)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return f"{flag} {value}"
+    if isinstance(literal, (list, tuple)) and literal and all(
+            isinstance(v, str) and "," not in v for v in literal):
+        text = ",".join(literal)
+    elif isinstance(literal, (list, tuple, dict)):
+        import yaml
+
+        text = yaml.safe_dump(literal, default_flow_style=True, width=10**6).strip()
+    else:
+        text = str(literal)
+    return f"{flag} {shlex.quote(text)}"
 
 
 def entry() -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from glmkit._util import atomic_folder, logger
+from glmkit.errors import checked_arguments
 from glmkit.errors import GlmkitError, ParameterError, ReportError, RunError
 from glmkit.settings import BUILTIN_DATASETS, RunSettings, read_params_file
 
@@ -46,6 +47,7 @@ RUN_RECORD = "run.json"
 
 
 # --------------------------------------------------------------------------------- one run
+@checked_arguments
 def run_notebook(settings: RunSettings, *, progress_bar: bool = True, log_output: bool = False,
                  cwd: str | os.PathLike | None = None) -> Path:
     """Execute the notebook for ``settings`` and return the path of the run's ``report.html``.
@@ -309,6 +311,7 @@ def _cell_timings(notebook: Path) -> list[dict[str, Any]]:
     return cells
 
 
+@checked_arguments
 def check_run_folder(folder: str | os.PathLike) -> RunManifest:
     """Check a complete run folder: every file of ``manifest.json`` and of ``run.json`` (the
     executed notebook and the manifest itself) is there and unchanged.
@@ -334,6 +337,7 @@ def check_run_folder(folder: str | os.PathLike) -> RunManifest:
 
 
 # --------------------------------------------------------------------------------- batch
+@checked_arguments
 def load_grid(path: str | os.PathLike, *, force: bool | None = None) -> list[RunSettings]:
     """Read a batch file into validated settings, one per run (nothing runs yet).
 
@@ -421,6 +425,7 @@ def _run_one(settings: RunSettings, cwd: str) -> tuple[str, str]:
     return settings.run_name, "ok"
 
 
+@checked_arguments
 def run_batch(path: str | os.PathLike, *, force: bool = False, n_jobs: int = 1,
               ) -> Path:
     """Run every parameter set of a batch file and write ``<reports_dir>/index.html``.

@@ -239,7 +239,7 @@ def test_bad_bids_root_without_participants(tmp_path):
         load_bids(root, bids_filter=FILTER)
     with pytest.raises(DataFileNotFoundError, match=r"dataset='.*deriv' is a BIDS root \(it has "
                                                     r"dataset_description.json\) without "
-                                                    r"participants.tsv: pass --table"):
+                                                    r"participants.tsv: pass table=<subject table>"):
         RunSettings(dataset=str(root), covariates="score", contrast="score")
 
 
@@ -324,15 +324,15 @@ def test_bad_folder_dataset_without_design_contrast_or_table(tmp_path):
     table = str(_participants(tmp_path / "p.tsv", ["01"]))
     folder = str(tmp_path / "maps")
     with pytest.raises(ParameterError, match=re.escape(
-            "covariates is not set: a folder dataset has no default design; pass --covariates "
-            "age,score or --formula")):
+            "covariates is not set: a folder dataset has no default design; pass "
+            "covariates=['age', 'score'] or formula=")):
         RunSettings(dataset=folder, table=table)
     with pytest.raises(ParameterError, match=r"contrast is not set: a folder dataset has no "
                                              r"default contrast; pass what is tested, e\.g\. "
-                                             r"--contrast score"):
+                                             r"contrast='score'"):
         RunSettings(dataset=folder, table=table, covariates="score")
     with pytest.raises(ParameterError, match=r"table is not set: the folder of maps '.*maps' "
-                                             r"needs a subject table; pass --table"):
+                                             r"needs a subject table; pass table='participants.tsv'"):
         RunSettings(dataset=folder, covariates="score", contrast="score")
     # a formula is a design: no covariates needed
     assert RunSettings(dataset=folder, table=table, formula="score + age",

@@ -25,7 +25,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from glmkit._util import atomic_folder, get_data_dir, logger, sha256_file
+from glmkit._util import atomic_folder, get_data_dir, logger, map_header_problem, sha256_file
 from glmkit.data.choices import BIDS_SUBJECT_COLUMN, FOLDER_SUBJECT_COLUMN
 from glmkit.errors import DataFileNotFoundError, DatasetError, ImageError
 
@@ -195,6 +195,9 @@ def open_image(path: Path) -> nib.spatialimages.SpatialImage:
             f"map {path} cannot be read as NIfTI/Analyze ({type(exc).__name__}: {exc}); "
             "re-export or re-download the file."
         ) from exc
+    problem = map_header_problem(img)
+    if problem:
+        raise ImageError(f"map {path}: {problem}.")
     expected = _expected_bytes(img)
     data_file = Path(img.file_map["image"].filename)
     if _suffix(data_file) == ".nii.gz":
@@ -228,6 +231,7 @@ def read_table(table: str | os.PathLike | pd.DataFrame, subject_column: str | No
     """
     wanted = (subject_column,) if subject_column else _SUBJECT_COLUMNS
     if isinstance(table, pd.DataFrame):
+        _check_columns(list(table.columns), "table")
         frame = table.copy()
     else:
         path = Path(table).expanduser()
@@ -242,7 +246,12 @@ def read_table(table: str | os.PathLike | pd.DataFrame, subject_column: str | No
                 f"{sorted(_TABLE_SEPARATORS)} (tab- or comma-separated). Export it as TSV/CSV."
             )
         try:
+            header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str)
+            _check_columns(header.iloc[0].tolist() if len(header) else [], f"table {path}")
             frame = pd.read_csv(path, sep=sep, dtype=dict.fromkeys(wanted, str))
+        except pd.errors.EmptyDataError:
+            raise DatasetError(f"table {path} is empty; expected a header line of column "
+                               "names and one row per subject.") from None
         except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
             raise DatasetError(
                 f"table {path} cannot be read as {'TSV' if sep == chr(9) else 'CSV'} "
@@ -253,7 +262,7 @@ def read_table(table: str | os.PathLike | pd.DataFrame, subject_column: str | No
         what = " or ".join(repr(c) for c in wanted)
         raise DatasetError(
             f"table has no subject column {what}; its columns are {_columns(frame)}. Pass "
-            "subject_column=<the column holding the subject ids> (--subject-column).")
+            "subject_column=<the column holding the subject ids>.")
     ids = frame.pop(subject_column)
     if ids.isna().any():
         raise DatasetError(f"table column {subject_column!r} has empty subject ids; fill them.")
@@ -263,6 +272,15 @@ def read_table(table: str | os.PathLike | pd.DataFrame, subject_column: str | No
     frame = frame.reset_index(drop=True)
     frame.attrs["subject_column"] = subject_column  # the column the ids came from
     return frame
+
+
+def _check_columns(names: list, where: str) -> None:
+    """Column names given once each (pandas would rename a second ``score`` to ``score.1``)."""
+    names = [str(n).strip() for n in names]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DatasetError(f"{where} has several columns named {repeated}; each column needs "
+                           "its own name: rename or remove the repeated ones.")
 
 
 def _columns(frame: pd.DataFrame, limit: int = 20) -> str:

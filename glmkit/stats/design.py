@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from glmkit._util import logger
+from glmkit.errors import checked_arguments
 from glmkit.errors import DesignError, ParameterError
 
 __all__ = ["Design", "make_design", "variance_inflation"]
@@ -144,6 +145,7 @@ def variance_inflation(matrix: pd.DataFrame) -> pd.Series:
     return pd.Series(out, index=pd.Index(names, dtype=object), name="vif")
 
 
+@checked_arguments
 def make_design(
     table: pd.DataFrame,
     columns: Sequence[str] | str | None = None,
@@ -263,17 +265,9 @@ def _renamed(matrix: pd.DataFrame, rename: Mapping[str, str] | None) -> pd.DataF
 
 
 def _check_estimable(matrix: pd.DataFrame) -> None:
-    """No covariate constant next to an intercept, at least one column, one residual degree
-    of freedom, full rank."""
-    if INTERCEPT in matrix.columns:
-        for col in (c for c in matrix.columns if c != INTERCEPT):
-            x = matrix[col].to_numpy()
-            if np.ptp(x) == 0:
-                raise DesignError(
-                    f"column {col!r} is constant (value {x[0]:.6g} for all {len(x)} subjects); "
-                    "with an intercept it is collinear with the intercept and its effect is "
-                    "not estimable. Drop it, or check the table"
-                )
+    """At least one column, one residual degree of freedom (too few subjects is said first:
+    with one subject every covariate is constant), no covariate constant next to an
+    intercept, full rank."""
     n, p = matrix.shape
     if p == 0:
         raise DesignError(
@@ -286,6 +280,15 @@ def _check_estimable(matrix: pd.DataFrame) -> None:
             f"{p + 1} subjects are needed (one residual degree of freedom). Use fewer "
             "covariates or more subjects"
         )
+    if INTERCEPT in matrix.columns:
+        for col in (c for c in matrix.columns if c != INTERCEPT):
+            x = matrix[col].to_numpy()
+            if np.ptp(x) == 0:
+                raise DesignError(
+                    f"column {col!r} is constant (value {x[0]:.6g} for all {len(x)} subjects); "
+                    "with an intercept it is collinear with the intercept and its effect is "
+                    "not estimable. Drop it, or check the table"
+                )
     _check_rank(matrix)
 
 

@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from glmkit.errors import checked_arguments
 from glmkit.errors import DesignError, ParameterError
 from glmkit.stats.contrast import parse_contrast
 from glmkit.stats.engine import observed_fit, partition, permute_blocks
@@ -338,10 +339,10 @@ def _check_options(*, n_perm, scheme, dtype, connectivity, n_jobs, cluster_thres
         )
     if random_state is None:
         random_state = int(np.random.SeedSequence().entropy % (2**63))
-    elif not _check_int(random_state):
+    elif not _check_int(random_state, low=0):
         raise ParameterError(
-            "random_state must be an int or None (it is recorded); "
-            f"got {type(random_state).__name__}."
+            "random_state must be an int >= 0 or None (it is recorded); "
+            f"got {random_state!r}."
         )
     return int(n_perm), int(random_state)
 
@@ -351,6 +352,12 @@ def _check_data(Y) -> np.ndarray:
     Y = np.asarray(Y)
     if Y.ndim != 2:
         raise ParameterError(f"Y must be 2-D (n_subjects, n_voxels); got shape {Y.shape}.")
+    if 0 in Y.shape:
+        raise ParameterError(f"Y has shape {Y.shape}: no {'voxel' if Y.shape[0] else 'subject'}"
+                             " to test; pass one row per subject and at least one voxel column.")
+    if not (np.issubdtype(Y.dtype, np.number) or Y.dtype == bool) \
+            or np.issubdtype(Y.dtype, np.complexfloating):
+        raise ParameterError(f"Y has dtype {Y.dtype}; expected real numbers (float or int).")
     Y = Y.astype(np.float64, copy=False)
     if not np.isfinite(Y.sum()):  # cheap test first; exact count only on failure
         finite = np.isfinite(Y)
@@ -479,6 +486,7 @@ def _assemble(specs, model, fit, ctx, observed, obs_max, counts, null_parts, blo
 
 
 # ----------------------------------------------------------------------------- entry point
+@checked_arguments
 def permutation_test(
     Y, design, contrast, *, n_perm: int = 10000, two_sided: bool = False,
     statistics=("voxel",), mask_img=None, cluster_threshold: float = 0.001, tfce=None,

@@ -34,6 +34,7 @@ from scipy import ndimage, stats
 from glmkit.stats.choices import HEIGHT_CONTROLS
 from glmkit.stats.pvalues import P_FLOOR, logp_from_p
 from glmkit._util import logger
+from glmkit.errors import checked_arguments
 from glmkit.errors import ImageError, ParameterError
 
 __all__ = [
@@ -100,6 +101,7 @@ def _masker_of(mask_img: Any):
 
 
 # ---------------------------------------------------------------- array maths
+@checked_arguments
 def fdr_threshold(z: Any, alpha: float) -> float:
     """Benjamini-Hochberg threshold on z values (nilearn's ``fdr_threshold``).
 
@@ -142,6 +144,7 @@ def _cluster_extent(vol: np.ndarray, cluster_threshold: int) -> np.ndarray:
     return vol
 
 
+@checked_arguments
 def bonferroni_logp(p: Any, n_tests: int | None = None) -> np.ndarray:
     """Bonferroni-corrected ``-log10(min(1, p * n_tests))``, finite everywhere.
 
@@ -262,6 +265,7 @@ def _z_and_masker(z: Any, mask_img: Any) -> tuple[np.ndarray, Any]:
     return arr, _masker_of(mask_img)
 
 
+@checked_arguments
 def threshold_map(
     z: Any,
     *,
@@ -442,6 +446,7 @@ def _atlas_lookup(atlas: Any, xyz: np.ndarray) -> list[str]:
 _TABLE_COLUMNS = ["cluster_id", "cluster", "x", "y", "z", "peak_stat", "size_voxels", "size_mm3"]
 
 
+@checked_arguments
 def cluster_table(
     stat_img: Any,
     *,
