@@ -81,10 +81,20 @@ def atomic_folder(target: str | os.PathLike, *, overwrite: bool = False) -> Iter
     if target.exists():
         if not overwrite:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
+            from glmkit.errors import ReportError
+
+            raise ReportError(f"{target} appeared while it was being written (another process "
+                              "wrote it); it is kept as it is and nothing new was written")
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        target.rename(old)
-    tmp.rename(target)
+    try:
+        if old is not None:
+            target.rename(old)
+        tmp.rename(target)
+    except BaseException:  # interrupted (or failed) between the two renames: put the old back
+        if old is not None and old.exists() and not target.exists():
+            old.rename(target)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "reports/<run-name>/ (report.html, notebook.ipynb, maps/, ...) atomically.")
     run.add_argument("--params", metavar="FILE.yaml", help="YAML file of parameters")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--wait", action="store_true",
+                     help="when a run of the same name is going, wait for it to finish "
+                          "(default: refuse at once, naming it)")
     _add_settings_flags(run)
 
     summary = sub.add_parser(
@@ -79,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--force", action="store_true", help="redo complete runs too")
     batch.add_argument("--n-jobs", "--n_jobs", dest="n_jobs", type=int, default=1,
                        help="runs in parallel (joblib; -1 = all cores; default 1)")
+    batch.add_argument("--yes", action="store_true",
+                       help="start the runs even when there are more than 50 to do")
+    batch.add_argument("--wait", action="store_true",
+                       help="wait for runs of the same name that are going (default: list "
+                            "them as failed)")
     return parser
 
 
@@ -105,7 +113,7 @@ def _settings_from_args(args: argparse.Namespace, extras: list[str]):
     if args.params:
         mapping.update(read_params_file(args.params))
     flags = {k: v for k, v in vars(args).items()
-             if k not in ("command", "params", "quiet", "grid")}
+             if k not in ("command", "params", "quiet", "grid", "wait", "yes")}
     mapping.update(flags)
     mapping.update(_extras_to_mapping(extras))
     return RunSettings.from_mapping(mapping)
@@ -177,7 +185,7 @@ def _dispatch(args: argparse.Namespace, extras: list[str]) -> int:
             from glmkit.run import run_notebook
 
             settings = _settings_from_args(args, extras)
-            report = run_notebook(settings, progress_bar=not args.quiet)
+            report = run_notebook(settings, progress_bar=not args.quiet, wait=args.wait)
             print(f"report: {report}")
         elif args.command in ("summary", "info"):
             from glmkit.pipeline import preview
@@ -186,13 +194,17 @@ def _dispatch(args: argparse.Namespace, extras: list[str]) -> int:
         elif args.command == "batch":
             from glmkit.run import run_batch
 
-            index = run_batch(args.grid, force=args.force, n_jobs=args.n_jobs)
+            index = run_batch(args.grid, force=args.force, n_jobs=args.n_jobs, yes=args.yes,
+                              wait=args.wait)
             print(f"index: {index}")
     except GlmkitError as exc:
         print(f"glmkit {args.command}: error: {cli_text(str(exc))}", file=sys.stderr)
         return 2 if isinstance(exc, (ParameterError, DataFileNotFoundError)) else 1
-    except KeyboardInterrupt:
-        print(f"glmkit {args.command}: interrupted; nothing was written", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        from glmkit.run import RunInterrupted
+
+        said = str(exc) if isinstance(exc, RunInterrupted) else "nothing was written"
+        print(f"glmkit {args.command}: interrupted; {cli_text(said)}", file=sys.stderr)
         return 130
     return 0
 

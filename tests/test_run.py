@@ -188,7 +188,7 @@ def test_existing_run_is_not_overwritten_without_force(tmp_path, notebooks):
     target = tmp_path / "reports" / "r"
     target.mkdir(parents=True)
     (target / "report.html").write_text("earlier complete run")
-    with pytest.raises(ReportError, match=r"already exists .*pass --force"):
+    with pytest.raises(ReportError, match=r"already exists .*pass force=True"):
         run(_settings(tmp_path, notebooks["ok"]), progress_bar=False)
     assert (target / "report.html").read_text() == "earlier complete run"
 
@@ -284,11 +284,12 @@ def test_killed_run_leaves_nothing_half_written(tmp_path, notebooks, sig):
     if sig != signal.SIGKILL:  # cleanup ran: not even the temporary folder is left
         assert _listing(reports) == [], err
         assert "interrupted; nothing was written" in err
-    else:  # only a hidden temporary folder, which the next run points out
-        assert all(name.startswith(".r.tmp-") for name in _listing(reports))
+    else:  # only a hidden temporary folder (and the lock file), which the next run removes
+        assert all(name.startswith((".r.tmp-", ".r.lock")) for name in _listing(reports))
         out = subprocess.run([*cmd[:5], notebooks["fail"], *cmd[6:]], capture_output=True,
                              text=True, timeout=120)
-        assert "were left by a run that was killed" in out.stderr
+        assert re.search(r"removed \.r\.tmp-\w+, left by a run of r that was killed", out.stderr)
+        assert [n for n in _listing(reports) if n.startswith(".")] == []
 
 
 def test_reports_dir_not_writable(tmp_path, notebooks):
@@ -414,4 +415,7 @@ def test_terminated_parallel_batch_leaves_nothing(tmp_path, notebooks):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert _listing(reports) == [], err
+    # no run was complete: only the index, which says so, is left (no temporary folder)
+    assert _listing(reports) == ["index.html"], err
+    assert "interrupted; batch grid.yaml: 0 of 2 runs completed, 2 not" in err
+    assert (reports / "index.html").read_text().count("interrupted (not complete)") == 2
