@@ -198,8 +198,7 @@ def _dispatch(args: argparse.Namespace, extras: list[str]) -> int:
                               wait=args.wait)
             print(f"index: {index}")
     except GlmkitError as exc:
-        print(f"glmkit {args.command}: error: {cli_text(str(exc))}", file=sys.stderr)
-        return 2 if isinstance(exc, (ParameterError, DataFileNotFoundError)) else 1
+        return _error_exit(args.command, exc)
     except KeyboardInterrupt as exc:
         from glmkit.run import RunInterrupted
 
@@ -292,7 +291,16 @@ def _as_flag(name: str, value: str) -> str:
         text = yaml.safe_dump(literal, default_flow_style=True, width=10**6).strip()
     else:
         text = str(literal)
+    if any(ord(ch) < 32 for ch in text):  # a newline or tab, shown escaped on one line
+        return f"{flag} {text!r}"
     return f"{flag} {shlex.quote(text)}"
+
+
+def _error_exit(command: str, exc: GlmkitError) -> int:
+    """Print a GlmkitError in command-line terms; the exit status is 2 for a bad parameter or
+    a missing input (a usage error), 1 for the rest."""
+    print(f"glmkit {command}: error: {cli_text(str(exc))}", file=sys.stderr)
+    return 2 if isinstance(exc, (ParameterError, DataFileNotFoundError)) else 1
 
 
 def entry() -> None:

@@ -127,12 +127,12 @@ def checked_arguments(func: _F) -> _F:
 
 
 def _bad_call(name: str, exc: TypeError, kwargs: dict[str, Any], names: list[str]) -> str:
-    text = f"{name}() {exc}"
     unknown = [k for k in kwargs if k not in names]
-    hints = [f"{k!r} -> {close[0]!r}" for k in unknown
-             if (close := difflib.get_close_matches(k, names, n=1, cutoff=0.6))]
-    if len(unknown) == 1 and hints:
-        text += f" (did you mean {hints[0].split(' -> ')[1]}?)"
-    elif hints:
-        text += f" (did you mean {', '.join(hints)}?)"
-    return f"{text}; accepted arguments: {', '.join(names)}"
+    if not unknown:
+        return f"{name}() {exc}; use its arguments: {', '.join(names)}"
+    close = {k: m[0] for k in unknown if (m := difflib.get_close_matches(k, names, n=1,
+                                                                          cutoff=0.6))}
+    shown = ", ".join(f"{k!r}" + (f" (did you mean {close[k]!r}?)" if k in close else "")
+                      for k in unknown)
+    return (f"{name}() got an unexpected keyword argument {shown}; use its arguments: "
+            f"{', '.join(names)}")

@@ -526,8 +526,8 @@ def _settings_for(data: Any, table: Any, changes: dict[str, Any]) -> RunSettings
 
         if table is None and not isinstance(data, (str, Path)):
             raise ParameterError(
-                "run_analysis(maps, ...) needs table=<DataFrame or TSV/CSV path> of the "
-                "subjects: maps given from Python are matched to its rows")
+                "run_analysis(maps, ...) needs the subject table: pass table=<DataFrame or "
+                "TSV/CSV path>; maps given from Python are matched to its rows")
         options = {k: changes.pop(k) for k in ("subject_column", "bids_filter", "on_missing")
                    if changes.get(k) is not None}
         data = load_dataset(data, table=table, **options)

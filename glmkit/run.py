@@ -575,7 +575,8 @@ def load_grid(path: str | os.PathLike, *, force: bool | None = None) -> list[Run
         raise ParameterError(f"batch file {str(path)!r} gives several runs the same run_name "
                              f"{duplicates}: give each run its own run_name")
     if len({str(Path(s.reports_dir).absolute()) for s in settings}) > 1:
-        raise ParameterError(f"batch file {str(path)!r}: all runs must share one reports_dir")
+        raise ParameterError(f"batch file {str(path)!r}: all runs must share one reports_dir; "
+                             "give reports_dir once, at the top of the file")
     return settings
 
 

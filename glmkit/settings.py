@@ -350,7 +350,8 @@ class RunSettings:
         if self.tfce is not None and "tfce" not in self.statistics:
             object.__setattr__(self, "statistics", (*self.statistics, "tfce"))
         if len(set(self.statistics)) != len(self.statistics):
-            raise ParameterError(f"statistics={list(self.statistics)} repeats a statistic")
+            raise ParameterError(f"statistics={list(self.statistics)} repeats a statistic; "
+                                 "list each statistic once")
         _check_run_name(self.run_name)
         if not self.reports_dir.strip():
             raise ParameterError("reports_dir is empty: expected a folder, e.g. 'reports'")
@@ -696,7 +697,8 @@ def read_params_file(path: str | os.PathLike) -> dict[str, Any]:
         raise ParameterError(f"params file {str(path)!r} is not UTF-8 text ({exc.reason} at "
                              f"byte {exc.start}): save it as UTF-8 YAML") from None
     except yaml.YAMLError as exc:
-        raise ParameterError(f"params file {str(path)!r} is not valid YAML: {exc}") from None
+        raise ParameterError(f"params file {str(path)!r} is not valid YAML: "
+                             f"{yaml_problem(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, Mapping):
@@ -741,6 +743,14 @@ def load_yaml(text: str) -> Any:
 
     _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+def yaml_problem(exc: Exception) -> str:
+    """A YAML error on one line: what is wrong, where, and the fix."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}; fix that line (lines like 'n_perm: 1000', lists in [ ])"
 
 
 def _normalise_name(name: Any) -> str:

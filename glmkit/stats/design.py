@@ -320,7 +320,7 @@ def _vif_with_warning(matrix: pd.DataFrame) -> pd.Series:
 def _subject_index(table: pd.DataFrame, subject_column: str) -> pd.Index:
     if subject_column not in table.columns:
         raise DesignError(
-            f"subject_column {subject_column!r} not in the table; available columns: "
+            f"subject_column {subject_column!r} not in the table; name one of its columns: "
             f"{list(table.columns)}"
         )
     ids = table[subject_column]
@@ -375,7 +375,7 @@ def _from_columns(table, columns, *, intercept, subjects, subject_column
     unknown = [c for c in columns if c not in table.columns]
     if unknown:
         raise DesignError(
-            f"column(s) {unknown} not in the table; available columns: {available}"
+            f"column(s) {unknown} not in the table; use the table's columns: {available}"
         )
     if len(set(columns)) != len(columns):
         raise DesignError(f"columns: each column once please, found {columns}")
@@ -491,12 +491,14 @@ def _from_formula(table, formula, *, intercept, subjects) -> pd.DataFrame:
     try:
         required = Formula(rhs).required_variables
     except Exception as exc:
-        raise DesignError(f"formula {formula!r} cannot be parsed: {exc}") from exc
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DesignError(f"formula {formula!r} cannot be parsed: {first}; check its syntax, "
+                          "e.g. 'age + C(group)'") from exc
     known = set(table.columns)
     unknown = sorted(v for v in required if v not in known and not _is_module_name(v))
     if unknown:
         raise DesignError(
-            f"formula {formula!r} uses {unknown}, not in the table; available columns: "
+            f"formula {formula!r} uses {unknown}, not in the table; use the table's columns: "
             f"{list(table.columns)}"
         )
     for var in sorted(v for v in required if v in known):
