@@ -83,6 +83,7 @@ _RUN_TERMS = (
      "on_grid_mismatch='resample'"),
     (re.compile(r"\bmask_img=(?=[\s,.;)]|$)"), "mask=<NIfTI file or 'mni152'>"),
     (re.compile(r"lower min_coverage"), "lower min_coverage, e.g. qc={'min_coverage': 0.5}"),
+    (re.compile(r"\bQCPolicy\.(\w+)"), r"qc's \1"),
     (re.compile(r"\(QCPolicy\(exclude=\.\.\.\)\)"),
      "with qc={'exclude': ['missing_value']} (the checks that exclude; the others flag)"),
 )

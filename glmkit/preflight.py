@@ -142,15 +142,19 @@ def check_memory(dataset: Dataset, settings: RunSettings, *, mask_voxels: int | 
         The estimate, its largest parts, what is available, and what to change.
     """
     n_voxels, itemsize = _grid_of(dataset.maps[0])
-    estimate = estimate_memory(
-        n_maps=len(dataset.maps), n_voxels=n_voxels, n_mask_voxels=mask_voxels,
-        itemsize=itemsize, n_perm=settings.n_perm if settings.statistics else 0,
-        n_statistics=max(1, len(settings.statistics)), n_jobs=settings.n_jobs)
+
+    def with_perms(n_perm: int) -> MemoryEstimate:
+        return estimate_memory(
+            n_maps=len(dataset.maps), n_voxels=n_voxels, n_mask_voxels=mask_voxels,
+            itemsize=itemsize, n_perm=n_perm, n_statistics=max(1, len(settings.statistics)),
+            n_jobs=settings.n_jobs)
+
+    estimate = with_perms(settings.n_perm if settings.statistics else 0)
     available = available_memory() if available is None else available
     logger.info("memory preflight: about %s at the peak (%s); %s available",
                 _size(estimate.peak), estimate.describe(), _size(available))
     if estimate.peak > HEADROOM * available:
-        raise ResourceError(_too_big(estimate, available, settings))
+        raise ResourceError(_too_big(estimate, available, settings, with_perms))
     return estimate
 
 
@@ -164,12 +168,21 @@ def _grid_of(first: Any) -> tuple[int, int]:
     return int(np.prod(shape)), int(img.get_data_dtype().itemsize)
 
 
-def _too_big(estimate: MemoryEstimate, available: int, settings: RunSettings) -> str:
+def _fitting_perms(budget: float, with_perms) -> int:
+    """The largest n_perm whose permutation peak fits ``budget`` (the model is linear in it)."""
+    one, two = with_perms(1).permutation_peak, with_perms(2).permutation_peak
+    per, fixed = max(1, two - one), one - (two - one)
+    return int(max(0, (budget - fixed) // per))
+
+
+def _too_big(estimate: MemoryEstimate, available: int, settings: RunSettings,
+             with_perms) -> str:
     fixes = []
-    if estimate.parts["draws"] + estimate.parts["nulls"] > 0.25 * estimate.peak:
-        fitting = int(max(1, (HEADROOM * available - estimate.fit_peak)
-                          // max(1, estimate.n_maps * 4 + 8 * max(1, len(settings.statistics)))))
-        fixes.append(f"fewer permutations, n_perm={min(settings.n_perm - 1, fitting)} or less")
+    budget = HEADROOM * available
+    if estimate.permutation_peak > budget and estimate.fit_peak <= budget:
+        fitting = min(settings.n_perm - 1, _fitting_perms(budget, with_perms))
+        if fitting >= 1:
+            fixes.append(f"fewer permutations, n_perm={fitting} or less")
     if estimate.n_mask_voxels == estimate.n_voxels:
         fixes.append("an analysis mask, mask='mni152' or mask=<NIfTI file> (only its voxels "
                      "are analysed)")

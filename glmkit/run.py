@@ -338,8 +338,8 @@ def check_reports_dir(reports_dir: str | os.PathLike) -> Path:
     except OSError as exc:
         raise ReportError(
             f"reports_dir {str(path)!r} is not writable ({exc.strerror or exc}): expected a "
-            "folder where runs can be created; pass --reports-dir with a writable folder or "
-            "fix its permissions") from None
+            "folder where runs can be created; pass reports_dir=<writable folder> or fix its "
+            "permissions") from None
     return path
 
 

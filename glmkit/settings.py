@@ -347,6 +347,15 @@ class RunSettings:
         _check_choice("on_grid_mismatch", self.on_grid_mismatch, GRID_ACTIONS)
         for stat in self.statistics:
             _check_choice("statistics", stat, statistic_names(), what="statistic")
+        if isinstance(self.tfce, Mapping):
+            from glmkit.stats.permutation import check_tfce  # numpy: not at import
+
+            check_tfce(self.tfce)
+        covariates = list(self.covariates or ())
+        repeated = sorted({c for c in covariates if covariates.count(c) > 1})
+        if repeated:
+            raise ParameterError(f"covariates={covariates} repeats {repeated}; list each "
+                                 "column once")
         if self.tfce is not None and "tfce" not in self.statistics:
             object.__setattr__(self, "statistics", (*self.statistics, "tfce"))
         if len(set(self.statistics)) != len(self.statistics):
@@ -385,6 +394,11 @@ class RunSettings:
                 "difference of levels at a time, e.g. 'post - pre'")
 
     def _check_design_options(self) -> None:
+        if self.within is not None and self.dataset in BUILTIN_DATASETS:
+            raise ParameterError(
+                f"within={self.within!r} with the built-in dataset {self.dataset!r}: it has "
+                "one map per subject; within is for a folder with several maps per subject "
+                "(one per level), e.g. dataset='maps/' with table='sessions.tsv'")
         if self.within is not None and self.within in (self.covariates or ()):
             raise ParameterError(f"within={self.within!r} is also in covariates: the "
                                  "within-subject column is not a covariate; remove it")
@@ -776,7 +790,7 @@ def _check_open_unit(name: str, value: float) -> None:
 def _check_choice(name: str, value, choices, *, what: str = "value") -> None:
     if value not in choices:
         shown = [c if c is not None else "none" for c in choices]
-        raise ParameterError(f"{name}: {value!r} is not a known {what}: expected one of {shown}"
+        raise ParameterError(f"{name}={value!r} is not a known {what}: expected one of {shown}"
                              f"{_did_you_mean(value, [c for c in choices if c])}")
 
 

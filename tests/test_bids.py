@@ -342,9 +342,9 @@ def test_bad_folder_dataset_without_design_contrast_or_table(tmp_path):
 @pytest.mark.parametrize("changes, match", [
     ({"table": "{table}"}, r"table given with dataset the built-in 'demo': it brings its own"),
     ({"bids_filter": {"desc": "x"}}, r"bids_filter given with dataset the built-in 'demo'"),
-    ({"export": "nifti"}, r"export: 'nifti' is not a known export format: expected one of "
+    ({"export": "nifti"}, r"export='nifti' is not a known export format: expected one of "
                           r"\['bids'\]"),
-    ({"on_missing": "skip"}, r"on_missing: 'skip' is not a known value: expected one of "
+    ({"on_missing": "skip"}, r"on_missing='skip' is not a known value: expected one of "
                              r"\['error', 'drop'\]"),
 ])
 def test_bad_options_for_the_dataset(tmp_path, changes, match):
@@ -367,7 +367,8 @@ def test_bad_lists_and_python_objects(tmp_path):
         load_folder({"a": img, "z": img}, table)
     with pytest.raises(ParameterError, match=r"dataset='.*nowhere' is neither one of"):
         RunSettings(dataset=f"{tmp_path},{tmp_path / 'nowhere'}", table=str(tmp_path / "x"))
-    with pytest.raises(ParameterError, match=r"run_analysis\(maps, \.\.\.\) needs table="):
+    with pytest.raises(ParameterError, match=r"run_analysis\(maps, \.\.\.\) needs the subject "
+                                             r"table: pass table="):
         pipeline.run_analysis([img, img], covariates="score", contrast="score")
 
 

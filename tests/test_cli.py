@@ -49,9 +49,9 @@ def test_glmkit_help_lists_every_parameter_flag():
         (["--alpha", "0"], "--alpha 0.0 is out of range"),
         (["--run-name", "../escape"], "--run-name ../escape is not a safe folder name"),
         (["--run-name", "a/b"], "--run-name a/b is not a safe folder name"),
-        (["--statistics", "voxel,maxt"], "statistics: 'maxt' is not a known statistic"),
-        (["--height-control", "fwer"], "height_control: 'fwer' is not a known value"),
-        (["--scheme", "manly"], "scheme: 'manly' is not a known value"),
+        (["--statistics", "voxel,maxt"], "--statistics maxt is not a known statistic"),
+        (["--height-control", "fwer"], "--height-control fwer is not a known value"),
+        (["--scheme", "manly"], "--scheme manly is not a known value"),
         (["--contrast", "fluenc"], "contrast 'fluenc' names 'fluenc', which is not a design "
                                    "column.*did you mean 'fluency'"),
         (["--contrast", "fluency - fluency"], r"contrast 'fluency - fluency' is all zeros "

@@ -217,6 +217,10 @@ def open_image(path: Path) -> nib.spatialimages.SpatialImage:
     return img
 
 
+#: what a table cell holds for a missing value (pandas' default markers)
+_MISSING = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+            "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
+
 #: the subject-id columns looked for when none is named, in order
 _SUBJECT_COLUMNS = (FOLDER_SUBJECT_COLUMN, BIDS_SUBJECT_COLUMN)
 
@@ -246,9 +250,15 @@ def read_table(table: str | os.PathLike | pd.DataFrame, subject_column: str | No
                 f"{sorted(_TABLE_SEPARATORS)} (tab- or comma-separated). Export it as TSV/CSV."
             )
         try:
-            header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str)
-            _check_columns(header.iloc[0].tolist() if len(header) else [], f"table {path}")
-            frame = pd.read_csv(path, sep=sep, dtype=dict.fromkeys(wanted, str))
+            header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str,
+                                 keep_default_na=False)
+            names = header.iloc[0].tolist() if len(header) else []
+            _check_columns(names, f"table {path}")
+            # subject ids are text as written ('NA' and 'NULL' are ids); other columns read
+            # pandas' usual missing-value markers (n/a, NA, ...) as missing
+            frame = pd.read_csv(path, sep=sep, dtype=dict.fromkeys(wanted, str),
+                                keep_default_na=False,
+                                na_values={c: _MISSING for c in names if c not in wanted})
         except pd.errors.EmptyDataError:
             raise DatasetError(f"table {path} is empty; expected a header line of column "
                                "names and one row per subject.") from None
@@ -260,11 +270,18 @@ def read_table(table: str | os.PathLike | pd.DataFrame, subject_column: str | No
     subject_column = next((c for c in wanted if c in frame.columns), None)
     if subject_column is None:
         what = " or ".join(repr(c) for c in wanted)
+        glued = [sep for sep in (";", ",", "\t", "|") if len(frame.columns) == 1
+                 and sep in str(frame.columns[0])]
+        if glued:
+            raise DatasetError(
+                f"table has one column {str(frame.columns[0])[:80]!r}: its values are "
+                f"separated by {glued[0]!r}, not by tabs (.tsv) or commas (.csv); save it "
+                "tab- or comma-separated, as its extension says.")
         raise DatasetError(
             f"table has no subject column {what}; its columns are {_columns(frame)}. Pass "
             "subject_column=<the column holding the subject ids>.")
     ids = frame.pop(subject_column)
-    if ids.isna().any():
+    if ids.isna().any() or (ids.astype(str).str.strip() == "").any():
         raise DatasetError(f"table column {subject_column!r} has empty subject ids; fill them.")
     frame.insert(0, "subject", ids.astype(str).str.strip())
     if unique:

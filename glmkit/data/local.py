@@ -298,7 +298,9 @@ def _match_rows(files, frame, subject_column, on_missing) -> tuple[pd.DataFrame,
         logger.warning("load_folder: dropping unmatched %s", detail)
     frame = frame[frame["subject"].isin(list(matched))].reset_index(drop=True)
     if frame.empty:
-        raise DatasetError(f"no map matches any subject id of column {subject_column!r}.")
+        raise DatasetError(f"no map matches any subject id of column {subject_column!r}; "
+                           "check that each map's file name or folder holds its subject's id "
+                           "(e.g. sub-01_con.nii.gz or sub-01/con.nii for id sub-01 or 01).")
     return frame, matched
 
 

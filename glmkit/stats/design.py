@@ -378,7 +378,7 @@ def _from_columns(table, columns, *, intercept, subjects, subject_column
             f"column(s) {unknown} not in the table; use the table's columns: {available}"
         )
     if len(set(columns)) != len(columns):
-        raise DesignError(f"columns: each column once please, found {columns}")
+        raise DesignError(f"columns: {columns} repeats a column; list each column once")
     data: dict[str, np.ndarray] = {}
     levels: dict[str, dict[str, str | None]] = {}
     for col in columns:

@@ -66,7 +66,7 @@ from glmkit.stats.resample import draw as _draw  # noqa: F401 - the tests' hook
 from glmkit.stats.statistics import (SCHEMES, TFCE_DEFAULTS, StatContext, StatisticSpec,
                                      get_statistic)
 
-__all__ = ["PermutationResult", "permutation_test"]
+__all__ = ["PermutationResult", "permutation_test", "check_tfce"]
 
 #: neighbourhoods of clusters and TFCE (faces, + edges, + corners)
 CONNECTIVITIES = (6, 18, 26)
@@ -212,7 +212,8 @@ def _as_statistics(statistics, tfce) -> tuple[StatisticSpec, ...]:
     return tuple(get_statistic(name) for name in names)
 
 
-def _tfce_params(tfce) -> dict:
+def check_tfce(tfce) -> dict:
+    """TFCE options (None, True or a mapping of ``E``, ``H``, ``dh``) checked, with defaults."""
     params = dict(TFCE_DEFAULTS)
     if tfce in (None, True, False):
         return params
@@ -224,14 +225,20 @@ def _tfce_params(tfce) -> dict:
     unknown = set(tfce) - set(TFCE_DEFAULTS)
     if unknown:
         raise ParameterError(
-            f"tfce: unknown keys {sorted(unknown)}; known keys are {tuple(TFCE_DEFAULTS)}."
+            f"tfce: unknown keys {sorted(unknown)}; use the keys {tuple(TFCE_DEFAULTS)}."
         )
     params.update(tfce)
-    for key in ("E", "H"):
-        if not float(params[key]) > 0:
-            raise ParameterError(f"tfce[{key!r}] must be > 0; got {params[key]!r}.")
-    if params["dh"] != "auto" and not float(params["dh"]) > 0:
-        raise ParameterError(f"tfce['dh'] must be 'auto' or > 0; got {params['dh']!r}.")
+    for key in ("E", "H", "dh"):
+        value = params[key]
+        if key == "dh" and value == "auto":
+            continue
+        try:
+            positive = float(value) > 0 and not isinstance(value, bool)
+        except (TypeError, ValueError):
+            positive = False
+        if not positive:
+            raise ParameterError(f"tfce[{key!r}] must be a number > 0"
+                                 f"{' or auto' if key == 'dh' else ''}; got {value!r}.")
     return params
 
 
@@ -569,7 +576,7 @@ def permutation_test(
         n_perm=n_perm, scheme=scheme, dtype=dtype, connectivity=connectivity, n_jobs=n_jobs,
         cluster_threshold=cluster_threshold, random_state=random_state)
     specs = _as_statistics(statistics, tfce)
-    tfce_params = _tfce_params(tfce)
+    tfce_params = check_tfce(tfce)
     Y = _check_data(Y)
     n, V = Y.shape
     X, c, cname = _design_matrix(design, contrast, n)

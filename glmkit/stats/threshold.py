@@ -96,7 +96,7 @@ def _masker_of(mask_img: Any):
     if hasattr(mask_img, "mask_img_"):
         return mask_img
     if isinstance(mask_img, (str, os.PathLike)) and not os.path.exists(mask_img):
-        raise ImageError(f"mask_img {mask_img} does not exist.")
+        raise ImageError(f"mask_img {mask_img} does not exist; check the path.")
     return NiftiMasker(mask_img=mask_img, standardize=None, reports=False).fit()
 
 
@@ -116,6 +116,9 @@ def fdr_threshold(z: Any, alpha: float) -> float:
     """
     alpha = _check_alpha(alpha)
     z_sorted = -np.sort(-np.asarray(z, dtype=float).ravel())
+    if z_sorted.size == 0:
+        raise ParameterError("z is empty: no value to threshold; pass the z values of at "
+                             "least one voxel")
     p = stats.norm.sf(z_sorted)
     n = p.size
     passed = p < alpha * np.linspace(1 / n, 1, n)
@@ -523,7 +526,7 @@ def _stat_volume(stat_img: Any) -> tuple[np.ndarray, np.ndarray, float]:
 
     if isinstance(stat_img, (str, os.PathLike)):
         if not os.path.exists(stat_img):
-            raise ImageError(f"stat_img {stat_img} does not exist.")
+            raise ImageError(f"stat_img {stat_img} does not exist; check the path.")
         stat_img = nib.load(stat_img)
     if not isinstance(stat_img, nib.spatialimages.SpatialImage):
         raise ParameterError(
