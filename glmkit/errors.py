@@ -106,10 +106,12 @@ def checked_arguments(func: _F) -> _F:
     >>> @checked_arguments
     ... def fit(data, *, n_perm=100):
     ...     return n_perm
-    >>> fit([1], n_prem=5)
-    Traceback (most recent call last):
-    ...
-    glmkit.errors.ParameterError: fit() got an unexpected keyword argument 'n_prem' (did you mean 'n_perm'?); ...
+    >>> try:
+    ...     fit([1], n_prem=5)
+    ... except ParameterError as exc:
+    ...     print(exc)
+    fit() got an unexpected keyword argument 'n_prem' (did you mean 'n_perm'?); use its \
+arguments: data, n_perm
     """
     signature = inspect.signature(func)
     names = [p.name for p in signature.parameters.values()

@@ -239,7 +239,8 @@ def test_bad_bids_root_without_participants(tmp_path):
         load_bids(root, bids_filter=FILTER)
     with pytest.raises(DataFileNotFoundError, match=r"dataset='.*deriv' is a BIDS root \(it has "
                                                     r"dataset_description.json\) without "
-                                                    r"participants.tsv: pass table=<subject table>"):
+                                                    r"participants.tsv: pass "
+                                                    r"table=<subject table>"):
         RunSettings(dataset=str(root), covariates="score", contrast="score")
 
 
@@ -332,7 +333,8 @@ def test_bad_folder_dataset_without_design_contrast_or_table(tmp_path):
                                              r"contrast='score'"):
         RunSettings(dataset=folder, table=table, covariates="score")
     with pytest.raises(ParameterError, match=r"table is not set: the folder of maps '.*maps' "
-                                             r"needs a subject table; pass table='participants.tsv'"):
+                                             r"needs a subject table; pass "
+                                             r"table='participants.tsv'"):
         RunSettings(dataset=folder, covariates="score", contrast="score")
     # a formula is a design: no covariates needed
     assert RunSettings(dataset=folder, table=table, formula="score + age",

@@ -299,7 +299,8 @@ def test_reports_dir_not_writable(tmp_path, notebooks):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     settings = RunSettings(notebook=notebooks["ok"], reports_dir=str(blocker / "reports"))
-    with pytest.raises(ReportError, match=r"reports_dir .* is not writable .*reports_dir=<writable"):
+    with pytest.raises(ReportError, match=r"reports_dir .* is not writable .*"
+                                          r"reports_dir=<writable"):
         run(settings, progress_bar=False)
 
 
