@@ -20,7 +20,9 @@ from glmkit.errors import (
     ParameterError,
     QCError,
     ReportError,
+    ResourceError,
     RunError,
+    RunLockedError,
 )
 
 # public name -> module that defines it
@@ -81,7 +83,9 @@ __all__ = [
     "DesignError",
     "ContrastError",
     "RunError",
+    "RunLockedError",
     "ReportError",
+    "ResourceError",
     *_LAZY,
 ]
 

@@ -11,13 +11,14 @@ import argparse
 import contextlib
 import logging
 import os
+import re
 import sys
 from typing import Any
 
 from glmkit._version import __version__
 from glmkit.errors import DataFileNotFoundError, GlmkitError, ParameterError
 
-__all__ = ["build_parser", "entry", "main"]
+__all__ = ["build_parser", "cli_text", "entry", "main"]
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     """One ``--flag`` per run parameter, with the help text and default its field declares
@@ -58,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "reports/<run-name>/ (report.html, notebook.ipynb, maps/, ...) atomically.")
     run.add_argument("--params", metavar="FILE.yaml", help="YAML file of parameters")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--wait", action="store_true",
+                     help="when a run of the same name is going, wait for it to finish "
+                          "(default: refuse at once, naming it)")
     _add_settings_flags(run)
 
     summary = sub.add_parser(
@@ -78,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--force", action="store_true", help="redo complete runs too")
     batch.add_argument("--n-jobs", "--n_jobs", dest="n_jobs", type=int, default=1,
                        help="runs in parallel (joblib; -1 = all cores; default 1)")
+    batch.add_argument("--yes", action="store_true",
+                       help="start the runs even when there are more than 50 to do")
+    batch.add_argument("--wait", action="store_true",
+                       help="wait for runs of the same name that are going (default: list "
+                            "them as failed)")
     return parser
 
 
@@ -104,10 +113,17 @@ def _settings_from_args(args: argparse.Namespace, extras: list[str]):
     if args.params:
         mapping.update(read_params_file(args.params))
     flags = {k: v for k, v in vars(args).items()
-             if k not in ("command", "params", "quiet", "grid")}
+             if k not in ("command", "params", "quiet", "grid", "wait", "yes")}
     mapping.update(flags)
     mapping.update(_extras_to_mapping(extras))
     return RunSettings.from_mapping(mapping)
+
+
+class _CliFormatter(logging.Formatter):
+    """Log records in command-line terms (:func:`cli_text`)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return cli_text(super().format(record))
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -115,7 +131,7 @@ class _StderrHandler(logging.StreamHandler):
 
     def __init__(self) -> None:
         super().__init__()
-        self.setFormatter(logging.Formatter("glmkit: %(message)s"))
+        self.setFormatter(_CliFormatter("glmkit: %(message)s"))
 
     @property  # type: ignore[override]
     def stream(self):  # noqa: D102
@@ -169,7 +185,7 @@ def _dispatch(args: argparse.Namespace, extras: list[str]) -> int:
             from glmkit.run import run_notebook
 
             settings = _settings_from_args(args, extras)
-            report = run_notebook(settings, progress_bar=not args.quiet)
+            report = run_notebook(settings, progress_bar=not args.quiet, wait=args.wait)
             print(f"report: {report}")
         elif args.command in ("summary", "info"):
             from glmkit.pipeline import preview
@@ -178,18 +194,113 @@ def _dispatch(args: argparse.Namespace, extras: list[str]) -> int:
         elif args.command == "batch":
             from glmkit.run import run_batch
 
-            index = run_batch(args.grid, force=args.force, n_jobs=args.n_jobs)
+            index = run_batch(args.grid, force=args.force, n_jobs=args.n_jobs, yes=args.yes,
+                              wait=args.wait)
             print(f"index: {index}")
-    except (ParameterError, DataFileNotFoundError) as exc:
-        print(f"glmkit {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except GlmkitError as exc:
-        print(f"glmkit {args.command}: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"glmkit {args.command}: interrupted; nothing was written", file=sys.stderr)
+        return _error_exit(args.command, exc)
+    except KeyboardInterrupt as exc:
+        from glmkit.run import RunInterrupted
+
+        said = str(exc) if isinstance(exc, RunInterrupted) else "nothing was written"
+        print(f"glmkit {args.command}: interrupted; {cli_text(said)}", file=sys.stderr)
         return 130
     return 0
+
+
+# ------------------------------------------------------------------ messages in CLI terms
+#: options of the commands themselves (not run parameters) that messages may name
+_COMMAND_OPTIONS = ("force", "wait", "yes", "n_jobs", "params", "quiet")
+_MENTION = re.compile(r"(?<![\w.\-,\[{'\"])(?<!\w\()(?P<name>[a-z][a-z0-9_]*)=")
+
+
+def cli_text(message: str) -> str:
+    """A message in command-line terms: each ``name=value`` mention of a run parameter or a
+    command option becomes ``--name value`` (``force=True`` -> ``--force``,
+    ``covariates=['age', 'score']`` -> ``--covariates age,score``, ``qc={'keep': ['S1']}``
+    -> ``--qc '{keep: [S1]}'``). Messages name parameters as ``name=value``, the form
+    Python users type; arguments of a call (``QCPolicy(on_grid_mismatch=...)``, after
+    ``name(`` or ``,``) are code and stay.
+
+    Examples
+    --------
+    >>> cli_text("pass on_missing='drop' to drop them, or force=True")
+    'pass --on-missing drop to drop them, or --force'
+    >>> cli_text("alpha=2.0 is out of range; e.g. contrast='score - age' or contrast=[1, 0]")
+    "--alpha 2.0 is out of range; e.g. --contrast 'score - age' or --contrast '[1, 0]'"
+    >>> cli_text("mask_img= is an argument of run_qc(mask_img=...)")
+    'mask_img= is an argument of run_qc(mask_img=...)'
+    """
+    from glmkit.settings import RunSettings
+
+    names = set(RunSettings.field_names()) | set(_COMMAND_OPTIONS)
+    out, pos = [], 0
+    for match in _MENTION.finditer(message):
+        if match.start() < pos or match["name"] not in names:
+            continue
+        value, end = _value_at(message, match.end())
+        out += [message[pos:match.start()], _as_flag(match["name"], value)]
+        pos = end
+    return "".join(out) + message[pos:]
+
+
+def _value_at(text: str, start: int) -> tuple[str, int]:
+    """The value written after ``name=`` at ``start``: a quoted string, a bracketed literal
+    (``[...]``, ``{...}``, ``<...>``), ``...``, or a bare token (trailing punctuation left)."""
+    closing = {"[": "]", "{": "}", "<": ">"}
+    if start < len(text) and text[start] in "'\"":
+        end = text.find(text[start], start + 1)
+        return (text[start:end + 1], end + 1) if end > 0 else (text[start:], len(text))
+    if start < len(text) and text[start] in closing:
+        depth, i = 0, start
+        while i < len(text):
+            depth += text[i] == text[start]
+            depth -= text[i] == closing[text[start]]
+            i += 1
+            if depth == 0:
+                return text[start:i], i
+        return text[start:], len(text)
+    if text.startswith("...", start):
+        return "...", start + 3
+    token = re.match(r"[^\s,;)]*", text[start:])[0]
+    token = token.rstrip(".:") if token not in ("...",) else token
+    return token, start + len(token)
+
+
+def _as_flag(name: str, value: str) -> str:
+    import ast
+    import shlex
+
+    flag = f"--{name.replace('_', '-')}"
+    if value in ("", "True"):
+        return flag
+    if value in ("False", "None"):
+        return f"{flag} {value.lower()}"
+    if value == "..." or value.startswith("<"):
+        return f"{flag} {value}"
+    try:
+        literal = ast.literal_eval(value)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return f"{flag} {value}"
+    if isinstance(literal, (list, tuple)) and literal and all(
+            isinstance(v, str) and "," not in v for v in literal):
+        text = ",".join(literal)
+    elif isinstance(literal, (list, tuple, dict)):
+        import yaml
+
+        text = yaml.safe_dump(literal, default_flow_style=True, width=10**6).strip()
+    else:
+        text = str(literal)
+    if any(ord(ch) < 32 for ch in text):  # a newline or tab, shown escaped on one line
+        return f"{flag} {text!r}"
+    return f"{flag} {shlex.quote(text)}"
+
+
+def _error_exit(command: str, exc: GlmkitError) -> int:
+    """Print a GlmkitError in command-line terms; the exit status is 2 for a bad parameter or
+    a missing input (a usage error), 1 for the rest."""
+    print(f"glmkit {command}: error: {cli_text(str(exc))}", file=sys.stderr)
+    return 2 if isinstance(exc, (ParameterError, DataFileNotFoundError)) else 1
 
 
 def entry() -> None:

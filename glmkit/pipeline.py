@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import warnings
 import platform
+import re
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -33,7 +34,14 @@ import numpy as np
 import pandas as pd
 
 from glmkit._util import get_data_dir, logger
-from glmkit.errors import ParameterError
+from glmkit.preflight import check_memory
+from glmkit.errors import (
+    DatasetError,
+    GlmkitError,
+    ParameterError,
+    ResourceError,
+    checked_arguments,
+)
 from glmkit.settings import RunSettings
 from glmkit.stats.contrast import parse_contrast
 
@@ -83,10 +91,41 @@ class _LoggedWarnings(logging.Handler):
         self.records.append(record)
 
 
+#: how lower layers name what a run sets through its parameters, and the run parameter
+#: (messages of the data and stats layers speak to their own callers; a run's user sets
+#: ``mask``, not ``run_qc(mask_img=)``)
+_RUN_TERMS = (
+    (re.compile(r"policy=QCPolicy\(on_grid_mismatch='resample'\)"),
+     "on_grid_mismatch='resample'"),
+    (re.compile(r"\bmask_img=(?=[\s,.;)]|$)"), "mask=<NIfTI file or 'mni152'>"),
+    (re.compile(r"lower min_coverage"), "lower min_coverage, e.g. qc={'min_coverage': 0.5}"),
+    (re.compile(r"\bQCPolicy\.(\w+)"), r"qc's \1"),
+    (re.compile(r"\(QCPolicy\(exclude=\.\.\.\)\)"),
+     "with qc={'exclude': ['missing_value']} (the checks that exclude; the others flag)"),
+)
+
+
+def in_run_terms(message: str) -> str:
+    """A message of a lower layer in the terms of the run parameters (``mask_img=`` ->
+    ``mask=``, ``policy=QCPolicy(on_grid_mismatch=...)`` -> ``on_grid_mismatch=...``).
+
+    Examples
+    --------
+    >>> in_run_terms("pass a mask that fits the data (mask_img=) or lower min_coverage")
+    "pass a mask that fits the data (mask=<NIfTI file or 'mni152'>) or lower min_coverage, \
+e.g. qc={'min_coverage': 0.5}"
+    """
+    for pattern, words in _RUN_TERMS:
+        message = pattern.sub(words, message)
+    return message
+
+
 @contextlib.contextmanager
 def _timed(stage: str, timings: dict[str, float] | None) -> Iterator[None]:
     """Time a stage; keep the warnings it raises (Python warnings, glmkit's logged
-    warnings) for the report's errors-and-warnings section. Warnings still reach the user."""
+    warnings) for the report's errors-and-warnings section (they still reach the user). Its
+    errors speak in run parameters, and running out of memory is a ResourceError that says
+    what to change."""
     start = time.perf_counter()
     handler = _LoggedWarnings()
     logger.addHandler(handler)
@@ -94,6 +133,15 @@ def _timed(stage: str, timings: dict[str, float] | None) -> Iterator[None]:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("default")
             yield
+    except GlmkitError as exc:
+        if exc.args and isinstance(exc.args[0], str):
+            exc.args = (in_run_terms(exc.args[0]), *exc.args[1:])
+        raise
+    except MemoryError as exc:
+        raise ResourceError(
+            f"stage {stage} ran out of memory ({type(exc).__name__}: {exc}); use an analysis "
+            "mask, mask='mni152' or mask=<NIfTI file>, fewer permutations (n_perm=...), "
+            "n_jobs=1, or a machine with more memory") from None
     finally:
         logger.removeHandler(handler)
     for w in caught:  # shown as they would have been
@@ -114,6 +162,7 @@ def load_data(settings: RunSettings, *, timings: dict[str, float] | None = None)
     :class:`~glmkit.data.datasets.Dataset` given from Python as it is."""
     from glmkit.data import datasets
 
+    _expect_settings(settings, "load_data")
     with _timed("load", timings):
         if not isinstance(settings.dataset, (str, tuple)):  # a Dataset given from Python
             return settings.dataset
@@ -198,10 +247,13 @@ def quality_control(dataset: Dataset, settings: RunSettings, *,
     """
     from glmkit.data.qc import QCPolicy, run_qc
 
+    _expect_dataset(dataset, "quality_control")
     with _timed("qc", timings):
         check_contrast(dataset, settings)
         policy = QCPolicy.from_mapping(settings.qc, on_grid_mismatch=settings.on_grid_mismatch)
         mask = analysis_mask(dataset, settings)
+        check_memory(dataset, settings,
+                     mask_voxels=None if mask is None else mask.n_voxels)
         return run_qc(dataset, variables=_design_variables(dataset, settings), policy=policy,
                       mask_img=None if mask is None else mask.img)
 
@@ -311,8 +363,26 @@ def compute_contrast(model: SecondLevelResult, settings: RunSettings, *,
     variance per voxel."""
     stat_type = "F" if parse_contrast(settings.contrast).is_list else "t"
     with _timed("contrast", timings):
-        return model.compute_contrast(tested_contrast(settings), stat_type=stat_type,
-                                      name=str(parse_contrast(settings.contrast).name))
+        contrast = model.compute_contrast(tested_contrast(settings), stat_type=stat_type,
+                                          name=str(parse_contrast(settings.contrast).name))
+        _check_not_all_zero(contrast, model)
+        return contrast
+
+
+def _check_not_all_zero(contrast: ContrastResult, model: SecondLevelResult) -> None:
+    """A statistic that is 0 at every voxel would make a complete report of zeros: the maps
+    vary nowhere across subjects (the same map copied, say). That is an error, not a result."""
+    stat = np.asarray(contrast.stat, dtype=float)
+    if stat.size and np.any(np.isfinite(stat) & (stat != 0)):
+        return
+    variance = np.asarray(contrast.variance, dtype=float)
+    why = ("the residual variance is 0 at every voxel: the maps are the same up to what the "
+           "design explains (one map copied for every subject?)" if not np.any(variance > 0)
+           else "its effect is 0 at every voxel")
+    raise DatasetError(
+        f"contrast {contrast.name!r} has statistic 0 at all {stat.size} voxels of the mask: "
+        f"{why}; nothing can be tested. Check that each subject's map is its own (the "
+        f"{model.design.matrix.shape[0]} maps of the design), and the mask")
 
 
 def apply_thresholds(contrast: ContrastResult, model: SecondLevelResult,
@@ -408,6 +478,7 @@ def collect(settings: RunSettings, *, dataset: Dataset, qc: QCResult, design: De
                           clusters=clusters, timings=timings, warnings=tuple(seen))
 
 
+@checked_arguments
 def run_analysis(data: Any = None, /, *, table: Any = None, **changes: Any) -> AnalysisResult:
     """The whole analysis in one call (what the notebook does cell by cell).
 
@@ -443,6 +514,20 @@ def run_analysis(data: Any = None, /, *, table: Any = None, **changes: Any) -> A
                    timings=timings)
 
 
+def _expect_settings(settings: Any, where: str) -> None:
+    if not isinstance(settings, RunSettings):
+        raise ParameterError(f"{where}: settings is a {type(settings).__name__}, expected "
+                             "glmkit.RunSettings (e.g. RunSettings(n_perm=1000) or "
+                             "RunSettings.from_mapping(params))")
+
+
+def _expect_dataset(dataset: Any, where: str) -> None:
+    if not all(hasattr(dataset, a) for a in ("maps", "table", "subjects")):
+        raise ParameterError(f"{where}: dataset is a {type(dataset).__name__}, expected a "
+                             "glmkit.Dataset (from load_data(settings), load_folder or "
+                             "load_demo)")
+
+
 def _settings_for(data: Any, table: Any, changes: dict[str, Any]) -> RunSettings:
     """The settings of :func:`run_analysis`'s arguments; maps given with a DataFrame (or
     images) are loaded here into a Dataset, which the settings then carry."""
@@ -457,6 +542,13 @@ def _settings_for(data: Any, table: Any, changes: dict[str, Any]) -> RunSettings
                 "run_analysis(maps, table=frame, ...), maps being paths, nibabel images in "
                 "table order or a mapping of subject id to image")
         return RunSettings(**({**changes, "table": table} if table is not None else changes))
+    if isinstance(data, Mapping) and data and all(
+            str(k).replace("-", "_") in RunSettings.field_names() for k in data):
+        raise ParameterError(
+            f"run_analysis got a mapping of run parameters {sorted(map(str, data))}: pass "
+            "them by name, run_analysis(**params), or as settings, "
+            "run_analysis(RunSettings.from_mapping(params)) (a mapping given first is maps: "
+            "subject id -> image or path)")
     if isinstance(data, (str, Path)) and not isinstance(table, pd.DataFrame):
         return RunSettings(**{**changes, "dataset": data,
                               **({"table": table} if table is not None else {})})
@@ -465,8 +557,8 @@ def _settings_for(data: Any, table: Any, changes: dict[str, Any]) -> RunSettings
 
         if table is None and not isinstance(data, (str, Path)):
             raise ParameterError(
-                "run_analysis(maps, ...) needs table=<DataFrame or TSV/CSV path> of the "
-                "subjects: maps given from Python are matched to its rows")
+                "run_analysis(maps, ...) needs the subject table: pass table=<DataFrame or "
+                "TSV/CSV path>; maps given from Python are matched to its rows")
         options = {k: changes.pop(k) for k in ("subject_column", "bids_filter", "on_missing")
                    if changes.get(k) is not None}
         data = load_dataset(data, table=table, **options)
@@ -476,9 +568,11 @@ def _settings_for(data: Any, table: Any, changes: dict[str, Any]) -> RunSettings
     return RunSettings(**{**changes, "dataset": data})
 
 
+@checked_arguments
 def preview(settings: RunSettings | None = None) -> str:
     """Dataset, QC and design summary without fitting anything (``glmkit summary``)."""
     settings = settings or RunSettings()
+    _expect_settings(settings, "preview")
     dataset = load_data(settings)
     qc = quality_control(dataset, settings)
     design = build_design(dataset, qc, settings)

@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -28,26 +29,48 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from glmkit._util import atomic_folder, logger
-from glmkit.errors import GlmkitError, ParameterError, ReportError, RunError
-from glmkit.settings import BUILTIN_DATASETS, RunSettings, read_params_file
+from glmkit.preflight import check_memory
+from glmkit.errors import (
+    GlmkitError,
+    ParameterError,
+    ReportError,
+    RunError,
+    RunLockedError,
+    checked_arguments,
+)
+from glmkit.settings import MAX_RUN_NAME, BUILTIN_DATASETS, RunSettings, read_params_file
 
 if TYPE_CHECKING:  # pragma: no cover - imported when a run ends (the report layer is heavy)
     from glmkit.report.runfolder import RunManifest
 
 __all__ = ["run_notebook", "run_batch", "load_grid", "write_index", "check_reports_dir",
-           "check_run_folder", "KERNEL_NAME", "NOTEBOOK_FILE", "RUN_RECORD"]
+           "check_run_folder", "run_lock", "recover", "RunInterrupted", "KERNEL_NAME",
+           "NOTEBOOK_FILE", "RUN_RECORD", "MAX_BATCH"]
 
 KERNEL_NAME = "python3"
 #: the executed notebook papermill writes into the run folder
 NOTEBOOK_FILE = "notebook.ipynb"
+#: batches of more runs than this need ``yes=True`` (``glmkit batch --yes``)
+MAX_BATCH = 50
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run or batch was interrupted (Ctrl-C, SIGTERM); the message says what was written.
+
+    Not a :class:`~glmkit.errors.GlmkitError`: an interrupt is the user's decision, and
+    ``except Exception`` must not swallow it.
+    """
+
+
 #: the runner's own record in the run folder: kernel, finish time, wall time, cell timings, and
 #: the size and sha256 of the executed notebook and of ``manifest.json``
 RUN_RECORD = "run.json"
 
 
 # --------------------------------------------------------------------------------- one run
+@checked_arguments
 def run_notebook(settings: RunSettings, *, progress_bar: bool = True, log_output: bool = False,
-                 cwd: str | os.PathLike | None = None) -> Path:
+                 cwd: str | os.PathLike | None = None, wait: bool = False) -> Path:
     """Execute the notebook for ``settings`` and return the path of the run's ``report.html``.
 
     The notebook receives the parameters as given (relative paths as typed, taken from
@@ -66,24 +89,55 @@ def run_notebook(settings: RunSettings, *, progress_bar: bool = True, log_output
     cwd : path-like, optional
         Folder that relative paths are taken from, and the kernel's working folder; default
         the current folder.
+    wait : bool
+        When another run of the same name is running (it holds the run's lock), wait for it
+        to finish instead of refusing at once.
 
     Raises
     ------
+    RunLockedError
+        Another run of the same name is running (the message names it) and ``wait`` is False.
     ReportError
         The reports folder cannot be written, or the run exists and ``force`` is False.
+    RunInterrupted
+        Ctrl-C or SIGTERM: the message says what was kept (nothing half-written remains).
     RunError
         A cell failed (the message names it), or the notebook did not write a promised file,
         wrote files that do not match its manifest, or ran with other parameters than given.
     """
+    if not isinstance(settings, RunSettings):
+        raise ParameterError(f"run_notebook: settings is a {type(settings).__name__}, expected "
+                             "glmkit.RunSettings (e.g. RunSettings.from_mapping(params))")
     if settings.output_dir is not None:
         raise ParameterError(
             f"output_dir={settings.output_dir!r} cannot be set for glmkit run: the run is "
-            "written to a temporary folder renamed to reports_dir/run_name at the end; pass "
-            "--reports-dir and --run-name instead")
+            "written to a temporary folder renamed to reports_dir/run_name at the end; set "
+            "reports_dir=<folder> and run_name=<name> instead")
     cwd = Path(cwd if cwd is not None else os.getcwd()).absolute()
     notebook, target = _from(cwd, settings.notebook_path), _from(cwd, settings.run_dir)
     _check_design(settings, cwd)  # before anything is created
     _preflight(settings, notebook, target)
+    check_reports_dir(target.parent)
+    with run_lock(target, wait=wait):
+        recover(target)
+        _check_existing(settings, target)
+        try:
+            _execute(settings, notebook, target, cwd, progress_bar=progress_bar,
+                     log_output=log_output)
+        except RunInterrupted:
+            raise
+        except KeyboardInterrupt:
+            kept = (f"the earlier run {target} was kept" if target.exists()
+                    else f"nothing was written to {target}")
+            raise RunInterrupted(kept) from None
+    report = target / "report.html"
+    logger.info("run %s complete: %s", settings.run_name, report)
+    return report
+
+
+def _execute(settings: RunSettings, notebook: Path, target: Path, cwd: Path, *,
+             progress_bar: bool, log_output: bool) -> None:
+    """Execute the notebook into a temporary folder renamed to ``target`` when complete."""
     import papermill
 
     start = time.perf_counter()
@@ -116,9 +170,6 @@ def run_notebook(settings: RunSettings, *, progress_bar: bool = True, log_output
                            f"What was written is in {failed}; nothing was written to "
                            f"{target}") from exc
         _finish(tmp, settings, target, wall_time=time.perf_counter() - start)
-    report = target / "report.html"
-    logger.info("run %s complete: %s", settings.run_name, report)
-    return report
 
 
 def _from(cwd: Path, path: str | os.PathLike) -> Path:
@@ -127,22 +178,136 @@ def _from(cwd: Path, path: str | os.PathLike) -> Path:
     return path if path.is_absolute() else cwd / path
 
 
-def _preflight(settings: RunSettings, notebook: Path, target: Path) -> None:
-    """Everything that can be checked before a kernel starts."""
+def _preflight(settings: RunSettings, notebook: Path, target: Path) -> None:  # noqa: ARG001
+    """Everything else that can be checked before a kernel starts."""
+    if notebook.is_dir():
+        raise RunError(f"notebook={str(notebook)!r} is a folder: expected the analysis "
+                       "notebook (.ipynb); leave notebook unset to use glmkit's own")
     if not notebook.is_file():
         raise RunError(f"notebook {str(notebook)!r} does not exist: expected the analysis "
                        "notebook; leave notebook unset to use glmkit's own")
-    check_reports_dir(target.parent)
+
+
+def _check_existing(settings: RunSettings, target: Path) -> None:
     if target.exists() and not settings.force:
         raise ReportError(
             f"run folder {str(target)!r} already exists (a complete earlier run): refusing to "
-            "overwrite it; pass --force (force=True) to replace it, or choose another "
-            "--run-name")
-    stale = sorted(p.name for p in target.parent.glob(f".{target.name}.tmp-*"))
-    if stale:
-        logger.warning("temporary folders %s in %s were left by a run that was killed (or is "
-                       "still running); they are not reports and can be deleted", stale,
-                       target.parent)
+            "overwrite it; pass force=True to replace it, or choose another "
+            "run_name=<name>")
+
+
+# ------------------------------------------------------------------ lock and leftovers
+def _lock_path(target: Path) -> Path:
+    return target.with_name(f".{target.name}.lock")
+
+
+def _try_lock(fd: int) -> bool:
+    """Take an exclusive lock on ``fd`` without waiting; False when another process holds it.
+    The operating system releases it when the process ends, however it ends."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _holder(lock: Path) -> str:
+    """Who holds a run's lock, in words (what it wrote into the lock file)."""
+    try:
+        info = json.loads(lock.read_text() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not info:
+        return "a process that has not said which"
+    return (f"process {info.get('pid')}, started {info.get('started_utc')}, command "
+            f"{info.get('command', '?')!r}")
+
+
+@contextlib.contextmanager
+def run_lock(target: str | os.PathLike, *, wait: bool = False, poll: float = 0.25
+             ) -> Iterator[Path]:
+    """Hold the lock of the run folder ``target`` (``.<run_name>.lock`` beside it) while a run
+    of that name executes; one process at a time holds it.
+
+    Another holder means another run of the same name is going: refuse at once with a
+    :class:`~glmkit.errors.RunLockedError` naming it, or with ``wait`` wait for it. The lock
+    is an OS file lock (``flock``), released when its process ends, even by SIGKILL; the lock
+    file is removed on release.
+    """
+    target = Path(target)
+    lock = _lock_path(target)
+    announced = False
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        if _try_lock(fd):
+            try:  # the holder before us may have removed the file: lock the one in place
+                same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+        os.close(fd)
+        if not wait:
+            raise RunLockedError(
+                f"run {target.name!r} is already running in {str(target.parent)!r} "
+                f"({_holder(lock)}): a second run of the same name would overwrite it. Wait "
+                "for it to finish, pass wait=True to wait for it, or choose another "
+                "run_name=<name>")
+        if not announced:
+            logger.info("waiting for the run %s that is running (%s)", target.name,
+                        _holder(lock))
+            announced = True
+        time.sleep(poll)
+    try:
+        record = {"pid": os.getpid(), "run_name": target.name,
+                  "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  "command": " ".join(sys.argv)[:300]}
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(record).encode())
+        yield lock
+    finally:
+        with contextlib.suppress(OSError):
+            lock.unlink()
+        os.close(fd)
+
+
+def _leftovers(target: Path, kind: str) -> list[Path]:
+    """``.<name>.tmp-XXXXXXXX`` (mkdtemp's suffix) or ``.<name>.old-<pid>`` folders of a run."""
+    pattern = re.compile(re.escape(f".{target.name}.{kind}-") + r"[A-Za-z0-9_]+$")
+    return sorted(p for p in target.parent.glob(f".{target.name}.{kind}-*")
+                  if pattern.fullmatch(p.name) and p.is_dir())
+
+
+def recover(target: str | os.PathLike) -> None:
+    """Clean up after a killed run of ``target``'s name; call it holding the run's lock.
+
+    A ``--force`` run killed between its two renames left the earlier run in a hidden
+    ``.<name>.old-<pid>`` folder: it is restored when ``target`` is missing, else (the new run
+    was complete) removed. Temporary ``.<name>.tmp-*`` folders are removed: no run of this name
+    is writing them, since the caller holds the lock.
+    """
+    target = Path(target)
+    olds = _leftovers(target, "old")
+    if olds and not target.exists():
+        newest = max(olds, key=lambda p: p.stat().st_mtime)
+        newest.rename(target)
+        olds.remove(newest)
+        logger.warning("restored the earlier run %s from %s, where a forced run that was "
+                       "killed had left it", target, newest.name)
+    for folder in olds + _leftovers(target, "tmp"):
+        shutil.rmtree(folder, ignore_errors=True)
+        logger.info("removed %s, left by a run of %s that was killed", folder.name,
+                    target.name)
 
 
 def _check_design(settings: RunSettings, cwd: Path) -> None:
@@ -159,7 +324,8 @@ def _check_design(settings: RunSettings, cwd: Path) -> None:
     local = settings.replace(**paths)
     dataset = pipeline.load_data(local)
     pipeline.check_contrast(dataset, local)
-    pipeline.analysis_mask(dataset, local)
+    mask = pipeline.analysis_mask(dataset, local)
+    check_memory(dataset, local, mask_voxels=None if mask is None else mask.n_voxels)
 
 
 def check_reports_dir(reports_dir: str | os.PathLike) -> Path:
@@ -172,8 +338,8 @@ def check_reports_dir(reports_dir: str | os.PathLike) -> Path:
     except OSError as exc:
         raise ReportError(
             f"reports_dir {str(path)!r} is not writable ({exc.strerror or exc}): expected a "
-            "folder where runs can be created; pass --reports-dir with a writable folder or "
-            "fix its permissions") from None
+            "folder where runs can be created; pass reports_dir=<writable folder> or fix its "
+            "permissions") from None
     return path
 
 
@@ -309,6 +475,7 @@ def _cell_timings(notebook: Path) -> list[dict[str, Any]]:
     return cells
 
 
+@checked_arguments
 def check_run_folder(folder: str | os.PathLike) -> RunManifest:
     """Check a complete run folder: every file of ``manifest.json`` and of ``run.json`` (the
     executed notebook and the manifest itself) is there and unchanged.
@@ -334,6 +501,7 @@ def check_run_folder(folder: str | os.PathLike) -> RunManifest:
 
 
 # --------------------------------------------------------------------------------- batch
+@checked_arguments
 def load_grid(path: str | os.PathLike, *, force: bool | None = None) -> list[RunSettings]:
     """Read a batch file into validated settings, one per run (nothing runs yet).
 
@@ -353,8 +521,11 @@ def load_grid(path: str | os.PathLike, *, force: bool | None = None) -> list[Run
     data = read_params_file(path)
     grid = data.pop("grid", None)
     runs = data.pop("runs", None)
-    base = dict(data.pop("base", None) or {})
-    base.update(data)
+    base = data.pop("base", None) or {}
+    if not isinstance(base, Mapping):
+        raise ParameterError(f"batch file {str(path)!r}: 'base' must map parameter names to "
+                             f"values, found a {type(base).__name__}")
+    base = {**base, **data}
     if grid is not None and runs is not None:
         raise ParameterError(f"batch file {str(path)!r} has both 'grid' and 'runs': use one")
     if force is not None:
@@ -373,14 +544,25 @@ def load_grid(path: str | os.PathLike, *, force: bool | None = None) -> list[Run
                 raise ParameterError(f"batch file {str(path)!r}: grid entry {name!r} must be a "
                                      f"non-empty list of values, found {options!r}")
             values.append(options)
+        count = 1
+        for options in values:
+            count *= len(options)
+        if count > MAX_GRID:
+            raise ParameterError(
+                f"batch file {str(path)!r}: the grid makes {count} runs "
+                f"({' x '.join(str(len(v)) for v in values)}), more than {MAX_GRID}: split it "
+                "into several batch files")
         for combo in itertools.product(*values):
             params = dict(zip(names, combo, strict=True))
             label = "_".join(f"{_normalise(n)}={_label(v)}" for n, v in params.items())
-            combos.append({**params, "run_name": f"{prefix}-{label}"})
+            combos.append({**params, "run_name": _run_name(prefix, label)})
     elif runs is not None:
         if not isinstance(runs, list) or not all(isinstance(r, Mapping) for r in runs):
             raise ParameterError(f"batch file {str(path)!r}: 'runs' must be a list of "
                                  "parameter mappings")
+        if not runs:
+            raise ParameterError(f"batch file {str(path)!r}: 'runs' is empty; list at least "
+                                 "one run, e.g. 'runs: [{n_perm: 1000}]'")
         for number, params in enumerate(runs, start=1):
             combos.append({"run_name": f"{prefix}-{number}", **params})
     else:
@@ -393,8 +575,25 @@ def load_grid(path: str | os.PathLike, *, force: bool | None = None) -> list[Run
         raise ParameterError(f"batch file {str(path)!r} gives several runs the same run_name "
                              f"{duplicates}: give each run its own run_name")
     if len({str(Path(s.reports_dir).absolute()) for s in settings}) > 1:
-        raise ParameterError(f"batch file {str(path)!r}: all runs must share one reports_dir")
+        raise ParameterError(f"batch file {str(path)!r}: all runs must share one reports_dir; "
+                             "give reports_dir once, at the top of the file")
     return settings
+
+
+#: a grid larger than this is refused before any run is validated
+MAX_GRID = 10_000
+
+
+def _run_name(prefix: str, label: str) -> str:
+    """``<prefix>-<label>``, cut to ``MAX_RUN_NAME`` characters with a hash of the whole name
+    when longer (so that names stay distinct)."""
+    import hashlib
+
+    name = f"{prefix}-{label}"
+    if len(name) <= MAX_RUN_NAME:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[:MAX_RUN_NAME - 9].rstrip('._-')}-{digest}"
 
 
 def _normalise(name: str) -> str:
@@ -413,48 +612,54 @@ def _label(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]", "_", text).strip(".") or "none"
 
 
-def _run_one(settings: RunSettings, cwd: str) -> tuple[str, str]:
+def _run_one(settings: RunSettings, cwd: str, wait: bool = False) -> tuple[str, str]:
     try:
-        run_notebook(settings, progress_bar=False, cwd=cwd)
+        run_notebook(settings, progress_bar=False, cwd=cwd, wait=wait)
     except GlmkitError as exc:
         return settings.run_name, f"failed: {exc}"
     return settings.run_name, "ok"
 
 
+def _finished(settings: RunSettings) -> int | None:
+    """When the run's folder was completed (its ``run.json``'s mtime), None if it is not."""
+    try:
+        return (settings.run_dir / RUN_RECORD).stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+@checked_arguments
 def run_batch(path: str | os.PathLike, *, force: bool = False, n_jobs: int = 1,
-              ) -> Path:
+              yes: bool = False, wait: bool = False) -> Path:
     """Run every parameter set of a batch file and write ``<reports_dir>/index.html``.
 
     Complete runs are skipped unless ``force``; runs go in parallel over ``n_jobs``
-    processes (joblib). A failed run does not stop the others; it is listed in the index
-    and reported at the end as a :class:`~glmkit.errors.RunError`.
+    processes (joblib); each takes its run's lock as :func:`run_notebook` does (``wait``:
+    wait for a run of the same name that is going). More than ``MAX_BATCH`` runs to do need
+    ``yes=True``. A failed run does not stop the others; it is listed in the index and
+    reported at the end as a :class:`~glmkit.errors.RunError`. An interrupt (Ctrl-C, SIGTERM)
+    rewrites the index for the runs that completed and raises :class:`RunInterrupted` naming
+    them.
     """
-    from joblib import Parallel, delayed
-
-    if n_jobs == 0:
-        raise ParameterError("n_jobs=0 is not allowed: expected a positive number of runs in "
-                             "parallel or -1 for all cores")
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
+        raise ParameterError(f"n_jobs={n_jobs!r} is not allowed: expected a positive number of "
+                             "runs in parallel or -1 for all cores")
     all_settings = load_grid(path, force=force)
     reports_dir = check_reports_dir(all_settings[0].reports_dir)
     todo = [s for s in all_settings if force or not s.run_dir.exists()]
-    status = {s.run_name: "skipped (complete run exists; --force to redo)" for s in all_settings
-              if s not in todo}
+    if len(todo) > MAX_BATCH and not yes:
+        raise ParameterError(
+            f"batch file {str(path)!r} would start {len(todo)} runs (of {len(all_settings)}), "
+            f"more than {MAX_BATCH}: check the grid, then pass yes=True to start them")
+    status = {s.run_name: "skipped (complete run exists; force=True to redo)"
+              for s in all_settings if s not in todo}
     logger.info("batch %s: %d runs, %d to do", Path(path).name, len(all_settings), len(todo))
     if todo:
-        from tqdm.auto import tqdm
-
-        jobs = (delayed(_run_one)(s, os.getcwd()) for s in todo)  # workers may be elsewhere
+        before = {s.run_name: _finished(s) for s in todo}
         try:
-            with _interrupts_stop_the_run():
-                results = Parallel(n_jobs=n_jobs, return_as="generator")(jobs)
-                for name, outcome in tqdm(results, total=len(todo), desc="batch", unit="run"):
-                    status[name] = outcome
+            _run_all(todo, status, n_jobs=n_jobs, wait=wait)
         except KeyboardInterrupt:
-            # workers killed by joblib could not remove their temporary folders
-            for s in todo:
-                for tmp in Path(s.reports_dir).glob(f".{s.run_name}.tmp-*"):
-                    shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            raise _interrupted(path, reports_dir, all_settings, todo, before, status) from None
     index = write_index(reports_dir, all_settings, status)
     failed = {n: s for n, s in status.items() if s.startswith("failed")}
     if failed:
@@ -462,6 +667,44 @@ def run_batch(path: str | os.PathLike, *, force: bool = False, n_jobs: int = 1,
                        + "; ".join(f"{n}: {s}" for n, s in failed.items())
                        + f". The index is {index}")
     return index
+
+
+def _run_all(todo: list[RunSettings], status: dict[str, str], *, n_jobs: int,
+             wait: bool) -> None:
+    from joblib import Parallel, delayed
+    from tqdm.auto import tqdm
+
+    jobs = (delayed(_run_one)(s, os.getcwd(), wait) for s in todo)  # workers may be elsewhere
+    with _interrupts_stop_the_run():
+        results = Parallel(n_jobs=n_jobs, return_as="generator")(jobs)
+        for name, outcome in tqdm(results, total=len(todo), desc="batch", unit="run"):
+            status[name] = outcome
+
+
+def _interrupted(path, reports_dir: Path, all_settings: list[RunSettings],
+                 todo: list[RunSettings], before: dict[str, int | None],
+                 status: dict[str, str]) -> RunInterrupted:
+    """After an interrupt: clean what killed workers left (for the runs no one else is
+    running), rewrite the index for the runs that completed, and say which they are."""
+    completed, stopped = [], []
+    for s in todo:
+        target = Path(s.run_dir).absolute()
+        with contextlib.suppress(RunLockedError, OSError):
+            with run_lock(target):
+                recover(target)
+        done = _finished(s)
+        if done is not None and done != before[s.run_name]:
+            completed.append(s.run_name)
+            status.setdefault(s.run_name, "ok")
+        else:
+            stopped.append(s.run_name)
+            status[s.run_name] = "interrupted (not complete)"
+    index = write_index(reports_dir, all_settings, status)
+    shown = ", ".join(completed[:20]) + (" ..." if len(completed) > 20 else "")
+    return RunInterrupted(
+        f"batch {Path(path).name}: {len(completed)} of {len(todo)} runs completed"
+        + (f" ({shown})" if completed else "")
+        + f", {len(stopped)} not; the index {index} lists them")
 
 
 def write_index(reports_dir: str | os.PathLike, settings: Sequence[RunSettings],

@@ -45,6 +45,9 @@ __all__ = [
     "GRID_ACTIONS",
     "RUNNER_FIELDS",
     "packaged_notebook",
+    "load_yaml",
+    "read_params_file",
+    "MAX_RUN_NAME",
 ]
 
 NOTEBOOK_NAME = "second_level_association.ipynb"
@@ -267,14 +270,14 @@ class RunSettings:
                 else f"dataset {self.dataset.name!r} (given from Python)")
         if self.covariates is None and self.formula is None:
             raise ParameterError(
-                f"covariates is not set: {what} has no default design; pass --covariates "
-                "age,score or --formula 'score + age + C(sex)' (from Python: "
-                "covariates=['age', 'score'] or formula=...)")
+                f"covariates is not set: {what} has no default design; pass "
+                "covariates=['age', 'score'] or formula='score + age + C(sex)' (or "
+                "covariates=[] for a one-sample test of the mean)")
         if self.contrast is None:
             raise ParameterError(
                 f"contrast is not set: {what} has no default contrast; pass what is tested, "
-                "e.g. --contrast score (a design column), --contrast 'score - age' or "
-                "--contrast '[1, 0]'")
+                "e.g. contrast='score' (a design column), contrast='score - age' or "
+                "contrast=[1, 0] (one weight per column)")
 
     def _check_dataset(self) -> None:
         """The dataset: a built-in name, a Dataset, or paths that exist (a glob matching a
@@ -300,25 +303,20 @@ class RunSettings:
             if self.table is None and not (root / BIDS_TABLE).is_file():
                 raise DataFileNotFoundError(
                     f"dataset={items[0]!r} is a BIDS root (it has dataset_description.json) "
-                    f"without {BIDS_TABLE}: pass --table <subject table> or add {BIDS_TABLE} "
+                    f"without {BIDS_TABLE}: pass table=<subject table> or add {BIDS_TABLE} "
                     "with a participant_id column")
         elif self.table is None:
             raise ParameterError(
                 f"table is not set: the folder of maps {_shown_dataset(self.dataset)} needs a "
-                "subject table; pass --table participants.tsv (TSV or CSV, one row per "
+                "subject table; pass table='participants.tsv' (TSV or CSV, one row per "
                 "subject), or point dataset at a BIDS root that has participants.tsv")
-        if self.table is not None and not Path(self.table).expanduser().is_file():
-            raise DataFileNotFoundError(
-                f"table={self.table!r} does not exist: expected a TSV/CSV subject table; "
-                "check the path (relative paths are taken from the current folder)")
+        if self.table is not None:
+            _check_file("table", self.table, "a TSV/CSV subject table")
 
     def _check(self) -> None:
-        if self.mask is not None and self.mask.strip().lower() != "mni152" and not Path(
-                self.mask).expanduser().is_file():
-            raise DataFileNotFoundError(
-                f"mask={self.mask!r} does not exist: expected a NIfTI mask file or 'mni152' "
-                "(nilearn's MNI152 brain mask); check the path (relative paths are taken from "
-                "the current folder)")
+        if self.mask is not None and self.mask.strip().lower() != "mni152":
+            _check_file("mask", self.mask, "a NIfTI mask file or 'mni152' (nilearn's MNI152 "
+                        "brain mask)")
         _check_choice("on_missing", self.on_missing, ON_MISSING)
         if self.export is not None:
             _check_choice("export", self.export, EXPORT_FORMATS, what="export format")
@@ -329,9 +327,18 @@ class RunSettings:
                      "5000 or more for publication)")
         _check_open_unit("alpha", self.alpha)
         _check_open_unit("cluster_threshold", self.cluster_threshold)
+        _check_finite("smoothing_fwhm", self.smoothing_fwhm,
+                      "a FWHM in mm >= 0, or none for no smoothing")
         if self.smoothing_fwhm is not None and not self.smoothing_fwhm >= 0:
             raise ParameterError(f"smoothing_fwhm={self.smoothing_fwhm} is out of range: "
                                  "expected a FWHM in mm >= 0, or none for no smoothing")
+        if not 0 <= self.random_state < 2**63:
+            raise ParameterError(
+                f"random_state={self.random_state} is out of range: expected an integer "
+                "0 <= random_state < 2**63 (the seed recorded in provenance.json), e.g. 2026")
+        for coord in self.cut_coords or ():
+            _check_finite("cut_coords", coord, "three finite numbers x,y,z in mm, e.g. "
+                          "38,-17,-3, or none (the peak)")
         if self.n_jobs == 0:
             raise ParameterError("n_jobs=0 is not allowed: expected a positive number of workers "
                                  "or a negative one counted from all cores (-1 = all cores)")
@@ -340,13 +347,25 @@ class RunSettings:
         _check_choice("on_grid_mismatch", self.on_grid_mismatch, GRID_ACTIONS)
         for stat in self.statistics:
             _check_choice("statistics", stat, statistic_names(), what="statistic")
+        if isinstance(self.tfce, Mapping):
+            from glmkit.stats.permutation import check_tfce  # numpy: not at import
+
+            check_tfce(self.tfce)
+        covariates = list(self.covariates or ())
+        repeated = sorted({c for c in covariates if covariates.count(c) > 1})
+        if repeated:
+            raise ParameterError(f"covariates={covariates} repeats {repeated}; list each "
+                                 "column once")
         if self.tfce is not None and "tfce" not in self.statistics:
             object.__setattr__(self, "statistics", (*self.statistics, "tfce"))
         if len(set(self.statistics)) != len(self.statistics):
-            raise ParameterError(f"statistics={list(self.statistics)} repeats a statistic")
+            raise ParameterError(f"statistics={list(self.statistics)} repeats a statistic; "
+                                 "list each statistic once")
         _check_run_name(self.run_name)
-        if not self.reports_dir:
+        if not self.reports_dir.strip():
             raise ParameterError("reports_dir is empty: expected a folder, e.g. 'reports'")
+        _check_path_text("reports_dir", self.reports_dir)
+        _check_path_text("notebook", self.notebook)
         for key, value in self.rename.items():
             if not isinstance(key, str) or not isinstance(value, str):
                 raise ParameterError(f"rename={self.rename!r}: expected a mapping of column "
@@ -375,6 +394,11 @@ class RunSettings:
                 "difference of levels at a time, e.g. 'post - pre'")
 
     def _check_design_options(self) -> None:
+        if self.within is not None and self.dataset in BUILTIN_DATASETS:
+            raise ParameterError(
+                f"within={self.within!r} with the built-in dataset {self.dataset!r}: it has "
+                "one map per subject; within is for a folder with several maps per subject "
+                "(one per level), e.g. dataset='maps/' with table='sessions.tsv'")
         if self.within is not None and self.within in (self.covariates or ()):
             raise ParameterError(f"within={self.within!r} is also in covariates: the "
                                  "within-subject column is not a covariate; remove it")
@@ -444,15 +468,6 @@ class RunSettings:
                                      f"found {type(source).__name__}")
             for key, value in source.items():
                 merged[_normalise_name(key)] = value
-        known = cls.field_names()
-        unknown = [k for k in merged if k not in known]
-        if unknown:
-            name = unknown[0]
-            hint = _did_you_mean(name, known).replace(";", "")
-            raise ParameterError(
-                f"unknown parameter {name!r}{hint} "
-                f"{'(and ' + ', '.join(map(repr, unknown[1:])) + ') ' if unknown[1:] else ''}"
-                f"- known parameters: {', '.join(known)}")
         return cls(**merged)
 
     @classmethod
@@ -713,14 +728,22 @@ def read_params_file(path: str | os.PathLike) -> dict[str, Any]:
     import yaml
 
     path = Path(path)
+    if path.is_dir():
+        raise DataFileNotFoundError(
+            f"params file {str(path)!r} is a folder: expected a YAML file of name: value "
+            "lines, e.g. notebooks/reference.yaml")
     if not path.is_file():
         raise DataFileNotFoundError(
             f"params file {str(path)!r} does not exist: expected a YAML file of name: value "
             "lines, e.g. notebooks/reference.yaml")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ParameterError(f"params file {str(path)!r} is not UTF-8 text ({exc.reason} at "
+                             f"byte {exc.start}): save it as UTF-8 YAML") from None
     except yaml.YAMLError as exc:
-        raise ParameterError(f"params file {str(path)!r} is not valid YAML: {exc}") from None
+        raise ParameterError(f"params file {str(path)!r} is not valid YAML: "
+                             f"{yaml_problem(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, Mapping):
@@ -728,6 +751,51 @@ def read_params_file(path: str | os.PathLike) -> dict[str, Any]:
             f"params file {str(path)!r} holds a {type(data).__name__}, expected a mapping of "
             "parameter names to values (lines like 'n_perm: 1000')")
     return dict(data)
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load``, but a mapping that repeats a key is an error (a ``yaml.YAMLError``
+    naming the key and its lines) instead of keeping the last value silently.
+
+    Examples
+    --------
+    >>> load_yaml("n_perm: 10\\nalpha: 0.01")
+    {'n_perm': 10, 'alpha': 0.01}
+    >>> import yaml
+    >>> try:
+    ...     load_yaml("n_perm: 10\\nn_perm: 20")
+    ... except yaml.YAMLError as exc:
+    ...     print(exc.problem)
+    key 'n_perm' is given twice (lines 1 and 2); keep one
+    """
+    import yaml
+
+    class _Loader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (lines {seen[key]} and {line}); "
+                    "keep one", key_node.start_mark)
+            if isinstance(key, (str, int, float, bool)):
+                seen[key] = line
+        return loader.construct_mapping(node, deep=True)
+
+    _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+def yaml_problem(exc: Exception) -> str:
+    """A YAML error on one line: what is wrong, where, and the fix."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}; fix that line (lines like 'n_perm: 1000', lists in [ ])"
 
 
 def _normalise_name(name: Any) -> str:
@@ -753,19 +821,75 @@ def _check_open_unit(name: str, value: float) -> None:
 def _check_choice(name: str, value, choices, *, what: str = "value") -> None:
     if value not in choices:
         shown = [c if c is not None else "none" for c in choices]
-        raise ParameterError(f"{name}: {value!r} is not a known {what}: expected one of {shown}"
+        raise ParameterError(f"{name}={value!r} is not a known {what}: expected one of {shown}"
                              f"{_did_you_mean(value, [c for c in choices if c])}")
 
 
+#: longest run name: the run's folder, its temporary and failed siblings must fit a file name
+MAX_RUN_NAME = 100
+
+
 def _check_run_name(name: str) -> None:
-    bad = (not name or name in (".", "..") or "/" in name or "\\" in name or ".." in name
-           or name.startswith(".") or os.sep in name or (os.altsep and os.altsep in name)
-           or any(ch in name for ch in ':*?"<>|\0') or name != name.strip())
-    if bad:
+    """One safe folder name: at most ``MAX_RUN_NAME`` characters, no path separator, ``..``,
+    control character, leading ``.`` or ``~``, and no ``{}`` (papermill reads braces in paths
+    as parameters)."""
+    problem = None
+    if not name or name in (".", ".."):
+        problem = "it is empty" if not name else f"{name!r} is not a folder name"
+    elif len(name) > MAX_RUN_NAME:
+        problem = f"it has {len(name)} characters, more than {MAX_RUN_NAME}"
+    elif any(ord(ch) < 32 or ord(ch) == 127 or 0x80 <= ord(ch) < 0xA0 for ch in name):
+        problem = "it holds a control character (a newline, tab, ...)"
+    elif "{" in name or "}" in name:
+        problem = "it holds '{' or '}', which papermill reads as a parameter of the path"
+    elif name.startswith((".", "~")):
+        problem = f"it starts with {name[0]!r} (a hidden folder, or the home folder)"
+    elif ("/" in name or "\\" in name or ".." in name or os.sep in name
+          or (os.altsep and os.altsep in name)):
+        problem = "it holds a path separator or '..'"
+    elif any(ch in name for ch in ':*?"<>|'):
+        problem = "it holds one of the characters : * ? \" < > |"
+    elif name != name.strip():
+        problem = "it starts or ends with white space"
+    if problem:
         raise ParameterError(
-            f"run_name={name!r} is not a safe folder name: expected one folder name (letters, "
-            "digits, '-', '_', '.') without a path separator, '..' or a leading dot; "
-            "use reports_dir to choose where runs land")
+            f"run_name={_short_repr(name, 60)} is not a safe folder name: {problem}. Expected "
+            f"one folder name of at most {MAX_RUN_NAME} characters (letters, digits, '-', '_', "
+            "'.') without a path separator, '..', braces, control characters or a leading "
+            "'.' or '~'; use reports_dir to choose where runs land")
+
+
+def _check_path_text(name: str, value: str | None) -> None:
+    """A path parameter papermill formats (its braces are parameters there): no braces, no
+    control character."""
+    if value is None:
+        return
+    if "{" in value or "}" in value:
+        raise ParameterError(
+            f"{name}={_short_repr(value, 80)} holds '{{' or '}}': papermill reads braces in "
+            f"the notebook's paths as parameters; rename the folder or choose another {name}")
+    if any(ord(ch) < 32 for ch in value):
+        raise ParameterError(f"{name}={_short_repr(value, 80)} holds a control character (a "
+                             "newline, tab, ...); check the value")
+
+
+def _check_file(name: str, value: str, expected: str) -> None:
+    """``value`` names an existing file (a folder or a missing path is an error saying which)."""
+    path = Path(value).expanduser()
+    if path.is_dir():
+        raise DataFileNotFoundError(
+            f"{name}={value!r} is a folder: expected {expected}; name the file inside it")
+    if not path.is_file():
+        raise DataFileNotFoundError(
+            f"{name}={value!r} does not exist: expected {expected}; check the path (relative "
+            "paths are taken from the current folder)")
+
+
+def _check_finite(name: str, value: float | None, hint: str) -> None:
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise ParameterError(f"{name}={value} is not a finite number: expected {hint}")
 
 
 def _type_error(name: str, kind: str, value: Any) -> ParameterError:
@@ -909,8 +1033,10 @@ def _yaml_value(name: str, kind: str, text: str) -> Any:
     import yaml
 
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
+        return load_yaml(text)
+    except yaml.YAMLError as exc:
+        if "given twice" in str(exc):
+            raise ParameterError(f"{name}={_short_repr(text)}: {exc.problem}") from None
         raise _type_error(name, kind, text) from None
 
 
@@ -976,6 +1102,40 @@ def _jsonable(value: Any) -> Any:
         return {str(k): _jsonable(v) for k, v in value.items()}
     return value
 
+
+def _check_names(names) -> None:
+    """Every name is a RunSettings field; else an error naming the first unknown one, a close
+    known name (a typo) and every known parameter."""
+    known = RunSettings.field_names()
+    unknown = [k for k in names if k not in known]
+    if unknown:
+        name = unknown[0]
+        hint = _did_you_mean(name, known).replace(";", "")
+        raise ParameterError(
+            f"unknown parameter {name!r}{hint} "
+            f"{'(and ' + ', '.join(map(repr, unknown[1:])) + ') ' if unknown[1:] else ''}"
+            f"- known parameters: {', '.join(known)}")
+
+
+def _checked_init(init):
+    """RunSettings' generated ``__init__``, with positional and unknown arguments refused as a
+    ParameterError (a typo gets the close name) rather than a TypeError."""
+    import functools
+
+    @functools.wraps(init)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if args:
+            raise ParameterError(
+                f"RunSettings takes parameters by name (RunSettings(n_perm=1000, ...)), found "
+                f"{len(args)} positional argument(s) {_short_repr(args, 80)}; for a mapping "
+                "use RunSettings.from_mapping(mapping)")
+        _check_names(kwargs)
+        init(self, **kwargs)
+
+    return __init__
+
+
+RunSettings.__init__ = _checked_init(RunSettings.__init__)  # type: ignore[method-assign]
 
 # the docstring's Parameters section, from the field declarations (needs the helpers above)
 RunSettings.__doc__ = inspect.cleandoc(RunSettings.__doc__ or "").replace(

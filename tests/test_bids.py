@@ -239,7 +239,8 @@ def test_bad_bids_root_without_participants(tmp_path):
         load_bids(root, bids_filter=FILTER)
     with pytest.raises(DataFileNotFoundError, match=r"dataset='.*deriv' is a BIDS root \(it has "
                                                     r"dataset_description.json\) without "
-                                                    r"participants.tsv: pass --table"):
+                                                    r"participants.tsv: pass "
+                                                    r"table=<subject table>"):
         RunSettings(dataset=str(root), covariates="score", contrast="score")
 
 
@@ -324,15 +325,16 @@ def test_bad_folder_dataset_without_design_contrast_or_table(tmp_path):
     table = str(_participants(tmp_path / "p.tsv", ["01"]))
     folder = str(tmp_path / "maps")
     with pytest.raises(ParameterError, match=re.escape(
-            "covariates is not set: a folder dataset has no default design; pass --covariates "
-            "age,score or --formula")):
+            "covariates is not set: a folder dataset has no default design; pass "
+            "covariates=['age', 'score'] or formula=")):
         RunSettings(dataset=folder, table=table)
     with pytest.raises(ParameterError, match=r"contrast is not set: a folder dataset has no "
                                              r"default contrast; pass what is tested, e\.g\. "
-                                             r"--contrast score"):
+                                             r"contrast='score'"):
         RunSettings(dataset=folder, table=table, covariates="score")
     with pytest.raises(ParameterError, match=r"table is not set: the folder of maps '.*maps' "
-                                             r"needs a subject table; pass --table"):
+                                             r"needs a subject table; pass "
+                                             r"table='participants.tsv'"):
         RunSettings(dataset=folder, covariates="score", contrast="score")
     # a formula is a design: no covariates needed
     assert RunSettings(dataset=folder, table=table, formula="score + age",
@@ -342,9 +344,9 @@ def test_bad_folder_dataset_without_design_contrast_or_table(tmp_path):
 @pytest.mark.parametrize("changes, match", [
     ({"table": "{table}"}, r"table given with dataset the built-in 'demo': it brings its own"),
     ({"bids_filter": {"desc": "x"}}, r"bids_filter given with dataset the built-in 'demo'"),
-    ({"export": "nifti"}, r"export: 'nifti' is not a known export format: expected one of "
+    ({"export": "nifti"}, r"export='nifti' is not a known export format: expected one of "
                           r"\['bids'\]"),
-    ({"on_missing": "skip"}, r"on_missing: 'skip' is not a known value: expected one of "
+    ({"on_missing": "skip"}, r"on_missing='skip' is not a known value: expected one of "
                              r"\['error', 'drop'\]"),
 ])
 def test_bad_options_for_the_dataset(tmp_path, changes, match):
@@ -367,7 +369,8 @@ def test_bad_lists_and_python_objects(tmp_path):
         load_folder({"a": img, "z": img}, table)
     with pytest.raises(ParameterError, match=r"dataset='.*nowhere' is neither one of"):
         RunSettings(dataset=f"{tmp_path},{tmp_path / 'nowhere'}", table=str(tmp_path / "x"))
-    with pytest.raises(ParameterError, match=r"run_analysis\(maps, \.\.\.\) needs table="):
+    with pytest.raises(ParameterError, match=r"run_analysis\(maps, \.\.\.\) needs the subject "
+                                             r"table: pass table="):
         pipeline.run_analysis([img, img], covariates="score", contrast="score")
 
 

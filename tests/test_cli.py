@@ -43,35 +43,36 @@ def test_glmkit_help_lists_every_parameter_flag():
 @pytest.mark.parametrize(
     ("argv", "match"),
     [
-        (["--n-perm", "0"], "n_perm=0 is out of range: expected n_perm >= 1"),
-        (["--n_perm", "lots"], "n_perm='lots' has the wrong type: expected an integer"),
-        (["--alpha", "1.5"], "alpha=1.5 is out of range: expected 0 < alpha < 1"),
-        (["--alpha", "0"], "alpha=0.0 is out of range"),
-        (["--run-name", "../escape"], "run_name='../escape' is not a safe folder name"),
-        (["--run-name", "a/b"], "run_name='a/b' is not a safe folder name"),
-        (["--statistics", "voxel,maxt"], "statistics: 'maxt' is not a known statistic"),
-        (["--height-control", "fwer"], "height_control: 'fwer' is not a known value"),
-        (["--scheme", "manly"], "scheme: 'manly' is not a known value"),
+        (["--n-perm", "0"], "--n-perm 0 is out of range: expected n_perm >= 1"),
+        (["--n_perm", "lots"], "--n-perm lots has the wrong type: expected an integer"),
+        (["--alpha", "1.5"], "--alpha 1.5 is out of range: expected 0 < alpha < 1"),
+        (["--alpha", "0"], "--alpha 0.0 is out of range"),
+        (["--run-name", "../escape"], "--run-name ../escape is not a safe folder name"),
+        (["--run-name", "a/b"], "--run-name a/b is not a safe folder name"),
+        (["--statistics", "voxel,maxt"], "--statistics maxt is not a known statistic"),
+        (["--height-control", "fwer"], "--height-control fwer is not a known value"),
+        (["--scheme", "manly"], "--scheme manly is not a known value"),
         (["--contrast", "fluenc"], "contrast 'fluenc' names 'fluenc', which is not a design "
                                    "column.*did you mean 'fluency'"),
         (["--contrast", "fluency - fluency"], r"contrast 'fluency - fluency' is all zeros "
                                               r"\(fluency: 0\): it tests nothing"),
         (["--contrast", "[fluency, intercept]", "--two-sided", "true"],
-         "is a list of contrasts, an F test, and two_sided=true has no meaning"),
+         "is a list of contrasts, an F test, and --two-sided true has no meaning"),
         (["--contrast", "[1, 0, 0]"], r"has 3 weights but the design of the \d+ subjects that "
                                       r"have every design variable"),
         (["--covariates", "sex,pseudo", "--rename", "{}", "--contrast", "M - f"],
          r"names 'f', which is not a design column: .* and levels sex: F \(reference\), M "
          r"\(did you mean 'F'\?\)"),
-        (["--mask", "nowhere.nii.gz"], r"mask='nowhere.nii.gz' does not exist"),
-        (["--smoothing-fwhm", "-2"], "smoothing_fwhm=-2.0 is out of range"),
-        (["--n-jobs", "0"], "n_jobs=0 is not allowed"),
-        (["--two-sided", "sometimes"], "two_sided='sometimes' has the wrong type"),
-        (["--dataset", "demo_nul"], "dataset='demo_nul' is neither.*did you mean 'demo-null'"),
+        (["--mask", "nowhere.nii.gz"], r"--mask nowhere.nii.gz does not exist"),
+        (["--smoothing-fwhm", "-2"], "--smoothing-fwhm -2.0 is out of range"),
+        (["--n-jobs", "0"], "--n-jobs 0 is not allowed"),
+        (["--two-sided", "sometimes"], "--two-sided sometimes has the wrong type"),
+        (["--dataset", "demo_nul"], "--dataset demo_nul is neither.*did you mean 'demo-null'"),
         (["--nperm", "10"], "unknown parameter 'nperm' \\(did you mean 'n_perm'\\?\\)"),
         (["--n-perm=5", "stray"], "unexpected argument 'stray'"),
         (["--params", "missing.yaml"], "params file 'missing.yaml' does not exist"),
-        (["--output-dir", "elsewhere"], "output_dir='elsewhere' cannot be set for glmkit run"),
+        (["--output-dir", "elsewhere"], "--output-dir elsewhere cannot be set for glmkit run.*"
+                                        "set --reports-dir <folder> and --run-name <name>"),
     ],
 )
 def test_bad_run_parameters_exit_2_before_running(argv, match, capsys, tmp_path, monkeypatch):
@@ -104,7 +105,7 @@ def test_bad_params_file(text, match, capsys, tmp_path):
 def test_flags_override_params_file(tmp_path, monkeypatch):
     seen = {}
 
-    def fake_run(settings, *, progress_bar=True):
+    def fake_run(settings, *, progress_bar=True, wait=False):
         seen["settings"], seen["progress_bar"] = settings, progress_bar
         return Path("somewhere/report.html")
 

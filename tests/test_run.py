@@ -22,9 +22,9 @@ import psutil
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from glmkit.errors import ParameterError, ReportError, RunError
+from glmkit.errors import ParameterError, ReportError, RunError, RunLockedError
 from glmkit.report.runfolder import promised_files
-from glmkit.run import check_run_folder, load_grid, run_batch
+from glmkit.run import RunInterrupted, check_run_folder, load_grid, recover, run_batch, run_lock
 from glmkit.run import run_notebook as run
 from glmkit.settings import RunSettings
 
@@ -82,6 +82,9 @@ def notebooks(tmp_path_factory) -> dict[str, str]:
         "slow": _notebook(root / "slow.ipynb",
                           "import pathlib, time\n(pathlib.Path(output_dir) / 'report.html')"
                           ".write_text('half')\ntime.sleep(120)"),
+        "sleepy": _notebook(root / "sleepy.ipynb", "import pathlib, time\n"
+                            "(pathlib.Path(output_dir) / 'started').write_text('')\n"
+                            "time.sleep(6)", WRITE_OUTPUTS + "\n(out / 'started').unlink()"),
         "tampered": _notebook(root / "tampered.ipynb", WRITE_OUTPUTS,
                               "(out / 'qc.csv').write_text('changed after the manifest')"),
         "unlisted": _notebook(root / "unlisted.ipynb", WRITE_OUTPUTS,
@@ -188,7 +191,7 @@ def test_existing_run_is_not_overwritten_without_force(tmp_path, notebooks):
     target = tmp_path / "reports" / "r"
     target.mkdir(parents=True)
     (target / "report.html").write_text("earlier complete run")
-    with pytest.raises(ReportError, match=r"already exists .*pass --force"):
+    with pytest.raises(ReportError, match=r"already exists .*pass force=True"):
         run(_settings(tmp_path, notebooks["ok"]), progress_bar=False)
     assert (target / "report.html").read_text() == "earlier complete run"
 
@@ -284,18 +287,20 @@ def test_killed_run_leaves_nothing_half_written(tmp_path, notebooks, sig):
     if sig != signal.SIGKILL:  # cleanup ran: not even the temporary folder is left
         assert _listing(reports) == [], err
         assert "interrupted; nothing was written" in err
-    else:  # only a hidden temporary folder, which the next run points out
-        assert all(name.startswith(".r.tmp-") for name in _listing(reports))
+    else:  # only a hidden temporary folder (and the lock file), which the next run removes
+        assert all(name.startswith((".r.tmp-", ".r.lock")) for name in _listing(reports))
         out = subprocess.run([*cmd[:5], notebooks["fail"], *cmd[6:]], capture_output=True,
                              text=True, timeout=120)
-        assert "were left by a run that was killed" in out.stderr
+        assert re.search(r"removed \.r\.tmp-\w+, left by a run of r that was killed", out.stderr)
+        assert [n for n in _listing(reports) if n.startswith(".")] == []
 
 
 def test_reports_dir_not_writable(tmp_path, notebooks):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     settings = RunSettings(notebook=notebooks["ok"], reports_dir=str(blocker / "reports"))
-    with pytest.raises(ReportError, match=r"reports_dir .* is not writable .*--reports-dir"):
+    with pytest.raises(ReportError, match=r"reports_dir .* is not writable .*"
+                                          r"reports_dir=<writable"):
         run(settings, progress_bar=False)
 
 
@@ -414,4 +419,182 @@ def test_terminated_parallel_batch_leaves_nothing(tmp_path, notebooks):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert _listing(reports) == [], err
+    # no run was complete: only the index, which says so, is left (no temporary folder)
+    assert _listing(reports) == ["index.html"], err
+    assert "interrupted; batch grid.yaml: 0 of 2 runs completed, 2 not" in err
+    assert (reports / "index.html").read_text().count("interrupted (not complete)") == 2
+
+
+# ------------------------------------------------------------------- lock and leftovers
+def _start(cmd: list[str], log: Path) -> subprocess.Popen:
+    with open(log, "w") as handle:
+        return subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+
+
+def _wait_for(condition, timeout: float = 90) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_second_run_of_the_same_name_refuses_then_waits(tmp_path, notebooks):
+    """Two real processes: while the first runs, a second run of the same name refuses within
+    seconds naming it; with --wait it waits for the first to finish, then runs."""
+    reports = tmp_path / "reports"
+    cmd = [sys.executable, "-m", "glmkit", "run", "--notebook", notebooks["sleepy"],
+           "--reports-dir", str(reports), "--run-name", "r", "--quiet"]
+    first = _start(cmd, tmp_path / "first.log")
+    try:
+        assert _wait_for(lambda: any(reports.glob(".r.tmp-*/started"))), (
+            (tmp_path / "first.log").read_text())
+        start = time.time()
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        refused_after = time.time() - start
+        assert second.returncode == 1, second.stderr
+        assert f"run 'r' is already running in '{reports}' (process {first.pid}," in (
+            second.stderr)
+        assert "--wait" in second.stderr and "wait=True" not in second.stderr
+        assert first.poll() is None  # the first run was not disturbed
+        waiting = subprocess.run([*cmd, "--wait", "--force"], capture_output=True, text=True,
+                                 timeout=300)
+        assert first.wait(timeout=120) == 0, (tmp_path / "first.log").read_text()
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert waiting.returncode == 0, waiting.stderr
+    assert "waiting for the run r" in waiting.stderr
+    assert refused_after < 30  # refused at once, not after the analysis
+    check_run_folder(reports / "r")
+    assert _listing(reports) == ["r"]  # no lock file, no temporary folder left
+
+
+def test_lock_names_its_holder_and_is_released(tmp_path):
+    target = tmp_path / "r"
+    with run_lock(target) as lock:
+        assert lock.name == ".r.lock" and json.loads(lock.read_text())["pid"] == os.getpid()
+        with pytest.raises(RunLockedError, match=rf"run 'r' is already running .*process "
+                                                 rf"{os.getpid()}.*wait=True.*run_name=<name>"):
+            with run_lock(target):
+                pass
+    assert not (tmp_path / ".r.lock").exists()
+    with run_lock(target):  # free again
+        pass
+
+
+def test_batch_runs_take_the_same_lock(tmp_path, notebooks):
+    path = _grid(tmp_path, notebooks["ok"], "runs:\n  - {run_name: held}\n  - {run_name: free}\n")
+    (tmp_path / "reports").mkdir()
+    with run_lock(tmp_path / "reports" / "held"):
+        with pytest.raises(RunError, match=r"1 of 2 runs failed held: failed: run 'held' is "
+                                           r"already running"):
+            run_batch(path)
+    assert (tmp_path / "reports" / "free" / "report.html").is_file()
+    assert not (tmp_path / "reports" / "held").exists()
+
+
+def test_next_run_restores_a_run_a_killed_force_left_hidden(tmp_path):
+    """A --force run killed between its two renames leaves the earlier run in .r.old-<pid>:
+    the next run of the name (holding the lock) puts it back; temporary folders go."""
+    reports = tmp_path / "reports"
+    old = reports / ".r.old-4242"
+    old.mkdir(parents=True)
+    (old / "report.html").write_text("earlier complete run")
+    (reports / ".r.tmp-abc12345").mkdir()
+    (reports / ".r.tmp-abc12345" / "report.html").write_text("half")
+    (reports / ".rr.tmp-abc12345").mkdir()  # another run's: left alone
+    with run_lock(reports / "r"):
+        recover(reports / "r")
+    assert (reports / "r" / "report.html").read_text() == "earlier complete run"
+    assert _listing(reports) == [".rr.tmp-abc12345", "r"]
+    # when the new run had been renamed in place, the hidden old one is only removed
+    (reports / ".r.old-77").mkdir()
+    recover(reports / "r")
+    assert _listing(reports) == [".rr.tmp-abc12345", "r"]
+
+
+def test_interrupt_between_the_renames_of_force_puts_the_old_run_back(tmp_path, monkeypatch):
+    from glmkit._util import atomic_folder
+
+    target = tmp_path / "r"
+    target.mkdir()
+    (target / "report.html").write_text("earlier complete run")
+    real_rename = Path.rename
+    interrupts = [KeyboardInterrupt()]
+
+    def rename(self, other):  # the interrupt lands after the old run was moved aside
+        if Path(other) == target and interrupts:
+            raise interrupts.pop()
+        return real_rename(self, other)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_folder(target, overwrite=True) as tmp:
+            (tmp / "report.html").write_text("new")
+    monkeypatch.setattr(Path, "rename", real_rename)
+    assert (target / "report.html").read_text() == "earlier complete run"
+    assert _listing(tmp_path) == ["r"]
+
+
+def test_interrupted_forced_run_says_the_earlier_run_was_kept(tmp_path, notebooks,
+                                                              monkeypatch):
+    target = tmp_path / "reports" / "r"
+    target.mkdir(parents=True)
+    (target / "report.html").write_text("earlier complete run")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("papermill.execute_notebook", interrupted)
+    with pytest.raises(RunInterrupted, match=rf"the earlier run {re.escape(str(target))} was "
+                                             "kept"):
+        run(_settings(tmp_path, notebooks["ok"], force=True), progress_bar=False)
+    assert (target / "report.html").read_text() == "earlier complete run"
+    assert _listing(tmp_path / "reports") == ["r"]
+
+
+def test_run_names_are_checked_and_long_grid_names_shortened(tmp_path):
+    for name in ["x" * 101, "a{b}", ".hidden", "~me", "a\nb"]:
+        with pytest.raises(ParameterError, match="run_name=.* is not a safe folder name"):
+            RunSettings(run_name=name)
+    path = _grid(tmp_path, "nb.ipynb", "grid:\n  covariates: [[" + ", ".join(
+        f"variable_{i}" for i in range(30)) + "], [a]]\n")
+    names = [s.run_name for s in load_grid(path)]
+    assert len(names[0]) <= 100 and re.fullmatch(r"grid-covariates=.*-[0-9a-f]{8}", names[0])
+    assert names[1] == "grid-covariates=a"
+
+
+def test_big_batch_needs_yes(tmp_path, notebooks, monkeypatch):
+    path = _grid(tmp_path, notebooks["ok"], "grid:\n  random_state: " + str(list(range(51)))
+                 + "\n")
+    with pytest.raises(ParameterError, match=r"would start 51 runs .* more than 50: check the "
+                                             r"grid, then pass yes=True"):
+        run_batch(path)
+    assert not (tmp_path / "reports" / "index.html").exists()  # nothing started
+    started = []
+    monkeypatch.setattr("glmkit.run._run_one",
+                        lambda s, cwd, wait=False: started.append(s.run_name) or (s.run_name,
+                                                                                   "ok"))
+    run_batch(path, yes=True)
+    assert len(started) == 51
+
+
+def test_interrupted_batch_reports_the_runs_that_completed(tmp_path, notebooks):
+    """Ctrl-C during the second run of a batch: the message and the rewritten index name the
+    first run as complete and the second as interrupted; nothing half-written is left."""
+    path = _grid(tmp_path, notebooks["ok"], f"runs:\n  - {{run_name: one}}\n"
+                 f"  - {{run_name: two, notebook: {notebooks['slow']}}}\n")
+    reports = tmp_path / "reports"
+    proc = subprocess.Popen([sys.executable, "-m", "glmkit", "batch", str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert _wait_for(lambda: any(reports.glob(".two.tmp-*/report.html")), timeout=180)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted; batch grid.yaml: 1 of 2 runs completed (one), 1 not; the index" in err
+    assert _listing(reports) == ["index.html", "one"]
+    page = (reports / "index.html").read_text()
+    assert 'href="one/report.html"' in page and "interrupted (not complete)" in page

@@ -77,11 +77,11 @@ def test_strings_are_coerced(name, text, expected):
         ({"run_name": ""}, r"run_name='' is not a safe folder name"),
         ({"run_name": "a\\b"}, r"not a safe folder name"),
         ({"statistics": "voxel,tfec"},
-         r"statistics: 'tfec' is not a known statistic.*did you mean 'tfce'"),
+         r"statistics='tfec' is not a known statistic.*did you mean 'tfce'"),
         ({"statistics": "voxel,voxel"}, r"repeats a statistic"),
-        ({"height_control": "fwe"}, r"height_control: 'fwe' is not a known value: expected "
+        ({"height_control": "fwe"}, r"height_control='fwe' is not a known value: expected "
                                     r"one of \['fdr', 'bonferroni', 'fpr', 'none'\]"),
-        ({"scheme": "freedman"}, r"scheme: 'freedman'.*did you mean 'freedman_lane'"),
+        ({"scheme": "freedman"}, r"scheme='freedman'.*did you mean 'freedman_lane'"),
         ({"contrast": " "}, r"contrast is empty"),
         ({"dataset": "dmeo"}, r"dataset='dmeo' is neither.*did you mean 'demo'"),
         ({"two_sided": "maybe"}, r"two_sided='maybe' has the wrong type: expected true or false"),

@@ -49,6 +49,7 @@ from glmkit.data.dataset import Dataset
 from glmkit.data.folder import open_image
 from glmkit.data.local import load_bids, load_folder
 from glmkit._util import atomic_folder, get_data_dir, logger, sha256_file
+from glmkit.errors import checked_arguments
 from glmkit.errors import (
     DataFileNotFoundError,
     DatasetError,
@@ -89,6 +90,7 @@ def builtin_defaults(name: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- demo
 
 
+@checked_arguments
 def load_demo(
     variant: str = "association", *, data_dir: str | os.PathLike | None = None, force: bool = False
 ) -> Dataset:
@@ -194,6 +196,7 @@ def _read_demo(folder: Path, variant: str) -> Dataset:
 # --------------------------------------------------------------------------- localizer
 
 
+@checked_arguments
 def load_localizer(
     contrast: str = "left button press (auditory cue)",
     n_subjects: int = 94,
@@ -364,6 +367,7 @@ def _localizer_fetch_failure(exc: BaseException, folder: Path) -> str:
     return f"Localizer download into {folder} failed ({type(exc).__name__}: {exc}). {retry}"
 
 
+@checked_arguments
 def load_dataset(spec: str | os.PathLike | Sequence[Any], **kwargs: Any) -> Dataset:
     """Load a dataset by name (``"demo"``, ``"demo-null"``, ``"localizer"``), BIDS root or
     folder, glob or list of maps.

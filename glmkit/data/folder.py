@@ -25,7 +25,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from glmkit._util import atomic_folder, get_data_dir, logger, sha256_file
+from glmkit._util import atomic_folder, get_data_dir, logger, map_header_problem, sha256_file
 from glmkit.data.choices import BIDS_SUBJECT_COLUMN, FOLDER_SUBJECT_COLUMN
 from glmkit.errors import DataFileNotFoundError, DatasetError, ImageError
 
@@ -195,6 +195,9 @@ def open_image(path: Path) -> nib.spatialimages.SpatialImage:
             f"map {path} cannot be read as NIfTI/Analyze ({type(exc).__name__}: {exc}); "
             "re-export or re-download the file."
         ) from exc
+    problem = map_header_problem(img)
+    if problem:
+        raise ImageError(f"map {path}: {problem}.")
     expected = _expected_bytes(img)
     data_file = Path(img.file_map["image"].filename)
     if _suffix(data_file) == ".nii.gz":
@@ -214,6 +217,10 @@ def open_image(path: Path) -> nib.spatialimages.SpatialImage:
     return img
 
 
+#: what a table cell holds for a missing value (pandas' default markers)
+_MISSING = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+            "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
+
 #: the subject-id columns looked for when none is named, in order
 _SUBJECT_COLUMNS = (FOLDER_SUBJECT_COLUMN, BIDS_SUBJECT_COLUMN)
 
@@ -228,6 +235,7 @@ def read_table(table: str | os.PathLike | pd.DataFrame, subject_column: str | No
     """
     wanted = (subject_column,) if subject_column else _SUBJECT_COLUMNS
     if isinstance(table, pd.DataFrame):
+        _check_columns(list(table.columns), "table")
         frame = table.copy()
     else:
         path = Path(table).expanduser()
@@ -242,7 +250,18 @@ def read_table(table: str | os.PathLike | pd.DataFrame, subject_column: str | No
                 f"{sorted(_TABLE_SEPARATORS)} (tab- or comma-separated). Export it as TSV/CSV."
             )
         try:
-            frame = pd.read_csv(path, sep=sep, dtype=dict.fromkeys(wanted, str))
+            header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str,
+                                 keep_default_na=False)
+            names = header.iloc[0].tolist() if len(header) else []
+            _check_columns(names, f"table {path}")
+            # subject ids are text as written ('NA' and 'NULL' are ids); other columns read
+            # pandas' usual missing-value markers (n/a, NA, ...) as missing
+            frame = pd.read_csv(path, sep=sep, dtype=dict.fromkeys(wanted, str),
+                                keep_default_na=False,
+                                na_values={c: _MISSING for c in names if c not in wanted})
+        except pd.errors.EmptyDataError:
+            raise DatasetError(f"table {path} is empty; expected a header line of column "
+                               "names and one row per subject.") from None
         except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
             raise DatasetError(
                 f"table {path} cannot be read as {'TSV' if sep == chr(9) else 'CSV'} "
@@ -251,11 +270,18 @@ def read_table(table: str | os.PathLike | pd.DataFrame, subject_column: str | No
     subject_column = next((c for c in wanted if c in frame.columns), None)
     if subject_column is None:
         what = " or ".join(repr(c) for c in wanted)
+        glued = [sep for sep in (";", ",", "\t", "|") if len(frame.columns) == 1
+                 and sep in str(frame.columns[0])]
+        if glued:
+            raise DatasetError(
+                f"table has one column {str(frame.columns[0])[:80]!r}: its values are "
+                f"separated by {glued[0]!r}, not by tabs (.tsv) or commas (.csv); save it "
+                "tab- or comma-separated, as its extension says.")
         raise DatasetError(
             f"table has no subject column {what}; its columns are {_columns(frame)}. Pass "
-            "subject_column=<the column holding the subject ids> (--subject-column).")
+            "subject_column=<the column holding the subject ids>.")
     ids = frame.pop(subject_column)
-    if ids.isna().any():
+    if ids.isna().any() or (ids.astype(str).str.strip() == "").any():
         raise DatasetError(f"table column {subject_column!r} has empty subject ids; fill them.")
     frame.insert(0, "subject", ids.astype(str).str.strip())
     if unique:
@@ -263,6 +289,15 @@ def read_table(table: str | os.PathLike | pd.DataFrame, subject_column: str | No
     frame = frame.reset_index(drop=True)
     frame.attrs["subject_column"] = subject_column  # the column the ids came from
     return frame
+
+
+def _check_columns(names: list, where: str) -> None:
+    """Column names given once each (pandas would rename a second ``score`` to ``score.1``)."""
+    names = [str(n).strip() for n in names]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DatasetError(f"{where} has several columns named {repeated}; each column needs "
+                           "its own name: rename or remove the repeated ones.")
 
 
 def _columns(frame: pd.DataFrame, limit: int = 20) -> str:

@@ -32,6 +32,7 @@ from glmkit.data.folder import (
     store_images,
     subject_folders,
 )
+from glmkit.errors import checked_arguments
 from glmkit.errors import DataFileNotFoundError, DatasetError, ImageError, ParameterError
 
 __all__ = ["load_folder", "load_bids"]
@@ -42,6 +43,7 @@ _MAPS_FORMS = ("a folder, a glob, a file, a list of these, nibabel images in tab
                "mapping of subject id to image or path")
 
 
+@checked_arguments
 def load_folder(
     maps: str | os.PathLike | Sequence[Any] | Mapping[str, Any],
     table: str | os.PathLike | pd.DataFrame,
@@ -139,6 +141,7 @@ def load_folder(
                           data_dir, provenance)
 
 
+@checked_arguments
 def load_bids(
     root: str | os.PathLike,
     *,
@@ -183,8 +186,8 @@ def load_bids(
         table = root / BIDS_TABLE
         if not table.is_file():
             raise DataFileNotFoundError(
-                f"BIDS root {root} has no {BIDS_TABLE}: pass the subject table (table=..., "
-                f"--table on the command line) or add {BIDS_TABLE} with a "
+                f"BIDS root {root} has no {BIDS_TABLE}: pass the subject table (table=...) "
+                f"or add {BIDS_TABLE} with a "
                 f"{BIDS_SUBJECT_COLUMN} column to the root.")
     subject_column = subject_column or BIDS_SUBJECT_COLUMN
     files = [f for f in list_maps(root) if bids.subject_labels(f.where)]
@@ -295,7 +298,9 @@ def _match_rows(files, frame, subject_column, on_missing) -> tuple[pd.DataFrame,
         logger.warning("load_folder: dropping unmatched %s", detail)
     frame = frame[frame["subject"].isin(list(matched))].reset_index(drop=True)
     if frame.empty:
-        raise DatasetError(f"no map matches any subject id of column {subject_column!r}.")
+        raise DatasetError(f"no map matches any subject id of column {subject_column!r}; "
+                           "check that each map's file name or folder holds its subject's id "
+                           "(e.g. sub-01_con.nii.gz or sub-01/con.nii for id sub-01 or 01).")
     return frame, matched
 
 

@@ -70,7 +70,8 @@ def _read(spec: str | os.PathLike) -> tuple[nib.Nifti1Image, str]:
         img = nib.load(path)
     except Exception as exc:  # nibabel raises many types for a file that is not an image
         raise ImageError(f"mask={str(spec)!r} is not a readable NIfTI/Analyze image "
-                         f"({type(exc).__name__}: {exc})") from None
+                         f"({type(exc).__name__}: {exc}); pass a NIfTI mask file or "
+                         "'mni152'") from None
     return img, path.name
 
 

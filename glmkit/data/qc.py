@@ -57,7 +57,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from glmkit._util import logger
+from glmkit._util import logger, map_header_problem
+from glmkit.errors import checked_arguments
 from glmkit.errors import (
     DataFileNotFoundError,
     DatasetError,
@@ -344,6 +345,9 @@ def _load_header(path: str, subject: str):
             f"map of subject {subject!r} cannot be read as a NIfTI/Analyze image: {path} "
             f"({type(exc).__name__}: {exc}); re-export or replace the file"
         ) from exc
+    problem = map_header_problem(img)
+    if problem:
+        raise ImageError(f"map of subject {subject!r} ({path}): {problem}")
     shape = img.shape
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
@@ -459,6 +463,7 @@ def _largest_gap(missing: np.ndarray, affine: np.ndarray) -> tuple[int, np.ndarr
 # --------------------------------------------------------------------------- run_qc
 
 
+@checked_arguments
 def run_qc(
     dataset,
     *,
@@ -681,8 +686,8 @@ def _grid_error(headers, mismatched: list[int], maps: list[str], subjects: list[
         f"({subjects[0]}: {maps[0]}; shape {ref_shape}, affine\n      "
         f"{_fmt_affine(ref_img.affine)}):\n" + "\n".join(parts) + more
         + "\nResample them to a common grid, or pass "
-        "policy=QCPolicy(on_grid_mismatch='resample') (glmkit run: --on-grid-mismatch "
-        "resample) to resample them to the first map's grid"
+        "policy=QCPolicy(on_grid_mismatch='resample') to resample them to the first map's "
+        "grid"
     )
 
 

@@ -30,6 +30,7 @@ import pandas as pd
 
 from glmkit._util import logger
 from glmkit.data import DEFAULT_CUT_COORDS
+from glmkit.errors import checked_arguments
 from glmkit.errors import GlmkitError, ParameterError, ReportError
 from glmkit.report.maps import cut_in_view
 from glmkit.report.markup import Section, attr, table, version
@@ -339,6 +340,7 @@ def _render_page(result, images, *, notebook_path=None, far_mm: float = 10.0) ->
     return page(f"This page weighs about {size_mb:.1f} MB (figures and viewer data included).")
 
 
+@checked_arguments
 def write_report(result, out_dir, *, notebook_path=None) -> RunManifest:
     """Write the run folder of an analysis (report, maps, tables, records) and its manifest.
 

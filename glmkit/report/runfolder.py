@@ -335,7 +335,8 @@ class RunManifest:
                                      sha256=str(f["sha256"])) for f in data["files"])
         except FileNotFoundError:
             raise ReportError(f"{str(path)!r} does not exist: the folder was not written by "
-                              "glmkit.write_report, or not completely") from None
+                              "glmkit.write_report, or not completely; check the path of the "
+                              "run folder (reports_dir/run_name)") from None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ReportError(f"{str(path)!r} is not a readable manifest ({exc}); rewrite the "
                               "run") from None

@@ -26,6 +26,7 @@ import pandas as pd
 
 from glmkit._util import logger
 from glmkit.data import DEFAULT_CUT_COORDS
+from glmkit.errors import checked_arguments
 from glmkit.errors import ParameterError
 from glmkit.report.maps import (CONNECTIVITY, METHODS, background_u8, cut_in_view,
                                 maps_from_result, prepare_maps)
@@ -193,6 +194,7 @@ def viewer_payload(
     }
 
 
+@checked_arguments
 def viewer_html(
     maps: Mapping[str, Any], *, clusters: Any = None, thresholds: Mapping[str, Any] | None = None,
     default_map: str | None = None, cut_coords: tuple[float, float, float] = DEFAULT_CUT_COORDS,

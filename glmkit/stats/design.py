@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from glmkit._util import logger
+from glmkit.errors import checked_arguments
 from glmkit.errors import DesignError, ParameterError
 
 __all__ = ["Design", "make_design", "variance_inflation"]
@@ -144,6 +145,7 @@ def variance_inflation(matrix: pd.DataFrame) -> pd.Series:
     return pd.Series(out, index=pd.Index(names, dtype=object), name="vif")
 
 
+@checked_arguments
 def make_design(
     table: pd.DataFrame,
     columns: Sequence[str] | str | None = None,
@@ -263,17 +265,9 @@ def _renamed(matrix: pd.DataFrame, rename: Mapping[str, str] | None) -> pd.DataF
 
 
 def _check_estimable(matrix: pd.DataFrame) -> None:
-    """No covariate constant next to an intercept, at least one column, one residual degree
-    of freedom, full rank."""
-    if INTERCEPT in matrix.columns:
-        for col in (c for c in matrix.columns if c != INTERCEPT):
-            x = matrix[col].to_numpy()
-            if np.ptp(x) == 0:
-                raise DesignError(
-                    f"column {col!r} is constant (value {x[0]:.6g} for all {len(x)} subjects); "
-                    "with an intercept it is collinear with the intercept and its effect is "
-                    "not estimable. Drop it, or check the table"
-                )
+    """At least one column, one residual degree of freedom (too few subjects is said first:
+    with one subject every covariate is constant), no covariate constant next to an
+    intercept, full rank."""
     n, p = matrix.shape
     if p == 0:
         raise DesignError(
@@ -286,6 +280,15 @@ def _check_estimable(matrix: pd.DataFrame) -> None:
             f"{p + 1} subjects are needed (one residual degree of freedom). Use fewer "
             "covariates or more subjects"
         )
+    if INTERCEPT in matrix.columns:
+        for col in (c for c in matrix.columns if c != INTERCEPT):
+            x = matrix[col].to_numpy()
+            if np.ptp(x) == 0:
+                raise DesignError(
+                    f"column {col!r} is constant (value {x[0]:.6g} for all {len(x)} subjects); "
+                    "with an intercept it is collinear with the intercept and its effect is "
+                    "not estimable. Drop it, or check the table"
+                )
     _check_rank(matrix)
 
 
@@ -317,7 +320,7 @@ def _vif_with_warning(matrix: pd.DataFrame) -> pd.Series:
 def _subject_index(table: pd.DataFrame, subject_column: str) -> pd.Index:
     if subject_column not in table.columns:
         raise DesignError(
-            f"subject_column {subject_column!r} not in the table; available columns: "
+            f"subject_column {subject_column!r} not in the table; name one of its columns: "
             f"{list(table.columns)}"
         )
     ids = table[subject_column]
@@ -372,10 +375,10 @@ def _from_columns(table, columns, *, intercept, subjects, subject_column
     unknown = [c for c in columns if c not in table.columns]
     if unknown:
         raise DesignError(
-            f"column(s) {unknown} not in the table; available columns: {available}"
+            f"column(s) {unknown} not in the table; use the table's columns: {available}"
         )
     if len(set(columns)) != len(columns):
-        raise DesignError(f"columns: each column once please, found {columns}")
+        raise DesignError(f"columns: {columns} repeats a column; list each column once")
     data: dict[str, np.ndarray] = {}
     levels: dict[str, dict[str, str | None]] = {}
     for col in columns:
@@ -488,12 +491,14 @@ def _from_formula(table, formula, *, intercept, subjects) -> pd.DataFrame:
     try:
         required = Formula(rhs).required_variables
     except Exception as exc:
-        raise DesignError(f"formula {formula!r} cannot be parsed: {exc}") from exc
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DesignError(f"formula {formula!r} cannot be parsed: {first}; check its syntax, "
+                          "e.g. 'age + C(group)'") from exc
     known = set(table.columns)
     unknown = sorted(v for v in required if v not in known and not _is_module_name(v))
     if unknown:
         raise DesignError(
-            f"formula {formula!r} uses {unknown}, not in the table; available columns: "
+            f"formula {formula!r} uses {unknown}, not in the table; use the table's columns: "
             f"{list(table.columns)}"
         )
     for var in sorted(v for v in required if v in known):

@@ -44,7 +44,8 @@ from scipy import linalg, stats
 
 from glmkit.stats.contrast import contrast_vector, parse_contrast
 from glmkit.stats.pvalues import P_FLOOR, log_sf_f, log_sf_t, logp_from_log, z_scores
-from glmkit._util import logger
+from glmkit._util import logger, map_header_problem
+from glmkit.errors import checked_arguments
 from glmkit.errors import (
     ContrastError,
     DataFileNotFoundError,
@@ -121,6 +122,7 @@ class OLSFit:
         )
 
 
+@checked_arguments
 def ols_fit(Y: Any, X: Any, *, columns: Sequence[str] | None = None) -> OLSFit:
     """Fit ``Y = X beta + e`` by ordinary least squares, one column of Y per voxel.
 
@@ -471,6 +473,10 @@ def _load_images(maps: list) -> list:
             img = m
         else:
             raise ImageError(f"map {i} is a {type(m).__name__}; expected a NIfTI image or a path.")
+        problem = map_header_problem(img)
+        if problem:
+            raise ImageError(f"map {i} ({m if isinstance(m, (str, os.PathLike)) else 'image'}): "
+                             f"{problem}.")
         shape = img.shape
         if len(shape) == 4 and shape[3] == 1:
             shape = shape[:3]
@@ -481,8 +487,8 @@ def _load_images(maps: list) -> list:
         if tuple(shape) != ref_shape or not np.allclose(img.affine, ref_affine, atol=1e-4):
             raise ImageError(
                 f"maps are not all on the same grid (shape/affine of map {i} differ from map 0); "
-                "resample them to one grid (glmkit run --on-grid-mismatch resample, or "
-                "nilearn.image.resample_to_img)."
+                "resample them to one grid with nilearn.image.resample_to_img, or run with "
+                "on_grid_mismatch='resample'."
             )
         # one affine for all (they agree within 1e-4 mm, rounding of different exporters)
         if not isinstance(img, nib.Nifti1Image):  # Analyze: nilearn's maskers take NIfTI only
@@ -555,6 +561,7 @@ class SecondLevelResult:
         )
 
 
+@checked_arguments
 def fit_second_level(
     maps: Any,
     design: Any,

@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from glmkit.errors import checked_arguments
 from glmkit.errors import DesignError, ParameterError
 from glmkit.stats.contrast import parse_contrast
 from glmkit.stats.engine import observed_fit, partition, permute_blocks
@@ -65,7 +66,7 @@ from glmkit.stats.resample import draw as _draw  # noqa: F401 - the tests' hook
 from glmkit.stats.statistics import (SCHEMES, TFCE_DEFAULTS, StatContext, StatisticSpec,
                                      get_statistic)
 
-__all__ = ["PermutationResult", "permutation_test"]
+__all__ = ["PermutationResult", "permutation_test", "check_tfce"]
 
 #: neighbourhoods of clusters and TFCE (faces, + edges, + corners)
 CONNECTIVITIES = (6, 18, 26)
@@ -211,7 +212,8 @@ def _as_statistics(statistics, tfce) -> tuple[StatisticSpec, ...]:
     return tuple(get_statistic(name) for name in names)
 
 
-def _tfce_params(tfce) -> dict:
+def check_tfce(tfce) -> dict:
+    """TFCE options (None, True or a mapping of ``E``, ``H``, ``dh``) checked, with defaults."""
     params = dict(TFCE_DEFAULTS)
     if tfce in (None, True, False):
         return params
@@ -223,14 +225,20 @@ def _tfce_params(tfce) -> dict:
     unknown = set(tfce) - set(TFCE_DEFAULTS)
     if unknown:
         raise ParameterError(
-            f"tfce: unknown keys {sorted(unknown)}; known keys are {tuple(TFCE_DEFAULTS)}."
+            f"tfce: unknown keys {sorted(unknown)}; use the keys {tuple(TFCE_DEFAULTS)}."
         )
     params.update(tfce)
-    for key in ("E", "H"):
-        if not float(params[key]) > 0:
-            raise ParameterError(f"tfce[{key!r}] must be > 0; got {params[key]!r}.")
-    if params["dh"] != "auto" and not float(params["dh"]) > 0:
-        raise ParameterError(f"tfce['dh'] must be 'auto' or > 0; got {params['dh']!r}.")
+    for key in ("E", "H", "dh"):
+        value = params[key]
+        if key == "dh" and value == "auto":
+            continue
+        try:
+            positive = float(value) > 0 and not isinstance(value, bool)
+        except (TypeError, ValueError):
+            positive = False
+        if not positive:
+            raise ParameterError(f"tfce[{key!r}] must be a number > 0"
+                                 f"{' or auto' if key == 'dh' else ''}; got {value!r}.")
     return params
 
 
@@ -338,10 +346,10 @@ def _check_options(*, n_perm, scheme, dtype, connectivity, n_jobs, cluster_thres
         )
     if random_state is None:
         random_state = int(np.random.SeedSequence().entropy % (2**63))
-    elif not _check_int(random_state):
+    elif not _check_int(random_state, low=0):
         raise ParameterError(
-            "random_state must be an int or None (it is recorded); "
-            f"got {type(random_state).__name__}."
+            "random_state must be an int >= 0 or None (it is recorded); "
+            f"got {random_state!r}."
         )
     return int(n_perm), int(random_state)
 
@@ -351,6 +359,12 @@ def _check_data(Y) -> np.ndarray:
     Y = np.asarray(Y)
     if Y.ndim != 2:
         raise ParameterError(f"Y must be 2-D (n_subjects, n_voxels); got shape {Y.shape}.")
+    if 0 in Y.shape:
+        raise ParameterError(f"Y has shape {Y.shape}: no {'voxel' if Y.shape[0] else 'subject'}"
+                             " to test; pass one row per subject and at least one voxel column.")
+    if not (np.issubdtype(Y.dtype, np.number) or Y.dtype == bool) \
+            or np.issubdtype(Y.dtype, np.complexfloating):
+        raise ParameterError(f"Y has dtype {Y.dtype}; expected real numbers (float or int).")
     Y = Y.astype(np.float64, copy=False)
     if not np.isfinite(Y.sum()):  # cheap test first; exact count only on failure
         finite = np.isfinite(Y)
@@ -479,6 +493,7 @@ def _assemble(specs, model, fit, ctx, observed, obs_max, counts, null_parts, blo
 
 
 # ----------------------------------------------------------------------------- entry point
+@checked_arguments
 def permutation_test(
     Y, design, contrast, *, n_perm: int = 10000, two_sided: bool = False,
     statistics=("voxel",), mask_img=None, cluster_threshold: float = 0.001, tfce=None,
@@ -561,7 +576,7 @@ def permutation_test(
         n_perm=n_perm, scheme=scheme, dtype=dtype, connectivity=connectivity, n_jobs=n_jobs,
         cluster_threshold=cluster_threshold, random_state=random_state)
     specs = _as_statistics(statistics, tfce)
-    tfce_params = _tfce_params(tfce)
+    tfce_params = check_tfce(tfce)
     Y = _check_data(Y)
     n, V = Y.shape
     X, c, cname = _design_matrix(design, contrast, n)

@@ -34,6 +34,7 @@ from scipy import ndimage, stats
 from glmkit.stats.choices import HEIGHT_CONTROLS
 from glmkit.stats.pvalues import P_FLOOR, logp_from_p
 from glmkit._util import logger
+from glmkit.errors import checked_arguments
 from glmkit.errors import ImageError, ParameterError
 
 __all__ = [
@@ -95,11 +96,12 @@ def _masker_of(mask_img: Any):
     if hasattr(mask_img, "mask_img_"):
         return mask_img
     if isinstance(mask_img, (str, os.PathLike)) and not os.path.exists(mask_img):
-        raise ImageError(f"mask_img {mask_img} does not exist.")
+        raise ImageError(f"mask_img {mask_img} does not exist; check the path.")
     return NiftiMasker(mask_img=mask_img, standardize=None, reports=False).fit()
 
 
 # ---------------------------------------------------------------- array maths
+@checked_arguments
 def fdr_threshold(z: Any, alpha: float) -> float:
     """Benjamini-Hochberg threshold on z values (nilearn's ``fdr_threshold``).
 
@@ -114,6 +116,9 @@ def fdr_threshold(z: Any, alpha: float) -> float:
     """
     alpha = _check_alpha(alpha)
     z_sorted = -np.sort(-np.asarray(z, dtype=float).ravel())
+    if z_sorted.size == 0:
+        raise ParameterError("z is empty: no value to threshold; pass the z values of at "
+                             "least one voxel")
     p = stats.norm.sf(z_sorted)
     n = p.size
     passed = p < alpha * np.linspace(1 / n, 1, n)
@@ -142,6 +147,7 @@ def _cluster_extent(vol: np.ndarray, cluster_threshold: int) -> np.ndarray:
     return vol
 
 
+@checked_arguments
 def bonferroni_logp(p: Any, n_tests: int | None = None) -> np.ndarray:
     """Bonferroni-corrected ``-log10(min(1, p * n_tests))``, finite everywhere.
 
@@ -262,6 +268,7 @@ def _z_and_masker(z: Any, mask_img: Any) -> tuple[np.ndarray, Any]:
     return arr, _masker_of(mask_img)
 
 
+@checked_arguments
 def threshold_map(
     z: Any,
     *,
@@ -442,6 +449,7 @@ def _atlas_lookup(atlas: Any, xyz: np.ndarray) -> list[str]:
 _TABLE_COLUMNS = ["cluster_id", "cluster", "x", "y", "z", "peak_stat", "size_voxels", "size_mm3"]
 
 
+@checked_arguments
 def cluster_table(
     stat_img: Any,
     *,
@@ -518,7 +526,7 @@ def _stat_volume(stat_img: Any) -> tuple[np.ndarray, np.ndarray, float]:
 
     if isinstance(stat_img, (str, os.PathLike)):
         if not os.path.exists(stat_img):
-            raise ImageError(f"stat_img {stat_img} does not exist.")
+            raise ImageError(f"stat_img {stat_img} does not exist; check the path.")
         stat_img = nib.load(stat_img)
     if not isinstance(stat_img, nib.spatialimages.SpatialImage):
         raise ParameterError(
