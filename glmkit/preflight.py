@@ -141,7 +141,7 @@ def check_memory(dataset: Dataset, settings: RunSettings, *, mask_voxels: int | 
     ResourceError
         The estimate, its largest parts, what is available, and what to change.
     """
-    n_voxels, itemsize = _grid_of(dataset.maps[0])
+    n_voxels, itemsize = _grid_of(dataset.maps[0], dataset.subjects[0])
 
     def with_perms(n_perm: int) -> MemoryEstimate:
         return estimate_memory(
@@ -158,12 +158,16 @@ def check_memory(dataset: Dataset, settings: RunSettings, *, mask_voxels: int | 
     return estimate
 
 
-def _grid_of(first: Any) -> tuple[int, int]:
-    """Voxels of the first map's grid and bytes per value, from its header."""
+def _grid_of(first: Any, subject: str) -> tuple[int, int]:
+    """Voxels of the first map's grid and bytes per value, from its header (a file that
+    cannot be read is the ImageError quality control would raise)."""
     import nibabel as nib
     import numpy as np
 
-    img = first if isinstance(first, nib.spatialimages.SpatialImage) else nib.load(first)
+    from glmkit.data.qc import load_header
+
+    img = (first if isinstance(first, nib.spatialimages.SpatialImage)
+           else load_header(str(first), subject)[0])
     shape = img.shape[:3]
     return int(np.prod(shape)), int(img.get_data_dtype().itemsize)
 

@@ -331,7 +331,7 @@ def _fmt_affine(affine: np.ndarray) -> str:
     return "\n      ".join(rows)
 
 
-def _load_header(path: str, subject: str):
+def load_header(path: str, subject: str):
     """Open a map lazily (header only) and check it holds one 3-D volume."""
     if not os.path.exists(path):
         raise DataFileNotFoundError(
@@ -657,7 +657,7 @@ class _Grid:
     def of(cls, maps: list[str], subjects: list[str], policy: QCPolicy) -> _Grid:
         """Read every header (existence, 3-D, grid); a mismatch is an error unless resampling
         is asked for."""
-        headers = [_load_header(p, s) for p, s in zip(maps, subjects)]
+        headers = [load_header(p, s) for p, s in zip(maps, subjects)]
         ref_img, ref_shape = headers[0]
         ref_affine = ref_img.affine
         mismatched = [
