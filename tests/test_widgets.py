@@ -100,10 +100,13 @@ def test_go_to_peak_moves_the_cut(ex):
     # the planted peaks are the two largest clusters' peaks (within a voxel)
     got = sorted(tuple(r) for r in frame[["x", "y", "z"]].head(2).to_numpy())
     assert all(min(np.abs(np.subtract(g, p)).max() for g in got) <= 3 for p in PEAKS)
-    # the dropdown does the same
-    option = ex.controls["peak"].options[2]
-    ex.controls["peak"].value = option[1]
-    assert ex.cut_coords == option[1]
+    # the dropdown does the same: its first entry is the prompt, then one entry per cluster
+    assert ex.controls["peak"].options[0] == ("go to peak…", 0) and ex.controls["peak"].index == 0
+    label, number = ex.controls["peak"].options[2]
+    assert label.startswith("#2:") and number == 2
+    ex.controls["peak"].value = number
+    row = frame[frame["cluster"] == 2].iloc[0]
+    assert ex.cut_coords == (row["x"], row["y"], row["z"])
     with pytest.raises(ParameterError, match="cluster 999"):
         ex.go_to_peak(999)
 
