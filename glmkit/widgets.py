@@ -39,6 +39,7 @@ from glmkit.report.maps import (
     maps_from_result,
     method_threshold,
     prepare_maps,
+    run_view,
 )
 from glmkit.stats.statistics import get_statistic, statistic_names
 
@@ -128,8 +129,11 @@ class Explorer(widgets.VBox):
     def __init__(self, maps: list[ViewerMap], mask: np.ndarray, affine: np.ndarray, *,
                  clusters: pd.DataFrame | None = None, cut_coords=DEFAULT_CUT_COORDS,
                  debounce: float = 0.08, connectivity: int = 6, zoom: int = 4,
-                 background: Any = None):
+                 background: Any = None, default_map: str | None = None):
         self._maps = {m.name: m for m in maps}
+        if default_map is not None and default_map not in self._maps:
+            raise ParameterError(f"default_map {default_map!r} is not one of the maps "
+                                 f"{list(self._maps)}")
         self._mask = mask
         self._background = background_u8(background, mask.shape, np.asarray(affine), mask)
         self._affine = np.asarray(affine)
@@ -170,6 +174,8 @@ class Explorer(widgets.VBox):
         self.add_class("glmkit-explorer")
         # initial state, then observers
         self._set_cut_mm(cut_coords)
+        if default_map is not None:
+            c["map"].value = default_map
         self._select_map(c["map"].value)
         for name in ("map", "method", "alpha", "threshold", "threshold_text", "extent", "peak"):
             c[name].observe(functools.partial(self._on, name), "value")
@@ -478,7 +484,8 @@ class Explorer(widgets.VBox):
             parts.append(self.cut_note)
         self._message = " · ".join(parts)
         data = {"map": m.name, "method": self.method, "alpha": f"{self.alpha:g}",
-                "threshold": repr(float(t)), "count": n, "clusters": k}
+                "threshold": repr(float(t)), "count": n, "clusters": k,
+                "cut": ",".join(f"{c:g}" for c in self.cut_coords)}
         attrs = " ".join(f'data-{key}="{html.escape(str(v))}"' for key, v in data.items())
         self._status.value = (
             f"<div role='status' {attrs} style='font-weight:600'>"
@@ -547,6 +554,7 @@ class Explorer(widgets.VBox):
 
         start = time.perf_counter()
         self._handle = None
+        self._update_text()  # the status says where the cut is
         rgb, labels = self._compose()
         bar, bar_labels = self._colour_bar(rgb.shape[1])
         img = Image.fromarray(np.vstack([rgb, bar]))
@@ -677,6 +685,11 @@ def explore(result: Any, *, cut_coords=None, background: Any = "mni152", debounc
             connectivity: int = 6) -> Explorer:
     """Explore an analysis live: maps, thresholds, clusters and slices as ipywidgets.
 
+    The explorer opens as the report's viewer does (:func:`glmkit.report.maps.run_view`): on
+    the headline map (the first permutation statistic's, else the FDR z map), the corrected
+    maps at the run's alpha; for every map, method and alpha its threshold and counts are the
+    report's.
+
     Parameters
     ----------
     result : AnalysisResult or path
@@ -684,7 +697,8 @@ def explore(result: Any, *, cut_coords=None, background: Any = "mni152", debounc
         holding ``maps/*.nii.gz``, ``clusters.csv`` and ``params.json``.
     cut_coords : (x, y, z) mm, optional
         Initial cut (default: the run's ``cut_coords``, else ``DEFAULT_CUT_COORDS``). A cut whose
-        slices miss the data moves to the first map's peak; the status line says so.
+        slices miss the data moves to the z map's peak, as in the report; the status line says
+        so.
     background : image, path, "mni152" or None
         Grey image under the maps (default: nilearn's bundled MNI152 template resampled to the
         maps' grid; None draws the mask in grey).
@@ -706,23 +720,33 @@ def explore(result: Any, *, cut_coords=None, background: Any = "mni152", debounc
     if isinstance(result, (str, os.PathLike)):
         specs, clusters, params = load_run_folder(result)
         default_cut = params.get("cut_coords") or params.get("settings", {}).get("cut_coords")
+        alpha = params.get("alpha", 0.05)
+        statistics = [name for name in (params.get("statistics") or statistic_names())
+                      if name in statistic_names() and get_statistic(name).map_name in specs]
     elif callable(getattr(result, "maps", None)):
         specs, clusters = maps_from_result(result)
-        default_cut = getattr(getattr(result, "settings", None), "cut_coords", None)
+        settings = getattr(result, "settings", None)
+        default_cut = getattr(settings, "cut_coords", None)
+        alpha = getattr(settings, "alpha", 0.05)
+        perm = getattr(result, "permutation", None)
+        statistics = perm.statistics if perm is not None else ()
     else:
         raise ParameterError(
             f"explore(result): expected an AnalysisResult (glmkit.pipeline) or a run folder path; "
             f"got {type(result).__name__}"
         )
+    # the report's viewer opens the same way: corrected maps at the run's alpha, headline first
+    specs, default_map = run_view(specs, alpha=float(alpha), statistics=statistics)
     cut = cut_coords if cut_coords is not None else (default_cut or DEFAULT_CUT_COORDS)
     vmaps, mask, affine = prepare_maps(specs)
-    first = vmaps[0]
-    cut, cut_note = cut_in_view(cut, mask, affine, first.data, two_sided=first.two_sided,
-                                label=f"{first.label} map")
+    z = next((m for m in vmaps if m.name == "z"), vmaps[0])  # the report's cut comes from z
+    cut, cut_note = cut_in_view(cut, mask, affine, z.data, two_sided=z.two_sided,
+                                label=f"{z.label} map")
     if cut_note:
         logger.warning("explore: %s", cut_note)
     explorer = Explorer(vmaps, mask, affine, clusters=clusters, cut_coords=tuple(cut),
-                        debounce=debounce, connectivity=connectivity, background=background)
+                        debounce=debounce, connectivity=connectivity, background=background,
+                        default_map=default_map)
     if cut_note:
         explorer.cut_note = cut_note
         explorer._update_text()
