@@ -295,8 +295,13 @@ class Report:
             ctl('select[data-control="method"]').select_option(value=method)
         if alpha is not None:
             ctl('select[data-control="alpha"]').select_option(value=alpha)
-        return self.root.evaluate("r => ({method: r.glmkit.state.method, alpha: r.glmkit.state"
-                                  ".alpha, t: r.glmkit.state.t, count: r.glmkit.state.count})")
+        return self.state()
+
+    def state(self) -> dict:
+        return self.root.evaluate(
+            "r => ({map: r.querySelector('select[data-control=map]').selectedOptions[0].text,"
+            " method: r.glmkit.state.method, alpha: r.glmkit.state.alpha, t: r.glmkit.state.t,"
+            " count: r.glmkit.state.count})")
 
 
 def _same_as_report(state: dict, report: dict, what: str) -> None:
@@ -344,6 +349,11 @@ def test_every_map_and_method_equals_the_report(explorer):
     page, report, folder, maps = explorer
     summary = json.loads((folder / "summary.json").read_text())
     assert maps[:3] == ["z", "z, FDR q<0.05", "-log10 p, Bonferroni"] and len(maps) == 4
+    # both open on the headline map, at the run's alpha
+    opening = report.state()
+    state = _settle(page, lambda s: s["map"] == "logp_maxt", "opened")
+    assert opening["map"] == maps[3]
+    _same_as_report(state, opening, "opened")
     headline = {}
     for label, name in zip(maps, MAP_NAMES, strict=True):
         _pick(page, "map", label)
@@ -370,15 +380,16 @@ def test_every_map_and_method_equals_the_report(explorer):
     assert headline[(maps[3], "fwer", "0.05")] == summary["suprathreshold"]["perm_voxel"]
 
 
-def test_fwer_map_opens_at_one(explorer):
-    """The permutation map opens at FWER alpha 0.1, i.e. -log10 p >= 1 exactly (the slider's
-    grid does not turn it into 0.999...)."""
+def test_fwer_map_at_alpha_one_tenth_is_one(explorer):
+    """The permutation map at FWER alpha 0.1 is thresholded at -log10 p >= 1 exactly (the
+    slider's grid does not turn it into 0.999...), as in the report."""
     page, report, _, maps = explorer
     _pick(page, "map", maps[3])
-    state = _settle(page, lambda s: s["map"] == "logp_maxt" and s["method"] == "fwer",
-                    "FWER map opened")
-    assert (state["alpha"], float(state["threshold"])) == ("0.1", 1.0)
-    _same_as_report(state, report.show(maps[3]), "FWER map opened")
+    _settle(page, lambda s: s["map"] == "logp_maxt" and s["method"] == "fwer", "FWER map")
+    _type(page, "alpha", "0.1")
+    state = _settle(page, lambda s: s["alpha"] == "0.1", "FWER map at 0.1")
+    assert (state["method"], float(state["threshold"])) == ("fwer", 1.0)
+    _same_as_report(state, report.show(maps[3], "fwer", "0.1"), "FWER map at 0.1")
 
 
 def _handle(page, control: str):
