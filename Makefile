@@ -1,12 +1,16 @@
 # Two commands do all the set-up (see README.md):
 #   make demo   create .venv/, install glmkit, run the reference analysis on the demo data
 #   make test   install the test extra and a headless Chromium, run the whole test suite
+# and one opens the analysis notebook:
+#   make lab    create .venv/ if needed, open the notebook in JupyterLab (LAB_ARGS: more flags)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 RUN_NAME ?= demo
+NOTEBOOK := notebooks/second_level_association.ipynb
+LAB_ARGS ?=
 
-.PHONY: demo test venv test-deps browser clean
+.PHONY: demo lab test venv test-deps browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +28,10 @@ venv: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(BIN)/glmkit run --params notebooks/reference.yaml --run-name $(RUN_NAME) --force
+
+# the kernel's traffic CurveZMQ-encrypted, as in glmkit run (no "TCP without encryption")
+lab: $(VENV)/.installed
+	$(BIN)/jupyter lab --KernelManager.transport_encryption=auto $(LAB_ARGS) $(NOTEBOOK)
 
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \

@@ -83,7 +83,9 @@ def run_notebook(settings: RunSettings, *, progress_bar: bool = True, log_output
     settings : RunSettings
         Validated parameters; ``settings.force`` replaces a complete earlier run.
     progress_bar : bool
-        Show papermill's per-cell progress bar.
+        Show the run's progress on stderr: the section of the running cell and the progress
+        bars the cells draw (permutations: count, rate, time left); see
+        :mod:`glmkit.progress`.
     log_output : bool
         Echo the notebook's outputs to the log while it runs.
     cwd : path-like, optional
@@ -140,6 +142,8 @@ def _execute(settings: RunSettings, notebook: Path, target: Path, cwd: Path, *,
     """Execute the notebook into a temporary folder renamed to ``target`` when complete."""
     import papermill
 
+    from glmkit.progress import ENGINE_NAME, NotebookProgress
+
     start = time.perf_counter()
     with _interrupts_stop_the_run() as interrupt, \
             atomic_folder(target, overwrite=settings.force) as tmp:
@@ -147,11 +151,13 @@ def _execute(settings: RunSettings, notebook: Path, target: Path, cwd: Path, *,
         values = {**settings.to_dict(), "output_dir": str(tmp), "notebook": str(notebook)}
         parameters = {name: values[name] for name in RunSettings.notebook_parameters()}
         logger.info("running %s -> %s", notebook.name, target)
+        # the cells' sections and their own progress bars (permutations, ...); see progress.py
+        progress = NotebookProgress() if progress_bar else None
         try:
             papermill.execute_notebook(
                 str(notebook), str(tmp / NOTEBOOK_FILE), parameters=parameters,
-                kernel_name=KERNEL_NAME, progress_bar=progress_bar, log_output=log_output,
-                cwd=str(cwd))
+                kernel_name=KERNEL_NAME, engine_name=ENGINE_NAME, progress=progress,
+                progress_bar=False, log_output=log_output, cwd=str(cwd))
         except (GlmkitError, KeyboardInterrupt):
             raise
         except Exception as exc:  # a cell failed, the kernel died or could not start, ...
@@ -169,6 +175,9 @@ def _execute(settings: RunSettings, notebook: Path, target: Path, cwd: Path, *,
             raise RunError(f"run {settings.run_name!r} failed: {type(exc).__name__}: {exc}. "
                            f"What was written is in {failed}; nothing was written to "
                            f"{target}") from exc
+        finally:
+            if progress is not None:
+                progress.close()
         _finish(tmp, settings, target, wall_time=time.perf_counter() - start)
 
 

@@ -16,7 +16,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "glmkit"
 BASE = {"glmkit", "glmkit.errors", "glmkit._util", "glmkit._version"}
 RUN_LAYER = {"glmkit.settings", "glmkit.pipeline", "glmkit.preflight", "glmkit.run",
-             "glmkit.cli", "glmkit.widgets", "glmkit.__main__"}
+             "glmkit.cli", "glmkit.widgets", "glmkit.__main__", "glmkit.progress",
+             "glmkit.interactive"}
 ALLOWED = {  # layer -> glmkit modules it may import (besides the base)
     "stats": ("glmkit.stats",),
     "data": ("glmkit.stats", "glmkit.data"),

@@ -54,12 +54,30 @@ def run_folder(tmp_path, synth_maps):
 
 
 @pytest.fixture
-def ex(run_folder):
+def opened(run_folder):
     return explore(run_folder, debounce=0)
+
+
+@pytest.fixture
+def ex(opened):
+    """The explorer on the z map (it opens on the permutation map, as the report)."""
+    opened.controls["map"].value = "z"
+    return opened
 
 
 def _count(z, mask, t):
     return int(((z >= t) & (z != 0) & (mask > 0)).sum())
+
+
+def test_opens_as_the_report(opened, synth_maps):
+    """On the headline map (the permutation statistic's), at the run's alpha (0.05 here)."""
+    ex = opened
+    assert (ex.map_name, ex.method, ex.alpha) == ("logp_maxt", "fwer", 0.05)
+    assert ex.threshold == pytest.approx(-np.log10(0.05))
+    expected = int((synth_maps["logp_maxt"] >= -np.log10(0.05)).sum())
+    assert ex.n_suprathreshold == expected > 0
+    ex.controls["map"].value = "logp_bonferroni"
+    assert (ex.method, ex.alpha) == ("bonferroni", 0.05)
 
 
 def test_layout_and_state(ex, synth_maps):
@@ -100,10 +118,13 @@ def test_go_to_peak_moves_the_cut(ex):
     # the planted peaks are the two largest clusters' peaks (within a voxel)
     got = sorted(tuple(r) for r in frame[["x", "y", "z"]].head(2).to_numpy())
     assert all(min(np.abs(np.subtract(g, p)).max() for g in got) <= 3 for p in PEAKS)
-    # the dropdown does the same
-    option = ex.controls["peak"].options[2]
-    ex.controls["peak"].value = option[1]
-    assert ex.cut_coords == option[1]
+    # the dropdown does the same: its first entry is the prompt, then one entry per cluster
+    assert ex.controls["peak"].options[0] == ("go to peak…", 0) and ex.controls["peak"].index == 0
+    label, number = ex.controls["peak"].options[2]
+    assert label.startswith("#2:") and number == 2
+    ex.controls["peak"].value = number
+    row = frame[frame["cluster"] == 2].iloc[0]
+    assert ex.cut_coords == (row["x"], row["y"], row["z"])
     with pytest.raises(ParameterError, match="cluster 999"):
         ex.go_to_peak(999)
 
@@ -304,6 +325,9 @@ def test_real_analysis_result(real_result):
     ex = explore(r, debounce=0)
     names = [o[1] for o in ex.controls["map"].options]
     assert names[:3] == ["z", "z_fdr", "logp_bonferroni"] and "logp_maxt" in names
+    # it opens as the report does: the permutation map at the run's alpha
+    assert (ex.map_name, ex.method, ex.alpha) == ("logp_maxt", "fwer", r.settings.alpha)
+    ex.controls["map"].value = "z"
     fdr = r.thresholds["fdr"]
     assert ex.method == "fdr" and ex.threshold == pytest.approx(fdr.threshold)
     assert ex.n_suprathreshold == fdr.n_suprathreshold
@@ -337,6 +361,8 @@ def test_real_run_folder(real_result, tmp_path):
     (folder / "params.json").write_text(real_result.settings.to_json())
     ex = explore(folder, debounce=0)
     assert "logp_maxt" in [o[1] for o in ex.controls["map"].options]
+    assert (ex.map_name, ex.alpha) == ("logp_maxt", real_result.settings.alpha)
+    ex.controls["map"].value = "z"
     fdr = real_result.thresholds["fdr"]
     assert ex.threshold == pytest.approx(fdr.threshold, rel=1e-6)
     assert ex.n_suprathreshold == fdr.n_suprathreshold
@@ -384,6 +410,8 @@ def test_result_without_permutation(synth_maps):
     )
     ex = explore(result, debounce=0, background=None)
     assert [o[1] for o in ex.controls["map"].options] == ["z", "z_fdr", "logp_bonferroni"]
+    assert ex.map_name == "z_fdr"  # no permutation: the FDR map is the headline, as in the report
+    ex.controls["map"].value = "z"
     assert ex.method == "fdr" and ex.threshold == 4.25  # the run's threshold, not recomputed
     assert ex.n_suprathreshold == _count(synth_maps["z"], synth_maps["mask"], 4.25)
     for name in ("z", "z_fdr", "logp_bonferroni"):
@@ -392,3 +420,89 @@ def test_result_without_permutation(synth_maps):
     assert "bonferroni" in ex.methods
     ex.controls["map"].value = "z_fdr"
     assert ex.threshold == 4.25  # thresholds of z_fdr come from z
+
+
+# ------------------------------------------------------------------------ what a browser sends back
+def test_a_shown_value_sent_back_rounded_is_no_edit(ex, synth_maps):
+    """A browser's slider snaps the value it is given to its step grid and may send it back:
+    that is no edit (method, alpha and count stay); a move of one step (a key press) is."""
+    slider = ex.controls["threshold"]
+    assert not slider.continuous_update  # it sends values the user sets, not those it is given
+    assert ex.method == "fdr"
+    t, count = ex.threshold, ex.n_suprathreshold
+    snapped = round(t / slider.step) * slider.step
+    assert snapped != t
+    slider.value = snapped  # the echo
+    assert (ex.method, ex.alpha, ex.threshold, ex.n_suprathreshold) == ("fdr", 0.05, t, count)
+    ex.controls["threshold_text"].value = float(f"{t:.15g}")  # the text box, reformatted
+    assert (ex.method, ex.threshold) == ("fdr", t)
+    slider.value = snapped + slider.step  # the user's key press
+    assert ex.method == "value" and ex.threshold == pytest.approx(snapped + slider.step)
+    assert ex.n_suprathreshold == _count(synth_maps["z"], synth_maps["mask"], ex.threshold)
+    # the FWER map at alpha 0.1 stays at -log10 p = 1 exactly
+    ex.controls["map"].value = "logp_maxt"
+    ex.controls["alpha"].value = 0.1
+    assert (ex.method, ex.threshold) == ("fwer", 1.0)
+    slider = ex.controls["threshold"]
+    slider.value = round(1.0 / slider.step) * slider.step
+    assert (ex.method, ex.alpha, ex.threshold) == ("fwer", 0.1, 1.0)
+
+
+def test_cut_sliders_sent_back_do_not_render(ex):
+    before = ex.render_count
+    x = ex.controls["x"]
+    x.value = x.value + 0.4 * x.step  # within half a step of what was shown
+    assert ex.render_count == before
+    x.value = x.value + x.step
+    assert ex.render_count == before + 1
+
+
+def test_static_copy_beside_the_widget(ex):
+    """The display bundle holds the widget view, the current picture and the status as text."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    bundle = ex._repr_mimebundle_()
+    assert {"application/vnd.jupyter.widget-view+json", "image/png", "text/plain"} <= set(bundle)
+    png = base64.b64decode(bundle["image/png"])
+    assert png == ex.image_bytes
+    assert Image.open(io.BytesIO(png)).size[0] > 400
+    assert ex.message in bundle["text/plain"] and "glmkit explorer: z" in bundle["text/plain"]
+    assert "Explorer(children" not in bundle["text/plain"]
+
+
+def test_picture_has_colour_bar_and_orientation(ex):
+    """Under the slices a colour bar runs from the threshold's colour (red) to the maximum's
+    (yellow); L and R are written on the coronal and axial panels."""
+    import io
+
+    from PIL import Image
+
+    from glmkit.widgets import BAR_HEIGHT
+
+    img = np.asarray(Image.open(io.BytesIO(ex.image_bytes)).convert("RGB"))
+    bar = img[-BAR_HEIGHT:][4:16]
+    reds = bar[(bar[..., 0] == 255) & (bar[..., 2] == 0)]
+    assert len(reds) and reds[:, 1].min() <= 45 and reds[:, 1].max() >= 250
+    letters = {"ortho": ["P", "A", "L", "R", "L", "R"], "x": ["P", "A"], "y": ["L", "R"],
+               "z": ["L", "R"], "mosaic": ["L", "R"]}
+    for mode, expected in letters.items():
+        ex.controls["mode"].value = mode
+        _, labels = ex._compose()
+        texts = [text for _, text in labels]
+        assert [t for t in texts if t in "LRAP"] == expected, (mode, texts)
+        # and they are drawn: the picture differs from one drawn without them
+        left = [xy for xy, text in labels if text in ("L", "P")][0]
+        img = np.asarray(Image.open(io.BytesIO(ex.image_bytes)).convert("RGB"))
+        x0, y0 = left[0] + 3, left[1] + 2
+        assert (img[y0:y0 + 14, x0:x0 + 10] > 180).all(axis=-1).any(), mode  # white ink
+        assert not (img[y0 - 20:y0 - 8, x0:x0 + 10] > 180).all(axis=-1).any(), mode  # none above
+
+
+def test_peak_selector_first_entry(ex):
+    peak = ex.controls["peak"]
+    assert peak.index == 0 and peak.options[0][0] == "go to peak…"
+    ex.controls["threshold"].value = 3.0
+    assert peak.index == 0 and len(peak.options) == len(ex.cluster_frame.head(50)) + 1

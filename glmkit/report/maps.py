@@ -39,6 +39,7 @@ __all__ = [
     "ViewerMap",
     "prepare_maps",
     "maps_from_result",
+    "run_view",
     "fwer_map_spec",
     "infer_kind",
     "method_threshold",
@@ -603,6 +604,38 @@ def maps_from_result(result: Any) -> tuple[dict[str, dict], pd.DataFrame | None]
         specs[spec.map_name] = fwer_map_spec(stat, imgs[spec.map_name])
     clusters = getattr(result, "clusters", None)
     return specs, clusters
+
+
+def run_view(specs: Mapping[str, dict], *, alpha: float, statistics: Any = ()
+             ) -> tuple[dict[str, dict], str | None]:
+    """How a viewer of a run opens: the report's viewer and the explorer both start here.
+
+    The corrected -log10 p maps (Bonferroni, permutation FWER) open at the run's ``alpha``
+    when the viewer offers it (:data:`ALPHAS`); the map shown first is the headline: the
+    first permutation statistic's map of ``statistics``, else the FDR-thresholded z map,
+    else z.
+
+    Returns
+    -------
+    specs : dict
+        A copy of ``specs`` with those alphas set.
+    default_map : str or None
+        The name of the map to show first (None when none of them is there).
+
+    Examples
+    --------
+    >>> specs = {"z": {"kind": "z"}, "logp_maxt": {"kind": "logp_fwer"}}
+    >>> opened, first = run_view(specs, alpha=0.05, statistics=["voxel"])
+    >>> opened["logp_maxt"]["alpha"], first
+    (0.05, 'logp_maxt')
+    """
+    out = {name: dict(spec) for name, spec in specs.items()}
+    if alpha in ALPHAS:
+        for spec in out.values():
+            if spec.get("kind") in ("logp_bonferroni", "logp_fwer"):
+                spec["alpha"] = alpha
+    first = get_statistic(list(statistics)[0]).map_name if len(statistics) else None
+    return out, next((name for name in (first, "z_fdr", "z") if name in out), None)
 
 
 def fwer_map_spec(statistic: str, image: Any) -> dict:

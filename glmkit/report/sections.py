@@ -485,16 +485,10 @@ def explore_section(result, cut_coords, contrast_name: str) -> Section:
     from glmkit.report import maps, viewer
 
     specs, clusters = maps.maps_from_result(result)
-    alpha = float(attr(result.settings, "alpha", 0.05))
-    if alpha in maps.ALPHAS:  # open the corrected maps at the report's alpha
-        for spec in specs.values():
-            if spec.get("kind") in ("logp_bonferroni", "logp_fwer"):
-                spec["alpha"] = alpha
     perm = result.permutation
-    # open on the headline map: the first permutation statistic's, else the FDR z map
-    first = get_statistic(perm.statistics[0]).map_name if perm is not None and \
-        perm.statistics else None
-    default = next((name for name in (first, "z_fdr", "z") if name in specs), None)
+    # the corrected maps at the run's alpha, opening on the headline map (as the explorer)
+    specs, default = maps.run_view(specs, alpha=float(attr(result.settings, "alpha", 0.05)),
+                                   statistics=perm.statistics if perm is not None else ())
     fragment = viewer.viewer_html(
         specs, clusters=clusters, cut_coords=tuple(cut_coords), default_map=default,
         background="mni152", title=f"{contrast_name}: maps of this run")
