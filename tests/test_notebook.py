@@ -188,7 +188,8 @@ NON_DEFAULT = {
     "rename": {"age": "years"}, "contrast": "pseudo", "center": True, "smoothing_fwhm": 8.0,
     "alpha": 0.01, "height_control": "bonferroni", "n_perm": 77, "two_sided": True,
     "statistics": ["voxel", "cluster_size"], "scheme": "ter_braak", "groups": "site",
-    "tfce": {"E": 1.0, "H": 2.0}, "cluster_threshold": 0.01, "random_state": 7, "n_jobs": 2,
+    "tfce": {"E": 1.0, "H": 2.0}, "cluster_threshold": 0.01, "accel": "tail", "random_state": 7,
+    "n_jobs": 2,
     "run_name": "other", "reports_dir": "elsewhere", "cut_coords": [1.0, 2.0, 3.0],
     "output_dir": "{tmp}/out", "notebook": "{tmp}/this.ipynb",
 }

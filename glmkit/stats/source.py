@@ -1,0 +1,73 @@
+"""The data of a permutation test, read by voxel ranges so that it is never copied whole.
+
+:class:`VoxelSource` wraps ``Y`` (subjects x voxels): an in-memory array, or a numpy memmap
+(``np.memmap`` or ``np.load(..., mmap_mode="r")``) of a file. :meth:`VoxelSource.read`
+returns one range of voxels as a float64 array; for a memmap it maps the file afresh for
+each read and unmaps it after, so the pages read do not stay in the process's resident
+memory (a memmap's touched pages count as resident until it is unmapped), and a pickled
+source (sent to a joblib or Dask worker process) holds the file's name, not its data.
+"""
+
+from __future__ import annotations
+
+import mmap
+
+import numpy as np
+
+from glmkit.errors import ParameterError
+
+__all__ = ["VoxelSource"]
+
+
+def _file_backed(Y) -> bool:
+    """A memmap of a whole file region (not a view into one) that can be mapped again."""
+    return (isinstance(Y, np.memmap) and isinstance(Y.base, mmap.mmap)
+            and getattr(Y, "filename", None) is not None
+            and (Y.flags.c_contiguous or Y.flags.f_contiguous))
+
+
+class VoxelSource:
+    """``Y`` (n_subjects, n_voxels) read by voxel ranges (see the module docstring).
+
+    Parameters
+    ----------
+    Y : ndarray or numpy memmap, shape (n_subjects, n_voxels)
+        Real numbers (any float or integer dtype); not copied.
+    """
+
+    def __init__(self, Y) -> None:
+        if not isinstance(Y, np.ndarray):
+            Y = np.asarray(Y)
+        if Y.ndim != 2:
+            raise ParameterError(f"Y must be 2-D (n_subjects, n_voxels); got shape {Y.shape}.")
+        if Y.dtype.kind not in "fiub":
+            raise ParameterError(f"Y must hold real numbers; got dtype {Y.dtype}.")
+        self.shape = Y.shape
+        self.dtype = Y.dtype
+        self.file = None
+        self._array = Y
+        if _file_backed(Y):
+            self.file = {"filename": str(Y.filename), "offset": int(Y.offset),
+                         "order": "C" if Y.flags.c_contiguous else "F"}
+
+    @property
+    def streamed(self) -> bool:
+        """True for a memmap: every read maps the file again (and unmaps it after)."""
+        return self.file is not None
+
+    def read(self, v0: int, v1: int) -> np.ndarray:
+        """Voxels ``v0`` to ``v1 - 1`` as a C-contiguous float64 array (n_subjects, v1 - v0)."""
+        if self.file is None:
+            return np.array(self._array[:, v0:v1], dtype=np.float64, order="C")
+        m = np.memmap(self.file["filename"], dtype=self.dtype, mode="r",
+                      offset=self.file["offset"], shape=self.shape, order=self.file["order"])
+        try:
+            return np.array(m[:, v0:v1], dtype=np.float64, order="C")
+        finally:
+            del m  # unmaps: the pages read leave this process's resident set
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        if self.file is not None:  # a worker maps the file itself
+            state["_array"] = None
+        return state
