@@ -455,7 +455,8 @@ def _fwer_logp(specs, observed, null_max, two_sided, rtol, accel=None
         score = _score(value, two_sided)
         p = _p_from_null(null_max[spec.name], score, rtol)
         if accel == "tail":
-            p, fit, n_refined = tail_pvalues(score, null_max[spec.name], p)
+            # fitted to the permutation maxima only (glmkit.stats.tail: not the observed one)
+            p, fit, n_refined = tail_pvalues(score, null_max[spec.name][1:], p)
             tails[spec.name] = {"fit": None if fit is None else fit.as_dict(),
                                 "n_refined": n_refined}
         if spec.nonzero_only:
