@@ -273,8 +273,10 @@ def reduce_stat_t(out, B, q, n_conf, ss, dof, thr, two_sided, counts, out_max, w
 # ----------------------------------------------------------------------------- blocks
 #: memory budget (bytes) of one block's statistic maps (spatial statistics); sets its size
 BLOCK_BYTES = 64 * 2**20
-#: most permutations in one block (one task)
+#: most permutations in one block (one task) of large maps
 MAX_BLOCK = 512
+#: small maps: blocks of up to this many statistics (and permutation indices)
+BLOCK_ITEMS = 2**20
 #: voxels per tile: a tile's GEMM output (TILE x COLS) stays in cache while it is reduced
 TILE = 512
 #: permutations per GEMM (at multiples of COLS in the stream; blocks are whole multiples)
@@ -571,9 +573,12 @@ def _tasks(fit, model, zconf, specs, ctx, stream, source, scheme, dtype, n_jobs)
         data = Streamed(source, model, scheme, npdtype.name, fit.ss_unit)
         width = max(TILE, SLAB_BYTES // (4 * n) // TILE * TILE)
         voxel_blocks = [(v, min(v + width, V)) for v in range(0, V, width)]
-    # blocks do not change a bit of the result here: as many as workers, at least
+    # blocks do not change a bit of the result here: as many as workers, at least, and
+    # larger than MAX_BLOCK when the maps are small (less overhead per permutation), within
+    # BLOCK_ITEMS statistics and permutation indices per block
     workers = max(1, joblib.effective_n_jobs(n_jobs))
-    perm_blocks = split(stream.n_perm, min(MAX_BLOCK, -(-stream.n_perm // workers)), COLS)
+    most = max(MAX_BLOCK, min(BLOCK_ITEMS // max(V, 1), BLOCK_ITEMS // n))
+    perm_blocks = split(stream.n_perm, min(most, -(-stream.n_perm // workers)), COLS)
     tasks = [((s, e), (v0, v1), joblib.delayed(voxel_block)(data, v0, v1, *stream.part(s, e), cfg))
         for v0, v1 in voxel_blocks for s, e in perm_blocks]
     return tasks, {"block_size": perm_blocks[0][1], "n_blocks": len(perm_blocks),

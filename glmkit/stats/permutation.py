@@ -31,7 +31,7 @@ Engine
 
 Reproducibility
     Permutation ``k`` (or sign vector ``k``) is drawn from ``random_state`` and ``k`` alone
-    (counter-based: chunk ``k // 64`` of the stream has its own generator,
+    (counter-based: chunk ``k // 256`` of the stream has its own generator,
     ``numpy.random.SeedSequence(random_state, spawn_key=(chunk,))``;
     :mod:`glmkit.stats.resample`), so every block of work draws its own permutations where
     it runs and memory does not grow with ``n_perm``. Blocks go to joblib (threads unless

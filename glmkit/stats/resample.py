@@ -25,7 +25,7 @@ __all__ = ["CHUNK", "Stream", "draw", "sign_flips", "all_sign_flips", "arrangeme
 #: permutations per chunk of the random stream: chunk ``c`` is drawn from its own generator,
 #: seeded by ``SeedSequence(random_state, spawn_key=(c,))``, so permutation ``k`` depends on
 #: ``random_state`` and ``k`` only (not on blocks, workers or machines)
-CHUNK = 64
+CHUNK = 256
 
 
 def _draw_chunk(random_state, chunk, n, sign_flip, groups):
