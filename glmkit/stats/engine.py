@@ -28,6 +28,7 @@ assembles the result.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -289,6 +290,18 @@ RESIDENT_BYTES = 512 * 2**20
 SLAB_BYTES = 1024 * 2**20
 
 
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()  # finds the loaded BLAS libraries once (~4 ms)
+
+
+def one_blas_thread():
+    """Context manager: BLAS single-threaded in this process (restored on exit)."""
+    return _blas_controller().limit(limits=1, user_api="blas")
+
+
 def single_blas_thread(parent_pid):
     """Make BLAS single-threaded in a worker *process* (OpenBLAS rounds differently with
     1 and 2 threads, and results must not depend on how the work was split). In the
@@ -495,7 +508,6 @@ def observed_fit(source, model: Model, scheme: str, two_sided: bool, tie_rtol: f
     rounding error apart.
     """
     import joblib
-    from threadpoolctl import threadpool_limits
 
     from glmkit.stats.source import VoxelSource
 
@@ -515,7 +527,7 @@ def observed_fit(source, model: Model, scheme: str, two_sided: bool, tie_rtol: f
             R[:, c0:c1] = Rc
         return True
 
-    with threadpool_limits(1, user_api="blas"):  # the same arithmetic whatever n_jobs
+    with one_blas_thread():  # the same arithmetic whatever n_jobs
         ok = joblib.Parallel(n_jobs=n_jobs, backend="threading")(
             joblib.delayed(one)(c0, c1) for c0, c1 in chunks(n, 0, V))
     if not all(ok):
@@ -594,7 +606,6 @@ def permute_blocks(fit: Observed, model: Model, zconf, specs, ctx, stream, *, so
     drawn from ``stream`` where it is used, so the result is the same whoever runs them.
     """
     import joblib
-    from threadpoolctl import threadpool_limits
     from tqdm.auto import tqdm
 
     V = fit.t.shape[0]
@@ -614,7 +625,7 @@ def permute_blocks(fit: Observed, model: Model, zconf, specs, ctx, stream, *, so
     # start-up); joblib.parallel_config(backend=...) overrides this, e.g. "dask".
     share = 1.0 / blocking["voxel_blocks"]
     with tqdm(total=n_perm, disable=not verbose, desc="permutations", unit="perm") as bar, \
-            threadpool_limits(1, user_api="blas"):
+            one_blas_thread():
         # never more workers than blocks (does not change the result, saves start-up)
         jobs = min(int(n_jobs), len(tasks)) if n_jobs > 0 else int(n_jobs)
         parallel = joblib.Parallel(n_jobs=jobs, prefer="threads", return_as="generator")
