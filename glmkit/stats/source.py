@@ -2,10 +2,13 @@
 
 :class:`VoxelSource` wraps ``Y`` (subjects x voxels): an in-memory array, or a numpy memmap
 (``np.memmap`` or ``np.load(..., mmap_mode="r")``) of a file. :meth:`VoxelSource.read`
-returns one range of voxels as a float64 array; for a memmap it maps the file afresh for
-each read and unmaps it after, so the pages read do not stay in the process's resident
-memory (a memmap's touched pages count as resident until it is unmapped), and a pickled
-source (sent to a joblib or Dask worker process) holds the file's name, not its data.
+returns one range of voxels as a float64 array. For a memmap it maps the file afresh for each
+read, copies ``ROWS`` subjects at a time and drops their pages from the mapping at once
+(``madvise(MADV_DONTNEED)``; the file stays in the page cache), then unmaps it: a mapped
+page counts as resident memory, and recent kernels map a file's pages in large folios (up to
+2 MB around each page read), so reading a few voxels of every subject through one mapping
+would make most of the file resident. A pickled source (sent to a joblib or Dask worker
+process) holds the file's name, not its data.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ import numpy as np
 
 from glmkit.errors import ParameterError
 
-__all__ = ["VoxelSource"]
+__all__ = ["VoxelSource", "ROWS"]
+
+#: subjects copied between two drops of the mapped pages (bounds the resident pages of a read)
+ROWS = 16
 
 
 def _file_backed(Y) -> bool:
@@ -59,12 +65,25 @@ class VoxelSource:
         """Voxels ``v0`` to ``v1 - 1`` as a C-contiguous float64 array (n_subjects, v1 - v0)."""
         if self.file is None:
             return np.array(self._array[:, v0:v1], dtype=np.float64, order="C")
-        m = np.memmap(self.file["filename"], dtype=self.dtype, mode="r",
-                      offset=self.file["offset"], shape=self.shape, order=self.file["order"])
+        n, V = self.shape
+        out = np.empty((n, v1 - v0), dtype=np.float64)
+        offset, row_bytes = self.file["offset"], V * self.dtype.itemsize
+        with open(self.file["filename"], "rb") as f:
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         try:
-            return np.array(m[:, v0:v1], dtype=np.float64, order="C")
+            Y = np.frombuffer(mm, dtype=self.dtype, count=n * V, offset=offset).reshape(
+                self.shape, order=self.file["order"])
+            rows = ROWS if self.file["order"] == "C" else n  # F order: one contiguous range
+            for r0 in range(0, n, rows):
+                r1 = min(n, r0 + rows)
+                out[r0:r1] = Y[r0:r1, v0:v1]
+                if self.file["order"] == "C" and hasattr(mm, "madvise"):
+                    start = (offset + r0 * row_bytes) // mmap.PAGESIZE * mmap.PAGESIZE
+                    mm.madvise(mmap.MADV_DONTNEED, start, offset + r1 * row_bytes - start)
+            del Y
         finally:
-            del m  # unmaps: the pages read leave this process's resident set
+            mm.close()  # unmaps: nothing read stays in this process's resident set
+        return out
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
