@@ -50,10 +50,11 @@ def _axes(ax, xlabel: str, title: str, ylabel: str = "seconds per 1000 permutati
 
 def plot_voxels(cases: dict, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4.2))
-    for prefix, label, style in (("voxels_glmkit", "glmkit (n_jobs=2, float64)", "o-"),
-                                 ("voxels_nilearn", "nilearn permuted_ols (n_jobs=1)", "s-")):
-        ax.plot(*_series(cases, prefix), style, label=f"{label}, wall")
-        ax.plot(*_cpu_per_1000(cases, prefix), style[0] + ":", alpha=0.6,
+    for prefix, label, style, color in (
+            ("voxels_glmkit", "glmkit (n_jobs=2, float64)", "o-", "C0"),
+            ("voxels_nilearn", "nilearn permuted_ols (n_jobs=1)", "s-", "C2")):
+        ax.plot(*_series(cases, prefix), style, color=color, label=f"{label}, wall")
+        ax.plot(*_cpu_per_1000(cases, prefix), style[0] + ":", color=color, alpha=0.6,
                 label=f"{label}, CPU")
     _axes(ax, "voxels", "max-T, 100 subjects: time vs voxels")
     fig.tight_layout()
@@ -63,13 +64,14 @@ def plot_voxels(cases: dict, out: Path) -> None:
 
 def plot_subjects(cases: dict, out: Path) -> None:
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4.2))
-    for prefix, label, style in (
-            ("subjects_glmkit", "glmkit in memory (n_jobs=2, float64)", "o-"),
-            ("stream_", "glmkit memmap, streamed (n_jobs=2, float32)", "D-"),
-            ("subjects_nilearn", "nilearn permuted_ols (n_jobs=1)", "s-")):
-        ax.plot(*_series(cases, prefix), style, label=f"{label}, wall")
-        ax.plot(*_cpu_per_1000(cases, prefix), style[0] + ":", alpha=0.6, label=f"{label}, CPU")
-        ax2.plot(*_series(cases, prefix, "peak_rss_mb"), style, label=label)
+    for prefix, label, style, color in (
+            ("subjects_glmkit", "glmkit in memory (n_jobs=2, float64)", "o-", "C0"),
+            ("stream_", "glmkit memmap, streamed (n_jobs=2, float32)", "D-", "C1"),
+            ("subjects_nilearn", "nilearn permuted_ols (n_jobs=1)", "s-", "C2")):
+        ax.plot(*_series(cases, prefix), style, color=color, label=f"{label}, wall")
+        ax.plot(*_cpu_per_1000(cases, prefix), style[0] + ":", color=color, alpha=0.6,
+                label=f"{label}, CPU")
+        ax2.plot(*_series(cases, prefix, "peak_rss_mb"), style, color=color, label=label)
     _axes(ax, "subjects", "max-T, 235,375 voxels (2 mm): time vs subjects")
     ax2.axhline(2048, color="grey", ls="--", lw=0.8, label="2 GB")
     _axes(ax2, "subjects", "peak memory (the data alone: 0.9 to 4.7 GB as float32)",

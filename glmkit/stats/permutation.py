@@ -503,7 +503,7 @@ def _assemble(specs, model, fit, ctx, observed, obs_max, counts, null, blocking,
               ) -> PermutationResult:
     """p-values from the null maxima and counts, and the result object."""
     null_max = {spec.name: np.concatenate([[obs_max[spec.name]], null[spec.name]]).astype(
-        np.float64) for spec in specs}
+        np.float64, copy=False) for spec in specs}
     logp_fwer, tails = _fwer_logp(specs, observed, null_max, two_sided, TIE_RTOL[dtype], accel)
     if model.stat_type == "F":  # sqrt(F) -> F for the voxel statistic (monotonic: p unchanged)
         observed["voxel"] = observed["voxel"] ** 2
