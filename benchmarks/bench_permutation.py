@@ -7,7 +7,8 @@ Usage::
 
 The parent prepares ``Y`` once (demo cohort, subjects with ``pseudo``, nilearn
 ``NiftiMasker(smoothing_fwhm=5)`` with the mask computed from the data), saves it to a
-temporary folder, measures the float64 GEMM bound, then runs every case in its own
+temporary folder, measures the GEMM bounds (float64 and float32, one thread and all), then
+runs every case in its own
 subprocess (``--worker CASE``) one after the other, so each case's peak RSS
 (``ru_maxrss``) is its own. Timings are the call only (imports, data loading and numba
 compilation are outside the timer: a tiny warm-up call loads the kernels first).
@@ -58,16 +59,38 @@ def prepare(folder: Path) -> dict:
             "dataset": ds.name, "design": ["fluency (pseudo, not centred)", "intercept"]}
 
 
-def gemm_bound(Y: np.ndarray, n_perm: int = N_PERM, repeats: int = 7) -> float:
-    """Best time of one (n_perm x n) @ (n x V) float64 product (the max-T arithmetic)."""
-    A = np.random.default_rng(0).standard_normal((n_perm, Y.shape[0]))
-    R = np.ascontiguousarray(Y, dtype=np.float64)
-    best = np.inf
+def gemm_bound(Y: np.ndarray, dtype: str = "float64", out: bool = True, n_perm: int = N_PERM,
+               repeats: int = 7) -> dict:
+    """Best time of one ``(n_perm x n) @ (n x V)`` product (the max-T arithmetic), wall and
+    process CPU. ``out``: into a preallocated output (BLAS alone); else ``A @ R`` as numpy
+    users write it (the 540 MB output is allocated and page-faulted on every call)."""
+    A = np.random.default_rng(0).standard_normal((n_perm, Y.shape[0])).astype(dtype)
+    R = np.ascontiguousarray(Y, dtype=dtype)
+    C = np.empty((n_perm, Y.shape[1]), dtype=dtype) if out else None
+    best, best_cpu = np.inf, np.inf
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        A @ R
+        t0, c0 = time.perf_counter(), time.process_time()
+        if out:
+            np.matmul(A, R, out=C)
+        else:
+            A @ R
         best = min(best, time.perf_counter() - t0)
-    return best
+        best_cpu = min(best_cpu, time.process_time() - c0)
+    return {"seconds": best, "cpu_seconds": best_cpu}
+
+
+def gemm_bounds(Y: np.ndarray) -> dict:
+    """Every bound: float64/float32, one BLAS thread / all, preallocated output or not."""
+    from threadpoolctl import threadpool_limits
+
+    bounds = {}
+    for dtype in ("float64", "float32"):
+        for out in (True, False):
+            key = f"{dtype}_{'out' if out else 'alloc'}"
+            bounds[f"{key}_all_threads"] = gemm_bound(Y, dtype, out)
+            with threadpool_limits(1, user_api="blas"):
+                bounds[f"{key}_1thread"] = gemm_bound(Y, dtype, out)
+    return bounds
 
 
 # ----------------------------------------------------------------------------- cases
@@ -76,7 +99,11 @@ CASES = {
     "glmkit_maxt_1k_j1": ("glmkit", "maxt", 1000, 1),
     "glmkit_maxt_1k_j2": ("glmkit", "maxt", 1000, 2),
     "glmkit_maxt_10k_j1": ("glmkit", "maxt", 10000, 1),
+    "glmkit_maxt_10k_j2": ("glmkit", "maxt", 10000, 2),
     "glmkit_maxt_1k_j1_float32": ("glmkit", "maxt32", 1000, 1),
+    "glmkit_maxt_1k_j2_float32": ("glmkit", "maxt32", 1000, 2),
+    "glmkit_maxt_10k_j1_float32": ("glmkit", "maxt32", 10000, 1),
+    "glmkit_float32_vs_float64": ("glmkit", "precision", 1000, 1),
     "glmkit_cluster_1k_j1": ("glmkit", "cluster", 1000, 1),
     "glmkit_cluster_1k_j2": ("glmkit", "cluster", 1000, 2),
     "glmkit_tfce_1k_j1": ("glmkit", "tfce", 1000, 1),
@@ -91,6 +118,8 @@ CASES = {
     "nilearn_npi_tfce_j1": ("nilearn_npi", "tfce", 10, 1),
     "nilearn_npi_signflip_1k_j1": ("nilearn_npi", "onesample", 1000, 1),
 }
+#: glmkit cases are timed this many times (best kept: the machine is shared)
+REPEATS = 3
 QUICK = {k: (t, kind, max(1, n // 10), j) for k, (t, kind, n, j) in CASES.items()}
 
 
@@ -114,31 +143,7 @@ def worker(case: str, folder: Path, quick: bool) -> dict:
     rss_before = _vm("VmRSS")
     out = {"tool": tool, "kind": kind, "n_perm_run": n_perm, "n_jobs": n_jobs}
     if tool == "glmkit":
-        import nibabel as nib
-
-        from glmkit.stats.permutation import permutation_test
-
-        mask = nib.load(folder / "mask.nii.gz")
-        stats_ = {"maxt": ("voxel",), "maxt32": ("voxel",), "onesample": ("voxel",),
-                  "cluster": ("voxel", "cluster_size", "cluster_mass"),
-                  "tfce": ("voxel", "tfce")}[kind]
-        if kind == "onesample":
-            design, contrast = design[["intercept"]], "intercept"
-        else:
-            contrast = "fluency"
-        kw = dict(statistics=stats_, mask_img=mask, random_state=0, verbose=False,
-                  dtype="float32" if kind == "maxt32" else "float64")
-        permutation_test(Y, design, contrast, n_perm=2, n_jobs=1, **kw)  # warm-up (numba)
-        t0 = time.perf_counter()
-        res = permutation_test(Y, design, contrast, n_perm=n_perm, n_jobs=n_jobs, **kw)
-        out["seconds"] = time.perf_counter() - t0
-        if n_jobs != 1:  # again, with any joblib workers already started (as in a notebook)
-            out["seconds_first_call"] = out["seconds"]
-            t0 = time.perf_counter()
-            res = permutation_test(Y, design, contrast, n_perm=n_perm, n_jobs=n_jobs, **kw)
-            out["seconds"] = time.perf_counter() - t0
-        out["block_size"] = res.info["block_size"]
-        out["max_logp"] = {s: float(res.logp_fwer[s].max()) for s in res.statistics}
+        out.update(_glmkit_case(kind, n_perm, n_jobs, folder, Y, design))
     elif tool == "nilearn_ols":
         from nilearn.mass_univariate import permuted_ols
 
@@ -177,7 +182,50 @@ def worker(case: str, folder: Path, quick: bool) -> dict:
     out["rss_before_call_mb"] = rss_before
     if n_perm > 1:  # the 1-permutation run only measures nilearn's fixed costs
         out["seconds_per_1000"] = out["seconds"] * 1000 / n_perm
+        if "cpu_seconds" in out:
+            out["cpu_seconds_per_1000"] = out["cpu_seconds"] * 1000 / n_perm
     return out
+
+
+def _glmkit_case(kind, n_perm, n_jobs, folder, Y, design) -> dict:
+    """Best of REPEATS calls (wall and process CPU), after a warm-up that loads the kernels
+    (and starts the joblib workers, as in a notebook's second call)."""
+    import nibabel as nib
+
+    from glmkit.stats.permutation import permutation_test
+
+    mask = nib.load(folder / "mask.nii.gz")
+    stats_ = {"cluster": ("voxel", "cluster_size", "cluster_mass"),
+              "tfce": ("voxel", "tfce")}.get(kind, ("voxel",))
+    if kind == "onesample":
+        design, contrast = design[["intercept"]], "intercept"
+    else:
+        contrast = "fluency"
+    kw = dict(statistics=stats_, mask_img=mask, random_state=0, verbose=False,
+              dtype="float32" if kind == "maxt32" else "float64")
+    if kind == "precision":  # float32 against float64, same permutations
+        a = permutation_test(Y, design, contrast, n_perm=n_perm, **kw)
+        b = permutation_test(Y, design, contrast, n_perm=n_perm, **{**kw, "dtype": "float32"})
+        rel = np.abs(b.null_max["voxel"] - a.null_max["voxel"]) / np.abs(a.null_max["voxel"])
+        return {"seconds": float("nan"), "precision": {
+            "max_rel_diff_null_max": float(rel.max()),
+            "max_abs_diff_logp_fwer": float(np.abs(b.logp_fwer["voxel"]
+                                                   - a.logp_fwer["voxel"]).max()),
+            "max_abs_diff_logp_uncorrected": float(np.abs(b.logp_uncorrected
+                                                          - a.logp_uncorrected).max()),
+            "voxels_whose_uncorrected_p_differs": int(np.sum(b.logp_uncorrected
+                                                             != a.logp_uncorrected)),
+            "max_abs_diff_t": float(np.abs(b.t - a.t).max())}}
+    permutation_test(Y, design, contrast, n_perm=2, n_jobs=n_jobs, **kw)  # warm-up
+    best, best_cpu = np.inf, np.inf
+    for _ in range(REPEATS if n_perm <= 10000 or kind != "tfce" else 1):
+        t0, c0 = time.perf_counter(), time.process_time()
+        res = permutation_test(Y, design, contrast, n_perm=n_perm, n_jobs=n_jobs, **kw)
+        best = min(best, time.perf_counter() - t0)
+        best_cpu = min(best_cpu, time.process_time() - c0)
+    return {"seconds": best, "cpu_seconds": best_cpu, "repeats": REPEATS,
+            "block_size": res.info["block_size"], "n_blocks": res.info["n_blocks"],
+            "max_logp": {s: float(res.logp_fwer[s].max()) for s in res.statistics}}
 
 
 # ----------------------------------------------------------------------------- machine
@@ -213,6 +261,24 @@ def machine() -> dict:
     }
 
 
+def _bound_ratios(results: dict, bound: dict) -> dict:
+    """glmkit's max-T time over the GEMM bound of the same precision and core count (wall
+    over wall; CPU over CPU with one core, which the load of other users inflates less)."""
+    ratios = {}
+    for case, res in results.items():
+        if not case.startswith("glmkit_maxt") or "seconds_per_1000" not in res:
+            continue
+        dtype = "float32" if case.endswith("float32") else "float64"
+        threads = "1thread" if res["n_jobs"] == 1 else "all_threads"
+        for kind in ("out", "alloc"):
+            b = bound[f"{dtype}_{kind}_{threads}"]
+            ratios[f"{case}_over_bound_{kind}"] = res["seconds_per_1000"] / b["seconds"]
+            if res["n_jobs"] == 1:
+                ratios[f"{case}_over_bound_{kind}_cpu"] = (res["cpu_seconds_per_1000"]
+                                                           / b["cpu_seconds"])
+    return ratios
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(HERE / "results" / "permutation.json"))
@@ -230,11 +296,7 @@ def main(argv=None) -> int:
         data = prepare(folder)
         data["prepare_seconds"] = time.perf_counter() - t0
         Y = np.load(folder / "Y.npy")
-        bound = gemm_bound(Y)
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(1, user_api="blas"):
-            bound_1t = gemm_bound(Y)
+        bounds = [gemm_bounds(Y)]
         results = {}
         for case in args.cases or CASES:
             load = os.getloadavg()
@@ -250,9 +312,11 @@ def main(argv=None) -> int:
             res["loadavg_before"] = load
             res["loadavg_after"] = os.getloadavg()
             results[case] = res
-            print(f"{case:34s} {res['seconds']:8.2f} s  peak RSS {res['peak_rss_mb']:.0f} MB",
-                  file=sys.stderr)
-        bound2 = gemm_bound(Y)
+            print(f"{case:34s} {res['seconds']:8.2f} s  peak RSS {res['peak_rss_mb']:.0f} MB"
+                  f"  load {load[0]:.1f}", file=sys.stderr)
+        bounds.append(gemm_bounds(Y))
+    bound = {k: {m: min(b[k][m] for b in bounds) for m in ("seconds", "cpu_seconds")}
+             for k in bounds[0]}
 
     # nilearn cases run with fewer permutations: fixed part (masking, smoothing, fit,
     # observed statistics) taken from the 1-permutation run, the rest scaled linearly
@@ -280,27 +344,26 @@ def main(argv=None) -> int:
     for key, (ref, mine) in pairs.items():
         if per1k(ref) and per1k(mine):
             ratios[key] = per1k(ref) / per1k(mine)
-    gemm = min(bound, bound2)
-    if per1k("glmkit_maxt_1k_j1"):
-        ratios["maxt_j1_over_gemm_bound"] = per1k("glmkit_maxt_1k_j1") / gemm
-        ratios["maxt_j1_over_gemm_bound_1thread"] = per1k("glmkit_maxt_1k_j1") / bound_1t
-    if per1k("glmkit_maxt_1k_j2"):
-        ratios["maxt_j2_over_gemm_bound"] = per1k("glmkit_maxt_1k_j2") / gemm
+    ratios.update(_bound_ratios(results, bound))
     if "glmkit_maxt_10k_j1" in results and "glmkit_maxt_1k_j1" in results:
         ratios["maxt_peak_rss_10k_over_1k"] = (results["glmkit_maxt_10k_j1"]["peak_rss_mb"]
                                                / results["glmkit_maxt_1k_j1"]["peak_rss_mb"])
     report = {
         "benchmark": "permutation", "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "quick": args.quick, "p_convention": "(1 + #{perm >= observed}) / (1 + n_perm)", "machine": machine(), "data": data,
-        "gemm_bound_float64_seconds_per_1000": gemm,
-        "gemm_bound_float64_1thread_seconds_per_1000": bound_1t,
-        "gemm_bound_note": "best of 7: (1000 x n_subjects) @ (n_subjects x n_voxels), float64, "
-                           "all BLAS threads (both cores), measured before and after the cases",
+        "gemm_bounds_seconds_per_1000": bound,
+        "gemm_bound_note": "best of 7 (and of the runs before and after the cases): one "
+                           "(1000 x n_subjects) @ (n_subjects x n_voxels) product, float64 or "
+                           "float32, with one BLAS thread or all (both cores), into a "
+                           "preallocated output ('out': BLAS alone) or allocated by numpy "
+                           "('alloc': A @ R as written, 540 MB page-faulted per call; the "
+                           "bound of the run of 2026-11-26); wall and process CPU seconds",
         "notes": [
-            "seconds = wall time of the call only; glmkit n_jobs=2 (joblib threads): second "
-            "call (first one in seconds_first_call); glmkit runs BLAS single-threaded inside "
-            "every block so that n_jobs never changes a bit of the result; nilearn cluster (100 permutations) and TFCE (10) are scaled to "
-            "1000: fixed part from the 1-permutation run + the rest x 1000 / n_perm_run.",
+            "seconds = wall time of the call only, best of 3 for glmkit after a warm-up call "
+            "(cpu_seconds: process CPU time of the best call); glmkit runs BLAS "
+            "single-threaded inside every block so that n_jobs never changes a bit of the "
+            "result; nilearn cluster (100 permutations) and TFCE (10) are scaled to 1000: "
+            "fixed part from the 1-permutation run + the rest x 1000 / n_perm_run.",
             "nilearn non_parametric_inference includes masking + 5 mm smoothing of the 89 maps "
             "and its OLS fit; permuted_ols and glmkit get the same prepared Y.",
             "glmkit scheme: default (freedman_lane, nilearn's scheme); nilearn 0.14 "

@@ -427,7 +427,7 @@ def run_permutation(model: SecondLevelResult, settings: RunSettings, *,
             two_sided=settings.two_sided, statistics=tuple(settings.statistics),
             mask_img=model.mask_img, cluster_threshold=settings.cluster_threshold,
             tfce=settings.tfce, scheme=settings.scheme, groups=groups,
-            random_state=settings.random_state, n_jobs=settings.n_jobs,
+            random_state=settings.random_state, n_jobs=settings.n_jobs, accel=settings.accel,
         )
 
 

@@ -32,7 +32,7 @@ from glmkit.data.choices import (  # the data layer's facts
     ON_MISSING,
 )
 from glmkit.errors import ContrastError, DataFileNotFoundError, ParameterError
-from glmkit.stats.choices import HEIGHT_CONTROLS  # the thresholds' fact
+from glmkit.stats.choices import ACCELERATIONS, HEIGHT_CONTROLS  # the stats layer's facts
 from glmkit.stats.statistics import SCHEMES, statistic_names  # the engine's registry
 
 __all__ = [
@@ -207,6 +207,11 @@ class RunSettings:
         "`{E: 0.5, H: 2}`; adds `tfce` to `statistics`")
     cluster_threshold: float = _param(0.001, "float", "cluster-forming uncorrected p of the "
                                       "cluster statistics, in (0, 1)")
+    accel: str | None = _param(None, "str?", "acceleration of the FWER p-values: $accelerations "
+                               "fits a generalised Pareto distribution to the upper tail of "
+                               "each null (Winkler et al. 2016, PALM's `-accel tail`), so "
+                               "p-values below 1/(n_perm + 1) are reported; `none`: plain "
+                               "permutation p-values")
     random_state: int = _param(2026, "int",
                                "seed of the permutation stream (recorded in `provenance.json`)")
     n_jobs: int = _param(1, "int", "permutation workers (joblib: -1 = all cores; not 0)")
@@ -344,6 +349,7 @@ class RunSettings:
                                  "or a negative one counted from all cores (-1 = all cores)")
         _check_choice("height_control", self.height_control, HEIGHT_CONTROLS)
         _check_choice("scheme", self.scheme, SCHEMES)
+        _check_choice("accel", self.accel, (*ACCELERATIONS, None))
         _check_choice("on_grid_mismatch", self.on_grid_mismatch, GRID_ACTIONS)
         for stat in self.statistics:
             _check_choice("statistics", stat, statistic_names(), what="statistic")
@@ -683,7 +689,8 @@ def _choices() -> dict[str, str]:
     reference = {f"ref_{name}": _shown(_jsonable(value))
                  for name, value in BUILTIN_DEFAULTS[BUILTIN_DATASETS[0]].items()}
     return {"datasets": listed(BUILTIN_DATASETS), "height_controls": listed(HEIGHT_CONTROLS),
-            "statistics": listed(statistic_names()), "schemes": listed(schemes), **reference}
+            "statistics": listed(statistic_names()), "schemes": listed(schemes),
+            "accelerations": listed(ACCELERATIONS), **reference}
 
 
 def _shown_scalar(value: Any) -> str:

@@ -183,7 +183,7 @@ def test_one_sample_with_covariate_sign_flips_match_naive(rng, scheme):
     res = permutation_test(Y, X, [1.0, 0.0], n_perm=40, random_state=4, scheme=scheme,
                            verbose=False)
     assert res.method == "sign_flip"
-    _, signs = _draw(np.random.default_rng(4), 40, n, True, None)
+    _, signs = _draw(4, 40, n, True, None)
     naive = _naive_null_max(Y, X, np.array([1.0, 0.0]), None, signs, scheme, False)
     np.testing.assert_allclose(res.null_max["voxel"][1:], naive, rtol=1e-9)
 
@@ -369,7 +369,7 @@ def test_float32_close_to_float64(spatial_case):
 def test_groups_permute_within_blocks(rng):
     n = 30
     groups = np.repeat(["a", "b", "c"], 10)
-    perms, signs = _draw(np.random.default_rng(0), 200, n, False, groups)
+    perms, signs = _draw(0, 200, n, False, groups)
     assert signs is None
     for p in perms:
         assert np.array_equal(groups[p], groups)
@@ -379,7 +379,7 @@ def test_groups_permute_within_blocks(rng):
     X = np.column_stack([rng.standard_normal(n), np.ones(n)])
     res = permutation_test(Y, X, [1, 0], n_perm=30, groups=groups, random_state=1,
                            verbose=False)  # the default scheme, Freedman-Lane
-    used, _ = _draw(np.random.default_rng(1), 30, n, False, groups)
+    used, _ = _draw(1, 30, n, False, groups)
     naive = _naive_null_max(Y, X, np.array([1.0, 0.0]), used, None, "freedman_lane", False)
     np.testing.assert_allclose(res.null_max["voxel"][1:], naive, rtol=1e-9)
 

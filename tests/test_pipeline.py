@@ -169,7 +169,7 @@ def test_groups_permute_within_site_blocks(result):
                               groups=sites, random_state=settings.random_state, verbose=False)
     np.testing.assert_array_equal(perm.null_max["voxel"], direct.null_max["voxel"])
     assert perm.info["exchangeability_blocks"] == len(set(sites)) > 1
-    perms, _ = _draw(np.random.default_rng(settings.random_state), 30, len(sites), False, sites)
+    perms, _ = _draw(settings.random_state, 30, len(sites), False, sites)
     assert all(np.array_equal(sites[p], sites) for p in perms)
     assert not np.array_equal(perm.null_max["voxel"], result.permutation.null_max["voxel"])
 

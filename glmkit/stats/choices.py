@@ -7,8 +7,12 @@ read them without importing numpy or scipy.
 
 from __future__ import annotations
 
-__all__ = ["HEIGHT_CONTROLS"]
+__all__ = ["HEIGHT_CONTROLS", "ACCELERATIONS"]
 
 #: Height controls of :func:`glmkit.stats.threshold.threshold_map` (``None``: an explicit
 #: threshold), in the order help and messages list them.
 HEIGHT_CONTROLS = ("fdr", "bonferroni", "fpr", None)
+
+#: Accelerations of :func:`glmkit.stats.permutation.permutation_test` (``accel=``): ``"tail"``
+#: fits a generalised Pareto distribution to the null's tail (:mod:`glmkit.stats.tail`)
+ACCELERATIONS = ("tail",)

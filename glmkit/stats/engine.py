@@ -3,12 +3,24 @@
 :func:`partition` splits a design into the tested space (``x``, residualised on the
 nuisance and orthonormal: a vector for a t test, a matrix for an F test) and the nuisance
 basis ``Z``. :func:`observed_fit` residualises the data on ``Z`` and normalises every
-voxel, so that for permuted data ``Y* = S P R`` the statistic of a block of ``B``
-permutations comes from one GEMM ``A (B, n) @ R (n, V)``: ``t = x'Y* / sqrt((1 - (x'Y*)^2 -
-||Z'Y*||^2) / dof)``, or ``sqrt(F)`` from the ``q`` projections of an F test.
+voxel, chunk by chunk of voxels (``Y`` is never copied whole), so that for permuted data
+``Y* = S P R`` the statistic of a block of ``B`` permutations comes from one GEMM
+``A (B, n) @ R (n, V)``: ``t = x'Y* / sqrt((1 - (x'Y*)^2 - ||Z'Y*||^2) / dof)``, or
+``sqrt(F)`` from the ``q`` projections of an F test.
+
 :func:`permute_blocks` runs the blocks (joblib; every block with single-threaded BLAS, so the
 result never depends on ``n_jobs``) and reduces each to per-voxel counts and per-statistic
-maxima as it comes, so memory does not grow with ``n_perm``.
+maxima as it comes, so memory does not grow with ``n_perm``. Each block draws its own
+permutations from the stream (:class:`glmkit.stats.resample.Stream`, counter-based).
+
+- Voxel statistics (max-T, max-F): :func:`voxel_block` multiplies ``TILE`` voxels at a
+  time, ``(TILE, n) @ (n, B)``, into a buffer that stays in cache and is reduced at once
+  (:func:`reduce_num_t`, :func:`reduce_stat_t`): the arithmetic is the GEMM's. When the
+  residuals would not fit in memory (:func:`resident`: a numpy memmap, or more than
+  ``RESIDENT_BYTES``) they are not kept: each block reads its voxels again and
+  residualises them chunk by chunk, so memory is bounded by the chunk and tile sizes.
+- Spatial statistics (clusters, TFCE) need whole maps: :func:`run_block` forms the ``B``
+  statistic maps of a block and hands them to the registry's ``null_max`` kernels.
 
 Used by :func:`glmkit.stats.permutation.permutation_test`, which validates the inputs and
 assembles the result.
@@ -16,6 +28,7 @@ assembles the result.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -26,15 +39,10 @@ from scipy import linalg
 from scipy.linalg import blas
 
 from glmkit._util import logger
-from glmkit.errors import ContrastError
+from glmkit.errors import ContrastError, ParameterError
 
-__all__ = ["Model", "Observed", "partition", "observed_fit", "permute_blocks", "t_from_num",
-           "BLOCK_BYTES", "MAX_BLOCK"]
-
-#: memory budget (bytes) of one block's GEMM output; sets the block size.
-BLOCK_BYTES = 64 * 2**20
-MAX_BLOCK = 256
-
+__all__ = ["Model", "Observed", "partition", "observed_fit", "fit_chunk", "resident",
+           "permute_blocks", "t_from_num", "BLOCK_BYTES", "MAX_BLOCK", "TILE"]
 
 def orthonormal(M, tol=1e-10) -> np.ndarray:
     if M.shape[1] == 0:
@@ -199,11 +207,105 @@ def t_from_num(num, dof):
         return num * np.sqrt(dof / np.maximum(1.0 - num * num, 1e-300))
 
 
-# ----------------------------------------------------------------------------- engine
+@njit(cache=True, nogil=True, fastmath=True)
+def reduce_num_t(out, B, thr, two_sided, counts, out_max):
+    """Fast path on a transposed tile ``out`` (w voxels, >= B): column ``b`` holds ``x'Y*``
+    of permutation ``b``. Running max per permutation and per-voxel counts of num >= thr."""
+    for v in range(out.shape[0]):
+        t = thr[v]
+        c = 0
+        if two_sided:
+            for b in range(B):
+                a = abs(out[v, b])
+                out_max[b] = max(out_max[b], a)
+                c += a >= t
+        else:
+            for b in range(B):
+                a = out[v, b]
+                out_max[b] = max(out_max[b], a)
+                c += a >= t
+        counts[v] += c
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def reduce_stat_t(out, B, q, n_conf, ss, dof, thr, two_sided, counts, out_max, work):
+    """t (``q == 0``) or sqrt(F) (``q`` rows) on a transposed tile, reduced as it is formed.
+
+    ``out`` (w, (max(q, 1) + n_conf) * B): the tested projections first (``q`` groups of B
+    columns; one for t), then the ``n_conf`` confounds'. ``work`` is (2, B) scratch.
+    Statistic 0 where ``ss <= 0``. Running max per permutation and per-voxel counts of
+    statistic >= thr (float64).
+    """
+    nq = max(q, 1)
+    a2 = work[0]
+    c2 = work[1]
+    for v in range(out.shape[0]):
+        c = 0
+        if ss[v] <= 0.0:
+            for b in range(B):
+                out_max[b] = max(out_max[b], 0.0)
+                c += 0.0 >= thr[v]
+            counts[v] += c
+            continue
+        for b in range(B):
+            a2[b] = 0.0
+            c2[b] = 0.0
+        for j in range(nq):
+            for b in range(B):
+                a = np.float64(out[v, j * B + b])
+                a2[b] += a * a
+        for j in range(nq, nq + n_conf):
+            for b in range(B):
+                a = np.float64(out[v, j * B + b])
+                c2[b] += a * a
+        for b in range(B):
+            rss = max(ss[v] - a2[b] - c2[b], 1e-300)
+            if q == 0:
+                s = np.float64(out[v, b]) * np.sqrt(dof / rss)
+                if two_sided:
+                    s = abs(s)
+            else:
+                s = np.sqrt(a2[b] / q * dof / rss)
+            out_max[b] = max(out_max[b], s)
+            c += s >= thr[v]
+        counts[v] += c
+
+
+# ----------------------------------------------------------------------------- blocks
+#: memory budget (bytes) of one block's statistic maps (spatial statistics); sets its size
+BLOCK_BYTES = 64 * 2**20
+#: most permutations in one block (one task) of large maps
+MAX_BLOCK = 512
+#: small maps: blocks of up to this many statistics (and permutation indices)
+BLOCK_ITEMS = 2**20
+#: voxels per tile: a tile's GEMM output (TILE x COLS) stays in cache while it is reduced
+TILE = 512
+#: permutations per GEMM (at multiples of COLS in the stream; blocks are whole multiples)
+COLS = 256
+#: float64 bytes of one chunk of Y residualised at once (n_subjects x chunk voxels)
+CHUNK_BYTES = 4 * 2**20
+#: residuals bigger than this are not held whole (voxel statistics): read again per block
+RESIDENT_BYTES = 512 * 2**20
+#: Y bytes (float32) of the voxel range of one streamed task
+SLAB_BYTES = 1024 * 2**20
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()  # finds the loaded BLAS libraries once (~4 ms)
+
+
+def one_blas_thread():
+    """Context manager: BLAS single-threaded in this process (restored on exit)."""
+    return _blas_controller().limit(limits=1, user_api="blas")
+
+
 def single_blas_thread(parent_pid):
     """Make BLAS single-threaded in a worker *process* (OpenBLAS rounds differently with
     1 and 2 threads, and results must not depend on how the work was split). In the
-    calling process the limit is already set, and restored, by :func:`permutation_test`."""
+    calling process the limit is already set, and restored, by :func:`permute_blocks`."""
     if os.getpid() == parent_pid:
         return
     from threadpoolctl import threadpool_info, threadpool_limits
@@ -212,9 +314,26 @@ def single_blas_thread(parent_pid):
         threadpool_limits(1, user_api="blas")
 
 
-def run_block(R, xvec, zconf, ss, perms, signs, cfg):
-    """Null maxima (dict: statistic -> (B,)) and per-voxel counts for one block."""
+def split(total: int, most: int, unit: int = 1) -> list[tuple[int, int]]:
+    """``[0, total)`` in ``ceil(total / most)`` ranges of (nearly) equal size, a multiple of
+    ``unit`` (all but the last)."""
+    pieces = max(1, -(-total // max(1, most)))
+    size = -(-total // pieces)
+    size = -(-size // unit) * unit
+    return [(s, min(s + size, total)) for s in range(0, total, size)]
+
+
+def chunks(n_subjects: int, v0: int, v1: int) -> list[tuple[int, int]]:
+    """Voxel chunks of ``[v0, v1)`` residualised at once: whole tiles, within CHUNK_BYTES."""
+    width = max(TILE, CHUNK_BYTES // (8 * n_subjects) // TILE * TILE)
+    return [(c, min(c + width, v1)) for c in range(v0, v1, width)]
+
+
+def run_block(R, xvec, zconf, ss, stream, start, stop, cfg):
+    """Statistic maps of permutations ``start`` to ``stop - 1`` (spatial statistics): null
+    maxima (dict: statistic -> (B,)) and per-voxel counts of the voxel statistic."""
     single_blas_thread(cfg["parent_pid"])
+    perms, signs = stream.block(start, stop)
     R = np.asarray(R)  # a joblib memmap would make every product a memmap subclass
     dtype = R.dtype
     B = perms.shape[0] if perms is not None else signs.shape[0]
@@ -223,12 +342,7 @@ def run_block(R, xvec, zconf, ss, perms, signs, cfg):
     num = scatter(xvec.reshape(xvec.shape[0], q), perms, signs, dtype) @ R
     counts = np.zeros(R.shape[1], np.int64)
     out: dict[str, np.ndarray] = {}
-    two = cfg["two_sided"]
     mx = np.empty(B)
-    if not f_test and zconf.shape[1] == 0 and not cfg["needs_maps"]:
-        reduce_fast(num, cfg["thr_num"].astype(dtype), two, counts, mx)
-        out["voxel"] = t_from_num(mx, cfg["dof"])
-        return out, counts
     conf = scatter(zconf, perms, signs, dtype) @ R if zconf.shape[1] else num[:0]
     tm = np.empty((B, R.shape[1]), dtype=dtype)
     if not f_test:
@@ -236,7 +350,7 @@ def run_block(R, xvec, zconf, ss, perms, signs, cfg):
     else:
         gmaps(num, q, conf, zconf.shape[1], ss.astype(dtype), float(cfg["dof"]), tm)
     del num, conf
-    reduce_fast(tm, cfg["t_obs"].astype(dtype), two, counts, mx)
+    reduce_fast(tm, cfg["t_obs"].astype(dtype), cfg["two_sided"], counts, mx)
     out["voxel"] = mx
     cache: dict = {}
     for spec in cfg["specs"]:
@@ -245,9 +359,81 @@ def run_block(R, xvec, zconf, ss, perms, signs, cfg):
     return out, counts
 
 
-def block_size(n_vox, n_rows_per_perm, itemsize, n_perm):
-    b = BLOCK_BYTES // max(1, n_vox * n_rows_per_perm * itemsize)
-    return int(min(max(b, 1), MAX_BLOCK, n_perm))
+def voxel_block(data, v0, v1, stream, start, stop, cfg):
+    """Voxel statistic of permutations ``start`` to ``stop - 1`` on voxels ``v0`` to
+    ``v1 - 1``: per-permutation maxima over those voxels and per-voxel counts.
+
+    Every chunk of residuals (held, or read and residualised here) is multiplied tile by
+    tile: ``(TILE, n) @ (n, rows)`` into a buffer that stays in cache, reduced at once.
+    """
+    single_blas_thread(cfg["parent_pid"])
+    dtype = np.dtype(cfg["dtype"])
+    perms, signs = stream.block(start, stop)
+    B = stop - start
+    xvec, zconf = cfg["xvec"], cfg["zconf"]
+    q = xvec.shape[1] if xvec.ndim == 2 else 0
+    vecs = np.column_stack([xvec.reshape(xvec.shape[0], max(q, 1)), zconf])
+    # GEMMs of COLS permutations at fixed places of the stream (a permutation's column in
+    # its GEMM does not depend on the block size): the same bits however blocks are cut
+    edges = sorted({start, stop, *range(start - start % COLS + COLS, stop, COLS)})
+    groups = list(zip(edges[:-1], edges[1:]))
+    At = [scatter(vecs, None if perms is None else perms[g0 - start:g1 - start],
+                  None if signs is None else signs[g0 - start:g1 - start], dtype).T
+          for g0, g1 in groups]
+    fast = cfg["fast"]
+    thr = cfg["thr_num"].astype(dtype) if fast else cfg["t_obs"]
+    counts = np.zeros(v1 - v0, np.int64)
+    mx = np.full(B, -np.inf, dtype=dtype if fast else np.float64)
+    buf = np.empty((TILE, vecs.shape[1] * COLS), dtype=dtype)
+    work = np.empty((2, COLS))
+    for c0, c1 in data.chunks(v0, v1):
+        R = data.residuals(c0, c1)
+        for t0 in range(c0, c1, TILE):
+            t1 = min(c1, t0 + TILE)
+            Rt = R[:, t0 - c0: t1 - c0].T
+            cnt = counts[t0 - v0: t1 - v0]
+            for (g0, g1), A in zip(groups, At):
+                out = buf[: t1 - t0, : A.shape[1]]
+                np.matmul(Rt, A, out=out)
+                m = mx[g0 - start: g1 - start]
+                if fast:
+                    reduce_num_t(out, g1 - g0, thr[t0:t1], cfg["two_sided"], cnt, m)
+                else:
+                    reduce_stat_t(out, g1 - g0, q, zconf.shape[1], data.ss_unit[t0:t1],
+                                  float(cfg["dof"]), thr[t0:t1], cfg["two_sided"], cnt, m,
+                                  work)
+    if fast:  # the largest x'Y* gives the largest t (the same function at every voxel)
+        return t_from_num(mx.astype(np.float64), cfg["dof"]), counts
+    return mx.astype(np.float64), counts
+
+
+class Resident:
+    """Residuals held whole (n, V) in the GEMM precision."""
+
+    def __init__(self, R, ss_unit):
+        self.R = R
+        self.ss_unit = ss_unit
+
+    def chunks(self, v0, v1):
+        return [(v0, v1)]
+
+    def residuals(self, c0, c1):
+        return np.asarray(self.R)[:, c0:c1]
+
+
+class Streamed:
+    """Residuals formed chunk by chunk from the data when a block needs them."""
+
+    def __init__(self, source, model, scheme, dtype, ss_unit):
+        self.source, self.model, self.scheme, self.dtype = source, model, scheme, dtype
+        self.ss_unit = ss_unit
+
+    def chunks(self, v0, v1):
+        return chunks(self.source.shape[0], v0, v1)
+
+    def residuals(self, c0, c1):
+        R, _, _ = fit_chunk(self.source.read(c0, c1), self.model, self.scheme)
+        return R.astype(self.dtype, copy=False)
 
 
 # ----------------------------------------------------------------------------- observed
@@ -255,36 +441,30 @@ def block_size(n_vox, n_rows_per_perm, itemsize, n_perm):
 class Observed:
     """The observed fit: what is permuted, and what permuted statistics are compared with."""
 
-    R: np.ndarray  # normalised residuals that are permuted (n, V)
+    R: np.ndarray | None  # normalised residuals that are permuted (n, V); None: streamed
     ss_unit: np.ndarray  # 1.0 where the voxel has variance, else 0.0
     valid: np.ndarray  # voxels with variance left after the confounds
-    t: np.ndarray  # observed t
+    t: np.ndarray  # observed t (sqrt(F) for an F test)
     thr_num: np.ndarray  # fast path: num >= thr_num  <=>  t >= observed (2.0: never)
     t_cmp_slow: np.ndarray  # slow path: observed |t| or t (1e300 where invalid)
 
 
-def observed_fit(Y, model: Model, scheme: str, two_sided: bool, tie_rtol: float = 0.0
-                 ) -> Observed:
-    """Residualise on the confounds, normalise, and compute the observed statistic (t, or
-    sqrt(F) for an F test) in place on a copy of ``Y``.
-
-    A permuted statistic within ``tie_rtol`` (relative) below the observed one counts as
-    reaching it: a permutation that reproduces the observed statistic (the all-flipped signs
-    of a two-sided test, a relabelling that leaves the design unchanged) is a tie, not a
-    rounding error apart.
-    """
+def fit_chunk(Y, model: Model, scheme: str):
+    """Residualise one chunk ``Y`` (n, w) float64 C-contiguous in place on the confounds and
+    normalise every voxel; returns ``(R, valid, stat)`` (t, or sqrt(F) for an F test)."""
     Zo = model.z_all
     dof = model.dof
-    Yrz = Y.copy()
-    if Zo.shape[1]:  # Yrz -= Zo (Zo'Y), in place (Fortran view of the C array)
-        blas.dgemm(-1.0, Yrz.T @ Zo, Zo.T, beta=1.0, c=Yrz.T, overwrite_c=True)
-    ss = np.einsum("ij,ij->j", Yrz, Yrz)
     ss_y = np.einsum("ij,ij->j", Y, Y)
+    if Zo.shape[1]:  # Y -= Zo (Zo'Y), in place (Fortran view of the C array)
+        blas.dgemm(-1.0, Y.T @ Zo, Zo.T, beta=1.0, c=Y.T, overwrite_c=True)
+    ss = np.einsum("ij,ij->j", Y, Y)
     valid = ss > 1e-24 * np.maximum(ss_y, np.finfo(float).tiny)
-    Yrz /= np.where(valid, np.sqrt(ss), 1.0)
-    Yrz[:, ~valid] = 0.0
-    R = Yrz
-    num0 = model.x.T @ R  # (V,) for t, (q, V) for F
+    all_valid = bool(valid.all())
+    Y /= np.sqrt(ss) if all_valid else np.where(valid, np.sqrt(ss), 1.0)
+    if not all_valid:
+        Y[:, ~valid] = 0.0
+    R = Y
+    num0 = model.x.T @ R  # (w,) for t, (q, w) for F
     if model.stat_type == "t":
         stat = np.where(valid, t_from_num(num0, dof), 0.0)
     else:
@@ -299,10 +479,64 @@ def observed_fit(Y, model: Model, scheme: str, two_sided: bool, tie_rtol: float 
         valid = valid & (ssm > 1e-24)
         R /= np.where(valid, np.sqrt(ssm), 1.0)
         R[:, ~valid] = 0.0
+    return R, valid, stat
+
+
+def _nonfinite_error(source) -> ParameterError:
+    bad_v, bad_s = 0, np.zeros(source.shape[0], bool)
+    for c0, c1 in chunks(source.shape[0], 0, source.shape[1]):
+        bad = ~np.isfinite(source.read(c0, c1))
+        bad_v += int(bad.any(axis=0).sum())
+        bad_s |= bad.any(axis=1)
+    return ParameterError(
+        f"Y has NaN or infinite values in {bad_v} voxels across {int(bad_s.sum())} subjects; "
+        "mask those voxels out or drop/impute those subjects before permuting.")
+
+
+def observed_fit(source, model: Model, scheme: str, two_sided: bool, tie_rtol: float = 0.0,
+                 *, dtype="float64", keep: bool = True, n_jobs: int = 1) -> Observed:
+    """Residualise on the confounds, normalise, and compute the observed statistic (t, or
+    sqrt(F) for an F test), chunk by chunk of voxels: ``Y`` is never copied whole.
+
+    ``source`` is a :class:`~glmkit.stats.source.VoxelSource` (or an array). With ``keep`` the
+    residuals are kept, in ``dtype``, as ``R``; without, only the per-voxel results (the
+    permutations then form the residuals again, block by block).
+
+    A permuted statistic within ``tie_rtol`` (relative) below the observed one counts as
+    reaching it: a permutation that reproduces the observed statistic (the all-flipped signs
+    of a two-sided test, a relabelling that leaves the design unchanged) is a tie, not a
+    rounding error apart.
+    """
+    import joblib
+
+    from glmkit.stats.source import VoxelSource
+
+    if not isinstance(source, VoxelSource):
+        source = VoxelSource(source)
+    n, V = source.shape
+    R = np.empty((n, V), dtype=dtype) if keep else None
+    valid = np.empty(V, bool)
+    stat = np.empty(V)
+
+    def one(c0, c1):
+        Yc = source.read(c0, c1)
+        if not np.isfinite(Yc.sum()):
+            return False
+        Rc, valid[c0:c1], stat[c0:c1] = fit_chunk(Yc, model, scheme)
+        if R is not None:
+            R[:, c0:c1] = Rc
+        return True
+
+    with one_blas_thread():  # the same arithmetic whatever n_jobs
+        ok = joblib.Parallel(n_jobs=n_jobs, backend="threading")(
+            joblib.delayed(one)(c0, c1) for c0, c1 in chunks(n, 0, V))
+    if not all(ok):
+        raise _nonfinite_error(source)
     t_cmp = np.abs(stat) if two_sided else stat
     t_cmp = t_cmp - tie_rtol * np.abs(t_cmp)
     # threshold on num (fast path, t only): t(num) >= t_obs <=> num >= t_obs/sqrt(dof + t_obs^2);
     # |num| <= 1, so 2.0 marks "never" (finite: the kernels use fastmath)
+    dof = model.dof
     return Observed(
         R=R, ss_unit=valid.astype(np.float64), valid=valid, t=stat,
         thr_num=np.where(valid, t_cmp / np.sqrt(dof + t_cmp**2), 2.0),
@@ -310,53 +544,98 @@ def observed_fit(Y, model: Model, scheme: str, two_sided: bool, tie_rtol: float 
     )
 
 
+def resident(source, specs, dtype) -> bool:
+    """Whether the residuals are held whole: spatial statistics need whole maps; voxel
+    statistics stream memmapped data, and data whose residuals exceed RESIDENT_BYTES."""
+    if any(spec.null_max is not None for spec in specs):
+        return True
+    n, V = source.shape
+    return not source.streamed and n * V * np.dtype(dtype).itemsize <= RESIDENT_BYTES
+
+
 # ----------------------------------------------------------------------------- blocks
-def permute_blocks(fit: Observed, model: Model, zconf, specs, ctx, perms, signs, *,
-                    n_perm, dtype, n_jobs, verbose):
-    """Run every block of permutations; return per-voxel counts, null maxima and blocking."""
+def _tasks(fit, model, zconf, specs, ctx, stream, source, scheme, dtype, n_jobs):
+    """The blocks of work: ``(perm range, voxel range, delayed call)``, and the blocking."""
     import joblib
-    from threadpoolctl import threadpool_limits
+
+    npdtype = np.dtype(dtype)
+    n, V = source.shape
+    parent = os.getpid()
+    if any(spec.null_max is not None for spec in specs):  # whole maps per permutation
+        rows = model.q + zconf.shape[1] + 1
+        most = min(MAX_BLOCK, max(1, BLOCK_BYTES // max(1, V * rows * npdtype.itemsize)))
+        perm_blocks = split(stream.n_perm, most)
+        cfg = {"two_sided": ctx.two_sided, "dof": model.dof, "t_obs": fit.t_cmp_slow,
+               "specs": specs, "ctx": ctx, "parent_pid": parent}
+        R = np.ascontiguousarray(fit.R, dtype=npdtype)
+        xvec = model.x.astype(npdtype)
+        zc = np.ascontiguousarray(zconf, dtype=npdtype)
+        tasks = [((s, e), (0, V), joblib.delayed(run_block)(
+            R, xvec, zc, fit.ss_unit, *stream.part(s, e), cfg)) for s, e in perm_blocks]
+        return tasks, {"block_size": perm_blocks[0][1], "n_blocks": len(perm_blocks),
+                       "voxel_blocks": 1, "streamed": False}
+    fast = model.stat_type == "t" and zconf.shape[1] == 0
+    cfg = {"two_sided": ctx.two_sided, "dof": model.dof, "fast": fast, "dtype": npdtype.name,
+           "thr_num": fit.thr_num, "t_obs": fit.t_cmp_slow, "parent_pid": parent,
+           "xvec": model.x, "zconf": np.ascontiguousarray(zconf)}
+    if fit.R is not None:
+        data = Resident(fit.R, fit.ss_unit)
+        voxel_blocks = [(0, V)]
+    else:
+        data = Streamed(source, model, scheme, npdtype.name, fit.ss_unit)
+        width = max(TILE, SLAB_BYTES // (4 * n) // TILE * TILE)
+        voxel_blocks = [(v, min(v + width, V)) for v in range(0, V, width)]
+    # blocks do not change a bit of the result here: as many as workers, at least, and
+    # larger than MAX_BLOCK when the maps are small (less overhead per permutation), within
+    # BLOCK_ITEMS statistics and permutation indices per block
+    workers = max(1, joblib.effective_n_jobs(n_jobs))
+    most = max(MAX_BLOCK, min(BLOCK_ITEMS // max(V, 1), BLOCK_ITEMS // n))
+    perm_blocks = split(stream.n_perm, min(most, -(-stream.n_perm // workers)), COLS)
+    tasks = [((s, e), (v0, v1), joblib.delayed(voxel_block)(data, v0, v1, *stream.part(s, e), cfg))
+        for v0, v1 in voxel_blocks for s, e in perm_blocks]
+    return tasks, {"block_size": perm_blocks[0][1], "n_blocks": len(perm_blocks),
+                   "voxel_blocks": len(voxel_blocks), "streamed": fit.R is None}
+
+
+def permute_blocks(fit: Observed, model: Model, zconf, specs, ctx, stream, *, source=None,
+                   scheme="freedman_lane", dtype="float64", n_jobs=1, verbose=False):
+    """Run every block of permutations; return per-voxel counts, null maxima and blocking.
+
+    Blocks are ranges of permutations (and, when the residuals are streamed, of voxels);
+    their sizes depend on the data's and the test's sizes only, and every permutation is
+    drawn from ``stream`` where it is used, so the result is the same whoever runs them.
+    """
+    import joblib
     from tqdm.auto import tqdm
 
-    needs_maps = any(spec.null_max is not None for spec in specs)
-    npdtype = np.dtype(dtype)
-    V = fit.R.shape[1]
-    f_test = model.stat_type == "F"
-    rows = model.q + zconf.shape[1] + (1 if (needs_maps or zconf.shape[1] or f_test) else 0)
-    B = block_size(V, rows, npdtype.itemsize, n_perm)
-    starts = list(range(0, n_perm, B))
-    cfg = {"two_sided": ctx.two_sided, "needs_maps": needs_maps, "dof": model.dof,
-           "thr_num": fit.thr_num, "t_obs": fit.t_cmp_slow, "specs": specs, "ctx": ctx,
-           "parent_pid": os.getpid()}
-    R_ = np.ascontiguousarray(fit.R, dtype=npdtype)
-    xvec = model.x.astype(npdtype)
-    zc = np.ascontiguousarray(zconf, dtype=npdtype)
-    tasks = (
-        joblib.delayed(run_block)(
-            R_, xvec, zc, fit.ss_unit,
-            None if perms is None else perms[s : s + B],
-            None if signs is None else signs[s : s + B], cfg)
-        for s in starts
-    )
+    V = fit.t.shape[0]
+    n_perm = stream.n_perm
+    tasks, blocking = _tasks(fit, model, zconf, specs, ctx, stream, source, scheme, dtype,
+                             n_jobs)
     logger.info(
-        "permutation_test: %d %ss in %d blocks of <= %d, %d voxels, n_jobs=%s", n_perm,
-        "sign_flip" if perms is None else "permutation", len(starts), B, V, n_jobs,
-    )
+        "permutation_test: %d %ss in %d blocks of <= %d x %d voxel block(s), %d voxels%s, "
+        "n_jobs=%s", n_perm, "sign_flip" if stream.sign_flip else "permutation",
+        blocking["n_blocks"], blocking["block_size"], blocking["voxel_blocks"], V,
+        " (streamed)" if blocking["streamed"] else "", n_jobs)
     counts = np.zeros(V, np.int64)
-    null_parts: dict[str, list] = {spec.name: [] for spec in specs}
+    null = {spec.name: np.full(n_perm, -np.inf) for spec in specs}
     # Every block runs with single-threaded BLAS, whoever runs it, so that n_jobs (and the
     # joblib backend) never change a bit of the result; parallelism comes from n_jobs.
     # Threads by default (GEMM and the numba kernels release the GIL; no copies, no worker
     # start-up); joblib.parallel_config(backend=...) overrides this, e.g. "dask".
+    share = 1.0 / blocking["voxel_blocks"]
     with tqdm(total=n_perm, disable=not verbose, desc="permutations", unit="perm") as bar, \
-            threadpool_limits(1, user_api="blas"):
+            one_blas_thread():
         # never more workers than blocks (does not change the result, saves start-up)
-        jobs = min(int(n_jobs), len(starts)) if n_jobs > 0 else int(n_jobs)
+        jobs = min(int(n_jobs), len(tasks)) if n_jobs > 0 else int(n_jobs)
         parallel = joblib.Parallel(n_jobs=jobs, prefer="threads", return_as="generator")
-        for s, (maxima, cnt) in zip(starts, parallel(tasks)):
-            counts += cnt
+        results = parallel(call for _, _, call in tasks)
+        for ((s, e), (v0, v1), _), (maxima, cnt) in zip(tasks, results):
+            counts[v0:v1] += cnt
+            if not isinstance(maxima, dict):
+                maxima = {"voxel": maxima}
             for spec in specs:
                 part = maxima[spec.name] if spec.null_max is not None else maxima["voxel"]
-                null_parts[spec.name].append(part)
-            bar.update(min(B, n_perm - s))
-    return counts, null_parts, {"block_size": B, "n_blocks": len(starts)}
+                np.maximum(null[spec.name][s:e], part, out=null[spec.name][s:e])
+            bar.update((e - s) * share)
+    return counts, null, blocking

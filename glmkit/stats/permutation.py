@@ -30,13 +30,19 @@ Engine
     and counts are reduced per block, so memory does not grow with ``n_perm``.
 
 Reproducibility
-    Every permutation (or sign vector) is drawn in the calling process from
-    ``numpy.random.default_rng(random_state)`` before any work is split; fixed-size blocks
-    (their size depends on the data size only) are then handed to joblib (threads unless
+    Permutation ``k`` (or sign vector ``k``) is drawn from ``random_state`` and ``k`` alone
+    (counter-based: chunk ``k // 256`` of the stream has its own generator,
+    ``numpy.random.SeedSequence(random_state, spawn_key=(chunk,))``;
+    :mod:`glmkit.stats.resample`), so every block of work draws its own permutations where
+    it runs and memory does not grow with ``n_perm``. Blocks go to joblib (threads unless
     ``joblib.parallel_config`` picks a backend), and every block runs with single-threaded
-    BLAS (OpenBLAS rounds differently with 1 and 2 threads), so ``n_jobs=1``, ``n_jobs=2``
-    and a Dask cluster (``joblib.parallel_config(backend="dask")``) give bit-identical
-    results. Parallelism therefore comes from ``n_jobs`` alone.
+    BLAS (OpenBLAS rounds differently with 1 and 2 threads); for voxel statistics every GEMM
+    covers 256 permutations at fixed places of the stream and 512 voxels at fixed places of
+    the map, so ``n_jobs=1``, ``n_jobs=2``, a Dask cluster
+    (``joblib.parallel_config(backend="dask")``), the block size and streaming a memmap give
+    bit-identical results. (Spatial statistics use blocks whose size depends on the data's
+    size only.) This stream replaced, in this version, one generator drawing every
+    permutation up front: the same seed now gives other permutations than before.
 
 p-values
     Every statistic uses ``p = (1 + #{k : M_k >= m}) / (1 + n_perm)`` where ``M_k`` is the
@@ -56,13 +62,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from glmkit.errors import checked_arguments
-from glmkit.errors import DesignError, ParameterError
+from glmkit.errors import DesignError, ParameterError, checked_arguments
 from glmkit.stats.contrast import parse_contrast
-from glmkit.stats.engine import observed_fit, partition, permute_blocks
+from glmkit.stats.engine import observed_fit, partition, permute_blocks, resident
 from glmkit.stats.pvalues import logp_from_p
-from glmkit.stats.resample import all_arrangements, all_sign_flips, n_arrangements
-from glmkit.stats.resample import draw as _draw  # noqa: F401 - the tests' hook
+from glmkit.stats.choices import ACCELERATIONS
+from glmkit.stats.resample import Stream, n_arrangements
+from glmkit.stats.source import VoxelSource
+from glmkit.stats.tail import TAIL_THRESHOLD, TailFit, tail_pvalues
 from glmkit.stats.statistics import (SCHEMES, TFCE_DEFAULTS, StatContext, StatisticSpec,
                                      get_statistic)
 
@@ -109,6 +116,13 @@ class PermutationResult:
         Every distinct permutation (or sign flip) was enumerated, since they numbered at most
         the ``n_perm`` asked for; ``n_perm`` is then their number minus the observed one and
         the p-values are exact.
+    accel : {None, "tail"}
+        ``"tail"``: FWER p-values below 0.1 come from a generalised Pareto fit to the upper
+        tail of each statistic's null maxima (Winkler et al. 2016; :mod:`glmkit.stats.tail`)
+        and can be below ``1 / (n_perm + 1)``. ``info["tail"]`` holds each statistic's fit
+        (``None`` where no fit passed the goodness-of-fit test and the permutation p-values
+        were kept) and how many voxels it refined. Uncorrected p-values are never
+        accelerated (the engine keeps counts, not each voxel's null distribution).
     """
 
     t: np.ndarray
@@ -132,6 +146,7 @@ class PermutationResult:
     info: dict = field(default_factory=dict)
     stat_type: str = "t"
     exact: bool = False
+    accel: str | None = None
 
     @property
     def stat(self) -> np.ndarray:
@@ -148,6 +163,9 @@ class PermutationResult:
         _check_stat_in(stat, self.statistics)
         if not 0 < alpha < 1:
             raise ParameterError(f"alpha must be in (0, 1); got {alpha!r}.")
+        fit = self.tail_fit(stat)
+        if fit is not None and alpha < TAIL_THRESHOLD and alpha <= fit.tail_fraction:
+            return fit.isf(alpha)
         perm = np.sort(self.null_max[stat][1:])[::-1]
         k = math.floor(alpha * (self.n_perm + 1) + 1e-9) - 1  # max allowed count
         if k < 0:
@@ -155,6 +173,13 @@ class PermutationResult:
         if k >= perm.size:
             return float("-inf")
         return float(perm[k])
+
+    def tail_fit(self, stat: str = "voxel") -> TailFit | None:
+        """The generalised Pareto fit of ``stat``'s null tail (``accel="tail"``), or None
+        (not accelerated, or no fit passed the goodness-of-fit test)."""
+        _check_stat_in(stat, self.statistics)
+        fit = self.info.get("tail", {}).get(stat, {}).get("fit")
+        return None if fit is None else TailFit(**fit)
 
     def to_frame(self) -> pd.DataFrame:
         """One row per voxel: ``t``, ``logp_uncorrected``, then ``logp_<statistic>``."""
@@ -181,6 +206,8 @@ class PermutationResult:
                 f"cluster-forming threshold p<{self.cluster_threshold:g} -> t > "
                 f"{self.cluster_forming_t:.3f} ({self.connectivity}-connectivity)"
             )
+        if self.accel == "tail":
+            lines.append(_tail_summary(self))
         for s in self.statistics:
             n_sig = int(np.sum(self.logp_fwer[s] >= -np.log10(0.05) - 1e-12))
             lines.append(
@@ -188,6 +215,21 @@ class PermutationResult:
                 f" {n_sig} voxels with FWER p <= 0.05"
             )
         return "\n".join(lines)
+
+
+def _tail_summary(result: PermutationResult) -> str:
+    """The summary's line on tail acceleration: what was fitted, per statistic."""
+    parts = []
+    for s in result.statistics:
+        fit = result.tail_fit(s)
+        if fit is None:
+            parts.append(f"{s}: no acceptable fit, permutation p kept")
+        else:
+            parts.append(f"{s}: top {fit.tail_fraction:.1%} of the null, shape "
+                         f"{fit.shape:.3g}, {result.info['tail'][s]['n_refined']} voxels")
+    return (f"tail acceleration (Winkler et al. 2016): FWER p < {TAIL_THRESHOLD:g} from a "
+            "generalised Pareto fit to the null's upper tail, so p can be below "
+            f"1/(n_perm + 1) = {1 / (result.n_perm + 1):.2g} (" + "; ".join(parts) + ")")
 
 
 # ----------------------------------------------------------------------------- checks
@@ -326,8 +368,10 @@ def _check_int(value, *, low=None, nonzero=False) -> bool:
 
 
 def _check_options(*, n_perm, scheme, dtype, connectivity, n_jobs, cluster_threshold,
-                   random_state) -> tuple[int, int]:
+                   random_state, accel=None) -> tuple[int, int]:
     """Check the scalar options; return ``(n_perm, random_state)`` (drawn when None)."""
+    if accel is not None and accel not in ACCELERATIONS:
+        raise ParameterError(f"accel must be None or one of {ACCELERATIONS}; got {accel!r}.")
     if not _check_int(n_perm, low=1):
         raise ParameterError(f"n_perm must be an integer >= 1; got {n_perm!r}.")
     if scheme not in SCHEMES:
@@ -354,28 +398,10 @@ def _check_options(*, n_perm, scheme, dtype, connectivity, n_jobs, cluster_thres
     return int(n_perm), int(random_state)
 
 
-def _check_data(Y) -> np.ndarray:
-    """``Y`` as a finite float64 (n_subjects, n_voxels) array."""
-    Y = np.asarray(Y)
-    if Y.ndim != 2:
-        raise ParameterError(f"Y must be 2-D (n_subjects, n_voxels); got shape {Y.shape}.")
-    if 0 in Y.shape:
-        raise ParameterError(f"Y has shape {Y.shape}: no {'voxel' if Y.shape[0] else 'subject'}"
-                             " to test; pass one row per subject and at least one voxel column.")
-    if not (np.issubdtype(Y.dtype, np.number) or Y.dtype == bool) \
-            or np.issubdtype(Y.dtype, np.complexfloating):
-        raise ParameterError(f"Y has dtype {Y.dtype}; expected real numbers (float or int).")
-    Y = Y.astype(np.float64, copy=False)
-    if not np.isfinite(Y.sum()):  # cheap test first; exact count only on failure
-        finite = np.isfinite(Y)
-        if not finite.all():
-            bad_v = int((~finite).any(axis=0).sum())
-            bad_s = int((~finite).any(axis=1).sum())
-            raise ParameterError(
-                f"Y has NaN or infinite values in {bad_v} voxels across {bad_s} subjects; "
-                "mask those voxels out or drop/impute those subjects before permuting."
-            )
-    return Y
+def _check_data(Y) -> VoxelSource:
+    """``Y`` (n_subjects, n_voxels) as a source read by voxel ranges: never copied whole (a
+    numpy memmap stays on disk). Non-finite values are found, and named, by the fit."""
+    return VoxelSource(Y)
 
 
 def _check_groups(groups, n):
@@ -427,49 +453,66 @@ def _observed_statistics(specs, t_obs, ctx: StatContext) -> tuple[dict, dict]:
     return observed, obs_max
 
 
-def _fwer_logp(specs, observed, null_max, two_sided, rtol) -> dict[str, np.ndarray]:
-    """-log10 FWER p per voxel and statistic (p = 1 where a ``nonzero_only`` statistic is 0)."""
-    out = {}
+def _fwer_logp(specs, observed, null_max, two_sided, rtol, accel=None
+               ) -> tuple[dict[str, np.ndarray], dict]:
+    """-log10 FWER p per voxel and statistic (p = 1 where a ``nonzero_only`` statistic is 0),
+    and, with ``accel="tail"``, each statistic's tail fit (:func:`tail_pvalues`)."""
+    out, tails = {}, {}
     for spec in specs:
         value = observed[spec.name]
-        p = _p_from_null(null_max[spec.name], _score(value, two_sided), rtol)
+        score = _score(value, two_sided)
+        p = _p_from_null(null_max[spec.name], score, rtol)
+        if accel == "tail":
+            # fitted to the permutation maxima only (glmkit.stats.tail: not the observed one)
+            p, fit, n_refined = tail_pvalues(score, null_max[spec.name][1:], p)
+            tails[spec.name] = {"fit": None if fit is None else fit.as_dict(),
+                                "n_refined": n_refined}
         if spec.nonzero_only:
             p = np.where(value != 0, p, 1.0)
         out[spec.name] = logp_from_p(p)
-    return out
+    return out, tails
 
 
 # ----------------------------------------------------------------------------- permutations
-def _draws(random_state, n_perm, n, model, scheme, groups, given_perms, given_signs):
+def _draws(random_state, n_perm, n, model, scheme, groups, given_perms, given_signs
+           ) -> tuple[Stream, bool]:
     """The permutations or sign flips: given ones, all of them (exact test) when they number at
-    most ``n_perm``, or ``n_perm`` drawn from ``random_state``.
-
-    Returns ``(perms, signs, sign_flip, exact)``.
-    """
+    most ``n_perm``, or ``n_perm`` drawn from ``random_state``; as a :class:`Stream` that
+    every block of work draws its own from. Returns ``(stream, exact)``."""
     if given_perms is not None:
-        return np.asarray(given_perms, dtype=np.int32), None, False, False
+        given = np.asarray(given_perms, dtype=np.int32)
+        return Stream("given", given.shape[0], n, False, given=given), False
     if given_signs is not None:
-        return None, np.asarray(given_signs, dtype=np.int8), True, False
+        given = np.asarray(given_signs, dtype=np.int8)
+        return Stream("given", given.shape[0], n, True, given=given), False
     sign_flip = model.sign_flip or scheme == "sign_flip"
     if sign_flip:
         if n < 63 and 2**n - 1 <= n_perm:
-            return None, all_sign_flips(n), True, True
-    elif n_arrangements(model.rows, groups, at_most=n_perm + 1) - 1 <= n_perm:
-        return all_arrangements(model.rows, groups), None, False, True
-    rng = np.random.default_rng(random_state)
-    perms, signs = _draw(rng, n_perm, n, sign_flip, groups)
-    return perms, signs, sign_flip, False
+            return Stream("signs", 2**n - 1, n, True), True
+    else:
+        total = n_arrangements(model.rows, groups, at_most=n_perm + 1)
+        if total - 1 <= n_perm:
+            return Stream("arrangements", total - 1, n, False, groups=groups,
+                          rows=model.rows), True
+    return Stream("random", n_perm, n, sign_flip, random_state=random_state,
+                  groups=groups), False
 
 
-def _assemble(specs, model, fit, ctx, observed, obs_max, counts, null_parts, blocking, *,
+def _draw(random_state, n_perm, n, sign_flip, groups):
+    """The ``n_perm`` permutations (or signs) :func:`permutation_test` draws from
+    ``random_state`` (the tests' hook): ``(perms, None)`` or ``(None, signs)``."""
+    return Stream("random", n_perm, n, sign_flip, random_state=random_state,
+                  groups=groups).block(0, n_perm)
+
+
+def _assemble(specs, model, fit, ctx, observed, obs_max, counts, null, blocking, *,
               cname, n_perm, two_sided, scheme, sign_flip, exact, random_state,
-              cluster_threshold, connectivity, dtype, groups, elapsed) -> PermutationResult:
+              cluster_threshold, connectivity, dtype, groups, elapsed, accel
+              ) -> PermutationResult:
     """p-values from the null maxima and counts, and the result object."""
-    null_max = {
-        spec.name: np.concatenate([[obs_max[spec.name]], *null_parts[spec.name]]).astype(
-            np.float64) for spec in specs
-    }
-    logp_fwer = _fwer_logp(specs, observed, null_max, two_sided, TIE_RTOL[dtype])
+    null_max = {spec.name: np.concatenate([[obs_max[spec.name]], null[spec.name]]).astype(
+        np.float64, copy=False) for spec in specs}
+    logp_fwer, tails = _fwer_logp(specs, observed, null_max, two_sided, TIE_RTOL[dtype], accel)
     if model.stat_type == "F":  # sqrt(F) -> F for the voxel statistic (monotonic: p unchanged)
         observed["voxel"] = observed["voxel"] ** 2
         null_max = {k: v**2 if k == "voxel" else v for k, v in null_max.items()}
@@ -486,9 +529,10 @@ def _assemble(specs, model, fit, ctx, observed, obs_max, counts, null_parts, blo
         connectivity=int(connectivity),
         tfce_params=dict(used["tfce"], connectivity=connectivity) if "tfce" in used else None,
         elapsed=elapsed,
-        stat_type=model.stat_type, exact=exact,
+        stat_type=model.stat_type, exact=exact, accel=accel,
         info={**blocking, "dtype": dtype, "n_valid_voxels": int(fit.valid.sum()),
-              "exchangeability_blocks": None if groups is None else int(len(pd.unique(groups)))},
+              "exchangeability_blocks": None if groups is None else int(len(pd.unique(groups))),
+              **({"tail": tails} if accel else {})},
     )
 
 
@@ -499,15 +543,19 @@ def permutation_test(
     statistics=("voxel",), mask_img=None, cluster_threshold: float = 0.001, tfce=None,
     connectivity: int = 6, scheme: str = "freedman_lane", groups=None,
     random_state: int | None = None, n_jobs: int = 1, dtype: str = "float64",
-    verbose: bool = True, _permutations: np.ndarray | None = None,
+    accel: str | None = None, verbose: bool = True, _permutations: np.ndarray | None = None,
     _signs: np.ndarray | None = None,
 ) -> PermutationResult:
     """Permutation (or sign-flip) test of one contrast with FWER control.
 
     Parameters
     ----------
-    Y : array-like, shape (n_subjects, n_voxels)
-        Masked data, one row per subject (no NaN).
+    Y : array-like or numpy memmap, shape (n_subjects, n_voxels)
+        Masked data, one row per subject (no NaN), any real dtype. Never copied whole: it is
+        residualised chunk by chunk of voxels; a memmap (``np.load(path, mmap_mode="r")``)
+        is read from its file block by block, and with voxel statistics only (max-T, max-F)
+        its residuals are not held in memory either, so memory stays bounded whatever the
+        cohort's size.
     design : DataFrame, glmkit Design, or array of shape (n_subjects, p)
         Full-rank design matrix (include the intercept column yourself).
     contrast : str, array-like of length p, or (q, p) matrix
@@ -553,6 +601,11 @@ def permutation_test(
         block, so ``n_jobs=1`` uses one core.
     dtype : {"float64", "float32"}
         Precision of the permutation GEMMs (observed statistics are always float64).
+    accel : {None, "tail"}
+        ``"tail"``: tail acceleration (Winkler et al. 2016, PALM's ``-accel tail``): FWER
+        p-values below 0.1 come from a generalised Pareto fit to the upper tail of each
+        statistic's null maxima, so few permutations give p-values below ``1 / (n_perm +
+        1)``; see :mod:`glmkit.stats.tail` and ``result.info["tail"]``.
     verbose : bool, default True
         Show a tqdm progress bar.
 
@@ -574,11 +627,11 @@ def permutation_test(
     t_start = time.perf_counter()
     n_perm, random_state = _check_options(
         n_perm=n_perm, scheme=scheme, dtype=dtype, connectivity=connectivity, n_jobs=n_jobs,
-        cluster_threshold=cluster_threshold, random_state=random_state)
+        cluster_threshold=cluster_threshold, random_state=random_state, accel=accel)
     specs = _as_statistics(statistics, tfce)
     tfce_params = check_tfce(tfce)
-    Y = _check_data(Y)
-    n, V = Y.shape
+    source = _check_data(Y)
+    n, V = source.shape
     X, c, cname = _design_matrix(design, contrast, n)
     groups = _check_groups(groups, n)
     mask = _spatial_mask(specs, mask_img, V)
@@ -589,24 +642,26 @@ def permutation_test(
         raise ParameterError(
             f"two_sided=True has no meaning for the F test of {cname!r}: F grows with effects "
             "of either sign already; leave two_sided false")
-    fit = observed_fit(Y, model, scheme, two_sided, TIE_RTOL[dtype])
+    fit = observed_fit(source, model, scheme, two_sided, TIE_RTOL[dtype], dtype=dtype,
+                       keep=resident(source, specs, dtype), n_jobs=n_jobs)
     ctx = StatContext(dof=model.dof, two_sided=two_sided, mask=mask, connectivity=connectivity,
                       cluster_threshold=cluster_threshold, tfce_params=tfce_params,
                       stat_type=model.stat_type, df1=model.q)
     observed, obs_max = _observed_statistics(specs, fit.t, ctx)
 
-    perms, signs, sign_flip, exact = _draws(random_state, n_perm, n, model, scheme, groups,
-                                            _permutations, _signs)
-    n_perm = (perms if perms is not None else signs).shape[0]
+    stream, exact = _draws(random_state, n_perm, n, model, scheme, groups, _permutations,
+                           _signs)
+    sign_flip, n_perm = stream.sign_flip, stream.n_perm
     # confound columns that permutations do not cancel
     zconf = model.z_all[:, 1:] if (model.has_const and not sign_flip) else model.z_all
-    counts, null_parts, blocking = permute_blocks(
-        fit, model, zconf, specs, ctx, perms, signs, n_perm=n_perm, dtype=dtype,
+    counts, null, blocking = permute_blocks(
+        fit, model, zconf, specs, ctx, stream, source=source, scheme=scheme, dtype=dtype,
         n_jobs=n_jobs, verbose=verbose)
 
-    return _assemble(specs, model, fit, ctx, observed, obs_max, counts, null_parts, blocking,
+    return _assemble(specs, model, fit, ctx, observed, obs_max, counts, null, blocking,
                      cname=cname, n_perm=n_perm, two_sided=two_sided, scheme=scheme,
                      sign_flip=sign_flip, exact=exact, random_state=random_state,
                      cluster_threshold=cluster_threshold, connectivity=connectivity,
-                     dtype=dtype, groups=groups, elapsed=time.perf_counter() - t_start)
+                     dtype=dtype, groups=groups, elapsed=time.perf_counter() - t_start,
+                     accel=accel)
 

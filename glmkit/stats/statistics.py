@@ -76,6 +76,8 @@ REFERENCES = {
     "terbraak1992": "ter Braak CJF (1992). Permutation versus bootstrap significance tests in "
                     "multiple regression and ANOVA. In: Bootstrapping and Related Techniques, "
                     "Springer, 79-86.",
+    "winkler2016": "Winkler AM, Ridgway GR, Douaud G, Nichols TE, Smith SM (2016). Faster "
+                   "permutation inference in brain imaging. NeuroImage 141:502-516.",
     "poline1997": "Poline JB, Worsley KJ, Evans AC, Friston KJ (1997). Combining spatial extent "
                   "and peak intensity to test for activations in functional imaging. "
                   "NeuroImage 5:83-96.",
