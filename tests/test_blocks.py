@@ -31,7 +31,7 @@ P_MIN = 1e-4
 
 @pytest.fixture(scope="module")
 def draws():
-    perms, signs = _draw(np.random.default_rng(2026), N_DRAWS, GROUPS.size, False, GROUPS)
+    perms, signs = _draw(2026, N_DRAWS, GROUPS.size, False, GROUPS)
     assert signs is None
     return np.asarray(perms)
 
@@ -92,7 +92,7 @@ def test_blocks_are_shuffled_independently(draws):
     np.array([2.5, 1.0, 2.5, 1.0, 1.0, 2.5, 7.0, 7.0]),  # float labels, interleaved
 ])
 def test_other_label_types(groups):
-    perms, _ = _draw(np.random.default_rng(0), 400, groups.size, False, groups)
+    perms, _ = _draw(0, 400, groups.size, False, groups)
     for label, idx in _blocks(groups).items():
         arrangements = set(_arrangements(perms, idx))
         assert len(arrangements) == math.factorial(idx.size), label
@@ -102,7 +102,7 @@ def test_other_label_types(groups):
 
 def test_without_groups_all_rows_are_exchanged():
     n = 5
-    perms, signs = _draw(np.random.default_rng(1), 6000, n, False, None)
+    perms, signs = _draw(1, 6000, n, False, None)
     assert signs is None
     counts = Counter(tuple(p) for p in perms)
     assert len(counts) == math.factorial(n)
@@ -112,7 +112,7 @@ def test_without_groups_all_rows_are_exchanged():
 def test_sign_flips_are_per_subject_and_fair_with_or_without_groups():
     n = 6
     for groups in (None, np.repeat(["a", "b"], 3)):
-        perms, signs = _draw(np.random.default_rng(3), 6400, n, True, groups)
+        perms, signs = _draw(3, 6400, n, True, groups)
         assert perms is None
         signs = np.asarray(signs)
         assert set(np.unique(signs).tolist()) == {-1, 1}

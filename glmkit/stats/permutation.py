@@ -498,6 +498,22 @@ def _draws(random_state, n_perm, n, model, scheme, groups, given_perms, given_si
                   groups=groups), False
 
 
+def _partitioned(X, c, cname, two_sided):
+    """The design split for the contrast (:func:`partition`); an F test is never two-sided."""
+    model = partition(X, c)
+    if model.stat_type == "F" and two_sided:
+        raise ParameterError(
+            f"two_sided=True has no meaning for the F test of {cname!r}: F grows with effects "
+            "of either sign already; leave two_sided false")
+    return model
+
+
+def _uncancelled_confounds(model, sign_flip: bool) -> np.ndarray:
+    """The confound columns that the permutations do not cancel (a permutation leaves the
+    constant direction of the residuals at zero; a sign flip does not)."""
+    return model.z_all[:, 1:] if (model.has_const and not sign_flip) else model.z_all
+
+
 def _draw(random_state, n_perm, n, sign_flip, groups):
     """The ``n_perm`` permutations (or signs) :func:`permutation_test` draws from
     ``random_state`` (the tests' hook): ``(perms, None)`` or ``(None, signs)``."""
@@ -637,11 +653,7 @@ def permutation_test(
     mask = _spatial_mask(specs, mask_img, V)
     _check_given(_permutations if _permutations is not None else _signs, n_perm)
 
-    model = partition(X, c)
-    if model.stat_type == "F" and two_sided:
-        raise ParameterError(
-            f"two_sided=True has no meaning for the F test of {cname!r}: F grows with effects "
-            "of either sign already; leave two_sided false")
+    model = _partitioned(X, c, cname, two_sided)
     fit = observed_fit(source, model, scheme, two_sided, TIE_RTOL[dtype], dtype=dtype,
                        keep=resident(source, specs, dtype), n_jobs=n_jobs)
     ctx = StatContext(dof=model.dof, two_sided=two_sided, mask=mask, connectivity=connectivity,
@@ -652,10 +664,8 @@ def permutation_test(
     stream, exact = _draws(random_state, n_perm, n, model, scheme, groups, _permutations,
                            _signs)
     sign_flip, n_perm = stream.sign_flip, stream.n_perm
-    # confound columns that permutations do not cancel
-    zconf = model.z_all[:, 1:] if (model.has_const and not sign_flip) else model.z_all
     counts, null, blocking = permute_blocks(
-        fit, model, zconf, specs, ctx, stream, source=source, scheme=scheme, dtype=dtype,
+        fit, model, _uncancelled_confounds(model, sign_flip), specs, ctx, stream, source=source, scheme=scheme, dtype=dtype,
         n_jobs=n_jobs, verbose=verbose)
 
     return _assemble(specs, model, fit, ctx, observed, obs_max, counts, null, blocking,
