@@ -199,3 +199,32 @@ def test_accel_is_validated_in_the_api_and_the_settings():
     assert RunSettings(accel="tail").accel == "tail" and RunSettings().accel is None
     with pytest.raises(ParameterError, match="accel"):
         RunSettings(accel="tails")
+
+
+def test_methods_say_when_and_how_the_tail_was_used():
+    """The report's methods paragraph names the acceleration, its fit and its reference only
+    for an accelerated run (the result objects are real; the run around them is minimal)."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from glmkit.report.sections import methods_section
+
+    Y, X = _cohort(planted=True)
+    kw = dict(n_perm=199, random_state=3, verbose=False)
+    texts = {}
+    for accel in (None, "tail"):
+        perm = permutation_test(Y, X, [1, 0], accel=accel, **kw)
+        result = SimpleNamespace(
+            settings=SimpleNamespace(two_sided=False, random_state=3, smoothing_fwhm=None),
+            permutation=perm, qc=SimpleNamespace(kept=tuple("abcdefghijklmnop"), excluded=()),
+            design=SimpleNamespace(matrix=pd.DataFrame(X, columns=["x", "intercept"]),
+                                   formula=None),
+            dataset=SimpleNamespace(name="toy"), contrast=SimpleNamespace(stat_type="t"))
+        texts[accel] = methods_section(result, 120, 0.05, "x").body
+    fit = permutation_test(Y, X, [1, 0], accel="tail", **kw).tail_fit("voxel")
+    assert "tail acceleration" not in texts[None] and "Faster permutation" not in texts[None]
+    assert (f"the top {fit.tail_fraction:.1%} of its null maxima, shape {fit.shape:.3g}"
+            in texts["tail"])
+    assert "below 1/(n_perm + 1) = 0.005" in texts["tail"]
+    assert "Faster permutation inference" in texts["tail"]  # Winkler et al. 2016, listed

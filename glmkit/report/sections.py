@@ -25,6 +25,7 @@ from glmkit.report.markup import Section, attr, coords, fmt, mm, settings_dict, 
 from glmkit.report.templates import render
 
 from glmkit.stats.statistics import REFERENCES, get_statistic, statistic_names
+from glmkit.stats.tail import TAIL_THRESHOLD
 
 INTERCEPT = "intercept"
 
@@ -251,7 +252,34 @@ def _permutation_methods(perm, settings, columns: list[str], contrast_name: str)
             "scheme": _scheme_text(perm, settings, columns, contrast_name),
             "blocks": blocks if grouped else None, "groups": attr(settings, "groups"),
             "nilearn_note": nuisance_intercept and attr(perm, "method", None) != "sign_flip",
-            "statistics": [get_statistic(stat).methods(perm) for stat in perm.statistics]}
+            "statistics": [get_statistic(stat).methods(perm) for stat in perm.statistics],
+            "tail": _tail_text(perm)}
+
+
+def _tail_text(perm) -> str | None:
+    """Tail acceleration in words (``accel="tail"``): which statistics' small p-values come
+    from the fitted tail, or None when the run was not accelerated."""
+    if attr(perm, "accel", None) != "tail":
+        return None
+    fitted, kept = [], []
+    for stat in perm.statistics:
+        fit = perm.tail_fit(stat)
+        label = get_statistic(stat).short
+        if fit is None:
+            kept.append(label)
+        else:
+            fitted.append(f"{label} (the top {fit.tail_fraction:.1%} of its null maxima, shape "
+                          f"{fit.shape:.3g})")
+    text = (f"FWER p values below {TAIL_THRESHOLD:g} were computed from a generalised Pareto "
+            "distribution fitted to the upper tail of the null maxima (tail acceleration) "
+            f"[@winkler2016], so they can be below 1/(n_perm + 1) = "
+            f"{1 / (perm.n_perm + 1):.2g}")
+    if fitted:
+        text += f"; fitted for {_and(fitted)}"
+    if kept:
+        text += (f"; for {_and(kept)} no fit passed the goodness-of-fit test and the "
+                 "permutation p values were kept")
+    return text
 
 
 def methods_citations(result) -> Citations:
