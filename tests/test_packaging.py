@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import re
 import shutil
 import subprocess
@@ -274,3 +276,72 @@ def test_readme_design_commands_run_as_written(tmp_path):
                  "tests: a larger effect in post than in pre (one-sided t test)"):
         assert line in out.stdout, (line, out.stdout[-3000:])
     assert "group: levels control (reference, n=4), patient (n=4), sibling (n=4)" in out.stdout
+
+
+# ----------------------------------------------------------------- README's Dask blocks
+class _FakeSLURMCluster:
+    """dask_jobqueue.SLURMCluster's signature, served by a LocalCluster of 2 processes."""
+
+    def __new__(cls, *, cores, processes, memory, walltime, job_extra_directives):
+        from distributed import LocalCluster
+
+        assert cores == processes and job_extra_directives == [f"--cpus-per-task={cores}"]
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                               dashboard_address=None)
+        cluster.scale = lambda jobs: None  # the two workers are there already
+        return cluster
+
+
+@pytest.mark.slow  # two 100,000-permutation runs through Dask worker processes (~1 min)
+def test_readme_dask_blocks_run_as_written(tmp_path, monkeypatch):
+    """The README's two Dask blocks, executed as written: the example scheduler's address
+    is a LocalCluster of worker processes, SLURMCluster a LocalCluster taking the block's
+    arguments, the shared file a memmap written here; both results equal n_jobs=1 bit for bit.
+    """
+    import sys
+    import types
+
+    import distributed
+    import numpy as np
+    import pandas as pd
+
+    import glmkit
+
+    blocks = re.findall(r"```py\n(.*?)```", _readme(), flags=re.S)
+    assert len(blocks) == 2 and "scheduler.example.org" in blocks[0]
+    rng = np.random.default_rng(7)
+    Y = rng.standard_normal((12, 40)).astype(np.float32)
+    np.save(tmp_path / "Y.npy", Y)
+    design = pd.DataFrame({"score": rng.standard_normal(12), "intercept": 1.0})
+    real_load, real_client = np.load, distributed.Client
+    monkeypatch.setattr(np, "load", lambda path, **kw: real_load(
+        tmp_path / "Y.npy" if path == "/shared/cohort/Y.npy" else path, **kw))
+    started = []
+
+    def client(address=None, **kw):
+        if address == "tcp://scheduler.example.org:8786":
+            address = distributed.LocalCluster(n_workers=2, threads_per_worker=1,
+                                               processes=True, dashboard_address=None)
+            started.append(address)
+        return real_client(address, **kw)
+
+    monkeypatch.setattr(distributed, "Client", client)
+    monkeypatch.setitem(sys.modules, "dask_jobqueue",
+                        types.SimpleNamespace(SLURMCluster=_FakeSLURMCluster))
+    namespace = {"np": np, "glmkit": glmkit, "design": design}
+    try:
+        exec(compile(blocks[0], "README.md", "exec"), namespace)  # noqa: S102
+        first = namespace["result"]
+        namespace["client"].close()
+        exec(compile(blocks[1], "README.md", "exec"), namespace)  # noqa: S102
+        second = namespace["result"]
+    finally:  # teardown of the test's clusters: distributed may assert on a worker that is
+        # still closing gracefully; that is not what this test is about
+        for cluster in [*started, namespace.get("cluster")]:
+            with contextlib.suppress(Exception):
+                cluster.close()
+    for result, dtype in ((first, "float32"), (second, "float64")):
+        ref = glmkit.permutation_test(Y, design, "score", n_perm=100_000, n_jobs=1,
+                                      dtype=dtype, random_state=2026, verbose=False)
+        np.testing.assert_array_equal(result.null_max["voxel"], ref.null_max["voxel"])
+        np.testing.assert_array_equal(result.logp_fwer["voxel"], ref.logp_fwer["voxel"])
