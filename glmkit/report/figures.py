@@ -8,11 +8,13 @@ left open. Figures are small (moderate dpi, PNG) to keep the report light.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 __all__ = [
@@ -64,11 +66,29 @@ def glass_brain_figure(img, *, threshold: float, title: str, two_sided: bool = F
     from nilearn import plotting
 
     fig = Figure(figsize=(7.5, 2.6))
-    plotting.plot_glass_brain(
-        img, threshold=float(threshold), title=title, figure=fig, colorbar=True,
-        plot_abs=not two_sided, cmap=cmap, vmax=vmax, symmetric_cbar=two_sided,
-    )
+    with _patch_limits_unused():
+        plotting.plot_glass_brain(
+            img, threshold=float(threshold), title=title, figure=fig, colorbar=True,
+            plot_abs=not two_sided, cmap=cmap, vmax=vmax, symmetric_cbar=two_sided,
+        )
     return png_data_uri(fig)
+
+
+@contextlib.contextmanager
+def _patch_limits_unused() -> Iterator[None]:
+    """Skip matplotlib's data-limit update for each patch added meanwhile.
+
+    A glass brain's schematic is ~800 patches, and updating the axes' data limits for each
+    costs about a third of the figure; nilearn then sets every glass-brain axes' limits itself
+    (``ax.axis(bounds)``), so those limits are never used: the PNG is byte-identical
+    (tests/test_report_figures.py). The class attribute is restored on exit.
+    """
+    original = Axes._update_patch_limits
+    Axes._update_patch_limits = lambda self, patch: None
+    try:
+        yield
+    finally:
+        Axes._update_patch_limits = original
 
 
 def design_figure(matrix: pd.DataFrame, correlation: pd.DataFrame | None = None,
