@@ -213,7 +213,7 @@ def _bad_tables(table):
     t = table.copy()
     cases = {
         "unknown column": (t, dict(columns=["fluency"]),
-                           r"\['fluency'\] not in the table; available columns: "
+                           r"\['fluency'\] not in the table; use the table's columns: "
                            r"\['pseudo', 'age', 'sex', 'site'\]"),
         "all-NaN covariate": (t.assign(iq=np.nan), dict(columns=["iq"]),
                               r"'iq' is entirely missing \(all 24 values"),
