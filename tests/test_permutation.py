@@ -66,7 +66,7 @@ def test_null_maxima_identical_to_permuted_ols(cohort, case, two_sided):
 
     Y, design = cohort
     n = Y.shape[0]
-    flu, age = design["fluency"].to_numpy(), design["age"].to_numpy()
+    flu = design["fluency"].to_numpy()
     if case == "fluency+intercept":
         tested, conf, X = flu, np.ones((n, 1)), design[["fluency", "intercept"]]
     elif case == "fluency+age+intercept":

@@ -25,7 +25,7 @@ import pytest
 from scipy import ndimage
 
 from glmkit.data.datasets import load_dataset, load_folder
-from glmkit.errors import DatasetError, ImageError, QCError
+from glmkit.errors import DatasetError, ImageError
 from glmkit.pipeline import run_analysis
 from glmkit.data.qc import QCPolicy, run_qc
 from glmkit.report import write_report
