@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 
 import glmkit
+import glmkit.pipeline
 from glmkit import cli
 from glmkit.errors import (
     ContrastError,
@@ -66,6 +67,8 @@ def study(tmp_path_factory) -> Path:
     text = (root / "participants.tsv").read_text().splitlines()
     (root / "dup_column.tsv").write_text("\n".join([text[0].replace("score", "age"),
                                                     *text[1:]]) + "\n")
+    table.assign(age_months=table["age"] * 12 + rng.normal(size=N) * 1e-9).to_csv(
+        root / "near_copy.tsv", sep="\t", index=False)
     (root / "one_row.tsv").write_text("subject\tage\nsub-00\t30\n")
     (root / "no_subject.tsv").write_text(text[0].replace("subject", "id") + "\n"
                                          + "\n".join(text[1:]) + "\n")
@@ -487,6 +490,10 @@ def _api_cases() -> list[Case]:
              api=lambda study: glmkit.make_design(table(study), ["nope"])),
         Case("make_design-typo", ParameterError, ("colums", "columns"),
              api=lambda study: glmkit.make_design(table(study), colums=["age"])),
+        Case("make_design-near-collinear", DesignError, ("nearly linearly dependent", "VIF|"
+                                                          "variance inflation", "Remove"),
+             api=lambda study: glmkit.make_design(
+                 table(study).assign(b=lambda t: t["age"] + 1e-9 * t["score"]), ["age", "b"])),
         Case("make_design-one-subject", DesignError, ("1 subjects", "more subjects"),
              api=lambda study: glmkit.make_design(table(study).head(1), ["age"])),
         Case("fit_second_level-typo", ParameterError, ("smoothing", "smoothing_fwhm"),
@@ -554,6 +561,8 @@ PIPELINE = [
     ("nan-affine", {"dataset": "nan_affine"}, ImageError, ("NaN",), False),
     ("dup-column", {"table": "dup_column.tsv"}, DatasetError, ("several columns named",),
      True),
+    ("near-collinear", {"table": "near_copy.tsv", "covariates": ["age", "age_months"]},
+     DesignError, ("nearly linearly dependent", "age_months", "Remove one"), False),
     ("one-subject", {"dataset": "maps/sub-00.nii.gz", "table": "one_row.tsv"}, DesignError,
      ("1 subjects", "more subjects"), False),
     ("row-without-map", {"table": "extra_row.tsv"}, DatasetError,
