@@ -68,7 +68,7 @@ RUN_RECORD = "run.json"
 
 
 # --------------------------------------------------------------------------------- one run
-@checked_arguments
+@checked_arguments(cwd="path?")
 def run_notebook(settings: RunSettings, *, progress_bar: bool = True, log_output: bool = False,
                  cwd: str | os.PathLike | None = None, wait: bool = False) -> Path:
     """Execute the notebook for ``settings`` and return the path of the run's ``report.html``.
@@ -484,7 +484,7 @@ def _cell_timings(notebook: Path) -> list[dict[str, Any]]:
     return cells
 
 
-@checked_arguments
+@checked_arguments(folder="path")
 def check_run_folder(folder: str | os.PathLike) -> RunManifest:
     """Check a complete run folder: every file of ``manifest.json`` and of ``run.json`` (the
     executed notebook and the manifest itself) is there and unchanged.
@@ -510,7 +510,7 @@ def check_run_folder(folder: str | os.PathLike) -> RunManifest:
 
 
 # --------------------------------------------------------------------------------- batch
-@checked_arguments
+@checked_arguments(path="path")
 def load_grid(path: str | os.PathLike, *, force: bool | None = None) -> list[RunSettings]:
     """Read a batch file into validated settings, one per run (nothing runs yet).
 
@@ -637,7 +637,7 @@ def _finished(settings: RunSettings) -> int | None:
         return None
 
 
-@checked_arguments
+@checked_arguments(path="path")
 def run_batch(path: str | os.PathLike, *, force: bool = False, n_jobs: int = 1,
               yes: bool = False, wait: bool = False) -> Path:
     """Run every parameter set of a batch file and write ``<reports_dir>/index.html``.

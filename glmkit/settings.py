@@ -298,7 +298,7 @@ class RunSettings:
                     "maps and table; these are for a folder of maps (leave them unset)")
             return
         items = (self.dataset,) if isinstance(self.dataset, str) else self.dataset
-        if not all(items):
+        if not items or not all(items):
             raise ParameterError("dataset is empty: expected 'demo', 'demo-null', "
                                  "'localizer' or a folder of maps")
         for item in items:

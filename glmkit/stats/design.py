@@ -115,6 +115,7 @@ class Design:
         return f"Design(n_subjects={n}, columns={list(self.columns)}, formula={self.formula!r})"
 
 
+@checked_arguments(matrix="frame")
 def variance_inflation(matrix: pd.DataFrame) -> pd.Series:
     """Variance inflation factor of each non-intercept column.
 
@@ -147,7 +148,7 @@ def variance_inflation(matrix: pd.DataFrame) -> pd.Series:
     return pd.Series(out, index=pd.Index(names, dtype=object), name="vif")
 
 
-@checked_arguments
+@checked_arguments(columns="names?", subject_column="text")
 def make_design(
     table: pd.DataFrame,
     columns: Sequence[str] | str | None = None,

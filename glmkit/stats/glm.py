@@ -122,7 +122,7 @@ class OLSFit:
         )
 
 
-@checked_arguments
+@checked_arguments(Y="array", X="array", columns="names?")
 def ols_fit(Y: Any, X: Any, *, columns: Sequence[str] | None = None) -> OLSFit:
     """Fit ``Y = X beta + e`` by ordinary least squares, one column of Y per voxel.
 
@@ -289,6 +289,7 @@ class ContrastResult:
         )
 
 
+@checked_arguments(stat_type="text", name="text?")
 def compute_contrast(
     fit: OLSFit, contrast: Any, *, stat_type: str = "t", masker: Any = None, name: str | None = None
 ) -> ContrastResult:
@@ -318,6 +319,9 @@ def compute_contrast(
     """
     if stat_type not in ("t", "F"):
         raise ParameterError(f"stat_type must be 't' or 'F'; got {stat_type!r}.")
+    if not isinstance(fit, OLSFit):
+        raise ParameterError(f"fit must be an OLSFit (from ols_fit, or a SecondLevelResult's "
+                             f".fit); found {type(fit).__name__}")
     parsed = parse_contrast(contrast)
     # estimable with fit.X (level names allowed), or an error
     con = contrast_vector(parsed, fit.columns, X=fit.X, levels=fit.levels)
@@ -561,7 +565,7 @@ class SecondLevelResult:
         )
 
 
-@checked_arguments
+@checked_arguments(mask_img="image?")
 def fit_second_level(
     maps: Any,
     design: Any,
