@@ -202,6 +202,7 @@ KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "text": (lambda v: isinstance(v, str), "a string"),
     "names": (_is_names, "a name or a list of names (strings)"),
     "mapping": (lambda v: isinstance(v, Mapping), "a dict"),
+    "flag": (lambda v: type(v).__name__ in ("bool", "bool_"), "True or False"),
     "number": (lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool),
                "a number"),
     "array": (_is_array, "an array of real numbers (numpy array or list of numbers)"),

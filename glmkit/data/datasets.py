@@ -94,7 +94,7 @@ def builtin_defaults(name: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- demo
 
 
-@checked_arguments(variant="text", data_dir="path?")
+@checked_arguments(variant="text", data_dir="path?", force="flag")
 def load_demo(
     variant: str = "association", *, data_dir: str | os.PathLike | None = None, force: bool = False
 ) -> Dataset:
@@ -398,7 +398,8 @@ def load_dataset(spec: str | os.PathLike | Sequence[Any], **kwargs: Any) -> Data
         if extra:
             raise ParameterError(
                 f"load_dataset({spec!r}, {', '.join(f'{k}=...' for k in extra)}): the {spec!r} "
-                "dataset brings its own table and maps; these are for a folder of maps.")
+                "dataset brings its own table and maps; leave them unset (they are for a "
+                "folder of maps).")
         kwargs.pop("on_missing", None)
         if spec == "localizer":
             return load_localizer(**kwargs)

@@ -603,7 +603,7 @@ def _check_inputs(dataset, variables, policy):
     unknown = [v for v in variables if v not in table.columns]
     if unknown:
         raise DatasetError(
-            f"run_qc: variable(s) {unknown} not in the table; available columns: "
+            f"run_qc: variable(s) {unknown} not in the table; use its columns: "
             f"{[c for c in table.columns if c != 'subject']}"
         )
     for v in variables:

@@ -148,7 +148,8 @@ def variance_inflation(matrix: pd.DataFrame) -> pd.Series:
     return pd.Series(out, index=pd.Index(names, dtype=object), name="vif")
 
 
-@checked_arguments(columns="names?", subject_column="text")
+@checked_arguments(columns="names?", subject_column="text", intercept="flag",
+                   center="flag", standardize="flag")
 def make_design(
     table: pd.DataFrame,
     columns: Sequence[str] | str | None = None,

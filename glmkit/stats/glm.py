@@ -170,7 +170,7 @@ def ols_fit(Y: Any, X: Any, *, columns: Sequence[str] | None = None) -> OLSFit:
     if not np.all(np.isfinite(X)):
         raise DesignError("design X holds NaN or infinite values; drop or impute them first.")
     if not np.all(np.isfinite(Y)):
-        raise ImageError("data Y holds NaN or infinite values; run QC or mask them out first.")
+        raise ImageError("data Y holds NaN or infinite values; remove them first (run QC, or mask them out).")
     columns = tuple(columns) if columns is not None else tuple(f"x{i}" for i in range(X.shape[1]))
     if len(columns) != X.shape[1]:
         raise DesignError(
@@ -448,7 +448,7 @@ def _map_list(maps: Any, matrix: pd.DataFrame) -> tuple[list, tuple[str, ...] | 
     if len(maps) != matrix.shape[0]:
         raise DatasetError(
             f"design has {matrix.shape[0]} rows but {len(maps)} maps were given; "
-            "one design row per map, in the same order."
+            "pass one design row per map, in the same order."
         )
     return maps, subjects
 
