@@ -68,7 +68,7 @@ RUN_RECORD = "run.json"
 
 
 # --------------------------------------------------------------------------------- one run
-@checked_arguments
+@checked_arguments(cwd="path?", progress_bar="flag", log_output="flag", wait="flag")
 def run_notebook(settings: RunSettings, *, progress_bar: bool = True, log_output: bool = False,
                  cwd: str | os.PathLike | None = None, wait: bool = False) -> Path:
     """Execute the notebook for ``settings`` and return the path of the run's ``report.html``.
@@ -484,7 +484,7 @@ def _cell_timings(notebook: Path) -> list[dict[str, Any]]:
     return cells
 
 
-@checked_arguments
+@checked_arguments(folder="path")
 def check_run_folder(folder: str | os.PathLike) -> RunManifest:
     """Check a complete run folder: every file of ``manifest.json`` and of ``run.json`` (the
     executed notebook and the manifest itself) is there and unchanged.
@@ -495,6 +495,10 @@ def check_run_folder(folder: str | os.PathLike) -> RunManifest:
     from glmkit.report.runfolder import FileRecord, RunManifest
 
     folder = Path(folder)
+    if not folder.is_dir():
+        raise ReportError(f"run folder {str(folder)!r} "
+                          f"{'is a file' if folder.exists() else 'does not exist'}; expected a "
+                          "run's folder (with manifest.json), e.g. reports/<run-name>")
     manifest = RunManifest.read(folder)
     try:
         record = json.loads((folder / RUN_RECORD).read_text())
@@ -510,7 +514,7 @@ def check_run_folder(folder: str | os.PathLike) -> RunManifest:
 
 
 # --------------------------------------------------------------------------------- batch
-@checked_arguments
+@checked_arguments(path="path")
 def load_grid(path: str | os.PathLike, *, force: bool | None = None) -> list[RunSettings]:
     """Read a batch file into validated settings, one per run (nothing runs yet).
 
@@ -637,7 +641,7 @@ def _finished(settings: RunSettings) -> int | None:
         return None
 
 
-@checked_arguments
+@checked_arguments(path="path", force="flag", yes="flag", wait="flag")
 def run_batch(path: str | os.PathLike, *, force: bool = False, n_jobs: int = 1,
               yes: bool = False, wait: bool = False) -> Path:
     """Run every parameter set of a batch file and write ``<reports_dir>/index.html``.

@@ -298,7 +298,7 @@ class RunSettings:
                     "maps and table; these are for a folder of maps (leave them unset)")
             return
         items = (self.dataset,) if isinstance(self.dataset, str) else self.dataset
-        if not all(items):
+        if not items or not all(items):
             raise ParameterError("dataset is empty: expected 'demo', 'demo-null', "
                                  "'localizer' or a folder of maps")
         for item in items:
@@ -328,6 +328,13 @@ class RunSettings:
         bids.normalise_filter(self.bids_filter)
         if self.n_subjects < 1:
             raise ParameterError(f"n_subjects={self.n_subjects} is out of range: expected >= 1")
+        localizer_only = [n for n in ("localizer_contrast", "n_subjects")
+                          if getattr(self, n) != self.__dataclass_fields__[n].default]
+        if localizer_only and self.dataset != "localizer":
+            raise ParameterError(
+                f"{', '.join(localizer_only)} given with dataset={_shown_dataset(self.dataset)}"
+                ": they choose what is fetched of the Localizer (dataset='localizer'); leave "
+                "them unset for other datasets")
         _check_range("n_perm", self.n_perm, low=1, hint="use at least 1 (1000 for the reference, "
                      "5000 or more for publication)")
         _check_open_unit("alpha", self.alpha)
@@ -376,6 +383,11 @@ class RunSettings:
             if not isinstance(key, str) or not isinstance(value, str):
                 raise ParameterError(f"rename={self.rename!r}: expected a mapping of column "
                                      "names to new names (strings)")
+        targets = list(self.rename.values())
+        twice = sorted({v for v in targets if targets.count(v) > 1})
+        if twice:
+            raise ParameterError(f"rename={self.rename!r} gives several columns the name(s) "
+                                 f"{twice}; give each column its own name")
         self._check_contrast()
         self._check_design_options()
 
@@ -858,6 +870,8 @@ def _check_run_name(name: str) -> None:
         problem = "it holds one of the characters : * ? \" < > |"
     elif name != name.strip():
         problem = "it starts or ends with white space"
+    elif name.lower() == "index.html":
+        problem = "it is the name of a batch's index page in reports_dir"
     if problem:
         raise ParameterError(
             f"run_name={_short_repr(name, 60)} is not a safe folder name: {problem}. Expected "
@@ -1054,6 +1068,11 @@ def _as_list(name: str, kind: str, value: Any) -> list:
             value = _yaml_value(name, kind, "[" + text[1:-1] + "]")
         else:
             value = [v for v in text.split(",")] if text else []
+            if any(not v.strip() for v in value):
+                raise ParameterError(
+                    f"{name}={value!r:.80} has an empty item (two commas in a row, or one at an "
+                    f"end); list the {name} separated by single commas, e.g. "
+                    f"{name}={','.join(v.strip() for v in value if v.strip())!r}")
     if isinstance(value, (list, tuple)):
         return list(value)
     raise _type_error(name, kind, value)

@@ -22,6 +22,10 @@ import pandas as pd
 import pytest
 
 import glmkit
+import glmkit.data.datasets
+import glmkit.data.qc
+import glmkit.pipeline
+import glmkit.stats.glm
 from glmkit import cli
 from glmkit.errors import (
     ContrastError,
@@ -66,6 +70,8 @@ def study(tmp_path_factory) -> Path:
     text = (root / "participants.tsv").read_text().splitlines()
     (root / "dup_column.tsv").write_text("\n".join([text[0].replace("score", "age"),
                                                     *text[1:]]) + "\n")
+    table.assign(age_months=table["age"] * 12 + rng.normal(size=N) * 1e-9).to_csv(
+        root / "near_copy.tsv", sep="\t", index=False)
     (root / "one_row.tsv").write_text("subject\tage\nsub-00\t30\n")
     (root / "no_subject.tsv").write_text(text[0].replace("subject", "id") + "\n"
                                          + "\n".join(text[1:]) + "\n")
@@ -199,6 +205,11 @@ SETTINGS = [
     ("subject_column", "participant_id", ParameterError),
     ("bids_filter", "{desc: x}", ParameterError),
     ("mask", "nowhere.nii.gz", DataFileNotFoundError),
+    # found by benchmarks/probe_bad_inputs.py
+    ("covariates", "age,,score", ParameterError), ("statistics", "voxel,", ParameterError),
+    ("covariates", ",age", ParameterError), ("rename", "{a: b, c: b}", ParameterError),
+    ("run_name", "index.html", ParameterError), ("n_subjects", 95, ParameterError),
+    ("localizer_contrast", "nope", ParameterError),
     ("output_dir", None, None),  # placeholder removed below
 ]
 SETTINGS = [s for s in SETTINGS if s[2] is not None]
@@ -487,6 +498,49 @@ def _api_cases() -> list[Case]:
              api=lambda study: glmkit.make_design(table(study), ["nope"])),
         Case("make_design-typo", ParameterError, ("colums", "columns"),
              api=lambda study: glmkit.make_design(table(study), colums=["age"])),
+        Case("make_design-intercept-string", ParameterError, ("intercept", "True or False"),
+             api=lambda study: glmkit.make_design(table(study), ["age"], intercept="no")),
+        Case("make_design-standardize-string", ParameterError, ("standardize",),
+             api=lambda study: glmkit.make_design(table(study), ["age"], standardize="yes")),
+        Case("load_folder-same-map-twice", DatasetError, ("more than once", "sub-00"),
+             api=lambda study: glmkit.load_folder([study / "maps" / "sub-00.nii.gz"] * 2,
+                                                  table(study).head(2))),
+        Case("load_folder-table-none", ParameterError, ("table", "found None"),
+             api=lambda study: glmkit.load_folder(study / "maps", None)),
+        Case("load_folder-maps-none", DatasetError, ("maps", "expected"),
+             api=lambda study: glmkit.load_folder(None, table(study))),
+        Case("load_bids-root-int", ParameterError, ("root", "path"),
+             api=lambda study: glmkit.load_bids(3)),
+        Case("check_run_folder-file", ReportError, ("is a file", "manifest"),
+             api=lambda study: glmkit.check_run_folder(study / "participants.tsv")),
+        Case("check_run_folder-none", ParameterError, ("folder", "path"),
+             api=lambda study: glmkit.check_run_folder(None)),
+        Case("run_batch-dict", ParameterError, ("path",),
+             api=lambda study: glmkit.run_batch({"grid": {}})),
+        Case("ols_fit-dict", ParameterError, ("Y", "array"),
+             api=lambda study: glmkit.ols_fit({"a": 1}, ones)),
+        Case("ols_fit-inf", ImageError, ("Y", "remove"),
+             api=lambda study: glmkit.ols_fit(np.where(Y > 1, np.inf, Y), ones)),
+        Case("compute_contrast-not-a-fit", ParameterError, ("fit", "OLSFit"),
+             api=lambda study: glmkit.stats.glm.compute_contrast(None, "a")),
+        Case("contrast_vector-no-columns", ParameterError, ("columns=", "X="),
+             api=lambda study: glmkit.contrast_vector("age", None)),
+        Case("threshold_map-missing-file", DataFileNotFoundError, ("z", "does not exist"),
+             api=lambda study: glmkit.threshold_map(str(study / "none.nii.gz"))),
+        Case("threshold_map-nan", ParameterError, ("z", "pass a finite map"),
+             api=lambda study: glmkit.threshold_map(np.array([1.0, np.nan]))),
+        Case("builtin_defaults-unknown", ParameterError, ("'x'", "use one of"),
+             api=lambda study: glmkit.data.datasets.builtin_defaults("x")),
+        Case("resample_to_grid-interpolation", ParameterError, ("interpolation", "use one of"),
+             api=lambda study: glmkit.data.qc.resample_to_grid(
+                 str(study / "maps" / "sub-00.nii.gz"), SHAPE, AFFINE, interpolation="cubic")),
+        Case("run_qc-unknown-variable", DatasetError, ("nope", "use its columns"),
+             api=lambda study: glmkit.run_qc(glmkit.load_folder(study / "maps", table(study)),
+                                             variables=["nope"])),
+        Case("make_design-near-collinear", DesignError, ("nearly linearly dependent", "VIF|"
+                                                          "variance inflation", "Remove"),
+             api=lambda study: glmkit.make_design(
+                 table(study).assign(b=lambda t: t["age"] + 1e-9 * t["score"]), ["age", "b"])),
         Case("make_design-one-subject", DesignError, ("1 subjects", "more subjects"),
              api=lambda study: glmkit.make_design(table(study).head(1), ["age"])),
         Case("fit_second_level-typo", ParameterError, ("smoothing", "smoothing_fwhm"),
@@ -554,6 +608,10 @@ PIPELINE = [
     ("nan-affine", {"dataset": "nan_affine"}, ImageError, ("NaN",), False),
     ("dup-column", {"table": "dup_column.tsv"}, DatasetError, ("several columns named",),
      True),
+    ("subject-column-clash", {"subject_column": "age"}, DatasetError,
+     ("'subject' column", "subject_column='age'|--subject-column age"), True),
+    ("near-collinear", {"table": "near_copy.tsv", "covariates": ["age", "age_months"]},
+     DesignError, ("nearly linearly dependent", "age_months", "Remove one"), False),
     ("one-subject", {"dataset": "maps/sub-00.nii.gz", "table": "one_row.tsv"}, DesignError,
      ("1 subjects", "more subjects"), False),
     ("row-without-map", {"table": "extra_row.tsv"}, DatasetError,
@@ -596,7 +654,8 @@ def _pipeline_cases() -> list[Case]:
 CASES = [*_settings_cases(), *_params_file_cases(), *_batch_cases(),
          *(Case(f"api-{c.id}", c.error, c.names, api=c.api, validation=c.validation)
            for c in _api_cases()), *_pipeline_cases()]
-VALIDATION_ONLY_API = {"api-run_qc-policy"}  # reads the folder's headers before the policy
+VALIDATION_ONLY_API = {"api-run_qc-policy", "api-run_qc-unknown-variable",
+                       "api-resample_to_grid-interpolation"}  # reads the folder's headers before the policy
 
 
 def test_the_catalogue_is_large():

@@ -94,3 +94,46 @@ def test_running_out_of_memory_in_a_stage_is_a_resource_error(folder, monkeypatc
     with pytest.raises(ResourceError, match=r"stage fit ran out of memory .*43.7 TiB.*"
                                             r"mask='mni152'.*n_perm=\.\.\."):
         pipeline.run_analysis(_settings(folder, statistics=""))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sign_flip", [False, True])
+def test_memory_is_flat_in_n_perm(monkeypatch, sign_flip):
+    """Permutations are drawn block by block: with n_perm = 10^6 on a tiny problem no block of
+    the stream is larger than with 10^5, and the traced peak grows only by the null
+    distribution (8 bytes a permutation), far below the 10^6 x n indices drawn up front."""
+    import tracemalloc
+
+    from glmkit.stats import resample
+    from glmkit.stats.permutation import permutation_test
+
+    n = 100
+    rng = np.random.default_rng(3)
+    Y = rng.standard_normal((n, 4))
+    X = np.ones((n, 1)) if sign_flip else np.column_stack([rng.standard_normal(n), np.ones(n)])
+    contrast = [1.0] if sign_flip else [1.0, 0.0]
+    drawn: list[int] = []
+    original = resample.draw
+
+    def spy(random_state, start, stop, *args):
+        drawn.append(stop - start)
+        return original(random_state, start, stop, *args)
+
+    monkeypatch.setattr(resample, "draw", spy)
+    permutation_test(Y, X, contrast, n_perm=99, random_state=0, verbose=False)  # warm up
+    peaks, largest = {}, {}
+    for n_perm in (10**4, 10**5, 10**6):
+        drawn.clear()
+        tracemalloc.start()
+        result = permutation_test(Y, X, contrast, n_perm=n_perm, random_state=0,
+                                  verbose=False)
+        peaks[n_perm] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert sum(drawn) == n_perm and result.null_max["voxel"].size == n_perm + 1
+        largest[n_perm] = max(drawn)
+    # the block drawn at once is capped by the problem's size, not by n_perm
+    assert largest[10**6] < 2 * largest[10**5] < 10**5, largest
+    all_indices = 10**6 * n * (1 if sign_flip else 4)  # int8 signs or int32 permutations
+    nulls = 8 * 10**6
+    assert peaks[10**6] - peaks[10**4] < 3 * nulls + 2 * 2**20, peaks
+    assert peaks[10**6] < all_indices / 2 + peaks[10**4], peaks

@@ -75,6 +75,7 @@ _DEMO_NAMES = {"association": "demo", "null": "demo-null"}
 # --------------------------------------------------------------------------- built-in
 
 
+@checked_arguments(name="text")
 def builtin_defaults(name: str) -> dict[str, Any]:
     """The run parameters a built-in dataset supplies when they are left unset (a copy).
 
@@ -83,6 +84,9 @@ def builtin_defaults(name: str) -> dict[str, Any]:
     >>> builtin_defaults("demo")["rename"]
     {'pseudo': 'fluency'}
     """
+    if name not in BUILTIN_DEFAULTS:
+        raise ParameterError(f"{name!r} is not a built-in dataset; use one of "
+                             f"{sorted(BUILTIN_DEFAULTS)}")
     return {key: dict(value) if isinstance(value, Mapping) else value
             for key, value in BUILTIN_DEFAULTS[name].items()}
 
@@ -90,7 +94,7 @@ def builtin_defaults(name: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- demo
 
 
-@checked_arguments
+@checked_arguments(variant="text", data_dir="path?", force="flag")
 def load_demo(
     variant: str = "association", *, data_dir: str | os.PathLike | None = None, force: bool = False
 ) -> Dataset:
@@ -196,7 +200,7 @@ def _read_demo(folder: Path, variant: str) -> Dataset:
 # --------------------------------------------------------------------------- localizer
 
 
-@checked_arguments
+@checked_arguments(contrast="text", n_subjects="number", data_dir="path?")
 def load_localizer(
     contrast: str = "left button press (auditory cue)",
     n_subjects: int = 94,
@@ -394,7 +398,8 @@ def load_dataset(spec: str | os.PathLike | Sequence[Any], **kwargs: Any) -> Data
         if extra:
             raise ParameterError(
                 f"load_dataset({spec!r}, {', '.join(f'{k}=...' for k in extra)}): the {spec!r} "
-                "dataset brings its own table and maps; these are for a folder of maps.")
+                "dataset brings its own table and maps; leave them unset (they are for a "
+                "folder of maps).")
         kwargs.pop("on_missing", None)
         if spec == "localizer":
             return load_localizer(**kwargs)

@@ -152,6 +152,12 @@ def list_maps(maps: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Map
     if loose:
         parents = [str(p.resolve().parent) for p in loose]
         found += _found(loose, Path(os.path.commonpath(parents)))
+    resolved = [f.path.resolve() for f in found]
+    twice = sorted({str(p) for p in resolved if resolved.count(p) > 1})
+    if twice:
+        raise DatasetError(
+            f"maps names the same file more than once: {twice[:5]} (a list item repeated, or "
+            "a file inside a folder also given); list each map once")
     bad = [f.shown for f in found if _suffix(f.path) not in _IMAGE_SUFFIXES]
     if bad:
         raise ImageError(
@@ -280,6 +286,11 @@ def read_table(table: str | os.PathLike | pd.DataFrame, subject_column: str | No
         raise DatasetError(
             f"table has no subject column {what}; its columns are {_columns(frame)}. Pass "
             "subject_column=<the column holding the subject ids>.")
+    if subject_column != "subject" and "subject" in frame.columns:
+        raise DatasetError(
+            f"table has a 'subject' column and subject_column={subject_column!r}: the ids come "
+            f"from {subject_column!r} and would replace 'subject'; leave subject_column unset "
+            "to use 'subject', or rename or drop the 'subject' column")
     ids = frame.pop(subject_column)
     if ids.isna().any() or (ids.astype(str).str.strip() == "").any():
         raise DatasetError(f"table column {subject_column!r} has empty subject ids; fill them.")

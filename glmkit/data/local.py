@@ -11,7 +11,7 @@ BIDS derivatives root: the maps whose entities match ``bids_filter``
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,8 @@ _MAPS_FORMS = ("a folder, a glob, a file, a list of these, nibabel images in tab
                "mapping of subject id to image or path")
 
 
-@checked_arguments
+@checked_arguments(table="table", subject_column="text?", on_missing="text",
+                   bids_filter="mapping?", name="text?", data_dir="path?")
 def load_folder(
     maps: str | os.PathLike | Sequence[Any] | Mapping[str, Any],
     table: str | os.PathLike | pd.DataFrame,
@@ -141,7 +142,9 @@ def load_folder(
                           data_dir, provenance)
 
 
-@checked_arguments
+@checked_arguments(root="path", bids_filter="mapping?", table="table?",
+                   subject_column="text?", on_missing="text", name="text?",
+                   data_dir="path?")
 def load_bids(
     root: str | os.PathLike,
     *,
@@ -322,6 +325,8 @@ def _in_memory(maps: Any) -> str | None:
         return "mapping"
     if isinstance(maps, (str, os.PathLike)):
         return None
+    if not isinstance(maps, Iterable):
+        raise DatasetError(f"maps: expected {_MAPS_FORMS}; found {maps!r}")
     items = list(maps)
     kinds = {isinstance(m, nib.spatialimages.SpatialImage) for m in items}
     if kinds == {True}:

@@ -391,6 +391,7 @@ def _read_data(img) -> np.ndarray:
     return data
 
 
+@checked_arguments(shape_a="shape", affine_a="affine", shape_b="shape", affine_b="affine")
 def same_grid(shape_a, affine_a, shape_b, affine_b) -> bool:
     """Whether two grids are the same: equal shapes, affines equal within 1e-4 mm."""
     return tuple(shape_a) == tuple(shape_b) and np.allclose(affine_a, affine_b, atol=1e-4)
@@ -435,6 +436,11 @@ def _mni_mask_on_grid(shape, affine) -> np.ndarray | None:
     return mask
 
 
+#: nilearn's interpolations: "continuous" for maps, "nearest" for masks
+INTERPOLATIONS = ("continuous", "linear", "nearest")
+
+
+@checked_arguments(img="image", ref_shape="shape", ref_affine="affine", interpolation="text")
 def resample_to_grid(img, ref_shape, ref_affine, *, interpolation: str):
     """``img`` resampled onto the grid ``(ref_shape, ref_affine)`` (nilearn's resample_img).
 
@@ -443,6 +449,9 @@ def resample_to_grid(img, ref_shape, ref_affine, *, interpolation: str):
     """
     from nilearn.image import resample_img
 
+    if interpolation not in INTERPOLATIONS:
+        raise ParameterError(f"resample_to_grid(): interpolation={interpolation!r}; use one of "
+                             f"{list(INTERPOLATIONS)}")
     with warnings.catch_warnings():
         # SPM-style maps hold NaN outside the brain; nilearn resamples them correctly
         warnings.filterwarnings("ignore", message="NaNs or infinite values are present")
@@ -463,7 +472,7 @@ def _largest_gap(missing: np.ndarray, affine: np.ndarray) -> tuple[int, np.ndarr
 # --------------------------------------------------------------------------- run_qc
 
 
-@checked_arguments
+@checked_arguments(variables="names")
 def run_qc(
     dataset,
     *,
@@ -594,7 +603,7 @@ def _check_inputs(dataset, variables, policy):
     unknown = [v for v in variables if v not in table.columns]
     if unknown:
         raise DatasetError(
-            f"run_qc: variable(s) {unknown} not in the table; available columns: "
+            f"run_qc: variable(s) {unknown} not in the table; use its columns: "
             f"{[c for c in table.columns if c != 'subject']}"
         )
     for v in variables:

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 from scipy import linalg
 
-from glmkit.errors import ContrastError
+from glmkit.errors import ContrastError, ParameterError, checked_arguments
 
 __all__ = ["Contrast", "parse_contrast", "contrast_vector"]
 
@@ -124,6 +124,12 @@ class Contrast:
         """
         names = None if columns is None else [str(c) for c in columns]
         X = None if X is None else np.asarray(X, dtype=float)
+        if names is None and (X is None or X.ndim != 2):
+            raise ParameterError("contrast: pass the design's columns= (names) or its matrix "
+                                 f"X= (2-D); found columns=None and X={X!r:.80}")
+        if X is not None and (X.ndim != 2 or X.shape[0] == 0):
+            raise ParameterError(f"X must be the design matrix (2-D, one row per subject); "
+                                 f"found shape {X.shape}")
         p = len(names) if names is not None else X.shape[1]
         if self.weights is not None:
             W = self.weights
@@ -436,6 +442,7 @@ def _why(row: np.ndarray, X: np.ndarray, columns: list[str]) -> str:
 
 
 # ------------------------------------------------------------------------- both steps
+@checked_arguments(columns="names?", X="array?", levels="mapping?")
 def contrast_vector(contrast: Any, columns: Sequence[str] | None, *, X: Any = None,
                     levels: Mapping[str, Mapping[str, Any]] | None = None) -> np.ndarray:
     """Turn a contrast specification into a vector (t) or matrix (F).

@@ -27,6 +27,8 @@ __all__ = ["Design", "make_design", "variance_inflation"]
 
 INTERCEPT = "intercept"
 _VIF_WARN = 10.0
+#: a VIF above this (R^2 > 1 - 1e-10, or infinite) is collinearity within rounding: an error
+_VIF_ERROR = 1e10
 
 
 @dataclass(frozen=True, eq=False)
@@ -113,6 +115,7 @@ class Design:
         return f"Design(n_subjects={n}, columns={list(self.columns)}, formula={self.formula!r})"
 
 
+@checked_arguments(matrix="frame")
 def variance_inflation(matrix: pd.DataFrame) -> pd.Series:
     """Variance inflation factor of each non-intercept column.
 
@@ -145,7 +148,8 @@ def variance_inflation(matrix: pd.DataFrame) -> pd.Series:
     return pd.Series(out, index=pd.Index(names, dtype=object), name="vif")
 
 
-@checked_arguments
+@checked_arguments(columns="names?", subject_column="text", intercept="flag",
+                   center="flag", standardize="flag")
 def make_design(
     table: pd.DataFrame,
     columns: Sequence[str] | str | None = None,
@@ -290,6 +294,33 @@ def _check_estimable(matrix: pd.DataFrame) -> None:
                     "not estimable. Drop it, or check the table"
                 )
     _check_rank(matrix)
+    _check_separable(matrix)
+
+
+def _check_separable(matrix: pd.DataFrame) -> None:
+    """Raise DesignError naming the columns that the other columns reproduce up to rounding
+    (inflation ``|x_j|^2 / |x_j - fit of x_j on the other columns|^2`` above ``_VIF_ERROR``,
+    with x_j centred when the design has an intercept: its VIF). They pass the rank check,
+    but their effects cannot be told apart and the fit would report numerical noise."""
+    X = matrix.to_numpy(dtype=float)
+    near = {}
+    for j, col in enumerate(matrix.columns):
+        if col == INTERCEPT:
+            continue
+        x, others = X[:, j], np.delete(X, j, axis=1)
+        ss = float(((x - x.mean()) if INTERCEPT in matrix.columns else x) @ x)
+        resid = x - others @ np.linalg.lstsq(others, x, rcond=None)[0] if others.size else x
+        ss_res = float(resid @ resid)
+        if ss > 0 and not ss_res * _VIF_ERROR > ss:
+            near[col] = ss / ss_res if ss_res > 0 else np.inf
+    if near:
+        shown = ", ".join(f"{k}={v:.3g}" for k, v in near.items())
+        raise DesignError(
+            f"columns {list(near)} are nearly linearly dependent (variance inflation "
+            f"{shown}; above {_VIF_ERROR:g} each is another column up to rounding): their "
+            "effects cannot be separated. Remove one of them, or check the table for a "
+            "column copied with tiny changes"
+        )
 
 
 def _center(matrix: pd.DataFrame, *, standardize: bool, skip=frozenset()) -> None:

@@ -122,7 +122,7 @@ class OLSFit:
         )
 
 
-@checked_arguments
+@checked_arguments(Y="array", X="array", columns="names?")
 def ols_fit(Y: Any, X: Any, *, columns: Sequence[str] | None = None) -> OLSFit:
     """Fit ``Y = X beta + e`` by ordinary least squares, one column of Y per voxel.
 
@@ -170,7 +170,7 @@ def ols_fit(Y: Any, X: Any, *, columns: Sequence[str] | None = None) -> OLSFit:
     if not np.all(np.isfinite(X)):
         raise DesignError("design X holds NaN or infinite values; drop or impute them first.")
     if not np.all(np.isfinite(Y)):
-        raise ImageError("data Y holds NaN or infinite values; run QC or mask them out first.")
+        raise ImageError("data Y holds NaN or infinite values; remove them first (run QC, or mask them out).")
     columns = tuple(columns) if columns is not None else tuple(f"x{i}" for i in range(X.shape[1]))
     if len(columns) != X.shape[1]:
         raise DesignError(
@@ -289,6 +289,7 @@ class ContrastResult:
         )
 
 
+@checked_arguments(stat_type="text", name="text?")
 def compute_contrast(
     fit: OLSFit, contrast: Any, *, stat_type: str = "t", masker: Any = None, name: str | None = None
 ) -> ContrastResult:
@@ -318,6 +319,9 @@ def compute_contrast(
     """
     if stat_type not in ("t", "F"):
         raise ParameterError(f"stat_type must be 't' or 'F'; got {stat_type!r}.")
+    if not isinstance(fit, OLSFit):
+        raise ParameterError(f"fit must be an OLSFit (from ols_fit, or a SecondLevelResult's "
+                             f".fit); found {type(fit).__name__}")
     parsed = parse_contrast(contrast)
     # estimable with fit.X (level names allowed), or an error
     con = contrast_vector(parsed, fit.columns, X=fit.X, levels=fit.levels)
@@ -444,7 +448,7 @@ def _map_list(maps: Any, matrix: pd.DataFrame) -> tuple[list, tuple[str, ...] | 
     if len(maps) != matrix.shape[0]:
         raise DatasetError(
             f"design has {matrix.shape[0]} rows but {len(maps)} maps were given; "
-            "one design row per map, in the same order."
+            "pass one design row per map, in the same order."
         )
     return maps, subjects
 
@@ -561,7 +565,7 @@ class SecondLevelResult:
         )
 
 
-@checked_arguments
+@checked_arguments(mask_img="image?")
 def fit_second_level(
     maps: Any,
     design: Any,

@@ -34,7 +34,7 @@ from scipy import ndimage, stats
 from glmkit.stats.choices import HEIGHT_CONTROLS
 from glmkit.stats.pvalues import P_FLOOR, logp_from_p
 from glmkit._util import logger
-from glmkit.errors import checked_arguments
+from glmkit.errors import check_kind, checked_arguments
 from glmkit.errors import ImageError, ParameterError
 
 __all__ = [
@@ -101,7 +101,7 @@ def _masker_of(mask_img: Any):
 
 
 # ---------------------------------------------------------------- array maths
-@checked_arguments
+@checked_arguments(z="array", alpha="number")
 def fdr_threshold(z: Any, alpha: float) -> float:
     """Benjamini-Hochberg threshold on z values (nilearn's ``fdr_threshold``).
 
@@ -147,7 +147,7 @@ def _cluster_extent(vol: np.ndarray, cluster_threshold: int) -> np.ndarray:
     return vol
 
 
-@checked_arguments
+@checked_arguments(p="array", n_tests="number?")
 def bonferroni_logp(p: Any, n_tests: int | None = None) -> np.ndarray:
     """Bonferroni-corrected ``-log10(min(1, p * n_tests))``, finite everywhere.
 
@@ -253,12 +253,14 @@ def _z_and_masker(z: Any, mask_img: Any) -> tuple[np.ndarray, Any]:
     if isinstance(z, (str, os.PathLike, nib.spatialimages.SpatialImage)):
         from nilearn.maskers import NiftiMasker
 
+        check_kind("z", z, "image")
         if mask_img is None:  # nilearn's default: a background mask of the stat image
             masker = NiftiMasker(mask_strategy="background", standardize=None, reports=False).fit(z)
         else:
             masker = _masker_of(mask_img)
         values = masker.transform(z).ravel()
         return np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0), masker
+    check_kind("z", z, "array")
     arr = np.asarray(z, dtype=float)
     if arr.ndim != 1:
         raise ParameterError(
@@ -268,7 +270,7 @@ def _z_and_masker(z: Any, mask_img: Any) -> tuple[np.ndarray, Any]:
     return arr, _masker_of(mask_img)
 
 
-@checked_arguments
+@checked_arguments(mask_img="image?")
 def threshold_map(
     z: Any,
     *,
@@ -371,7 +373,8 @@ def _check_z_values(values: np.ndarray, masker: Any, cluster_threshold: int) -> 
     if values.size == 0:
         raise ParameterError("z is empty: no voxel in the mask.")
     if not np.all(np.isfinite(values)):
-        raise ParameterError("z holds NaN or infinite values; glmkit z maps are always finite.")
+        raise ParameterError("z holds NaN or infinite values; glmkit z maps are always finite: pass a finite map "
+                             "(set voxels outside the brain to 0, or give mask_img=).")
     if masker is not None and masker.n_elements_ != values.size:
         raise ParameterError(
             f"z has {values.size} values but mask_img has {masker.n_elements_} voxels; use the "
