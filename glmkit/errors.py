@@ -196,6 +196,16 @@ def _is_table(value: Any) -> bool:
     return _is_path(value) or type(value).__name__ == "DataFrame"
 
 
+def _is_tables(value: Any) -> bool:
+    return type(value).__name__ == "DataFrame" or (
+        isinstance(value, Mapping) and all(type(v).__name__ == "DataFrame"
+                                           for v in value.values()))
+
+
+def _is_result(value: Any) -> bool:
+    return all(hasattr(value, a) for a in ("settings", "dataset", "design", "contrast"))
+
+
 #: kind -> (test, what is expected); ``name="kind?"`` also accepts None
 KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "path": (_is_path, "a file or folder path (str or pathlib.Path)"),
@@ -211,6 +221,8 @@ KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "affine": (_is_affine, "a 4 x 4 affine matrix"),
     "table": (_is_table, "a subject table (pandas DataFrame or path to a TSV/CSV file)"),
     "frame": (lambda v: type(v).__name__ == "DataFrame", "a pandas DataFrame"),
+    "tables": (_is_tables, "a pandas DataFrame or a dict of them"),
+    "result": (_is_result, "an AnalysisResult (what glmkit.run_analysis returns)"),
 }
 
 

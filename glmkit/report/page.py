@@ -30,8 +30,7 @@ import pandas as pd
 
 from glmkit._util import logger
 from glmkit.data import DEFAULT_CUT_COORDS
-from glmkit.errors import checked_arguments
-from glmkit.errors import GlmkitError, ParameterError, ReportError
+from glmkit.errors import GlmkitError, ParameterError, ReportError, checked_arguments
 from glmkit.report.maps import cut_in_view
 from glmkit.report.markup import Section, attr, table, version
 from glmkit.report.runfolder import RunManifest, notebook_record, result_maps, write_run_folder
@@ -52,6 +51,7 @@ __all__ = ["write_report", "recovery"]
 # recovery of a planted region
 # --------------------------------------------------------------------------------------
 
+@checked_arguments(detected="mapping", truth="array", affine="affine", far_mm="number")
 def recovery(detected: Mapping[str, np.ndarray], truth: np.ndarray, affine: np.ndarray, *,
              far_mm: float = 10.0) -> pd.DataFrame:
     """Overlap of thresholded maps with a ground-truth region.
@@ -340,7 +340,7 @@ def _render_page(result, images, *, notebook_path=None, far_mm: float = 10.0) ->
     return page(f"This page weighs about {size_mb:.1f} MB (figures and viewer data included).")
 
 
-@checked_arguments
+@checked_arguments(result="result", out_dir="path", notebook_path="path?")
 def write_report(result, out_dir, *, notebook_path=None) -> RunManifest:
     """Write the run folder of an analysis (report, maps, tables, records) and its manifest.
 

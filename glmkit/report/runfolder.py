@@ -40,7 +40,7 @@ from typing import Any
 import pandas as pd
 
 from glmkit._util import atomic_folder, sha256_file
-from glmkit.errors import ReportError
+from glmkit.errors import ReportError, checked_arguments
 from glmkit.report.export import EXPORT_DIR, bids_files
 
 __all__ = ["RunManifest", "FileRecord", "RUN_FILES", "RUN_MAPS", "MANIFEST_NAME",
@@ -91,6 +91,7 @@ _CONTENTS: dict[str, Callable[[_Run], str]] = {
 RUN_FILES = tuple(_CONTENTS)
 
 
+@checked_arguments(statistics="names")
 def map_names(statistics: Iterable[str] = (), *, stat_type: str = "t") -> tuple[str, ...]:
     """Names of the maps of a run with these permutation statistics (``maps/<name>.nii.gz``);
     ``stat_type="F"`` names the statistic's map ``F``.
@@ -106,6 +107,7 @@ def map_names(statistics: Iterable[str] = (), *, stat_type: str = "t") -> tuple[
     return own + tuple(get_statistic(name).map_name for name in statistics)
 
 
+@checked_arguments(statistics="names")
 def promised_files(statistics: Iterable[str] = (), *, stat_type: str = "t",
                    export: str | None = None) -> tuple[str, ...]:
     """Paths (relative, ``/``-separated) that :func:`write_run_folder` writes for a run with
@@ -116,6 +118,7 @@ def promised_files(statistics: Iterable[str] = (), *, stat_type: str = "t",
     return RUN_FILES + maps + exported
 
 
+@checked_arguments(result="result")
 def result_maps(result) -> dict[str, Any]:
     """``result.maps()``, checked to hold every map the run folder promises.
 
@@ -132,6 +135,7 @@ def result_maps(result) -> dict[str, Any]:
     return images
 
 
+@checked_arguments(notebook_path="path?")
 def notebook_record(notebook_path: str | os.PathLike | None) -> dict[str, str] | None:
     """Name and sha256 of the executed notebook (what ``provenance.json`` records)."""
     if notebook_path is None:

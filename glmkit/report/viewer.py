@@ -26,8 +26,7 @@ import pandas as pd
 
 from glmkit._util import logger
 from glmkit.data import DEFAULT_CUT_COORDS
-from glmkit.errors import checked_arguments
-from glmkit.errors import ParameterError
+from glmkit.errors import ParameterError, checked_arguments
 from glmkit.report.maps import (CONNECTIVITY, METHODS, background_u8, cut_in_view,
                                 maps_from_result, prepare_maps)
 from glmkit.report.templates import Markup, render
@@ -137,6 +136,8 @@ def _cluster_rows(df: pd.DataFrame | None) -> dict | None:
 
 
 
+@checked_arguments(maps="mapping", clusters="tables?", thresholds="mapping?",
+                   connectivity="number")
 def viewer_payload(
     maps: Mapping[str, Any], *, clusters: Any = None, thresholds: Mapping[str, Any] | None = None,
     default_map: str | None = None, cut_coords: tuple[float, float, float] = DEFAULT_CUT_COORDS,
@@ -194,7 +195,8 @@ def viewer_payload(
     }
 
 
-@checked_arguments
+@checked_arguments(maps="mapping", clusters="tables?", thresholds="mapping?",
+                   connectivity="number")
 def viewer_html(
     maps: Mapping[str, Any], *, clusters: Any = None, thresholds: Mapping[str, Any] | None = None,
     default_map: str | None = None, cut_coords: tuple[float, float, float] = DEFAULT_CUT_COORDS,
@@ -253,6 +255,7 @@ def viewer_html(
                   title=title or "", payload=payload)
 
 
+@checked_arguments(result="result")
 def result_viewer_html(result: Any, *, title: str | None = None, **kwargs: Any) -> Markup:
     """:func:`viewer_html` for an :class:`glmkit.pipeline.AnalysisResult`: what the report embeds.
 
