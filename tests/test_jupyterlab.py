@@ -44,7 +44,8 @@ NOTEBOOK = "notebooks/second_level_association.ipynb"
 N_PERM = 50
 TCP_WARNING = "without encryption"
 #: JupyterLab's features that would reach the network, switched off
-QUIET_LAB = ["--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+QUIET_LAB = ["--LabApp.news_url=None",
+             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
              "--LabApp.extension_manager=readonly"]
 
 
@@ -88,7 +89,8 @@ def checkout(tmp_path_factory):
     assert "n_perm = 1000" in cell.source
     cell.source = cell.source.replace("n_perm = 1000", f"n_perm = {N_PERM}")
     nbformat.write(nb, root / NOTEBOOK)
-    cmd = [sys.executable, "-m", "glmkit", "run", "--params", str(ROOT / "notebooks/reference.yaml"),
+    cmd = [sys.executable, "-m", "glmkit", "run",
+           "--params", str(ROOT / "notebooks/reference.yaml"),
            "--n-perm", str(N_PERM), "--run-name", "demo", "--force"]
     run = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -141,7 +143,8 @@ def _as_after_make_demo(root: Path) -> None:
     shutil.copy(ROOT / "Makefile", root / "Makefile")
     bin_dir = root / ".venv" / "bin"
     bin_dir.mkdir(parents=True)
-    for name, target in (("python", sys.executable), ("jupyter", Path(sys.prefix) / "bin" / "jupyter")):
+    jupyter = Path(sys.prefix) / "bin" / "jupyter"
+    for name, target in (("python", sys.executable), ("jupyter", jupyter)):
         (bin_dir / name).write_text(f'#!/bin/sh\nexec {shlex.quote(str(target))} "$@"\n')
         (bin_dir / name).chmod(0o755)
     (root / ".venv" / ".installed").touch()
@@ -563,8 +566,8 @@ def test_peak_selector_and_keyboard(explorer):
     for _ in range(40):
         page.keyboard.press("Tab")
         seen.append(page.evaluate(
-            "() => { const w = document.activeElement.closest('[class*=glmkit-]');"
-            " return w ? Array.from(w.classList).filter(c => c.startsWith('glmkit-')).join() : '' }"))
+            "() => { const w = document.activeElement.closest('[class*=glmkit-]'); return w ?"
+            " Array.from(w.classList).filter(c => c.startsWith('glmkit-')).join() : '' }"))
     wanted = {"glmkit-method", "glmkit-threshold", "glmkit-threshold-text", "glmkit-extent",
               "glmkit-x", "glmkit-y", "glmkit-z", "glmkit-mode", "glmkit-peak"}
     assert wanted <= set(seen), seen
@@ -608,8 +611,8 @@ def test_executed_notebook_shows_results_without_kernel_or_trust(browser, lab_wi
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator", timeout=30_000)
     # JupyterLab adds the cells a few at a time and draws the outputs of cells in view only
     code_cells = sum(c.cell_type == "code" for c in nb.cells)
-    page.wait_for_function(f"() => document.querySelectorAll('.jp-CodeCell').length == {code_cells}",
-                           timeout=60_000)
+    page.wait_for_function(
+        f"() => document.querySelectorAll('.jp-CodeCell').length == {code_cells}", timeout=60_000)
     last = page.locator(".jp-CodeCell").last
     last.scroll_into_view_if_needed()
     image = last.locator(".jp-OutputArea-output.jp-RenderedImage img")
