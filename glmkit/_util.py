@@ -53,6 +53,15 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def temporary_prefix(name: str) -> str:
+    """The name prefix of the temporary sibling :func:`atomic_folder` writes ``name`` into.
+
+    >>> temporary_prefix("demo")
+    '.demo.tmp-'
+    """
+    return f".{name}.tmp-"
+
+
 @contextlib.contextmanager
 def atomic_folder(target: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Write a folder atomically: yield a temporary sibling, rename it to ``target`` on success.
@@ -71,7 +80,7 @@ def atomic_folder(target: str | os.PathLike, *, overwrite: bool = False) -> Iter
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix(target.name), dir=target.parent))
     try:
         yield tmp
     except BaseException:

@@ -11,6 +11,11 @@ registered as :data:`ENGINE_NAME`, whose client sees every message of the kernel
   as the permutation engine's ``permutations`` bar) mirrored as a terminal bar with its count,
   rate and time left, then summed up in one line.
 
+Quiet or not, the saved notebook's copy of such a bar (the ``text/plain`` beside its widget
+view, what a notebook shows without its widgets: untrusted, without a kernel, on GitHub) is
+its last state, ``permutations: 100%|██████████| 50/50 [...]``, not the ``0%`` of the moment
+it was displayed.
+
 The kernel's manager provisions CurveZMQ keys (jupyter_client's ``transport_encryption``), so
 the kernel's traffic is encrypted and ipykernel has no reason to warn "Kernel is running over
 TCP without encryption"; where pyzmq lacks CURVE, the kernel talks over local IPC sockets.
@@ -38,6 +43,8 @@ ENGINE_NAME = "glmkit"
 _PROGRESS_MODELS = ("FloatProgressModel", "IntProgressModel")
 #: a cell that runs longer than this (seconds) gets its own line
 _LONG_CELL = 2.0
+#: characters of the bar in a saved progress bar's text (tqdm's notebook bar has ten)
+_BAR_WIDTH = 10
 
 
 def secure_transport(km: Any) -> Any:
@@ -66,11 +73,16 @@ class NotebookProgress:
         Where the bars go (default: ``sys.stderr``).
     tick : float
         Seconds between refreshes of the cell bar while a cell runs (0: no ticking).
+    show : bool
+        Show anything at all; False only follows the bars for :meth:`saved_texts`.
     """
 
-    def __init__(self, *, file=None, tick: float = 1.0) -> None:
+    def __init__(self, *, file=None, tick: float = 1.0, show: bool = True) -> None:
         self._file = file if file is not None else sys.stderr
         self._tick = float(tick)
+        self._show = bool(show)
+        #: the text of each progress bar's box (widget model id) in its last state
+        self.saved_texts: dict[str, str] = {}
         self._lock = threading.RLock()
         self._sections: dict[int, str] = {}
         self._order: list[int] = []
@@ -94,6 +106,8 @@ class NotebookProgress:
             elif cell.cell_type == "code":
                 self._sections[index] = section
                 self._order.append(index)
+        if not self._show:
+            return
         self._cells = tqdm(total=len(self._order), unit="cell", file=self._file, position=0,
                            desc="starting the kernel", dynamic_ncols=True)
         if self._tick > 0:
@@ -174,20 +188,35 @@ class NotebookProgress:
         return [i for i in dict.fromkeys(ids)
                 if self._models.get(i, {}).get("_model_name") in _PROGRESS_MODELS]
 
+    def _box(self, progress_id: str) -> str | None:
+        """The model id of the box a progress model is in (None: in none)."""
+        ref = f"IPY_MODEL_{progress_id}"
+        return next((box_id for box_id, box in self._models.items()
+                     if ref in (box.get("children") or ())), None)
+
     def _texts(self, progress_id: str) -> tuple[str, str]:
         """The text left and right of a progress model in its box (tqdm: description and
         percentage, then count, times and rate)."""
-        ref = f"IPY_MODEL_{progress_id}"
-        for box in self._models.values():
-            children = list(box.get("children") or ())
-            if ref in children:
-                at = children.index(ref)
-                left = [self._models.get(c[len("IPY_MODEL_"):], {}).get("value", "")
-                        for c in children[:at]]
-                right = [self._models.get(c[len("IPY_MODEL_"):], {}).get("value", "")
-                         for c in children[at + 1:]]
-                return _text(" ".join(map(str, left))), _text(" ".join(map(str, right)))
-        return "", ""
+        box = self._models.get(self._box(progress_id), {})
+        children = list(box.get("children") or ())
+        if not children:
+            return "", ""
+        at = children.index(f"IPY_MODEL_{progress_id}")
+        left = [self._models.get(c[len("IPY_MODEL_"):], {}).get("value", "")
+                for c in children[:at]]
+        right = [self._models.get(c[len("IPY_MODEL_"):], {}).get("value", "")
+                 for c in children[at + 1:]]
+        return _text(" ".join(map(str, left))), _text(" ".join(map(str, right)))
+
+    def _save_text(self, progress_id: str, value: float, total: float) -> None:
+        """Remember the bar's text as tqdm prints it, under its box's id."""
+        box = self._box(progress_id)
+        left, right = self._texts(progress_id)
+        if box is None or not (left or right):
+            return
+        full = round(_BAR_WIDTH * min(max(value / total, 0.0), 1.0))
+        bar = "\u2588" * full + " " * (_BAR_WIDTH - full)
+        self.saved_texts[box] = f"{left}|{bar}| {right.lstrip('| ')}"
 
     def _sync(self, progress_id: str) -> None:
         from tqdm.auto import tqdm
@@ -197,6 +226,9 @@ class NotebookProgress:
         state = self._models[progress_id]
         total, value = state.get("max"), state.get("value")
         if not isinstance(total, (int, float)) or not isinstance(value, (int, float)) or total <= 0:
+            return
+        self._save_text(progress_id, value, total)
+        if not self._show:
             return
         left, right = self._texts(progress_id)
         desc = re.sub(r"\s*\d+%\s*$", "", left).rstrip(": ")
@@ -246,6 +278,14 @@ def _text(markup: str) -> str:
     return re.sub(r"[\s\u2007\u00a0]+", " ", plain).strip()
 
 
+def _save_bar_texts(cell, texts: dict[str, str]) -> None:
+    """Put each progress bar's last text into the ``text/plain`` of its widget output."""
+    for output in cell.get("outputs", ()):
+        view = output.get("data", {}).get("application/vnd.jupyter.widget-view+json")
+        if view and view.get("model_id") in texts:
+            output["data"]["text/plain"] = texts[view["model_id"]]
+
+
 class _ProgressClient(PapermillNotebookClient):
     """papermill's client, telling a :class:`NotebookProgress` about cells and kernel messages,
     with a kernel manager made secure by :func:`secure_transport`."""
@@ -253,6 +293,8 @@ class _ProgressClient(PapermillNotebookClient):
     def __init__(self, nb_man, progress: NotebookProgress | None = None, **kw: Any) -> None:
         super().__init__(nb_man, **kw)
         self.glmkit_progress = progress
+        # the bars are followed even when nothing is shown: their saved texts need it
+        self.glmkit_bars = progress if progress is not None else NotebookProgress(show=False)
         if progress is not None:
             progress.start(self.nb)
 
@@ -266,12 +308,12 @@ class _ProgressClient(PapermillNotebookClient):
         try:
             return super().execute_cell(cell, cell_index, *args, **kwargs)
         finally:
+            _save_bar_texts(cell, self.glmkit_bars.saved_texts)
             if progress is not None:
                 progress.cell_done(cell_index)
 
     def process_message(self, msg, cell, cell_index):
-        if self.glmkit_progress is not None:
-            self.glmkit_progress.message(msg)
+        self.glmkit_bars.message(msg)
         return super().process_message(msg, cell, cell_index)
 
 

@@ -44,7 +44,8 @@ NOTEBOOK = "notebooks/second_level_association.ipynb"
 N_PERM = 50
 TCP_WARNING = "without encryption"
 #: JupyterLab's features that would reach the network, switched off
-QUIET_LAB = ["--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+QUIET_LAB = ["--LabApp.news_url=None",
+             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
              "--LabApp.extension_manager=readonly"]
 
 
@@ -54,6 +55,17 @@ def _require(what: str, found: bool, fix: str) -> None:
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"CI: {what} is missing; {fix}")
     pytest.skip(f"{what} is missing; {fix}")
+
+
+def test_missing_requirement_fails_in_ci_and_skips_elsewhere(monkeypatch):
+    """The guard of JupyterLab and make: with CI=true their absence fails these tests."""
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="^CI: JupyterLab is missing; install it$"):
+        _require("JupyterLab", False, "install it")
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception, match="^JupyterLab is missing; install it$"):
+        _require("JupyterLab", False, "install it")
+    _require("JupyterLab", True, "install it")  # found: nothing happens
 
 
 def _free_port() -> int:
@@ -66,16 +78,19 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory):
     """A folder laid out as a checkout that has just run the demo command (fewer permutations):
-    pyproject.toml, the notebook with n_perm 50 in its parameters cell, and reports/demo."""
+    pyproject.toml, the Makefile and .venv/ as `make demo` leaves them, the notebook with
+    n_perm 50 in its parameters cell, and reports/demo."""
     root = tmp_path_factory.mktemp("checkout")
     shutil.copy(ROOT / "pyproject.toml", root / "pyproject.toml")
+    _as_after_make_demo(root)
     (root / "notebooks").mkdir()
     nb = nbformat.read(ROOT / NOTEBOOK, as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     assert "n_perm = 1000" in cell.source
     cell.source = cell.source.replace("n_perm = 1000", f"n_perm = {N_PERM}")
     nbformat.write(nb, root / NOTEBOOK)
-    cmd = [sys.executable, "-m", "glmkit", "run", "--params", str(ROOT / "notebooks/reference.yaml"),
+    cmd = [sys.executable, "-m", "glmkit", "run",
+           "--params", str(ROOT / "notebooks/reference.yaml"),
            "--n-perm", str(N_PERM), "--run-name", "demo", "--force"]
     run = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -93,25 +108,69 @@ def test_glmkit_run_shows_progress_inside_cells(checkout):
     assert TCP_WARNING not in err
 
 
+def test_executed_notebook_names_no_temporary_folder(checkout):
+    """The executed notebook glmkit run keeps (reports/demo/notebook.ipynb) was written in a
+    temporary folder, reports/.demo.tmp-*: no output of it names that folder; the report cell
+    prints where the run is once complete."""
+    root, _ = checkout
+    nb = nbformat.read(root / "reports" / "demo" / "notebook.ipynb", as_version=4)
+    injected = next(c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
+    temporary = re.search(r'^output_dir = "(.+)"$', injected.source, flags=re.M).group(1)
+    assert Path(temporary).name.startswith(".demo.tmp-")  # the folder the run was written in
+    outputs = [json.dumps(o) for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert outputs
+    leaks = [o[:300] for o in outputs if ".tmp-" in o or Path(temporary).name in o]
+    assert not leaks, leaks
+    report_cell = next(c for c in nb.cells if c.cell_type == "code" and "write_report" in c.source)
+    printed = "".join(o.get("text", "") for o in report_cell.outputs)
+    assert printed.splitlines()[1] == str(Path("reports") / "demo" / "report.html"), printed
+    assert printed.startswith(f"{Path('reports') / 'demo'}: ")
+
+
 # ----------------------------------------------------------------------------- JupyterLab
+def _readme_lab_blocks() -> list[str]:
+    """The bash blocks of the README's JupyterLab section: `make lab`, then the kernel's
+    registration for a JupyterLab started elsewhere."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("## In JupyterLab and in Python")
+    section = readme[start:readme.index("\n## ", start)]
+    return re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+
+
+def _as_after_make_demo(root: Path) -> None:
+    """``root/.venv`` as `make demo` leaves it (installed: make has nothing to do), its
+    ``python`` and ``jupyter`` those of the environment running the tests; the Makefile."""
+    shutil.copy(ROOT / "Makefile", root / "Makefile")
+    bin_dir = root / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    jupyter = Path(sys.prefix) / "bin" / "jupyter"
+    for name, target in (("python", sys.executable), ("jupyter", jupyter)):
+        (bin_dir / name).write_text(f'#!/bin/sh\nexec {shlex.quote(str(target))} "$@"\n')
+        (bin_dir / name).chmod(0o755)
+    (root / ".venv" / ".installed").touch()
+    past = time.time() - 60  # make's prerequisites older than .venv/.installed
+    for path in (root / "pyproject.toml", bin_dir / "python"):
+        os.utime(path, (past, past))
+
+
 class Lab:
-    """A JupyterLab server started by `make lab` in ``root`` (stopped with ``stop``)."""
+    """A JupyterLab server started in ``root`` by the README's `make lab`, run verbatim by bash
+    (stopped with ``stop``); the server's options come through make's ``LAB_ARGS``."""
 
     def __init__(self, root: Path, home: Path, extra: list[str]):
+        self.home = home
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = home / f"lab-{self.port}.log"
-        env = {**os.environ, **_jupyter_dirs(home)}
         args = ["--no-browser", "--IdentityProvider.token=", "--ServerApp.password=",
                 "--ServerApp.ip=127.0.0.1", f"--port={self.port}", f"--ServerApp.root_dir={root}",
                 *QUIET_LAB, *extra] + (["--allow-root"] if os.geteuid() == 0 else [])
-        venv = Path(sys.prefix)
-        # the README's command; the venv is the one running the tests, taken as installed
-        cmd = ["make", "-f", str(ROOT / "Makefile"), "lab", f"VENV={venv}",
-               "-o", f"{venv}/.installed", f"LAB_ARGS={shlex.join(args)}"]
+        env = {**os.environ, **_jupyter_dirs(home), "LAB_ARGS": shlex.join(args)}
+        self.command = _readme_lab_blocks()[0]
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(["bash", "-euo", "pipefail", "-c", self.command], cwd=root,
+                                     env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
         deadline = time.monotonic() + 120
         while True:
             assert self.proc.poll() is None, f"JupyterLab stopped:\n{self.log()[-3000:]}"
@@ -129,13 +188,14 @@ class Lab:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)  # make, JupyterLab and its kernels
+            os.killpg(self.proc.pid, signal.SIGTERM)  # bash, make, JupyterLab and its kernels
             try:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=30)
-        self._log.close()
+        if not self._log.closed:
+            self._log.close()
 
 
 def _jupyter_dirs(home: Path) -> dict[str, str]:
@@ -165,6 +225,35 @@ def lab(checkout, lab_home):
     server = Lab(checkout[0], lab_home, [])
     yield server
     server.stop()
+
+
+def test_readme_lab_commands_run_as_written(lab, checkout, tmp_path, monkeypatch):
+    """The README's JupyterLab commands, run verbatim by bash in the checkout: `make lab` (the
+    server these tests use: it serves the analysis notebook) and the kernel's registration for
+    a JupyterLab started elsewhere, whose kernel imports this glmkit."""
+    from jupyter_client.manager import start_new_kernel
+
+    blocks = _readme_lab_blocks()
+    assert len(blocks) == 2 and lab.command == blocks[0] and blocks[0].startswith("make lab ")
+    with urllib.request.urlopen(f"{lab.url}/api/contents/{NOTEBOOK}?content=0", timeout=10) as r:
+        assert json.load(r)["type"] == "notebook"
+    data = tmp_path / "jupyter-data"  # where --user puts kernels, here the test's own folder
+    out = subprocess.run(["bash", "-euo", "pipefail", "-c", blocks[1]], cwd=checkout[0],
+                         env={**os.environ, "JUPYTER_DATA_DIR": str(data)},
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    spec = json.loads((data / "kernels" / "glmkit" / "kernel.json").read_text())
+    assert spec["display_name"] == "Python (glmkit)" and spec["argv"][0] == sys.executable
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(data))
+    km, kc = start_new_kernel(kernel_name="glmkit", startup_timeout=120)
+    printed = []
+    try:
+        kc.execute_interactive("import glmkit; print(glmkit.__file__)", timeout=120,
+                               output_hook=lambda m: printed.append(m["content"].get("text", "")))
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    assert Path("".join(printed).strip()) == ROOT / "glmkit" / "__init__.py"
 
 
 class Page:
@@ -464,8 +553,12 @@ def test_peak_selector_and_keyboard(explorer):
     assert shown is not None and shown.replace("\xa0", " ") == "go to peak…"
     first = peak.evaluate("s => s.options[1].text").replace("\xa0", " ")
     xyz = re.search(r"at \((-?\d+), (-?\d+), (-?\d+)\)", first).groups()
+    # "#" picks the first entry that starts with it (the browser's type-ahead): the largest
+    # cluster. (ArrowUp/ArrowDown on a closed list move JupyterLab's cell cursor instead: the
+    # notebook's command-mode shortcuts take them from any element in an output that is not
+    # text-editable, and nothing a kernel sends can exempt it.)
     peak.focus()
-    page.keyboard.press("ArrowDown")
+    page.keyboard.press("#")
     _settle(page, lambda s: s["cut"] == ",".join(f"{float(v):g}" for v in xyz), "go to peak 1")
     # Tab from the map selector visits every control
     page.locator(".glmkit-map select").focus()
@@ -473,8 +566,8 @@ def test_peak_selector_and_keyboard(explorer):
     for _ in range(40):
         page.keyboard.press("Tab")
         seen.append(page.evaluate(
-            "() => { const w = document.activeElement.closest('[class*=glmkit-]');"
-            " return w ? Array.from(w.classList).filter(c => c.startsWith('glmkit-')).join() : '' }"))
+            "() => { const w = document.activeElement.closest('[class*=glmkit-]'); return w ?"
+            " Array.from(w.classList).filter(c => c.startsWith('glmkit-')).join() : '' }"))
     wanted = {"glmkit-method", "glmkit-threshold", "glmkit-threshold-text", "glmkit-extent",
               "glmkit-x", "glmkit-y", "glmkit-z", "glmkit-mode", "glmkit-peak"}
     assert wanted <= set(seen), seen
@@ -482,38 +575,57 @@ def test_peak_selector_and_keyboard(explorer):
 
 # ----------------------------------------------------------------------------- no kernel
 @pytest.fixture(scope="module")
-def lab_without_kernels(checkout, lab_home):
-    server = Lab(checkout[0], lab_home, ["--KernelSpecManager.allowed_kernelspecs=no-such-kernel"])
+def lab_without_kernels(checkout, lab_home, tmp_path_factory):
+    home = tmp_path_factory.mktemp("jupyter-no-kernel")  # no workspace of the first server
+    server = Lab(checkout[0], home, ["--KernelSpecManager.allowed_kernelspecs=no-such-kernel"])
     yield server
     server.stop()
 
 
 def test_executed_notebook_shows_results_without_kernel_or_trust(browser, lab_without_kernels,
-                                                                 checkout, lab_home):
+                                                                 checkout):
     """reports/demo/notebook.ipynb (executed by glmkit run, never signed) in a JupyterLab that
-    has no kernel: untrusted, it shows the explorer's picture (its PNG), not a widget's repr."""
+    has no kernel: untrusted, it shows the explorer's picture (its PNG), not a widget's repr,
+    and the permutations' bar as it ended (50/50), not at 0%."""
     from nbformat.sign import NotebookNotary
 
     root = checkout[0]
     path = "reports/demo/notebook.ipynb"
     nb = nbformat.read(root / path, as_version=4)
-    notary = NotebookNotary(data_dir=str(lab_home / "data"))
+    notary = NotebookNotary(data_dir=str(lab_without_kernels.home / "data"))
     assert not notary.check_signature(nb)
     outputs = [o for c in nb.cells for o in c.get("outputs", ())
                if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
-    assert outputs and all({"image/png", "text/plain"} <= set(o["data"]) for o in outputs)
+    assert outputs and all("text/plain" in o["data"] for o in outputs)
+    explorers = [o for o in outputs if "image/png" in o["data"]]
+    assert len(explorers) == 1 and explorers[0]["data"]["text/plain"].startswith(
+        "glmkit explorer: ")
+    bars = [o["data"]["text/plain"] for o in outputs if o not in explorers]
+    assert len(bars) == 1 and bars[0].startswith(
+        f"permutations: 100%|{chr(0x2588) * 10}| {N_PERM}/{N_PERM} ["), bars
     session = Page(browser, lab_without_kernels.url)
     page = session.open(path)
     dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
     dialog.wait_for(timeout=60_000)
     dialog.locator("button", has_text=re.compile("^No Kernel$")).click()
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator", timeout=30_000)
+    # JupyterLab adds the cells a few at a time and draws the outputs of cells in view only
+    code_cells = sum(c.cell_type == "code" for c in nb.cells)
+    page.wait_for_function(
+        f"() => document.querySelectorAll('.jp-CodeCell').length == {code_cells}", timeout=60_000)
     last = page.locator(".jp-CodeCell").last
-    image = last.locator(".jp-OutputArea-output .jp-RenderedImage img")
+    last.scroll_into_view_if_needed()
+    image = last.locator(".jp-OutputArea-output.jp-RenderedImage img")
     image.wait_for(timeout=60_000)
-    assert image.get_attribute("src").startswith("data:image/png")
+    png = explorers[0]["data"]["image/png"].replace("\n", "")
+    assert image.get_attribute("src") == f"data:image/png;base64,{png}"
     assert image.evaluate("i => i.naturalWidth") > 400
     assert "Explorer(children" not in last.inner_text()
+    cell = page.locator(".jp-CodeCell", has_text="pipeline.run_permutation(")
+    cell.scroll_into_view_if_needed()
+    bar = cell.locator(".jp-OutputArea-output")
+    bar.wait_for(timeout=30_000)
+    assert bar.inner_text().strip() == bars[0]
     assert last.locator(".glmkit-explorer").count() == 0  # untrusted: no widget is drawn
     assert "is not trusted" in lab_without_kernels.log()
     assert not json.load(urllib.request.urlopen(f"{lab_without_kernels.url}/api/sessions"))
@@ -523,3 +635,24 @@ def test_executed_notebook_shows_results_without_kernel_or_trust(browser, lab_wi
 def test_no_tcp_warning_in_jupyterlab(ran, lab):
     """`make lab` starts kernels with CurveZMQ keys: no "TCP without encryption" warning."""
     assert "Kernel started" in lab.log() and TCP_WARNING not in lab.log()
+
+
+def test_executed_copy_run_again_by_hand(checkout):
+    """reports/demo/notebook.ipynb (it names the temporary folder glmkit run wrote it in, gone
+    since) run again by hand with its kernel in reports/demo: it completes and is a run of its
+    own beside reports/demo; reports/demo and its folder are left as they were."""
+    import nbclient
+
+    from glmkit.report.runfolder import RunManifest
+    from glmkit.run import check_run_folder
+
+    reports = checkout[0] / "reports"
+    before = {p.name for p in reports.iterdir()}
+    nb = nbformat.read(reports / "demo" / "notebook.ipynb", as_version=4)
+    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(reports / "demo")}}).execute()
+    new = sorted({p.name for p in reports.iterdir()} - before)
+    assert len(new) == 1 and re.fullmatch(r"demo-notebook-\d{8}-\d{6}(-\d+)?", new[0]), new
+    assert RunManifest.read(reports / new[0]).problems() == []
+    assert not list(reports.glob(".demo.tmp-*"))
+    check_run_folder(reports / "demo")

@@ -69,14 +69,27 @@ def test_bars_inside_cells_are_mirrored(tmp_path, capfd):
     # the sections of the running cells name the bar; a long cell gets its own line
     assert "6. Permutation inference" in text and "8. Report" in text
     assert re.search(r"^cell 2/2 \(8\. Report\): \d+\.\d s$", text, flags=re.M), text
-    assert not nb.cells[1].outputs or "error" not in nb.cells[1].outputs[0].output_type
+    _assert_saved_bar_is_final(nb)
     captured = capfd.readouterr()
     assert TCP_WARNING not in captured.err + captured.out
 
 
+def _assert_saved_bar_is_final(nb):
+    """The saved notebook's copy of the cell's bar (its text/plain, what shows without the
+    widget) is the bar at its end, as tqdm prints it, not the 0% it was displayed with."""
+    outputs = nb.cells[1].outputs
+    assert all(o.output_type != "error" for o in outputs)
+    bars = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert len(bars) == 1, outputs
+    text = bars[0].data["text/plain"]
+    assert re.fullmatch(rf"permutations: 100%\|\u2588{{10}}\| {N}/{N} "
+                        rf"\[\d\d:\d\d<00:00, +[\d.]+perm/s\]", text), text
+
+
 @pytest.mark.slow
 def test_no_progress_object_shows_nothing(tmp_path, capfd):
-    _run(tmp_path, None)
+    nb = _run(tmp_path, None)
+    _assert_saved_bar_is_final(nb)  # quiet, the saved notebook's bar is still its end
     captured = capfd.readouterr()
     assert "permutations" not in captured.err + captured.out
     assert "8. Report" not in captured.err + captured.out
@@ -144,3 +157,20 @@ def test_closing_the_box_ends_its_bar():
     p.message({"msg_type": "comm_close", "content": {"comm_id": "box", "data": {}}})
     assert not p._bars and "  load: 2/5" in out.getvalue()
     p.close()
+
+
+def test_permutation_bar_counts_whole_permutations(capsys):
+    """The permutation engine's bar (the one mirrored in glmkit run) counts whole
+    permutations, also when a block of permutations is split into voxel blocks: "30/30",
+    never "30.0/30"."""
+    import numpy as np
+
+    import glmkit
+
+    rng = np.random.default_rng(0)
+    Y = rng.standard_normal((12, 40))
+    X = np.column_stack([rng.standard_normal(12), np.ones(12)])
+    glmkit.permutation_test(Y, X, [1, 0], n_perm=30, random_state=0, verbose=True)
+    err = capsys.readouterr().err.replace("\r", "\n")
+    assert re.search(r"permutations: 100%.*\| 30/30 \[", err), err
+    assert not re.search(r"\d\.\d+/30", err), err

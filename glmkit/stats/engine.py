@@ -624,6 +624,7 @@ def permute_blocks(fit: Observed, model: Model, zconf, specs, ctx, stream, *, so
     # Threads by default (GEMM and the numba kernels release the GIL; no copies, no worker
     # start-up); joblib.parallel_config(backend=...) overrides this, e.g. "dask".
     share = 1.0 / blocking["voxel_blocks"]
+    done = 0.0
     with tqdm(total=n_perm, disable=not verbose, desc="permutations", unit="perm") as bar, \
             one_blas_thread():
         # never more workers than blocks (does not change the result, saves start-up)
@@ -637,5 +638,6 @@ def permute_blocks(fit: Observed, model: Model, zconf, specs, ctx, stream, *, so
             for spec in specs:
                 part = maxima[spec.name] if spec.null_max is not None else maxima["voxel"]
                 np.maximum(null[spec.name][s:e], part, out=null[spec.name][s:e])
-            bar.update((e - s) * share)
+            done += (e - s) * share  # whole permutations shown: "50/50", not "50.0/50"
+            bar.update(round(done) - bar.n)
     return counts, null, blocking
