@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from glmkit._util import logger
-from glmkit.errors import ParameterError, ReportError
+from glmkit.errors import ParameterError, ReportError, checked_arguments
 from glmkit.data import DEFAULT_CUT_COORDS
 from glmkit.report.maps import (
     METHODS,
@@ -681,6 +681,7 @@ def _orientation_labels(axis: int, x0: int, width: int, height: int) -> list:
     return [((x0, height // 2 - 6), left), ((x0 + width - 14, height // 2 - 6), right)]
 
 
+@checked_arguments(debounce="number", connectivity="number")
 def explore(result: Any, *, cut_coords=None, background: Any = "mni152", debounce: float = 0.08,
             connectivity: int = 6) -> Explorer:
     """Explore an analysis live: maps, thresholds, clusters and slices as ipywidgets.

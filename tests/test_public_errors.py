@@ -154,9 +154,6 @@ EXTRA = {"compute_contrast": "glmkit.stats.glm", "check_tfce": "glmkit.stats.per
 #: stats/permutation.py): strict xfails, so the test fails (and this set must shrink) once
 #: they are fixed. The fix for each is a kinds declaration on its checked_arguments.
 KNOWN_BARE = {
-    ("explore", "connectivity", "dict"), ("explore", "connectivity", "list"),
-    ("explore", "debounce", "None"), ("explore", "debounce", "dict"),
-    ("explore", "debounce", "list"), ("explore", "debounce", "str"),
     ("permutation_test", "cluster_threshold", "None"),
     ("permutation_test", "cluster_threshold", "dict"),
     ("permutation_test", "cluster_threshold", "list"),
