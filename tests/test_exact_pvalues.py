@@ -266,11 +266,6 @@ def test_critical_value_separates_exactly_the_significant_values(rng, alpha):
     np.testing.assert_array_equal(values > crit, p <= alpha)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "glmkit bug: critical_value takes floor(alpha * (n_perm + 1) + 1e-9); an alpha less than "
-    "1e-9 / (n_perm + 1) below a grid point k / (n_perm + 1) is rounded up to it, so the "
-    "returned value lets through values whose p is k / (n_perm + 1) > alpha (for alpha = "
-    "1 - 1e-11 it returns -inf: every value 'significant', also those with p = 1)"))
 @pytest.mark.parametrize(("alpha", "n_perm"), [(1 - 1e-11, 19), (0.05 - 1e-12, 19)])
 def test_critical_value_alpha_just_below_a_grid_point(rng, alpha, n_perm):
     n = 14
@@ -281,6 +276,27 @@ def test_critical_value_alpha_just_below_a_grid_point(rng, alpha, n_perm):
     values = np.r_[np.sort(null), null.max() + 1, null.min() - 1]
     p = np.array([(1 + np.sum(null >= v)) / (1 + n_perm) for v in values])
     np.testing.assert_array_equal(values > res.critical_value("voxel", alpha), p <= alpha)
+
+
+def test_critical_value_one_ulp_either_side_of_every_grid_point(rng):
+    """At ``alpha = k / (n_perm + 1)`` and one float step either side of it, for every k:
+    the values above the critical value are exactly those with ``p <= alpha`` (a plain loop
+    over the null), where ``p`` is the float the result reports."""
+    n, n_perm = 12, 39
+    X = pd.DataFrame({"x": rng.standard_normal(n), "intercept": 1.0})
+    res = glmkit.permutation_test(rng.standard_normal((n, 25)), X, "x", n_perm=n_perm,
+                                  random_state=3, verbose=False)
+    null = res.null_max["voxel"][1:]
+    grid = np.sort(null)
+    values = np.r_[grid, (grid[1:] + grid[:-1]) / 2, grid[0] - 1, grid[-1] + 1]
+    p = np.array([(1.0 + sum(1 for m in null if m >= v)) / (1.0 + n_perm) for v in values])
+    for k in range(1, n_perm + 1):
+        point = k / (n_perm + 1)
+        for alpha in (np.nextafter(point, 0.0), point, np.nextafter(point, 1.0)):
+            if not 0 < alpha < 1:
+                continue
+            crit = res.critical_value("voxel", float(alpha))
+            np.testing.assert_array_equal(values > crit, p <= alpha, err_msg=f"{alpha!r}")
 
 
 @pytest.mark.parametrize("alpha", [0.0, 1.0, -0.1, 1.5])
