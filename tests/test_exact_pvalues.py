@@ -130,6 +130,29 @@ def spatial_case(rng, n):
 ALL = ("voxel", "cluster_size", "cluster_mass", "tfce")
 
 
+@pytest.mark.parametrize("two_sided", [False, True], ids=["one_sided", "two_sided"])
+def test_tfce_with_its_own_e_and_h_equals_the_ndimage_loop(rng, two_sided):
+    """TFCE parameters passed are the ones used, observed and null: E = 1, H = 1.5 (not the
+    defaults 0.5 and 2) against the ndimage loop, and recorded in ``tfce_params``."""
+    n, n_perm = 14, 12
+    Y, mask = spatial_case(rng, n)
+    design = regression_design(rng, n)
+    Y[:, 30:60] += 1.0 * design["fluency"].to_numpy()[:, None]
+    perms = np.array([rng.permutation(n) for _ in range(n_perm)])
+    res = glmkit.permutation_test(Y, design, "fluency", n_perm=n_perm, two_sided=two_sided,
+                                  statistics=("voxel", "tfce"), tfce={"E": 1.0, "H": 1.5},
+                                  mask_img=mask, _permutations=perms, verbose=False)
+    assert res.tfce_params["E"] == 1.0 and res.tfce_params["H"] == 1.5
+    c = (design.columns == "fluency").astype(float)
+    X = design.to_numpy()
+    t_obs = refit_t(Y, X, c)
+    tfce = tfce_map(t_obs, mask, two_sided, 6, E=1.0, H=1.5)
+    np.testing.assert_allclose(res.observed["tfce"], tfce, rtol=1e-8, atol=1e-8)
+    null = [np.abs(tfce_map(t, mask, two_sided, 6, E=1.0, H=1.5)).max()
+            for t in null_t_maps(Y, X, c, "freedman_lane", perms, None)]
+    np.testing.assert_allclose(res.null_max["tfce"][1:], null, rtol=1e-8)
+
+
 @pytest.mark.parametrize("connectivity", [6, 26])
 @pytest.mark.parametrize("two_sided", [False, True], ids=["one_sided", "two_sided"])
 @pytest.mark.parametrize("scheme", ["freedman_lane", "ter_braak", "sign_flip"])
