@@ -8,8 +8,9 @@ Usage::
     python benchmarks/mutation.py --list                          # print the mutants only
 
 Every mutant is one small edit of one file of ``glmkit/stats`` (``permutation``, ``pvalues``,
-``glm``, ``threshold``, ``cluster``, ``design``), made on the syntax tree and applied as a
-text replacement at the node's exact position:
+``glm``, ``threshold``, ``cluster``, ``design``, and the permutation engine's ``engine``,
+``resample``, ``tail``, ``statistics``), made on the syntax tree and applied as a text
+replacement at the node's exact position:
 
 - comparisons ``<``/``<=``, ``>``/``>=``, ``==``/``!=``, ``in``/``not in``, ``is``/``is not``;
 - arithmetic ``+``/``-``, ``*``/``/``, ``**`` -> ``*``, ``//`` -> ``/``, augmented ``+=``/``-=``,
@@ -38,6 +39,11 @@ it stays a survivor. The score is ``killed / (tried - equivalent)``.
 Mutant ids (``module:function:hash``) hash the function, the source line's text, the edit and
 its occurrence, not line numbers, so they survive unrelated edits. The mutants are sampled
 deterministically (``--seed``, ``--per-module``) from all candidates.
+
+Tests that fail on the unmutated code cannot kill anything: they are found in one run first
+and deselected in every mutant's runs, and listed in the run's ``baseline``. With
+``--tests-ref`` (an older ref's tests, which may call an API that has changed since) that run
+covers every fast and broad file, slow tests included; for the working tree, the fast files.
 
 Results go to ``benchmarks/results/mutation.json`` under ``runs[label]``; other labels in the
 file are kept, and a ``before`` survivor killed in ``after`` records which test kills it.
@@ -69,7 +75,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results" / "mutation.json"
 EQUIVALENT = HERE / "mutation_equivalent.json"
-MODULES = ("permutation", "pvalues", "glm", "threshold", "cluster", "design")
+MODULES = ("permutation", "pvalues", "glm", "threshold", "cluster", "design", "engine",
+           "resample", "tail", "statistics")
 
 # ------------------------------------------------------------------ test selection per module
 #: module -> (test paths, -k expression) of the fast run; files missing from the tests
@@ -78,8 +85,14 @@ _PERM_TESTS = ["tests/test_exact_pvalues.py", "tests/test_boundaries.py", "tests
                "tests/test_permutation.py"]
 _PERM_K = ("not test_glm_ and not n_jobs and not dask and not float32 and not progress "
            "and not demo and not fwer_calibration and not uncorrected_p_calibrated")
+_ENGINE_TESTS = [*_PERM_TESTS, "tests/test_engine.py", "tests/test_streaming.py"]
 FAST = {
     "permutation": (_PERM_TESTS, _PERM_K),
+    "engine": (_ENGINE_TESTS, _PERM_K),
+    "resample": (["tests/test_resample.py", "tests/test_blocks.py", "tests/test_streaming.py",
+                  "tests/test_engine.py", "tests/test_exact_pvalues.py"], _PERM_K),
+    "tail": (["tests/test_tail.py", "tests/test_accel.py"], "not demo"),
+    "statistics": ([*_PERM_TESTS, "tests/test_statistics.py", "tests/test_tfce.py"], _PERM_K),
     "cluster": (_PERM_TESTS, _PERM_K),
     "pvalues": (["tests/test_glm.py", "tests/test_exact_pvalues.py",
                  "tests/test_threshold.py"], "not demo and not cluster_table"),
@@ -90,13 +103,21 @@ FAST = {
 }
 #: module -> test paths of the broad run (``-k "not demo"``, slow tests included)
 BROAD = {
-    "permutation": [*_PERM_TESTS, "tests/test_calibration.py"],
+    "permutation": [*_PERM_TESTS, "tests/test_calibration.py", "tests/test_engine.py",
+                    "tests/test_resample.py"],
     "cluster": [*_PERM_TESTS, "tests/test_calibration.py"],
     "pvalues": ["tests/test_glm.py", "tests/test_exact_pvalues.py", "tests/test_threshold.py",
                 "tests/test_permutation.py"],
     "glm": ["tests/test_glm.py", "tests/test_exact_pvalues.py", "tests/test_permutation.py"],
     "threshold": ["tests/test_threshold.py", "tests/test_boundaries.py", "tests/test_viewer.py"],
     "design": ["tests/test_design.py", "tests/test_pipeline.py"],
+    "engine": [*_ENGINE_TESTS, "tests/test_calibration.py", "tests/test_designs.py",
+               "tests/test_statistics.py", "tests/test_tfce.py"],
+    "resample": [*_PERM_TESTS, "tests/test_resample.py", "tests/test_engine.py",
+                 "tests/test_streaming.py", "tests/test_calibration.py"],
+    "tail": ["tests/test_tail.py", "tests/test_accel.py", "tests/test_permutation.py"],
+    "statistics": [*_PERM_TESTS, "tests/test_statistics.py", "tests/test_tfce.py",
+                   "tests/test_engine.py", "tests/test_calibration.py"],
 }
 #: CPU seconds (the pytest process tree's) after which a run counts as a timeout (= killed)
 FAST_TIMEOUT, BROAD_TIMEOUT = 240, 1200
@@ -105,12 +126,25 @@ FAST_TIMEOUT, BROAD_TIMEOUT = 240, 1200
 #: size, BLAS threads, kernel workspace), which by design cannot change a result
 SKIP_FUNCTIONS = {"summary", "__repr__", "to_frame", "to_nifti", "get", "mask_img", "unmask",
                   "_raise_non_numeric", "_masker_of", "_atlas_lookup", "_block_size",
-                  "_single_blas_thread", "_workspace"}
+                  "_single_blas_thread", "_workspace", "_tail_summary",
+                  # engine: BLAS threads, error text, the log line; statistics: report text
+                  "_blas_controller", "one_blas_thread", "single_blas_thread",
+                  "_nonfinite_error", "words", "all_references", "_cluster_methods",
+                  "_tfce_methods", "text"}
 #: the functions that compute statistics, p-values and thresholds (sampled 4x as often)
 CORE = {
-    "permutation": {"critical_value", "_draw", "_observed_clusters", "_p_from_null",
-                    "_partition", "_reduce_fast", "_run_block", "_scatter", "_t_from_num",
-                    "_tmaps", "permutation_test"},
+    "permutation": {"critical_value", "_largest_count", "_p_from_null", "_score",
+                    "_observed_statistics", "_fwer_logp", "_draws", "_uncancelled_confounds",
+                    "_assemble", "permutation_test"},
+    "engine": {"orthonormal", "partition", "scatter", "reduce_fast", "tmaps", "gmaps",
+               "g_from_num2", "t_from_num", "reduce_num_t", "reduce_stat_t", "run_block",
+               "voxel_block", "fit_chunk", "observed_fit", "permute_blocks"},
+    "resample": {"_draw_chunk", "draw", "block", "part", "sign_flips", "row_classes",
+                 "blocks_of", "n_arrangements", "_multinomial", "_unrank", "_rank",
+                 "arrangements"},
+    "tail": {"sf", "isf", "_survival", "_ad_pvalue", "fit_tail", "tail_pvalues"},
+    "statistics": {"cluster_t", "tfce", "_voxel_observed", "_observed_clusters",
+                   "_null_clusters", "_tfce_observed", "_tfce_null"},
     "cluster": {"_cluster_max_one", "_union_above", "cluster_labels", "cluster_max",
                 "tfce_map", "tfce_max", "_tfce_into", "_tfce_pass", "_wfind", "_n_steps",
                 "neighbors"},
@@ -345,9 +379,11 @@ PROBES = [
      "(1.0 + counts) / (1.0 + n_perm)", "counts / n_perm"),
     ("permutation", "fwer_p_count_over_n_perm",
      "(1.0 + count) / (1.0 + perm.size)", "count / perm.size"),
-    ("permutation", "two_sided_count_on_signed_statistic",
+    ("engine", "two_sided_count_on_signed_statistic",
      "counts[v] += a >= thr[v]", "counts[v] += row[v] >= thr[v]"),
-    ("permutation", "only_first_block_permuted",
+    ("engine", "two_sided_count_on_signed_statistic_fast_path",
+     "c += a >= t", "c += out[v, b] >= t"),
+    ("resample", "only_first_block_permuted",
      "for g in pd.unique(groups):", "for g in pd.unique(groups)[:1]:"),
     ("glm", "two_sided_p_from_upper_tail_only",
      "np.log(2.0) + np.minimum(log_upper, log_lower)", "np.log(2.0) + log_upper"),
@@ -424,6 +460,8 @@ class Workspace:
                                      capture_output=True, check=True).stdout
             subprocess.run(["tar", "-x", "-C", str(self.path)], input=archive, check=True)
         self.stamp = time.time_ns()
+        #: tests that fail on the unmutated code (an older ref's tests only; see baseline)
+        self.broken: list[str] = []
 
     def write(self, module: str, text: str):
         path = self.path / "glmkit" / "stats" / f"{module}.py"
@@ -431,7 +469,8 @@ class Workspace:
         self.stamp += 10**9  # a new mtime: no cache (pyc, numba) can mistake it for another
         os.utime(path, ns=(self.stamp, self.stamp))
 
-    def pytest(self, paths: list[str], k: str | None, *, fast: bool, timeout: float):
+    def pytest(self, paths: list[str], k: str | None, *, fast: bool, timeout: float,
+               extra: list[str] | None = None):
         present = [p for p in paths if (self.path / p).exists()]
         cmd = ["nice", "-n", "19", sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                "-ra", "--tb=no", "-W", "ignore"]
@@ -439,6 +478,9 @@ class Workspace:
             cmd += ["-x", "-m", "not slow"]
         if k:
             cmd += ["-k", k]
+        cmd += extra or []
+        for test in self.broken:  # a test file that does not import is a bare path
+            cmd += ["--deselect", test] if "::" in test else [f"--ignore={test}"]
         env = dict(os.environ, PYTHONPATH=str(self.path), PYTHONDONTWRITEBYTECODE="1",
                    NUMBA_CACHE_DIR=str(self.path / ".numba_cache"), CI="",
                    GLMKIT_DATA=str(self.path / ".glmkit_data"), PYTHONHASHSEED="0")
@@ -508,6 +550,27 @@ def run_mutant(ws: Workspace, m: Mutant, original: str) -> dict:
     return {"status": "killed" if killed else "survived", "stage": stage,
             "killed_by": by if status in ("failed", "error") else status if killed else None,
             "seconds": round(secs, 1)}
+
+
+def broken_tests(ws: Workspace, modules, older: bool) -> list[str]:
+    """The tests that fail on the unmutated code: they cannot tell a mutant from the original,
+    so they are deselected in every run (and listed in the run's ``baseline``). For an
+    ``older`` ref's tests (the API they call may have changed since) every fast and broad
+    file of ``modules`` is run, slow tests included; for the working tree's tests, whose
+    suite should pass, only the fast files (a failure there is reported, not hidden)."""
+    paths = {p for m in modules for p in FAST[m][0]} | {f"glmkit/stats/{m}.py" for m in modules}
+    if older:
+        paths |= {p for m in modules for p in BROAD[m]}
+    fast = not older  # -x is added for fast runs: run the fast files without it
+    status, _, secs, text = ws.pytest(sorted(paths), "not demo", fast=False,
+                                      timeout=BROAD_TIMEOUT * 3,
+                                      extra=["-m", "not slow"] if fast else [])
+    if status == "timeout":
+        raise SystemExit("baseline of the tests timed out")
+    broken = re.findall(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$", text, flags=re.M)
+    print(f"baseline: {len(broken)} tests fail on the unmutated code ({secs:.0f} s); "
+          f"deselected: {broken}", file=sys.stderr, flush=True)
+    return broken
 
 
 def baseline(ws: Workspace, modules) -> dict:
@@ -614,7 +677,14 @@ def _execute(todo: list[Mutant], originals: dict, args) -> tuple[dict, dict]:
     for _ in range(max(1, args.jobs)):
         pool.put(Workspace(args.tests_ref))
     ws = pool.get()
-    base = baseline(ws, sorted({m.module for m in todo}))
+    modules = sorted({m.module for m in todo})
+    broken = broken_tests(ws, modules, older=bool(args.tests_ref))
+    for other in pool.queue:
+        other.broken = broken
+    ws.broken = broken
+    base = baseline(ws, modules)
+    if broken:
+        base["deselected_failing_on_unmutated_code"] = broken
     pool.put(ws)
 
     def one(m: Mutant) -> dict:
@@ -716,7 +786,7 @@ def _cross_reference(results: dict) -> None:
 
 #: default sample size per module (the full candidate lists are several times larger)
 PER_MODULE = {"permutation": 80, "cluster": 35, "pvalues": 25, "glm": 30, "threshold": 40,
-              "design": 20}
+              "design": 20, "engine": 20, "resample": 15, "tail": 15, "statistics": 8}
 
 if __name__ == "__main__":
     sys.path.insert(0, str(HERE))

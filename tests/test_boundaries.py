@@ -314,14 +314,10 @@ def test_duplicated_permutations_are_counted_twice(tie_case):
     np.testing.assert_allclose(10 ** -res.logp_fwer["voxel"], p, rtol=1e-12)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "glmkit bug: a voxel fitted exactly by the design (Y = 3x + 2, zero residuals) gets "
-    "t = 3.7e150 from permutation_test where compute_contrast reports t = 0 (zero residual "
-    "variance: test undefined); with scheme='ter_braak' that voxel is then marked invalid "
-    "after the observed t was taken, so its uncorrected p is 1 while its FWER p is "
-    "1/(n_perm+1): FWER p below the uncorrected p, which no max-statistic test can give"))
 @pytest.mark.parametrize("scheme", ["freedman_lane", "ter_braak"])
 def test_exactly_fitted_voxel_is_undefined_as_in_the_glm(rng, scheme):
+    """A voxel the design fits exactly (zero residuals) has t = 0 as in the GLM, and its FWER
+    p is never below its uncorrected p (it was t = 3.7e150 before, FWER p 1/(n_perm+1))."""
     from glmkit.stats.glm import compute_contrast, ols_fit
 
     n = 16
@@ -334,3 +330,50 @@ def test_exactly_fitted_voxel_is_undefined_as_in_the_glm(rng, scheme):
     assert glm.stat[0] == 0.0
     assert np.all(res.logp_fwer["voxel"] <= res.logp_uncorrected + 1e-12)  # p_FWER >= p_unc
     assert res.t[0] == glm.stat[0]
+    assert res.logp_uncorrected[0] == 0.0 and res.logp_fwer["voxel"][0] == 0.0
+
+
+FITTED_CASES = {
+    "t": dict(contrast="x"),
+    "t two-sided": dict(contrast="x", two_sided=True),
+    "t with covariate": dict(contrast="x", covariate=True),
+    "F": dict(contrast=[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], covariate=True),
+    "clusters": dict(contrast="x", covariate=True, statistics=("voxel", "cluster_size")),
+}
+
+
+@pytest.mark.parametrize("scheme", ["freedman_lane", "ter_braak"])
+@pytest.mark.parametrize("case", list(FITTED_CASES))
+def test_exactly_fitted_voxel_behaves_as_a_constant_voxel(rng, scheme, case):
+    """Observed and null alike, a voxel fitted exactly by the design (here by x, the
+    covariate and the intercept) is what a constant voxel is: statistic 0, uncorrected and
+    FWER p 1, and it adds 0 to every permuted map (null maxima equal bit for bit); its t in
+    the GLM is 0 too."""
+    from glmkit.stats.glm import compute_contrast, ols_fit
+
+    opts = dict(FITTED_CASES[case])
+    covariate = opts.pop("covariate", False)
+    n = 14
+    X = pd.DataFrame({"x": rng.standard_normal(n), "age": rng.standard_normal(n),
+                      "intercept": 1.0})
+    if not covariate:
+        X = X[["x", "intercept"]]
+    Y = rng.standard_normal((n, 8))
+    Y[:, 3] = X.to_numpy() @ np.arange(2.0, 2.0 + X.shape[1]) * 1e3
+    constant = Y.copy()
+    constant[:, 3] = 5.0
+    mask = np.ones((2, 4, 1), bool)
+    runs = [glmkit.permutation_test(data, X, n_perm=29, scheme=scheme, random_state=4,
+                                    mask_img=mask, cluster_threshold=0.2, verbose=False,
+                                    **opts) for data in (Y, constant)]
+    fitted, const = runs
+    assert fitted.t[3] == 0.0 and fitted.logp_uncorrected[3] == 0.0
+    for s in fitted.statistics:
+        np.testing.assert_array_equal(fitted.null_max[s], const.null_max[s], err_msg=s)
+        np.testing.assert_array_equal(fitted.logp_fwer[s], const.logp_fwer[s], err_msg=s)
+    assert np.all(fitted.logp_fwer["voxel"] <= fitted.logp_uncorrected + 1e-12)
+    np.testing.assert_array_equal(fitted.t, const.t)
+    np.testing.assert_array_equal(fitted.logp_uncorrected, const.logp_uncorrected)
+    glm = compute_contrast(ols_fit(Y, X), opts["contrast"],
+                           stat_type="F" if case == "F" else "t")
+    assert glm.stat[3] == 0.0

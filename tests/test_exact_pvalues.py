@@ -130,6 +130,29 @@ def spatial_case(rng, n):
 ALL = ("voxel", "cluster_size", "cluster_mass", "tfce")
 
 
+@pytest.mark.parametrize("two_sided", [False, True], ids=["one_sided", "two_sided"])
+def test_tfce_with_its_own_e_and_h_equals_the_ndimage_loop(rng, two_sided):
+    """TFCE parameters passed are the ones used, observed and null: E = 1, H = 1.5 (not the
+    defaults 0.5 and 2) against the ndimage loop, and recorded in ``tfce_params``."""
+    n, n_perm = 14, 12
+    Y, mask = spatial_case(rng, n)
+    design = regression_design(rng, n)
+    Y[:, 30:60] += 1.0 * design["fluency"].to_numpy()[:, None]
+    perms = np.array([rng.permutation(n) for _ in range(n_perm)])
+    res = glmkit.permutation_test(Y, design, "fluency", n_perm=n_perm, two_sided=two_sided,
+                                  statistics=("voxel", "tfce"), tfce={"E": 1.0, "H": 1.5},
+                                  mask_img=mask, _permutations=perms, verbose=False)
+    assert res.tfce_params["E"] == 1.0 and res.tfce_params["H"] == 1.5
+    c = (design.columns == "fluency").astype(float)
+    X = design.to_numpy()
+    t_obs = refit_t(Y, X, c)
+    tfce = tfce_map(t_obs, mask, two_sided, 6, E=1.0, H=1.5)
+    np.testing.assert_allclose(res.observed["tfce"], tfce, rtol=1e-8, atol=1e-8)
+    null = [np.abs(tfce_map(t, mask, two_sided, 6, E=1.0, H=1.5)).max()
+            for t in null_t_maps(Y, X, c, "freedman_lane", perms, None)]
+    np.testing.assert_allclose(res.null_max["tfce"][1:], null, rtol=1e-8)
+
+
 @pytest.mark.parametrize("connectivity", [6, 26])
 @pytest.mark.parametrize("two_sided", [False, True], ids=["one_sided", "two_sided"])
 @pytest.mark.parametrize("scheme", ["freedman_lane", "ter_braak", "sign_flip"])
@@ -266,11 +289,6 @@ def test_critical_value_separates_exactly_the_significant_values(rng, alpha):
     np.testing.assert_array_equal(values > crit, p <= alpha)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "glmkit bug: critical_value takes floor(alpha * (n_perm + 1) + 1e-9); an alpha less than "
-    "1e-9 / (n_perm + 1) below a grid point k / (n_perm + 1) is rounded up to it, so the "
-    "returned value lets through values whose p is k / (n_perm + 1) > alpha (for alpha = "
-    "1 - 1e-11 it returns -inf: every value 'significant', also those with p = 1)"))
 @pytest.mark.parametrize(("alpha", "n_perm"), [(1 - 1e-11, 19), (0.05 - 1e-12, 19)])
 def test_critical_value_alpha_just_below_a_grid_point(rng, alpha, n_perm):
     n = 14
@@ -281,6 +299,27 @@ def test_critical_value_alpha_just_below_a_grid_point(rng, alpha, n_perm):
     values = np.r_[np.sort(null), null.max() + 1, null.min() - 1]
     p = np.array([(1 + np.sum(null >= v)) / (1 + n_perm) for v in values])
     np.testing.assert_array_equal(values > res.critical_value("voxel", alpha), p <= alpha)
+
+
+def test_critical_value_one_ulp_either_side_of_every_grid_point(rng):
+    """At ``alpha = k / (n_perm + 1)`` and one float step either side of it, for every k:
+    the values above the critical value are exactly those with ``p <= alpha`` (a plain loop
+    over the null), where ``p`` is the float the result reports."""
+    n, n_perm = 12, 39
+    X = pd.DataFrame({"x": rng.standard_normal(n), "intercept": 1.0})
+    res = glmkit.permutation_test(rng.standard_normal((n, 25)), X, "x", n_perm=n_perm,
+                                  random_state=3, verbose=False)
+    null = res.null_max["voxel"][1:]
+    grid = np.sort(null)
+    values = np.r_[grid, (grid[1:] + grid[:-1]) / 2, grid[0] - 1, grid[-1] + 1]
+    p = np.array([(1.0 + sum(1 for m in null if m >= v)) / (1.0 + n_perm) for v in values])
+    for k in range(1, n_perm + 1):
+        point = k / (n_perm + 1)
+        for alpha in (np.nextafter(point, 0.0), point, np.nextafter(point, 1.0)):
+            if not 0 < alpha < 1:
+                continue
+            crit = res.critical_value("voxel", float(alpha))
+            np.testing.assert_array_equal(values > crit, p <= alpha, err_msg=f"{alpha!r}")
 
 
 @pytest.mark.parametrize("alpha", [0.0, 1.0, -0.1, 1.5])

@@ -40,6 +40,7 @@ from scipy.linalg import blas
 
 from glmkit._util import logger
 from glmkit.errors import ContrastError, ParameterError
+from glmkit.stats.glm import zero_residual_variance
 
 __all__ = ["Model", "Observed", "partition", "observed_fit", "fit_chunk", "resident",
            "permute_blocks", "t_from_num", "BLOCK_BYTES", "MAX_BLOCK", "TILE"]
@@ -451,34 +452,38 @@ class Observed:
 
 def fit_chunk(Y, model: Model, scheme: str):
     """Residualise one chunk ``Y`` (n, w) float64 C-contiguous in place on the confounds and
-    normalise every voxel; returns ``(R, valid, stat)`` (t, or sqrt(F) for an F test)."""
+    normalise every voxel; returns ``(R, valid, stat)`` (t, or sqrt(F) for an F test).
+
+    A voxel is valid when the full model leaves residual variance beyond rounding (the
+    criterion of the GLM, :func:`glmkit.stats.glm.zero_residual_variance`): data constant
+    across subjects and data fitted exactly by the design are not. An invalid voxel has
+    statistic 0 and residuals 0, so its permuted statistics are 0 as well.
+    """
     Zo = model.z_all
     dof = model.dof
-    ss_y = np.einsum("ij,ij->j", Y, Y)
+    scale = np.abs(Y).max(axis=0)
     if Zo.shape[1]:  # Y -= Zo (Zo'Y), in place (Fortran view of the C array)
         blas.dgemm(-1.0, Y.T @ Zo, Zo.T, beta=1.0, c=Y.T, overwrite_c=True)
     ss = np.einsum("ij,ij->j", Y, Y)
-    valid = ss > 1e-24 * np.maximum(ss_y, np.finfo(float).tiny)
-    all_valid = bool(valid.all())
-    Y /= np.sqrt(ss) if all_valid else np.where(valid, np.sqrt(ss), 1.0)
-    if not all_valid:
-        Y[:, ~valid] = 0.0
+    Y /= np.where(ss > 0.0, np.sqrt(ss), 1.0)
     R = Y
     num0 = model.x.T @ R  # (w,) for t, (q, w) for F
+    # full-model residuals (normalised): in place for ter Braak, which permutes them
+    full = R if scheme == "ter_braak" else R.copy()
+    if model.stat_type == "t":
+        blas.dger(-1.0, num0, model.x, a=full.T, overwrite_a=True)
+    else:
+        full -= model.x @ num0
+    ssm = np.einsum("ij,ij->j", full, full)
+    valid = ~zero_residual_variance(ss * ssm, scale, Y.shape[0])
     if model.stat_type == "t":
         stat = np.where(valid, t_from_num(num0, dof), 0.0)
     else:
         stat = np.where(valid, g_from_num2(np.einsum("qv,qv->v", num0, num0), model.q, dof),
                         0.0)
-    if scheme == "ter_braak":  # full-model residuals: R -= x num0', in place
-        if model.stat_type == "t":
-            blas.dger(-1.0, num0, model.x, a=R.T, overwrite_a=True)
-        else:
-            R -= model.x @ num0
-        ssm = np.einsum("ij,ij->j", R, R)
-        valid = valid & (ssm > 1e-24)
+    if scheme == "ter_braak":
         R /= np.where(valid, np.sqrt(ssm), 1.0)
-        R[:, ~valid] = 0.0
+    R[:, ~valid] = 0.0
     return R, valid, stat
 
 

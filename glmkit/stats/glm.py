@@ -72,6 +72,14 @@ MAP_KINDS = ("stat", "z", "p", "p_two_sided", "effect", "variance", "logp")
 
 
 # --------------------------------------------------------------------------- OLS
+def zero_residual_variance(rss, scale, n: int) -> np.ndarray:
+    """Voxels whose residual sum of squares ``rss`` is at rounding level for data of
+    magnitude ``scale`` (``max |Y|`` per voxel) and ``n`` subjects: data constant across
+    subjects, or fitted exactly by the design. Their variance is 0 and the test undefined;
+    contrasts (and :func:`glmkit.stats.permutation.permutation_test`) report stat 0 there."""
+    return np.asarray(rss) <= n * (64 * np.finfo(float).eps * np.asarray(scale)) ** 2
+
+
 @dataclass(frozen=True, eq=False)
 class OLSFit:
     """Ordinary least squares fit of every voxel.
@@ -189,10 +197,7 @@ def ols_fit(Y: Any, X: Any, *, columns: Sequence[str] | None = None) -> OLSFit:
     beta = pinv @ Y
     resid = Y - X @ beta
     rss = np.sum(resid**2, axis=0)
-    # residuals at rounding level (data constant across subjects, or exactly fitted):
-    # the variance is 0 and the test undefined; contrasts report stat 0 there
-    scale = np.max(np.abs(Y), axis=0)
-    zero_variance = rss <= n * (64 * np.finfo(float).eps * scale) ** 2
+    zero_variance = zero_residual_variance(rss, np.max(np.abs(Y), axis=0), n)
     if np.any(zero_variance):
         logger.warning(
             "%d voxel(s) have zero residual variance (e.g. constant across subjects); "

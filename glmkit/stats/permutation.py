@@ -167,12 +167,8 @@ class PermutationResult:
         if fit is not None and alpha < TAIL_THRESHOLD and alpha <= fit.tail_fraction:
             return fit.isf(alpha)
         perm = np.sort(self.null_max[stat][1:])[::-1]
-        k = math.floor(alpha * (self.n_perm + 1) + 1e-9) - 1  # max allowed count
-        if k < 0:
-            return float("inf")
-        if k >= perm.size:
-            return float("-inf")
-        return float(perm[k])
+        k = _largest_count(alpha, perm.size)
+        return float("inf") if k < 0 else float(perm[k])
 
     def tail_fit(self, stat: str = "voxel") -> TailFit | None:
         """The generalised Pareto fit of ``stat``'s null tail (``accel="tail"``), or None
@@ -348,6 +344,23 @@ def _design_matrix(design, contrast, n) -> tuple[np.ndarray, np.ndarray, str]:
 # ----------------------------------------------------------------------------- draws
 #: relative tolerance of ties between a permuted and the observed statistic, by GEMM precision
 TIE_RTOL = {"float64": 1e-10, "float32": 1e-5}
+
+
+def _largest_count(alpha: float, n_perm: int) -> int:
+    """The largest count ``c`` of null values at or above a value whose p-value
+    ``(1 + c) / (1 + n_perm)`` is at most ``alpha`` (-1 when even ``c = 0`` is above it).
+
+    ``p`` is compared exactly as it is reported: the float division of two integers, which
+    is correctly rounded and so monotonic in ``c``. ``alpha * (n_perm + 1)`` only gives the
+    starting point (its own rounding may put it one off either way, e.g. 0.29 * 100 is
+    28.999999999999996 while 29 / 100 == 0.29); the two loops then step to the exact answer.
+    """
+    c = min(math.floor(alpha * (n_perm + 1)), n_perm) - 1
+    while c + 1 < n_perm and (c + 2.0) / (n_perm + 1.0) <= alpha:
+        c += 1
+    while c >= 0 and (c + 1.0) / (n_perm + 1.0) > alpha:
+        c -= 1
+    return c
 
 
 def _p_from_null(null, values, rtol=0.0):
