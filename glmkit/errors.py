@@ -202,6 +202,10 @@ def _is_tables(value: Any) -> bool:
                                            for v in value.values()))
 
 
+def _is_design(value: Any) -> bool:
+    return type(value).__name__ == "DataFrame" or hasattr(value, "matrix") or _is_array(value)
+
+
 def _is_result(value: Any) -> bool:
     return all(hasattr(value, a) for a in ("settings", "dataset", "design", "contrast"))
 
@@ -221,6 +225,8 @@ KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "affine": (_is_affine, "a 4 x 4 affine matrix"),
     "table": (_is_table, "a subject table (pandas DataFrame or path to a TSV/CSV file)"),
     "frame": (lambda v: type(v).__name__ == "DataFrame", "a pandas DataFrame"),
+    "design": (_is_design, "a design: a pandas DataFrame, a glmkit Design or an array "
+                           "(subjects x columns)"),
     "tables": (_is_tables, "a pandas DataFrame or a dict of them"),
     "result": (_is_result, "an AnalysisResult (what glmkit.run_analysis returns)"),
 }
@@ -247,9 +253,18 @@ def check_kind(name: str, value: Any, kind: str) -> None:
             raise DataFileNotFoundError(f"{name}: {os.fspath(value)!r} does not exist; "
                                         f"expected {expected}")
         return
-    shown = "None" if value is None else f"a {type(value).__name__} {reprlib.repr(value)}"
     raise ParameterError(f"{name} must be {expected}{' or None' if optional else ''}; "
-                         f"found {shown}")
+                         f"found {_shown(value)}")
+
+
+def _shown(value: Any) -> str:
+    """What a bad value is, in a few words: its type (an array's dtype and shape) and repr."""
+    if value is None:
+        return "None"
+    dtype, shape = getattr(value, "dtype", None), getattr(value, "shape", None)
+    if dtype is not None and shape is not None:  # an array: what is wrong is usually its dtype
+        return f"a {type(value).__name__} of dtype {dtype} and shape {tuple(shape)}"
+    return f"a {type(value).__name__} {reprlib.repr(value)}"
 
 
 def _bad_call(name: str, exc: TypeError, kwargs: dict[str, Any], names: list[str]) -> str:

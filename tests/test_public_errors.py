@@ -153,14 +153,7 @@ EXTRA = {"compute_contrast": "glmkit.stats.glm", "check_tfce": "glmkit.stats.per
 #: bare errors still raised by functions in modules another helper owns (report/, widgets.py,
 #: stats/permutation.py): strict xfails, so the test fails (and this set must shrink) once
 #: they are fixed. The fix for each is a kinds declaration on its checked_arguments.
-KNOWN_BARE = {
-    ("permutation_test", "cluster_threshold", "None"),
-    ("permutation_test", "cluster_threshold", "dict"),
-    ("permutation_test", "cluster_threshold", "list"),
-    ("permutation_test", "cluster_threshold", "str"), ("permutation_test", "design", "dict"),
-    ("permutation_test", "design", "str"), ("permutation_test", "statistics", "None"),
-    ("permutation_test", "statistics", "negative"),
-}
+KNOWN_BARE: set[tuple[str, str, str]] = set()  # none left
 
 
 #: (function, bad value) valid as every positional argument, and heavy
