@@ -470,6 +470,8 @@ def _api_cases() -> list[Case]:
              api=lambda study: permutation_test(Y + 1j, ones, [1.0], n_perm=9)),
         Case("permutation_test-strings", ParameterError, ("Y", "dtype"),
              api=lambda study: permutation_test(Y.astype(str), ones, [1.0], n_perm=9)),
+        Case("permutation_test-two-sided-text", ParameterError, ("two_sided", "True or False"),
+             api=lambda study: permutation_test(Y, ones, [1.0], n_perm=9, two_sided="yes")),
         Case("permutation_test-3d", ParameterError, ("Y", "2-D"),
              api=lambda study: permutation_test(Y[:, :, None], ones, [1.0], n_perm=9)),
         Case("permutation_test-nan", ParameterError, ("Y", "NaN"),

@@ -566,7 +566,8 @@ def _assemble(specs, model, fit, ctx, observed, obs_max, counts, null, blocking,
 
 
 # ----------------------------------------------------------------------------- entry point
-@checked_arguments(Y="array", design="design", statistics="names", cluster_threshold="number")
+@checked_arguments(Y="array", design="design", statistics="names", cluster_threshold="number",
+                   two_sided="flag", verbose="flag")
 def permutation_test(
     Y, design, contrast, *, n_perm: int = 10000, two_sided: bool = False,
     statistics=("voxel",), mask_img=None, cluster_threshold: float = 0.001, tfce=None,
