@@ -184,7 +184,6 @@ def _own_data(root: Path, n: int = 16) -> None:
     shutil.copy(root / "participants.tsv", derivatives / "participants.tsv")
 
 
-@pytest.mark.slow  # three glmkit runs (~2.5 min): the only proof that the README's commands work
 def _readme_block(heading: str) -> str:
     """The first bash block of the README section under ``heading``."""
     section = _readme()[_readme().index(heading):]
@@ -203,6 +202,7 @@ def _run_block(block: str, root: Path, *, timeout: int) -> subprocess.CompletedP
     return out
 
 
+@pytest.mark.slow  # three glmkit runs (~2.5 min): the only proof that the README's commands work
 def test_readme_own_data_commands_run_as_written(tmp_path):
     """The README's "Your own data" block, executed verbatim by bash in a folder holding what
     it names (``.venv/bin/glmkit`` is this interpreter's glmkit)."""
