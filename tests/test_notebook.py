@@ -244,15 +244,31 @@ NON_DEFAULT = {
 def test_settings_cell_takes_every_injected_parameter(tmp_path):
     """What `glmkit run` injects reaches the settings: run the notebook's code up to its
     settings cell, with papermill's injected cell after the parameters cell setting every
-    parameter to a value other than its default, and compare the settings field by field."""
-    from papermill.translators import PythonTranslator
-
+    parameter to a value other than its default, and compare the settings field by field.
+    The Localizer's own parameters are valid only with dataset='localizer': a second pass."""
     (tmp_path / "participants.tsv").write_text("participant_id\tpseudo\tage\tsite\n")
     values = {k: v.replace("{tmp}", str(tmp_path)) if isinstance(v, str) else v
               for k, v in NON_DEFAULT.items()}
     assert set(values) == set(RunSettings.notebook_parameters())  # a new one needs a value here
+    localizer = {k: values.pop(k) for k in ("localizer_contrast", "n_subjects")}
     defaults = RunSettings().to_dict()
     assert not [k for k in values if RunSettings(**values).to_dict()[k] == defaults[k]]
+    assert _settings_cell(values).to_dict() == RunSettings(**values).to_dict()
+    # as `glmkit run` injects them: every parameter (the built-in's defaults resolved)
+    settings = RunSettings(dataset="localizer", **localizer)
+    assert not [k for k in localizer if settings.to_dict()[k] == defaults[k]]
+    runner = {**settings.to_dict(), "output_dir": values["output_dir"],
+              "notebook": values["notebook"]}
+    given = {k: runner[k] for k in RunSettings.notebook_parameters()}
+    assert _settings_cell(given).to_dict() == RunSettings(**given).to_dict()
+    assert RunSettings(**given).to_dict()["n_subjects"] == localizer["n_subjects"]
+
+
+def _settings_cell(values: dict) -> RunSettings:
+    """The settings the notebook's cells build with ``values`` injected after its parameters
+    cell (the notebook run up to its settings cell)."""
+    from papermill.translators import PythonTranslator
+
     code = [c for c in _cells() if c.cell_type == "code"]
     cut = next(i for i, c in enumerate(code) if "parameters" in c.metadata.get("tags", []))
     end = next(i for i, c in enumerate(code) if "RunSettings.from_namespace" in c.source)
@@ -261,4 +277,4 @@ def test_settings_cell_takes_every_injected_parameter(tmp_path):
     namespace: dict = {}
     for source in sources:
         exec(source, namespace)  # noqa: S102 - our own notebook
-    assert namespace["settings"].to_dict() == RunSettings(**values).to_dict()
+    return namespace["settings"]

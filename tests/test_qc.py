@@ -130,7 +130,7 @@ def test_missing_values_exclude_with_reason(tmp_path, rng):
 def test_unknown_variable_fails_before_reading_images(tmp_path, rng):
     ds = _cohort(tmp_path, rng)
     ds = StandIn(tuple(str(tmp_path / f"gone{i}.nii.gz") for i in range(12)), ds.table)
-    with pytest.raises(DatasetError, match=r"\['fluency'\] not in the table; available "
+    with pytest.raises(DatasetError, match=r"\['fluency'\] not in the table; use its "
                                            r"columns: \['pseudo', 'age'\]"):
         run_qc(ds, variables=["fluency"])
 
