@@ -35,7 +35,6 @@ from glmkit.errors import (
     GlmkitError,
     ImageError,
     ParameterError,
-    QCError,
     ReportError,
     RunError,
 )

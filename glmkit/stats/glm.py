@@ -178,7 +178,8 @@ def ols_fit(Y: Any, X: Any, *, columns: Sequence[str] | None = None) -> OLSFit:
     if not np.all(np.isfinite(X)):
         raise DesignError("design X holds NaN or infinite values; drop or impute them first.")
     if not np.all(np.isfinite(Y)):
-        raise ImageError("data Y holds NaN or infinite values; remove them first (run QC, or mask them out).")
+        raise ImageError("data Y holds NaN or infinite values; remove them first (run QC, or "
+                         "mask them out).")
     columns = tuple(columns) if columns is not None else tuple(f"x{i}" for i in range(X.shape[1]))
     if len(columns) != X.shape[1]:
         raise DesignError(

@@ -679,8 +679,8 @@ def permutation_test(
                            _signs)
     sign_flip, n_perm = stream.sign_flip, stream.n_perm
     counts, null, blocking = permute_blocks(
-        fit, model, _uncancelled_confounds(model, sign_flip), specs, ctx, stream, source=source, scheme=scheme, dtype=dtype,
-        n_jobs=n_jobs, verbose=verbose)
+        fit, model, _uncancelled_confounds(model, sign_flip), specs, ctx, stream,
+        source=source, scheme=scheme, dtype=dtype, n_jobs=n_jobs, verbose=verbose)
 
     return _assemble(specs, model, fit, ctx, observed, obs_max, counts, null, blocking,
                      cname=cname, n_perm=n_perm, two_sided=two_sided, scheme=scheme,

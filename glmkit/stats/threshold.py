@@ -373,8 +373,9 @@ def _check_z_values(values: np.ndarray, masker: Any, cluster_threshold: int) -> 
     if values.size == 0:
         raise ParameterError("z is empty: no voxel in the mask.")
     if not np.all(np.isfinite(values)):
-        raise ParameterError("z holds NaN or infinite values; glmkit z maps are always finite: pass a finite map "
-                             "(set voxels outside the brain to 0, or give mask_img=).")
+        raise ParameterError("z holds NaN or infinite values; glmkit z maps are always finite: "
+                             "pass a finite map (set voxels outside the brain to 0, or give "
+                             "mask_img=).")
     if masker is not None and masker.n_elements_ != values.size:
         raise ParameterError(
             f"z has {values.size} values but mask_img has {masker.n_elements_} voxels; use the "
