@@ -96,10 +96,10 @@ FAST = {
     "cluster": (_PERM_TESTS, _PERM_K),
     "pvalues": (["tests/test_glm.py", "tests/test_exact_pvalues.py",
                  "tests/test_threshold.py"], "not demo and not cluster_table"),
-    "glm": (["tests/test_glm.py", "tests/test_exact_pvalues.py"], "not demo"),
-    "threshold": (["tests/test_threshold.py", "tests/test_boundaries.py"],
+    "glm": (["tests/test_glm.py", "tests/test_exact_pvalues.py", "tests/test_mutation_survivors.py"], "not demo"),
+    "threshold": (["tests/test_threshold.py", "tests/test_boundaries.py", "tests/test_mutation_survivors.py"],
                   "not demo and not identity and not sign_flip and not duplicated"),
-    "design": (["tests/test_design.py"], "not demo"),
+    "design": (["tests/test_design.py", "tests/test_mutation_survivors.py"], "not demo"),
 }
 #: module -> test paths of the broad run (``-k "not demo"``, slow tests included)
 BROAD = {
@@ -108,9 +108,11 @@ BROAD = {
     "cluster": [*_PERM_TESTS, "tests/test_calibration.py"],
     "pvalues": ["tests/test_glm.py", "tests/test_exact_pvalues.py", "tests/test_threshold.py",
                 "tests/test_permutation.py"],
-    "glm": ["tests/test_glm.py", "tests/test_exact_pvalues.py", "tests/test_permutation.py"],
-    "threshold": ["tests/test_threshold.py", "tests/test_boundaries.py", "tests/test_viewer.py"],
-    "design": ["tests/test_design.py", "tests/test_pipeline.py"],
+    "glm": ["tests/test_glm.py", "tests/test_exact_pvalues.py", "tests/test_permutation.py",
+            "tests/test_mutation_survivors.py"],
+    "threshold": ["tests/test_threshold.py", "tests/test_boundaries.py", "tests/test_viewer.py",
+                  "tests/test_mutation_survivors.py"],
+    "design": ["tests/test_design.py", "tests/test_pipeline.py", "tests/test_mutation_survivors.py"],
     "engine": [*_ENGINE_TESTS, "tests/test_calibration.py", "tests/test_designs.py",
                "tests/test_statistics.py", "tests/test_tfce.py"],
     "resample": [*_PERM_TESTS, "tests/test_resample.py", "tests/test_engine.py",
