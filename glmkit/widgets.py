@@ -697,7 +697,7 @@ def explore(result: Any, *, cut_coords=None, background: Any = "mni152", debounc
         A :class:`glmkit.pipeline.AnalysisResult`, or a run folder ``reports/<run_name>/``
         holding ``maps/*.nii.gz``, ``clusters.csv`` and ``params.json``.
     cut_coords : (x, y, z) mm, optional
-        Initial cut (default: the run's ``cut_coords``, else ``DEFAULT_CUT_COORDS``). A cut whose
+        Initial cut (default: the run's ``cut_coords``, else the z map's peak). A cut whose
         slices miss the data moves to the z map's peak, as in the report; the status line says
         so.
     background : image, path, "mni152" or None
@@ -738,7 +738,7 @@ def explore(result: Any, *, cut_coords=None, background: Any = "mni152", debounc
         )
     # the report's viewer opens the same way: corrected maps at the run's alpha, headline first
     specs, default_map = run_view(specs, alpha=float(alpha), statistics=statistics)
-    cut = cut_coords if cut_coords is not None else (default_cut or DEFAULT_CUT_COORDS)
+    cut = cut_coords if cut_coords is not None else default_cut  # None: the peak, as the report
     vmaps, mask, affine = prepare_maps(specs)
     z = next((m for m in vmaps if m.name == "z"), vmaps[0])  # the report's cut comes from z
     cut, cut_note = cut_in_view(cut, mask, affine, z.data, two_sided=z.two_sided,

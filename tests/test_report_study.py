@@ -116,3 +116,40 @@ def test_page_fits_the_screen_and_the_navigation_covers_nothing(browser, report,
         print(f"screenshot: {shot}")
     finally:
         page.close()
+
+
+def test_a_folder_without_cut_coords_is_cut_at_its_peak_not_at_the_demos(tmp_path):
+    """The demo's reference cut (38, -17, -3) is a built-in dataset's default: a folder of maps
+    whose effect lies elsewhere is shown at its own z peak (report figures and viewer alike),
+    and no 'cut moved' note is written, since none was asked for."""
+    import nibabel as nib
+    import numpy as np
+    import pandas as pd
+
+    from glmkit import RunSettings, run_analysis, write_report
+    from glmkit.data import DEFAULT_CUT_COORDS
+
+    rng = np.random.default_rng(8)
+    affine = np.diag([4.0, 4.0, 4.0, 1.0])
+    affine[:3, 3] = -40.0  # a 21^3 grid from -40 to 40 mm: the demo's cut is inside it
+    g = np.indices((21, 21, 21))
+    blob = np.exp(-((g - np.array([4, 15, 16])[:, None, None, None]) ** 2).sum(0) / 4.0)
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    for i in range(10):
+        data = rng.standard_normal((21, 21, 21)) + 4 * blob
+        nib.save(nib.Nifti1Image(data.astype(np.float32), affine), maps / f"sub-{i:02d}.nii.gz")
+    pd.DataFrame({"subject": [f"sub-{i:02d}" for i in range(10)]}).to_csv(
+        tmp_path / "t.tsv", sep="\t", index=False)
+    settings = RunSettings(dataset=str(maps), table=str(tmp_path / "t.tsv"), covariates=(),
+                           contrast="intercept", smoothing_fwhm=None, n_perm=19, random_state=0)
+    assert settings.cut_coords is None
+    result = run_analysis(settings)
+    z = result.contrast.to_nifti("z")
+    peak = np.unravel_index(int(np.nanargmax(z.get_fdata())), z.shape)
+    peak_mm = tuple(float(v) for v in (z.affine @ np.r_[peak, 1.0])[:3])
+    assert peak_mm != DEFAULT_CUT_COORDS
+    html = write_report(result, tmp_path / "run").report.read_text(encoding="utf-8")
+    shown = ", ".join(f"{round(c, 1):g}" for c in peak_mm)
+    assert f"Slices at ({shown}) mm" in html
+    assert "38, -17, -3" not in html and "lies outside the data" not in html

@@ -476,8 +476,9 @@ def cut_in_view(
 
     Parameters
     ----------
-    cut_coords : (x, y, z)
-        Requested cut in mm (e.g. :data:`glmkit.data.DEFAULT_CUT_COORDS`, the reference cut).
+    cut_coords : (x, y, z) or None
+        Requested cut in mm (e.g. :data:`glmkit.data.DEFAULT_CUT_COORDS`, the reference cut);
+        None: the peak of ``values`` (or the centre of the data), without a note.
     mask : ndarray of bool
         3-D mask of the voxels with data.
     affine : ndarray, shape (4, 4)
@@ -510,6 +511,10 @@ def cut_in_view(
     the cut (38, -17, -3) mm lies outside the data (x 2 to 4, y 2 to 4, z 2 to 4 mm)
     slices are shown at the peak of the map, (3, 4, 2) mm, instead
     """
+    mask = np.asarray(mask, dtype=bool)
+    affine = np.asarray(affine, dtype=float)
+    if cut_coords is None and mask.ndim == 3 and mask.any():  # none asked for: the peak
+        return _peak_or_centre(mask, affine, values, two_sided, label)[0], None
     try:
         cut = tuple(float(c) for c in cut_coords)
         if len(cut) != 3 or not all(np.isfinite(cut)):
@@ -517,8 +522,6 @@ def cut_in_view(
     except (TypeError, ValueError):
         raise ParameterError(
             f"cut_coords must be three finite numbers (x, y, z mm); got {cut_coords!r}") from None
-    mask = np.asarray(mask, dtype=bool)
-    affine = np.asarray(affine, dtype=float)
     if mask.ndim != 3 or not mask.any():
         return cut, None
     ijk = np.rint(np.linalg.solve(affine, np.r_[cut, 1.0])[:3])
@@ -530,6 +533,16 @@ def cut_in_view(
                         for c in (lo[2], hi[2])]) @ affine.T
     extent = ", ".join(f"{axis} {corners[:, a].min():.0f} to {corners[:, a].max():.0f}"
                        for a, axis in enumerate("xyz"))
+    xyz, where = _peak_or_centre(mask, affine, values, two_sided, label)
+    shown = ", ".join(f"{c:g}" for c in cut)
+    note = (f"the cut ({shown}) mm lies outside the data ({extent} mm); slices are shown at "
+            f"{where}, ({', '.join(f'{c:.0f}' for c in xyz)}) mm, instead")
+    return xyz, note
+
+
+def _peak_or_centre(mask, affine, values, two_sided, label) -> tuple[tuple[float, ...], str]:
+    """The mm position of the peak of ``values`` in ``mask`` (of |values| when two-sided), or
+    of the data's centre when ``values`` has nothing there; and how to name it."""
     data = None if values is None else np.where(mask, np.nan_to_num(
         np.asarray(values, dtype=float), nan=0.0, posinf=0.0, neginf=0.0), 0.0)
     if data is not None and data.shape == mask.shape and np.any(data[mask] != 0):
@@ -537,14 +550,12 @@ def cut_in_view(
         target = np.unravel_index(int(np.argmax(score)), mask.shape)
         where = f"the peak of the {label}"
     else:
+        inside = np.argwhere(mask)
         centre = inside.mean(axis=0)
         target = inside[int(np.argmin(((inside - centre) ** 2).sum(axis=1)))]
         where = "the centre of the data"
     xyz = tuple(float(v) for v in (affine @ np.r_[np.asarray(target, dtype=float), 1.0])[:3])
-    shown = ", ".join(f"{c:g}" for c in cut)
-    note = (f"the cut ({shown}) mm lies outside the data ({extent} mm); slices are shown at "
-            f"{where}, ({', '.join(f'{c:.0f}' for c in xyz)}) mm, instead")
-    return xyz, note
+    return xyz, where
 
 
 def _alpha_table(name: str, method: str, table: Any, alpha: float) -> dict[float, float]:

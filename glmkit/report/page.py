@@ -29,7 +29,6 @@ import numpy as np
 import pandas as pd
 
 from glmkit._util import logger
-from glmkit.data import DEFAULT_CUT_COORDS
 from glmkit.errors import GlmkitError, ParameterError, ReportError, checked_arguments
 from glmkit.report.maps import cut_in_view
 from glmkit.report.markup import Section, attr, table, version
@@ -260,8 +259,9 @@ def _recovery_section(result, items, images, far_mm: float
 # --------------------------------------------------------------------------------------
 
 def _cut(settings, images, z: np.ndarray) -> tuple[tuple[float, float, float], str | None]:
-    """The figures' cut: the run's ``cut_coords`` if its slices cross the mask, else the peak."""
-    requested = tuple(attr(settings, "cut_coords", None) or DEFAULT_CUT_COORDS)
+    """The figures' cut: the run's ``cut_coords`` if its slices cross the mask, else (or when
+    the run sets none, as for a folder of maps) the peak of the z map."""
+    requested = attr(settings, "cut_coords", None)
     mask = np.asarray(images["mask"].get_fdata()) > 0
     cut, note = cut_in_view(requested, mask, images["z"].affine, z,
                             two_sided=bool(attr(settings, "two_sided", False)), label="z map")

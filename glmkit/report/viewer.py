@@ -265,8 +265,7 @@ def result_viewer_html(result: Any, *, title: str | None = None, **kwargs: Any) 
     """
     specs, clusters = maps_from_result(result)
     settings = getattr(result, "settings", None)
-    kwargs.setdefault("cut_coords", tuple(getattr(settings, "cut_coords", None)
-                                         or DEFAULT_CUT_COORDS))
+    kwargs.setdefault("cut_coords", getattr(settings, "cut_coords", None))  # None: the peak
     if clusters is not None and len(clusters) == 0:
         clusters = None
     return viewer_html(specs, clusters=clusters, title=title, **kwargs)
