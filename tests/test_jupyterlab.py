@@ -625,6 +625,9 @@ def test_executed_notebook_shows_results_without_kernel_or_trust(browser, lab_wi
     cell.scroll_into_view_if_needed()
     bar = cell.locator(".jp-OutputArea-output")
     bar.wait_for(timeout=30_000)
+    # JupyterLab renders a cell scrolled into view lazily: wait for its text, then compare
+    page.wait_for_function("e => e.innerText.trim() !== ''", arg=bar.element_handle(),
+                           timeout=30_000)
     assert bar.inner_text().strip() == bars[0]
     assert last.locator(".glmkit-explorer").count() == 0  # untrusted: no widget is drawn
     assert "is not trusted" in lab_without_kernels.log()
