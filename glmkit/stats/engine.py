@@ -228,6 +228,78 @@ def reduce_num_t(out, B, thr, two_sided, counts, out_max):
         counts[v] += c
 
 
+@njit(cache=True, nogil=True)
+def exact_dot(r, a):
+    """``r . a`` in float64, summed in order (no fastmath: the same bits wherever it runs)."""
+    s = 0.0
+    for i in range(r.shape[0]):
+        s += r[i] * a[i]
+    return s
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def reduce_num_mixed(out, B, thr, lo32, hi32, eps, two_sided, counts, out_max, floor, Rt, A):
+    """Exact float64 reduction of a float32 tile ``out`` (w voxels, >= B) of ``x'Y*``.
+
+    ``out[v, b]`` is within ``eps / 2`` of the exact ``Rt[v] . A[b]`` (float64 residuals
+    ``Rt`` (w, n), permuted regressors ``A`` (B, n)); see :func:`float32_error_bound`. A
+    count ``num >= thr[v]`` is decided in float32 when ``out`` lies outside ``(lo32,
+    hi32) = thr -+ eps`` and recomputed in float64 (:func:`exact_dot`) otherwise; an entry
+    is recomputed for the maximum when it lies above ``floor[b] = out_max[b] - eps``
+    (float32), the only entries that can beat the running exact maximum ``out_max[b]``.
+    Counts and maxima are therefore those of float64 arithmetic, whatever the float32 GEMM
+    summed first. Returns the number of entries recomputed.
+    """
+    n_exact = 0
+    for v in range(out.shape[0]):
+        lo = lo32[v]
+        hi = hi32[v]
+        c = np.int32(0)
+        above_lo = np.int32(0)
+        over = np.int32(0)
+        row = out[v]
+        if two_sided:  # the branch-free loops vectorise
+            for b in range(B):
+                a = abs(row[b])
+                c += np.int32(a >= hi)
+                above_lo += np.int32(a > lo)
+                over += np.int32(a > floor[b])
+        else:
+            for b in range(B):
+                a = row[b]
+                c += np.int32(a >= hi)
+                above_lo += np.int32(a > lo)
+                over += np.int32(a > floor[b])
+        if above_lo != c or over:  # some entry is near the threshold or a maximum
+            t = thr[v]
+            for b in range(B):
+                a = abs(row[b]) if two_sided else row[b]
+                near = a > lo and a < hi
+                if near or a > floor[b]:
+                    e = exact_dot(Rt[v], A[b])
+                    n_exact += 1
+                    if two_sided:
+                        e = abs(e)
+                    if near:
+                        c += e >= t
+                    if e > out_max[b]:
+                        out_max[b] = e
+                        floor[b] = np.float32(e - eps)
+        counts[v] += c
+    return n_exact
+
+
+def float32_error_bound(n: int, xnorm: float) -> float:
+    """Twice the worst-case error of a float32 dot product of ``n`` terms whose float64
+    inputs are rounded to float32, for unit-norm residuals and a regressor of norm
+    ``xnorm``: ``|fl32(r . a) - r . a| <= gamma_(n+2) sum|r_i a_i| <= gamma_(n+2) ||a||``
+    with ``gamma_k = k u / (1 - k u)``, ``u = 2^-24`` (Higham, *Accuracy and Stability of
+    Numerical Algorithms*, 2002, sec. 3.1), whatever the order of summation. The factor 2
+    leaves room for float64 rounding and the float32 thresholds."""
+    ku = (n + 2) * 2.0**-24
+    return 2.0 * ku / (1.0 - ku) * xnorm
+
+
 @njit(cache=True, nogil=True, fastmath=True)
 def reduce_stat_t(out, B, q, n_conf, ss, dof, thr, two_sided, counts, out_max, work):
     """t (``q == 0``) or sqrt(F) (``q`` rows) on a transposed tile, reduced as it is formed.
@@ -289,6 +361,11 @@ CHUNK_BYTES = 4 * 2**20
 RESIDENT_BYTES = 512 * 2**20
 #: Y bytes (float32) of the voxel range of one streamed task
 SLAB_BYTES = 1024 * 2**20
+#: float64 max-T with at most this many subjects runs its GEMMs in float32 and re-checks in
+#: float64 every entry within the float32 error of a decision (:func:`reduce_num_mixed`):
+#: the same counts and maxima at the cost of float32. Beyond, the error bound (and the
+#: share of entries re-checked) grows with n and float64 GEMMs are cheaper.
+MIXED_MAX_N = 512
 
 
 @functools.lru_cache(maxsize=1)
@@ -381,23 +458,33 @@ def voxel_block(data, v0, v1, stream, start, stop, cfg):
     At = [scatter(vecs, None if perms is None else perms[g0 - start:g1 - start],
                   None if signs is None else signs[g0 - start:g1 - start], dtype).T
           for g0, g1 in groups]
-    fast = cfg["fast"]
+    fast, mixed = cfg["fast"], cfg["mixed"]
+    if mixed:  # float32 GEMMs of float64 rows, kept for the exact re-checks
+        rows = At
+        At = [np.ascontiguousarray(A, dtype=np.float32) for A in rows]
+        lo32, hi32, eps = cfg["lo32"], cfg["hi32"], cfg["eps"]
+        floor = np.full(B, -3e38, dtype=np.float32)
     thr = cfg["thr_num"].astype(dtype) if fast else cfg["t_obs"]
     counts = np.zeros(v1 - v0, np.int64)
-    mx = np.full(B, -np.inf, dtype=dtype if fast else np.float64)
-    buf = np.empty((TILE, vecs.shape[1] * COLS), dtype=dtype)
+    mx = np.full(B, -1e300 if mixed else -np.inf, dtype=dtype if fast else np.float64)
+    buf = np.empty((TILE, vecs.shape[1] * COLS), dtype=np.float32 if mixed else dtype)
     work = np.empty((2, COLS))
     for c0, c1 in data.chunks(v0, v1):
         R = data.residuals(c0, c1)
         for t0 in range(c0, c1, TILE):
             t1 = min(c1, t0 + TILE)
             Rt = R[:, t0 - c0: t1 - c0].T
+            Rg = Rt.astype(np.float32) if mixed else Rt
             cnt = counts[t0 - v0: t1 - v0]
-            for (g0, g1), A in zip(groups, At):
+            for i, ((g0, g1), A) in enumerate(zip(groups, At)):
                 out = buf[: t1 - t0, : A.shape[1]]
-                np.matmul(Rt, A, out=out)
+                np.matmul(Rg, A, out=out)
                 m = mx[g0 - start: g1 - start]
-                if fast:
+                if mixed:
+                    reduce_num_mixed(out, g1 - g0, thr[t0:t1], lo32[t0:t1], hi32[t0:t1], eps,
+                                     cfg["two_sided"], cnt, m, floor[g0 - start: g1 - start],
+                                     Rt, rows[i].T)
+                elif fast:
                     reduce_num_t(out, g1 - g0, thr[t0:t1], cfg["two_sided"], cnt, m)
                 else:
                     reduce_stat_t(out, g1 - g0, q, zconf.shape[1], data.ss_unit[t0:t1],
@@ -578,11 +665,16 @@ def _tasks(fit, model, zconf, specs, ctx, stream, source, scheme, dtype, n_jobs)
         tasks = [((s, e), (0, V), joblib.delayed(run_block)(
             R, xvec, zc, fit.ss_unit, *stream.part(s, e), cfg)) for s, e in perm_blocks]
         return tasks, {"block_size": perm_blocks[0][1], "n_blocks": len(perm_blocks),
-                       "voxel_blocks": 1, "streamed": False}
+                       "voxel_blocks": 1, "streamed": False, "gemm": npdtype.name}
     fast = model.stat_type == "t" and zconf.shape[1] == 0
+    mixed = fast and npdtype == np.float64 and n <= MIXED_MAX_N
     cfg = {"two_sided": ctx.two_sided, "dof": model.dof, "fast": fast, "dtype": npdtype.name,
            "thr_num": fit.thr_num, "t_obs": fit.t_cmp_slow, "parent_pid": parent,
-           "xvec": model.x, "zconf": np.ascontiguousarray(zconf)}
+           "xvec": model.x, "zconf": np.ascontiguousarray(zconf), "mixed": mixed}
+    if mixed:
+        eps = float32_error_bound(n, float(np.linalg.norm(model.x)))
+        cfg.update(eps=eps, lo32=(fit.thr_num - eps).astype(np.float32),
+                   hi32=(fit.thr_num + eps).astype(np.float32))
     if fit.R is not None:
         data = Resident(fit.R, fit.ss_unit)
         voxel_blocks = [(0, V)]
@@ -599,7 +691,8 @@ def _tasks(fit, model, zconf, specs, ctx, stream, source, scheme, dtype, n_jobs)
     tasks = [((s, e), (v0, v1), joblib.delayed(voxel_block)(data, v0, v1, *stream.part(s, e), cfg))
         for v0, v1 in voxel_blocks for s, e in perm_blocks]
     return tasks, {"block_size": perm_blocks[0][1], "n_blocks": len(perm_blocks),
-                   "voxel_blocks": len(voxel_blocks), "streamed": fit.R is None}
+                   "voxel_blocks": len(voxel_blocks), "streamed": fit.R is None,
+                   "gemm": "float32, re-checked in float64" if mixed else npdtype.name}
 
 
 def permute_blocks(fit: Observed, model: Model, zconf, specs, ctx, stream, *, source=None,

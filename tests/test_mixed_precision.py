@@ -1,0 +1,196 @@
+"""float64 max-T computed with float32 GEMMs and float64 re-checks (engine.reduce_num_mixed).
+
+The claim under test: counts and null maxima are those of float64 arithmetic. Each test
+compares the mixed path with a plain refit per permutation written here, and with the
+engine's float64 GEMMs (``MIXED_MAX_N = 0``), on data built so that float32 decisions
+alone would be wrong: binary data (the statistic takes a few values, and many
+permutations reproduce the observed one exactly: ties that float32's rounding would split)
+and near-duplicate voxels (the float32 argmax is not the float64 one).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import glmkit
+from glmkit.stats import engine
+from glmkit.stats.engine import float32_error_bound
+
+MIXED = "float32, re-checked in float64"
+
+
+def _refit_t(X, Y, c):
+    """t of contrast c for every column of Y, by least squares (a plain loop's arithmetic)."""
+    beta, rss = np.linalg.lstsq(X, Y, rcond=None)[:2]
+    n, p = X.shape
+    var = c @ np.linalg.inv(X.T @ X) @ c
+    return (c @ beta) / np.sqrt(rss / (n - p) * var)
+
+
+def _binary_case(seed=0, n=24, v=300):
+    """Two groups; each voxel 0/1 with its own rate: t depends only on how many ones fall in
+    the first group, so many permutations tie with the observed t exactly."""
+    rng = np.random.default_rng(seed)
+    group = np.repeat([1.0, 0.0], n // 2)
+    Y = (rng.random((n, v)) < rng.uniform(0.2, 0.8, v)).astype(float)
+    Y[:, 0] = group  # a perfectly separated voxel
+    Y[:, 1] = group[::-1]
+    Y[:, 2] = 0.0  # constant: invalid
+    Y[:, 3:] *= rng.gamma(2.0, size=(n, 1))[0]  # an arbitrary scale, the same for all rows
+    design = pd.DataFrame({"g": group, "intercept": np.ones(n)})
+    return Y, design
+
+
+def _run(Y, design, contrast, **kw):
+    return glmkit.permutation_test(Y, design, contrast, verbose=False, **kw)
+
+
+def _float64_gemm(monkeypatch, *args, **kw):
+    with monkeypatch.context() as m:
+        m.setattr(engine, "MIXED_MAX_N", 0)
+        res = _run(*args, **kw)
+    assert res.info["gemm"] == "float64"
+    return res
+
+
+@pytest.mark.parametrize("two_sided", [False, True])
+def test_ties_are_counted_as_float64_counts_them(monkeypatch, two_sided):
+    Y, design = _binary_case()
+    n, n_perm = Y.shape[0], 299
+    rng = np.random.default_rng(1)
+    perms = np.array([rng.permutation(n) for _ in range(n_perm)])
+    res = _run(Y, design, "g", n_perm=n_perm, two_sided=two_sided, _permutations=perms)
+    assert res.info["gemm"] == MIXED
+
+    # plain loop: refit each permuted data set (Freedman-Lane with only the intercept as
+    # nuisance permutes the data themselves); t takes few values, so a 1e-8 tie tolerance
+    # is unambiguous
+    X = design.to_numpy()
+    c = np.array([1.0, 0.0])
+    # voxels 0 and 1 are fitted exactly and 2 is constant: no test (p = 1, t = 0); a
+    # voxel whose t is 0 in exact arithmetic is a tie decided by rounding, in any tool
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_obs = _refit_t(X, Y, c)
+        t_perm = np.array([_refit_t(X, Y[p], c) for p in perms])
+    tested = np.isfinite(t_obs) & (np.abs(t_obs) > 1e-6)
+    tested[:3] = False
+    assert tested.sum() > 200
+    score_obs = np.abs(t_obs) if two_sided else t_obs
+    score = np.abs(t_perm) if two_sided else t_perm
+    counts = (score >= score_obs - 1e-8 * np.abs(score_obs)).sum(axis=0)
+    ties = (np.abs(score - score_obs) < 1e-8 * np.abs(score_obs))[:, tested].sum()
+    assert ties > 1000  # the case really is full of ties
+
+    np.testing.assert_allclose(10 ** -res.logp_uncorrected[tested],
+                               (1 + counts[tested]) / (1 + n_perm), rtol=1e-12)
+    assert (res.logp_uncorrected[:3] == 0).all()
+    score[:, :3] = 0.0
+    np.testing.assert_allclose(res.null_max["voxel"][1:], score.max(axis=1), rtol=1e-12)
+
+    ref = _float64_gemm(monkeypatch, Y, design, "g", n_perm=n_perm, two_sided=two_sided,
+                        _permutations=perms)
+    np.testing.assert_array_equal(res.logp_uncorrected, ref.logp_uncorrected)
+    np.testing.assert_allclose(res.null_max["voxel"], ref.null_max["voxel"], rtol=1e-13)
+    np.testing.assert_array_equal(res.logp_fwer["voxel"], ref.logp_fwer["voxel"])
+
+
+@pytest.mark.parametrize("two_sided", [False, True])
+def test_sign_flip_ties_and_maxima(monkeypatch, two_sided):
+    """One-sample: data of equal magnitude, so t depends only on the number of positive
+    signs and sign flips tie constantly."""
+    rng = np.random.default_rng(2)
+    n, v = 20, 250
+    Y = rng.choice([-1.0, 1.0], size=(n, v)) * rng.gamma(2.0, size=v)
+    Y[:, :10] = np.abs(Y[:, :10])  # all positive: t = inf is not reachable, ss > 0 though
+    Y[:, :10] += rng.normal(0, 1e-3, (n, 10))
+    design = np.ones((n, 1))
+    kw = dict(n_perm=500, two_sided=two_sided, random_state=3)
+    res = _run(Y, design, [1.0], **kw)
+    assert res.method == "sign_flip" and res.info["gemm"] == MIXED
+    ref = _float64_gemm(monkeypatch, Y, design, [1.0], **kw)
+    np.testing.assert_array_equal(res.logp_uncorrected, ref.logp_uncorrected)
+    np.testing.assert_allclose(res.null_max["voxel"], ref.null_max["voxel"], rtol=1e-13)
+
+
+def test_near_duplicate_voxels_give_the_float64_maximum(monkeypatch):
+    """Voxels that differ by 1e-9 (relative): float32 cannot tell them apart, so the float32
+    argmax is often the wrong voxel; the null maxima must still be float64's (1e-13)."""
+    rng = np.random.default_rng(4)
+    n = 30
+    base = rng.gamma(1.5, size=(n, 1))
+    base[0] *= 3.0
+    Y = base + 1e-9 * rng.standard_normal((n, 400))
+    Y = np.column_stack([Y, rng.standard_normal((n, 100))])
+    design = pd.DataFrame({"x": rng.standard_normal(n), "intercept": np.ones(n)})
+    kw = dict(n_perm=400, random_state=5)
+    res = _run(Y, design, "x", **kw)
+    ref = _float64_gemm(monkeypatch, Y, design, "x", **kw)
+    assert res.info["gemm"] == MIXED
+    np.testing.assert_allclose(res.null_max["voxel"], ref.null_max["voxel"], rtol=1e-13)
+    np.testing.assert_array_equal(res.logp_uncorrected, ref.logp_uncorrected)
+    # and the float32 values really were ambiguous: they do not resolve 1e-9 differences
+    R = Y - Y.mean(axis=0)
+    R /= np.linalg.norm(R, axis=0)
+    assert np.ptp(R[:, :400].astype(np.float32), axis=1).max() < 1e-6
+
+
+def test_mixed_results_do_not_depend_on_jobs_blocks_or_streaming(tmp_path, monkeypatch):
+    Y, design = _binary_case(seed=6, n=40, v=3000)
+    kw = dict(n_perm=700, random_state=7, two_sided=True)
+    res = _run(Y, design, "g", **kw)
+    two = _run(Y, design, "g", n_jobs=2, **kw)
+    path = tmp_path / "Y.npy"
+    np.save(path, Y)
+    with monkeypatch.context() as m:
+        m.setattr(engine, "SLAB_BYTES", 1024 * 4 * 40)  # 3 voxel blocks of 1024
+        m.setattr(engine, "TILE", 128)
+        m.setattr(engine, "COLS", 64)
+        streamed = _run(np.load(path, mmap_mode="r"), design, "g", **kw)
+    assert streamed.info["streamed"] and streamed.info["voxel_blocks"] == 3
+    for other in (two, streamed):
+        assert other.info["gemm"] == MIXED
+        np.testing.assert_array_equal(res.logp_uncorrected, other.logp_uncorrected)
+        np.testing.assert_array_equal(res.null_max["voxel"], other.null_max["voxel"])
+
+
+def test_float32_error_bound_covers_the_gemm_error():
+    """Skewed data, one subject at 3x scale: every float32 product of permuted regressors
+    with normalised residuals is within half the bound of the float64 product."""
+    rng = np.random.default_rng(8)
+    for n in (8, 89, 300):
+        Y = rng.gamma(1.2, size=(n, 2000))
+        Y[0] *= 3.0
+        R = Y - Y.mean(axis=0)
+        R /= np.linalg.norm(R, axis=0)
+        x = rng.gamma(1.5, size=n)
+        x -= x.mean()
+        x /= np.linalg.norm(x)
+        A = np.array([x[rng.permutation(n)] for _ in range(300)])
+        err = np.abs(A.astype(np.float32) @ R.astype(np.float32) - A @ R).max()
+        bound = float32_error_bound(n, 1.0)
+        assert err <= bound / 2
+        assert err > bound / 2e4  # a bound, not a blanket: within four orders of the error
+
+
+def test_the_mixed_path_is_used_where_it_applies():
+    rng = np.random.default_rng(9)
+    Y = rng.standard_normal((30, 50))
+    X = pd.DataFrame({"x": rng.standard_normal(30), "z": rng.standard_normal(30),
+                      "intercept": np.ones(30)})
+    kw = dict(n_perm=20, random_state=0)
+
+    def gemm(*args, **extra):
+        return _run(*args, **kw, **extra).info["gemm"]
+
+    assert gemm(Y, X[["x", "intercept"]], "x") == MIXED
+    assert gemm(Y, np.ones((30, 1)), [1.0]) == MIXED
+    assert gemm(Y, X[["x", "intercept"]], "x", dtype="float32") == "float32"
+    assert gemm(Y, X, "x") == "float64"  # a covariate that permutations do not cancel
+    assert gemm(Y, X, [[1.0, 0, 0], [0, 1.0, 0]]) == "float64"  # F test
+    assert gemm(Y, X[["x", "intercept"]], "x", statistics=("voxel", "cluster_size"),
+                mask_img=np.ones((5, 10, 1), bool)) == "float64"  # whole maps
+    big = rng.standard_normal((engine.MIXED_MAX_N + 1, 20))
+    ones = np.ones((engine.MIXED_MAX_N + 1, 1))
+    assert gemm(big, ones, [1.0]) == "float64"
