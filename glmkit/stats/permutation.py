@@ -630,7 +630,13 @@ def permutation_test(
         is honoured). The result does not depend on it: BLAS is single-threaded inside each
         block, so ``n_jobs=1`` uses one core.
     dtype : {"float64", "float32"}
-        Precision of the permutation GEMMs (observed statistics are always float64).
+        Precision of the permuted statistics (observed statistics are always float64).
+        float64 max-T of a t test whose nuisance the permutations cancel (an intercept, or
+        none; up to 2048 subjects) runs its GEMMs in float32 and recomputes in float64 every
+        value within the float32 error bound of a decision, so its counts and null maxima
+        are float64's at about float32's cost (``result.info["gemm"]`` says which ran).
+        ``"float32"`` decides in float32 (ties within 1e-5, relative) and holds the
+        residuals in float32: half the memory.
     accel : {None, "tail"}
         ``"tail"``: tail acceleration (Winkler et al. 2016, PALM's ``-accel tail``): FWER
         p-values below 0.1 come from a generalised Pareto fit to the upper tail of each
