@@ -503,17 +503,23 @@ def voxel_block(data, v0, v1, stream, start, stop, cfg):
 
 
 class Resident:
-    """Residuals held whole (n, V) in the GEMM precision."""
+    """Residuals held in memory as the observed fit formed them, chunk by chunk (no copy into
+    one array): ``parts`` maps a chunk's first voxel to ``(last voxel + 1, (n, width)
+    array)`` in the GEMM precision."""
 
-    def __init__(self, R, ss_unit):
-        self.R = R
+    def __init__(self, parts: dict, ss_unit):
+        self.parts = dict(sorted(parts.items()))
         self.ss_unit = ss_unit
 
     def chunks(self, v0, v1):
-        return [(v0, v1)]
+        return [(c0, c1) for c0, (c1, _) in self.parts.items() if c0 < v1 and c1 > v0]
 
     def residuals(self, c0, c1):
-        return np.asarray(self.R)[:, c0:c1]
+        return self.parts[c0][1]
+
+    def whole(self) -> np.ndarray:
+        """All residuals (n, V) in one array (spatial statistics need whole maps)."""
+        return np.concatenate([R for _, R in self.parts.values()], axis=1)
 
 
 class Streamed:
@@ -536,7 +542,7 @@ class Streamed:
 class Observed:
     """The observed fit: what is permuted, and what permuted statistics are compared with."""
 
-    R: np.ndarray | None  # normalised residuals that are permuted (n, V); None: streamed
+    R: Resident | None  # normalised residuals that are permuted (n, V); None: streamed
     ss_unit: np.ndarray  # 1.0 where the voxel has variance, else 0.0
     valid: np.ndarray  # voxels with variance left after the confounds
     t: np.ndarray  # observed t (sqrt(F) for an F test)
@@ -598,8 +604,9 @@ def observed_fit(source, model: Model, scheme: str, two_sided: bool, tie_rtol: f
     sqrt(F) for an F test), chunk by chunk of voxels: ``Y`` is never copied whole.
 
     ``source`` is a :class:`~glmkit.stats.source.VoxelSource` (or an array). With ``keep`` the
-    residuals are kept, in ``dtype``, as ``R``; without, only the per-voxel results (the
-    permutations then form the residuals again, block by block).
+    residuals are kept, in ``dtype``, as ``R`` (a :class:`Resident`: the chunks as formed);
+    without, only the per-voxel results (the permutations then form the residuals again,
+    block by block).
 
     A permuted statistic within ``tie_rtol`` (relative) below the observed one counts as
     reaching it: a permutation that reproduces the observed statistic (the all-flipped signs
@@ -613,7 +620,7 @@ def observed_fit(source, model: Model, scheme: str, two_sided: bool, tie_rtol: f
     if not isinstance(source, VoxelSource):
         source = VoxelSource(source)
     n, V = source.shape
-    R = np.empty((n, V), dtype=dtype) if keep else None
+    parts: dict | None = {} if keep else None
     valid = np.empty(V, bool)
     stat = np.empty(V)
 
@@ -622,8 +629,8 @@ def observed_fit(source, model: Model, scheme: str, two_sided: bool, tie_rtol: f
         if not np.isfinite(Yc.sum()):
             return False
         Rc, valid[c0:c1], stat[c0:c1] = fit_chunk(Yc, model, scheme)
-        if R is not None:
-            R[:, c0:c1] = Rc
+        if parts is not None:
+            parts[c0] = (c1, Rc.astype(dtype, copy=False))
         return True
 
     with one_blas_thread():  # the same arithmetic whatever n_jobs
@@ -636,8 +643,10 @@ def observed_fit(source, model: Model, scheme: str, two_sided: bool, tie_rtol: f
     # threshold on num (fast path, t only): t(num) >= t_obs <=> num >= t_obs/sqrt(dof + t_obs^2);
     # |num| <= 1, so 2.0 marks "never" (finite: the kernels use fastmath)
     dof = model.dof
+    ss_unit = valid.astype(np.float64)
     return Observed(
-        R=R, ss_unit=valid.astype(np.float64), valid=valid, t=stat,
+        R=None if parts is None else Resident(parts, ss_unit), ss_unit=ss_unit, valid=valid,
+        t=stat,
         thr_num=np.where(valid, t_cmp / np.sqrt(dof + t_cmp**2), 2.0),
         t_cmp_slow=np.where(valid, t_cmp, 1e300),
     )
@@ -666,7 +675,7 @@ def _tasks(fit, model, zconf, specs, ctx, stream, source, scheme, dtype, n_jobs)
         perm_blocks = split(stream.n_perm, most)
         cfg = {"two_sided": ctx.two_sided, "dof": model.dof, "t_obs": fit.t_cmp_slow,
                "specs": specs, "ctx": ctx, "parent_pid": parent}
-        R = np.ascontiguousarray(fit.R, dtype=npdtype)
+        R = np.ascontiguousarray(fit.R.whole(), dtype=npdtype)
         xvec = model.x.astype(npdtype)
         zc = np.ascontiguousarray(zconf, dtype=npdtype)
         tasks = [((s, e), (0, V), joblib.delayed(run_block)(
@@ -683,7 +692,7 @@ def _tasks(fit, model, zconf, specs, ctx, stream, source, scheme, dtype, n_jobs)
         cfg.update(eps=eps, lo32=(fit.thr_num - eps).astype(np.float32),
                    hi32=(fit.thr_num + eps).astype(np.float32))
     if fit.R is not None:
-        data = Resident(fit.R, fit.ss_unit)
+        data = fit.R
         voxel_blocks = [(0, V)]
     else:
         data = Streamed(source, model, scheme, npdtype.name, fit.ss_unit)
