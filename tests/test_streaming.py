@@ -153,6 +153,10 @@ def test_source_reads_ranges_and_pickles_without_the_data(on_disk):
     blob = pickle.dumps(src)
     assert len(blob) < 10_000  # the file's name, not its 7 MB
     np.testing.assert_array_equal(pickle.loads(blob).read(0, 7), Y[:, :7])
+    for source in (src, VoxelSource(Y)):  # into a given array (the fit's kept residuals)
+        out = np.full((Y.shape[0], 255), np.nan)
+        assert source.read(100, 355, out=out) is out
+        np.testing.assert_array_equal(out, Y[:, 100:355].astype(np.float64))
 
 
 # --------------------------------------------------------------------------- memory

@@ -675,7 +675,7 @@ def permutation_test(
 
     model = _partitioned(X, c, cname, two_sided)
     fit = observed_fit(source, model, scheme, two_sided, TIE_RTOL[dtype], dtype=dtype,
-                       keep=resident(source, specs, dtype), n_jobs=n_jobs)
+                       keep=resident(source, specs, dtype))
     ctx = StatContext(dof=model.dof, two_sided=two_sided, mask=mask, connectivity=connectivity,
                       cluster_threshold=cluster_threshold, tfce_params=tfce_params,
                       stat_type=model.stat_type, df1=model.q)

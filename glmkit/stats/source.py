@@ -65,12 +65,17 @@ class VoxelSource:
         """True for a memmap: every read maps the file again (and unmaps it after)."""
         return self.file is not None
 
-    def read(self, v0: int, v1: int) -> np.ndarray:
-        """Voxels ``v0`` to ``v1 - 1`` as a C-contiguous float64 array (n_subjects, v1 - v0)."""
+    def read(self, v0: int, v1: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Voxels ``v0`` to ``v1 - 1`` as a C-contiguous float64 array (n_subjects, v1 - v0),
+        written into ``out`` when given (C-contiguous float64 of that shape)."""
         if self.file is None:
-            return np.array(self._array[:, v0:v1], dtype=np.float64, order="C")
+            if out is None:
+                return np.array(self._array[:, v0:v1], dtype=np.float64, order="C")
+            np.copyto(out, self._array[:, v0:v1], casting="unsafe")
+            return out
         n, V = self.shape
-        out = np.empty((n, v1 - v0), dtype=np.float64)
+        if out is None:
+            out = np.empty((n, v1 - v0), dtype=np.float64)
         offset, row_bytes = self.file["offset"], V * self.dtype.itemsize
         with open(self.file["filename"], "rb") as f:
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
