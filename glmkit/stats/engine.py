@@ -507,9 +507,10 @@ class Resident:
     one array): ``parts`` maps a chunk's first voxel to ``(last voxel + 1, (n, width)
     array)`` in the GEMM precision."""
 
-    def __init__(self, parts: dict, ss_unit):
+    def __init__(self, parts: dict, ss_unit, whole: np.ndarray | None = None):
         self.parts = dict(sorted(parts.items()))
         self.ss_unit = ss_unit
+        self._whole = whole
 
     def chunks(self, v0, v1):
         return [(c0, c1) for c0, (c1, _) in self.parts.items() if c0 < v1 and c1 > v0]
@@ -519,6 +520,8 @@ class Resident:
 
     def whole(self) -> np.ndarray:
         """All residuals (n, V) in one array (spatial statistics need whole maps)."""
+        if self._whole is not None:
+            return self._whole
         return np.concatenate([R for _, R in self.parts.values()], axis=1)
 
 
@@ -599,14 +602,15 @@ def _nonfinite_error(source) -> ParameterError:
 
 
 def observed_fit(source, model: Model, scheme: str, two_sided: bool, tie_rtol: float = 0.0,
-                 *, dtype="float64", keep: bool = True) -> Observed:
+                 *, dtype="float64", keep: bool = True, whole: bool = False) -> Observed:
     """Residualise on the confounds, normalise, and compute the observed statistic (t, or
     sqrt(F) for an F test), chunk by chunk of voxels: ``Y`` is never copied whole.
 
     ``source`` is a :class:`~glmkit.stats.source.VoxelSource` (or an array). With ``keep`` the
     residuals are kept, in ``dtype``, as ``R`` (a :class:`Resident`: the chunks as formed);
     without, only the per-voxel results (the permutations then form the residuals again,
-    block by block).
+    block by block). With ``whole`` (spatial statistics, which need whole maps) they are
+    kept in one (n, V) array instead.
 
     A permuted statistic within ``tie_rtol`` (relative) below the observed one counts as
     reaching it: a permutation that reproduces the observed statistic (the all-flipped signs
@@ -621,7 +625,8 @@ def observed_fit(source, model: Model, scheme: str, two_sided: bool, tie_rtol: f
     parts: dict | None = {} if keep else None
     # kept residuals live in one allocation (large enough for numpy to ask for huge pages:
     # far fewer page faults than one allocation per chunk), a C-contiguous part per chunk
-    flat = np.empty(n * V, dtype=dtype) if keep else None
+    flat = np.empty(n * V, dtype=dtype) if keep and not whole else None
+    R = np.empty((n, V), dtype=dtype) if keep and whole else None
     valid = np.empty(V, bool)
     stat = np.empty(V)
 
@@ -636,6 +641,9 @@ def observed_fit(source, model: Model, scheme: str, two_sided: bool, tie_rtol: f
             if Rc is not part:
                 np.copyto(part, Rc, casting="same_kind")
             parts[c0] = (c1, part)
+        elif R is not None:
+            R[:, c0:c1] = Rc
+            parts[c0] = (c1, R[:, c0:c1])
         return True
 
     # one thread: the fit is bound by memory traffic, and on two cores a second thread made
@@ -652,7 +660,7 @@ def observed_fit(source, model: Model, scheme: str, two_sided: bool, tie_rtol: f
     dof = model.dof
     ss_unit = valid.astype(np.float64)
     return Observed(
-        R=None if parts is None else Resident(parts, ss_unit), ss_unit=ss_unit, valid=valid,
+        R=None if parts is None else Resident(parts, ss_unit, R), ss_unit=ss_unit, valid=valid,
         t=stat,
         thr_num=np.where(valid, t_cmp / np.sqrt(dof + t_cmp**2), 2.0),
         t_cmp_slow=np.where(valid, t_cmp, 1e300),

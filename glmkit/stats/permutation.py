@@ -675,7 +675,8 @@ def permutation_test(
 
     model = _partitioned(X, c, cname, two_sided)
     fit = observed_fit(source, model, scheme, two_sided, TIE_RTOL[dtype], dtype=dtype,
-                       keep=resident(source, specs, dtype))
+                       keep=resident(source, specs, dtype),
+                       whole=any(spec.null_max is not None for spec in specs))
     ctx = StatContext(dof=model.dof, two_sided=two_sided, mask=mask, connectivity=connectivity,
                       cluster_threshold=cluster_threshold, tfce_params=tfce_params,
                       stat_type=model.stat_type, df1=model.q)
