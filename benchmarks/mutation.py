@@ -85,7 +85,8 @@ _PERM_TESTS = ["tests/test_exact_pvalues.py", "tests/test_boundaries.py", "tests
                "tests/test_permutation.py"]
 _PERM_K = ("not test_glm_ and not n_jobs and not dask and not float32 and not progress "
            "and not demo and not fwer_calibration and not uncorrected_p_calibrated")
-_ENGINE_TESTS = [*_PERM_TESTS, "tests/test_engine.py", "tests/test_streaming.py"]
+_ENGINE_TESTS = [*_PERM_TESTS, "tests/test_engine.py", "tests/test_streaming.py",
+                 "tests/test_mixed_precision.py"]
 FAST = {
     "permutation": (_PERM_TESTS, _PERM_K),
     "engine": (_ENGINE_TESTS, _PERM_K),
@@ -140,7 +141,8 @@ CORE = {
                     "_assemble", "permutation_test"},
     "engine": {"orthonormal", "partition", "scatter", "reduce_fast", "tmaps", "gmaps",
                "g_from_num2", "t_from_num", "reduce_num_t", "reduce_stat_t", "run_block",
-               "voxel_block", "fit_chunk", "observed_fit", "permute_blocks"},
+               "voxel_block", "fit_chunk", "observed_fit", "permute_blocks",
+               "reduce_num_mixed", "exact_dot", "float32_error_bound"},
     "resample": {"_draw_chunk", "draw", "block", "part", "sign_flips", "row_classes",
                  "blocks_of", "n_arrangements", "_multinomial", "_unrank", "_rank",
                  "arrangements"},
