@@ -66,8 +66,9 @@ def load_run_folder(path: str | os.PathLike) -> tuple[dict[str, dict], pd.DataFr
     """
     folder = Path(path)
     if not folder.is_dir():
-        raise ReportError(f"run folder {str(folder)!r} does not exist; pass a reports/<run_name>/ folder "
-                          "written by `glmkit run`, or an AnalysisResult")
+        raise ReportError(f"run folder {str(folder)!r} does not exist; pass a "
+                          "reports/<run_name>/ folder written by `glmkit run`, or an "
+                          "AnalysisResult")
     files = {p.name[: -len(".nii.gz")]: p for p in sorted((folder / "maps").glob("*.nii.gz"))}
     missing = []
     if not files:
@@ -86,7 +87,8 @@ def load_run_folder(path: str | os.PathLike) -> tuple[dict[str, dict], pd.DataFr
         params = json.loads((folder / "params.json").read_text(encoding="utf-8"))
         clusters = pd.read_csv(folder / "clusters.csv")
     except (OSError, ValueError) as exc:
-        raise ReportError(f"run folder {str(folder)!r}: cannot read params.json/clusters.csv: {exc}") from exc
+        raise ReportError(f"run folder {str(folder)!r}: cannot read "
+                          f"params.json/clusters.csv: {exc}") from exc
     specs: dict[str, dict] = {}
     if "mask" in files:
         specs["mask"] = {"image": files["mask"]}
@@ -301,7 +303,8 @@ class Explorer(widgets.VBox):
             if len(xyz) != 3:
                 raise ValueError
         except (TypeError, ValueError):
-            raise ParameterError(f"cut_coords must be three numbers (x, y, z mm); got {xyz!r}") from None
+            raise ParameterError(
+                f"cut_coords must be three numbers (x, y, z mm); got {xyz!r}") from None
         for a, name in enumerate("xyz"):
             self._show(name, float(self._mm(a, self._index(a, xyz[a]))))
 
@@ -315,12 +318,14 @@ class Explorer(widgets.VBox):
         self._schedule()
 
     def go_to_peak(self, cluster: int = 1) -> None:
-        """Move the cut to the peak of cluster number ``cluster`` (1 = largest) at this threshold."""
+        """Move the cut to the peak of cluster number ``cluster`` (1 = largest) at this
+        threshold."""
         frame = self.cluster_frame
         row = frame[frame["cluster"] == cluster]
         if row.empty:
             raise ParameterError(
-                f"cluster {cluster} does not exist at this threshold; clusters: {frame['cluster'].tolist()}"
+                f"cluster {cluster} does not exist at this threshold; clusters: "
+                f"{frame['cluster'].tolist()}"
             )
         r = row.iloc[0]
         self.go_to(r["x"], r["y"], r["z"])
@@ -414,7 +419,8 @@ class Explorer(widgets.VBox):
             if t is None or not np.isfinite(t):
                 return self.threshold, f"threshold {t} is not a number; kept {self.threshold:.4g}"
             if t > top:
-                return top, f"threshold {t:.4g} is above the map's maximum {top:.4g}; clamped to {top:.4g}"
+                return top, (f"threshold {t:.4g} is above the map's maximum {top:.4g}; "
+                             f"clamped to {top:.4g}")
             if t < 0:
                 return 0.0, f"threshold {t:.4g} is below 0; clamped to 0"
             return t, ""
@@ -452,7 +458,8 @@ class Explorer(widgets.VBox):
         t = self.threshold
         if np.isfinite(t):
             self._labels, self._table = label_clusters(
-                m.data, t, two_sided=m.two_sided, extent=self.extent, connectivity=self._connectivity)
+                m.data, t, two_sided=m.two_sided, extent=self.extent,
+                connectivity=self._connectivity)
         else:
             self._labels, self._table = np.zeros(self._mask.shape, np.int32), pd.DataFrame()
         opts = [(PEAK_PROMPT, 0)] + [
@@ -524,7 +531,8 @@ class Explorer(widgets.VBox):
         frame = self.cluster_frame
         if len(frame):
             shown = frame.head(rows).to_string(index=False, float_format=lambda v: f"{v:.3g}")
-            lines.append(shown + (f"\n({len(frame) - rows} more clusters)" if len(frame) > rows else ""))
+            more = f"\n({len(frame) - rows} more clusters)" if len(frame) > rows else ""
+            lines.append(shown + more)
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ rendering
@@ -604,7 +612,8 @@ class Explorer(widgets.VBox):
         inside = self._mask[sl]
         lab = self._labels[sl]
         val = np.nan_to_num(m.data[sl])
-        grey = self._background[sl] if self._background is not None else np.where(inside, 70, 0).astype(np.uint8)
+        grey = (self._background[sl] if self._background is not None
+                else np.where(inside, 70, 0).astype(np.uint8))
         rgb = np.repeat(grey[..., None], 3, axis=-1)
         on = lab > 0
         if on.any():
@@ -614,8 +623,10 @@ class Explorer(widgets.VBox):
             g = np.round(40 + 215 * f).astype(np.uint8)
             pos = on & (val > 0)
             neg = on & (val < 0)
-            rgb[pos] = np.stack([np.full(pos.sum(), 255), g[pos], np.zeros(pos.sum())], -1).astype(np.uint8)
-            rgb[neg] = np.stack([np.zeros(neg.sum()), g[neg], np.full(neg.sum(), 255)], -1).astype(np.uint8)
+            rgb[pos] = np.stack([np.full(pos.sum(), 255), g[pos], np.zeros(pos.sum())],
+                                -1).astype(np.uint8)
+            rgb[neg] = np.stack([np.zeros(neg.sum()), g[neg], np.full(neg.sum(), 255)],
+                                -1).astype(np.uint8)
         # (u, v) = first, second remaining axes; display rows = second axis reversed
         return rgb.transpose(1, 0, 2)[::-1]
 
@@ -639,8 +650,9 @@ class Explorer(widgets.VBox):
             h, w = img.shape[:2]
             cu = int((ijk[others[0]] + 0.5) * w / nu)
             cv = int((nv - 1 - ijk[others[1]] + 0.5) * h / nv)
-            img[:, min(cu, w - 1)] = (img[:, min(cu, w - 1)] // 2 + np.array([40, 110, 40], np.uint8))
-            img[min(cv, h - 1), :] = (img[min(cv, h - 1), :] // 2 + np.array([40, 110, 40], np.uint8))
+            green = np.array([40, 110, 40], np.uint8)
+            img[:, min(cu, w - 1)] = img[:, min(cu, w - 1)] // 2 + green
+            img[min(cv, h - 1), :] = img[min(cv, h - 1), :] // 2 + green
             panels.append((axis, img))
         height = max(p.shape[0] for _, p in panels)
         gap = 4

@@ -565,6 +565,14 @@ def _assemble(specs, model, fit, ctx, observed, obs_max, counts, null, blocking,
     )
 
 
+def _observed_fit(source, model, scheme, two_sided, specs, dtype):
+    """The observed fit, its residuals kept whole for spatial statistics, in chunks for voxel
+    statistics, or not kept (streamed: see :func:`glmkit.stats.engine.resident`)."""
+    return observed_fit(source, model, scheme, two_sided, TIE_RTOL[dtype], dtype=dtype,
+                        keep=resident(source, specs, dtype),
+                        whole=any(spec.null_max is not None for spec in specs))
+
+
 # ----------------------------------------------------------------------------- entry point
 @checked_arguments(Y="array", design="design", statistics="names", cluster_threshold="number",
                    two_sided="flag", verbose="flag")
@@ -630,13 +638,8 @@ def permutation_test(
         is honoured). The result does not depend on it: BLAS is single-threaded inside each
         block, so ``n_jobs=1`` uses one core.
     dtype : {"float64", "float32"}
-        Precision of the permuted statistics (observed statistics are always float64).
-        float64 max-T of a t test whose nuisance the permutations cancel (an intercept, or
-        none; up to 2048 subjects) runs its GEMMs in float32 and recomputes in float64 every
-        value within the float32 error bound of a decision, so its counts and null maxima
-        are float64's at about float32's cost (``result.info["gemm"]`` says which ran).
-        ``"float32"`` decides in float32 (ties within 1e-5, relative) and holds the
-        residuals in float32: half the memory.
+        Precision of the permuted statistics (observed ones are always float64); float64
+        max-T may run float32 GEMMs re-checked in float64 (``result.info["gemm"]``).
     accel : {None, "tail"}
         ``"tail"``: tail acceleration (Winkler et al. 2016, PALM's ``-accel tail``): FWER
         p-values below 0.1 come from a generalised Pareto fit to the upper tail of each
@@ -674,9 +677,7 @@ def permutation_test(
     _check_given(_permutations if _permutations is not None else _signs, n_perm)
 
     model = _partitioned(X, c, cname, two_sided)
-    fit = observed_fit(source, model, scheme, two_sided, TIE_RTOL[dtype], dtype=dtype,
-                       keep=resident(source, specs, dtype),
-                       whole=any(spec.null_max is not None for spec in specs))
+    fit = _observed_fit(source, model, scheme, two_sided, specs, dtype)
     ctx = StatContext(dof=model.dof, two_sided=two_sided, mask=mask, connectivity=connectivity,
                       cluster_threshold=cluster_threshold, tfce_params=tfce_params,
                       stat_type=model.stat_type, df1=model.q)
