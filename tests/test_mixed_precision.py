@@ -194,3 +194,67 @@ def test_the_mixed_path_is_used_where_it_applies():
     big = rng.standard_normal((engine.MIXED_MAX_N + 1, 20))
     ones = np.ones((engine.MIXED_MAX_N + 1, 1))
     assert gemm(big, ones, [1.0]) == "float64"
+
+
+def _replica(out, thr, lo32, hi32, eps, two_sided, exact):
+    """reduce_num_mixed's rule, written as a plain loop: (counts, maxima, recomputed)."""
+    w, B = exact.shape
+    counts = np.zeros(w, int)
+    out_max = np.full(B, -1e300)
+    floor = np.full(B, -3e38, dtype=np.float32)
+    recomputed = 0
+    for v in range(w):
+        for b in range(B):
+            a = abs(out[v, b]) if two_sided else out[v, b]
+            e = abs(exact[v, b]) if two_sided else exact[v, b]
+            near = lo32[v] < a < hi32[v]
+            counts[v] += (a >= hi32[v]) or (near and e >= thr[v])
+            if near or a > floor[b]:
+                recomputed += 1
+                if e > out_max[b]:
+                    out_max[b], floor[b] = e, np.float32(e - eps)
+    return counts, out_max, recomputed
+
+
+@pytest.mark.parametrize("two_sided", [False, True])
+def test_kernel_decides_as_float64_and_recomputes_only_what_it_must(two_sided):
+    """engine.reduce_num_mixed on a hand-made tile, with values exactly on the edges of the
+    float32 band (hi32, lo32) and thresholds within it: counts and maxima are float64's, and
+    the values recomputed are exactly those within the band or above a running maximum's
+    floor (a plain loop of the rule)."""
+    rng = np.random.default_rng(10)
+    w, B, n = 9, 6, 12
+    A = rng.standard_normal((B, n))
+    A /= np.linalg.norm(A, axis=1, keepdims=True)
+    Rt = rng.standard_normal((w, n))
+    for v, b in ((4, 0), (6, 1)):  # the maxima of permutations 0 and 1, and next to them
+        Rt[v] = A[b] + 0.1 * rng.standard_normal(n)  # values within eps of them: only the
+        Rt[v + 1] = Rt[v] + 1e-5 * rng.standard_normal(n)  # floor below a maximum finds them
+    Rt /= np.linalg.norm(Rt, axis=1, keepdims=True)
+    exact = np.array([[sum(Rt[v, i] * A[b, i] for i in range(n)) for b in range(B)]
+                      for v in range(w)])  # summed in order, as exact_dot (to rounding)
+    out = exact.astype(np.float32)
+    score = np.abs(out) if two_sided else out
+    eps = 1e-3  # the kernel's contract: |out - exact| < eps / 2 (here ~1e-8)
+    thr = np.sort(np.abs(exact), axis=1)[:, B // 2] - 2e-4  # within the band of a value
+    lo32, hi32 = (thr - eps).astype(np.float32), (thr + eps).astype(np.float32)
+    hi32[1] = score[1, 2]  # a value exactly on the band's upper edge: counted in float32
+    thr[1] = float(hi32[1]) - eps
+    lo32[1] = np.float32(thr[1] - eps)
+    for v, b in ((2, 3), (0, 1)):  # exactly on the lower edge: not counted, not recomputed
+        lo32[v] = score[v, b]  # (row 0 is scanned entry by entry: every maximum starts there)
+        thr[v] = float(lo32[v]) + eps
+        hi32[v] = np.float32(thr[v] + eps)
+    counts, out_max = np.zeros(w, np.int64), np.full(B, -1e300)
+    floor = np.full(B, -3e38, dtype=np.float32)
+    recomputed = engine.reduce_num_mixed(out, B, thr, lo32, hi32, eps, two_sided, counts,
+                                         out_max, floor, Rt, A)
+    want_counts, want_max, want_recomputed = _replica(out, thr, lo32, hi32, eps, two_sided,
+                                                      exact)
+    score_exact = np.abs(exact) if two_sided else exact
+    np.testing.assert_array_equal(counts, (score_exact >= thr[:, None]).sum(axis=1))
+    np.testing.assert_array_equal(counts, want_counts)
+    np.testing.assert_allclose(out_max, score_exact.max(axis=0), rtol=1e-15, atol=0)
+    np.testing.assert_allclose(out_max, want_max, rtol=1e-15, atol=0)
+    assert recomputed == want_recomputed
+    assert 0 < recomputed < w * B

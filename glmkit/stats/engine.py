@@ -235,7 +235,8 @@ def reduce_num_t(out, B, thr, two_sided, counts, out_max):
 
 @njit(cache=True, nogil=True)
 def exact_dot(r, a):
-    """``r . a`` in float64, summed in order (no fastmath: the same bits wherever it runs)."""
+    """``r . a`` in float64, summed in order (no fastmath, no vectorised reordering): the
+    same bits for a given ``r`` and ``a`` whatever tile or block they came in."""
     s = 0.0
     for i in range(r.shape[0]):
         s += r[i] * a[i]
