@@ -172,6 +172,10 @@ def test_float32_error_bound_covers_the_gemm_error():
         bound = float32_error_bound(n, 1.0)
         assert err <= bound / 2
         assert err > bound / 2e4  # a bound, not a blanket: within four orders of the error
+        # the documented closed form: twice gamma_(n+2) = (n+2)u / (1 - (n+2)u), u = 2^-24
+        k = (n + 2) * 2.0**-24
+        assert bound == pytest.approx(2 * k / (1 - k), rel=1e-12)
+        assert float32_error_bound(n, 0.5) == pytest.approx(bound / 2, rel=1e-12)
 
 
 def test_the_mixed_path_is_used_where_it_applies():
