@@ -386,7 +386,7 @@ PROBES = [
     ("engine", "two_sided_count_on_signed_statistic",
      "counts[v] += a >= thr[v]", "counts[v] += row[v] >= thr[v]"),
     ("engine", "two_sided_count_on_signed_statistic_fast_path",
-     "c += a >= t", "c += out[v, b] >= t"),
+     "c += np.int32(a >= t)", "c += np.int32(row[b] >= t)"),
     ("resample", "only_first_block_permuted",
      "for g in pd.unique(groups):", "for g in pd.unique(groups)[:1]:"),
     ("glm", "two_sided_p_from_upper_tail_only",
