@@ -273,17 +273,27 @@ def test_every_logp_map_is_at_most_log10_n_perm_plus_one_on_a_strong_effect(rng)
         assert res.critical_value("voxel", 0.049) == np.inf
 
 
+def _null_maxima(rng, n, v, n_perm, seed):
+    """A regression on pure noise (n subjects, v voxels): the result and its null maxima."""
+    X = pd.DataFrame({"x": rng.standard_normal(n), "intercept": 1.0})
+    res = glmkit.permutation_test(rng.standard_normal((n, v)), X, "x", n_perm=n_perm,
+                                  random_state=seed, verbose=False)
+    return res, res.null_max["voxel"][1:]
+
+
+def _around(null):
+    """Every null value, the midpoints between them, and one beyond each end."""
+    grid = np.sort(null)
+    return np.r_[grid, (grid[1:] + grid[:-1]) / 2, grid[0] - 1, grid[-1] + 1]
+
+
 @pytest.mark.parametrize("alpha", [0.01, 0.05, 0.07, 0.29, 0.5, 0.57, 0.99])
 def test_critical_value_separates_exactly_the_significant_values(rng, alpha):
     """``p <= alpha`` exactly where the value exceeds ``critical_value(alpha)``, checked on
     every null value and between them (0.29 * 100 and 0.57 * 100 round below an integer)."""
-    n, n_perm = 14, 99
-    X = pd.DataFrame({"x": rng.standard_normal(n), "intercept": 1.0})
-    res = glmkit.permutation_test(rng.standard_normal((n, 30)), X, "x", n_perm=n_perm,
-                                  random_state=1, verbose=False)
-    null = res.null_max["voxel"][1:]
-    grid = np.sort(null)
-    values = np.r_[grid, (grid[1:] + grid[:-1]) / 2, grid[0] - 1, grid[-1] + 1]
+    n_perm = 99
+    res, null = _null_maxima(rng, 14, 30, n_perm, seed=1)
+    values = _around(null)
     p = np.array([(1 + np.sum(null >= v)) / (1 + n_perm) for v in values])
     crit = res.critical_value("voxel", alpha)
     np.testing.assert_array_equal(values > crit, p <= alpha)
@@ -291,11 +301,7 @@ def test_critical_value_separates_exactly_the_significant_values(rng, alpha):
 
 @pytest.mark.parametrize(("alpha", "n_perm"), [(1 - 1e-11, 19), (0.05 - 1e-12, 19)])
 def test_critical_value_alpha_just_below_a_grid_point(rng, alpha, n_perm):
-    n = 14
-    X = pd.DataFrame({"x": rng.standard_normal(n), "intercept": 1.0})
-    res = glmkit.permutation_test(rng.standard_normal((n, 30)), X, "x", n_perm=n_perm,
-                                  random_state=1, verbose=False)
-    null = res.null_max["voxel"][1:]
+    res, null = _null_maxima(rng, 14, 30, n_perm, seed=1)
     values = np.r_[np.sort(null), null.max() + 1, null.min() - 1]
     p = np.array([(1 + np.sum(null >= v)) / (1 + n_perm) for v in values])
     np.testing.assert_array_equal(values > res.critical_value("voxel", alpha), p <= alpha)
@@ -305,13 +311,9 @@ def test_critical_value_one_ulp_either_side_of_every_grid_point(rng):
     """At ``alpha = k / (n_perm + 1)`` and one float step either side of it, for every k:
     the values above the critical value are exactly those with ``p <= alpha`` (a plain loop
     over the null), where ``p`` is the float the result reports."""
-    n, n_perm = 12, 39
-    X = pd.DataFrame({"x": rng.standard_normal(n), "intercept": 1.0})
-    res = glmkit.permutation_test(rng.standard_normal((n, 25)), X, "x", n_perm=n_perm,
-                                  random_state=3, verbose=False)
-    null = res.null_max["voxel"][1:]
-    grid = np.sort(null)
-    values = np.r_[grid, (grid[1:] + grid[:-1]) / 2, grid[0] - 1, grid[-1] + 1]
+    n_perm = 39
+    res, null = _null_maxima(rng, 12, 25, n_perm, seed=3)
+    values = _around(null)
     p = np.array([(1.0 + sum(1 for m in null if m >= v)) / (1.0 + n_perm) for v in values])
     for k in range(1, n_perm + 1):
         point = k / (n_perm + 1)

@@ -505,13 +505,12 @@ def voxel_block(data, v0, v1, stream, start, stop, cfg):
 
 class Resident:
     """Residuals held in memory as the observed fit formed them, chunk by chunk (no copy into
-    one array): ``parts`` maps a chunk's first voxel to ``(last voxel + 1, (n, width)
-    array)`` in the GEMM precision."""
+    one array), or as one (n, V) part for spatial statistics: ``parts`` maps a part's first
+    voxel to ``(last voxel + 1, (n, width) array)`` in the GEMM precision."""
 
-    def __init__(self, parts: dict, ss_unit, whole: np.ndarray | None = None):
+    def __init__(self, parts: dict, ss_unit):
         self.parts = dict(sorted(parts.items()))
         self.ss_unit = ss_unit
-        self._whole = whole
 
     def chunks(self, v0, v1):
         return [(c0, c1) for c0, (c1, _) in self.parts.items() if c0 < v1 and c1 > v0]
@@ -521,8 +520,8 @@ class Resident:
 
     def whole(self) -> np.ndarray:
         """All residuals (n, V) in one array (spatial statistics need whole maps)."""
-        if self._whole is not None:
-            return self._whole
+        if len(self.parts) == 1:  # kept whole by the fit
+            return next(iter(self.parts.values()))[1]
         return np.concatenate([R for _, R in self.parts.values()], axis=1)
 
 
@@ -644,7 +643,6 @@ def observed_fit(source, model: Model, scheme: str, two_sided: bool, tie_rtol: f
             parts[c0] = (c1, part)
         elif R is not None:
             R[:, c0:c1] = Rc
-            parts[c0] = (c1, R[:, c0:c1])
         return True
 
     # one thread: the fit is bound by memory traffic, and on two cores a second thread made
@@ -654,6 +652,8 @@ def observed_fit(source, model: Model, scheme: str, two_sided: bool, tie_rtol: f
         ok = [one(c0, c1) for c0, c1 in chunks(n, 0, V)]
     if not all(ok):
         raise _nonfinite_error(source)
+    if R is not None:  # one part: the whole (n, V) array
+        parts = {0: (V, R)}
     t_cmp = np.abs(stat) if two_sided else stat
     t_cmp = t_cmp - tie_rtol * np.abs(t_cmp)
     # threshold on num (fast path, t only): t(num) >= t_obs <=> num >= t_obs/sqrt(dof + t_obs^2);
@@ -661,7 +661,7 @@ def observed_fit(source, model: Model, scheme: str, two_sided: bool, tie_rtol: f
     dof = model.dof
     ss_unit = valid.astype(np.float64)
     return Observed(
-        R=None if parts is None else Resident(parts, ss_unit, R), ss_unit=ss_unit, valid=valid,
+        R=None if parts is None else Resident(parts, ss_unit), ss_unit=ss_unit, valid=valid,
         t=stat,
         thr_num=np.where(valid, t_cmp / np.sqrt(dof + t_cmp**2), 2.0),
         t_cmp_slow=np.where(valid, t_cmp, 1e300),
