@@ -1,4 +1,5 @@
-"""float64 max-T computed with float32 GEMMs and float64 re-checks (engine.reduce_num_mixed).
+"""float64 max-T computed with float32 GEMMs and float64 re-checks (engine.reduce_num_mixed;
+engine.reduce_stat_mixed for ANCOVA and F tests).
 
 The claim under test: counts and null maxima are those of float64 arithmetic. Each test
 compares the mixed path with a plain refit per permutation written here, and with the
@@ -191,8 +192,9 @@ def test_the_mixed_path_is_used_where_it_applies():
     assert gemm(Y, X[["x", "intercept"]], "x") == MIXED
     assert gemm(Y, np.ones((30, 1)), [1.0]) == MIXED
     assert gemm(Y, X[["x", "intercept"]], "x", dtype="float32") == "float32"
-    assert gemm(Y, X, "x") == "float64"  # a covariate that permutations do not cancel
-    assert gemm(Y, X, [[1.0, 0, 0], [0, 1.0, 0]]) == "float64"  # F test
+    assert gemm(Y, X, "x") == MIXED  # a covariate that permutations do not cancel
+    assert gemm(Y, X, [[1.0, 0, 0], [0, 1.0, 0]]) == MIXED  # F test
+    assert gemm(Y, X, "x", dtype="float32") == "float32"
     assert gemm(Y, X[["x", "intercept"]], "x", statistics=("voxel", "cluster_size"),
                 mask_img=np.ones((5, 10, 1), bool)) == "float64"  # whole maps
     big = rng.standard_normal((engine.MIXED_MAX_N + 1, 20))
@@ -262,3 +264,128 @@ def test_kernel_decides_as_float64_and_recomputes_only_what_it_must(two_sided):
     np.testing.assert_allclose(out_max, want_max, rtol=1e-15, atol=0)
     assert recomputed == want_recomputed
     assert 0 < recomputed < w * B
+
+
+def _ancova_binary_case(seed=10, n=28, v=400):
+    """Two groups adjusted for a binary covariate, binary data: the statistics take few
+    values, so permutations tie with the observed one and with each other exactly."""
+    rng = np.random.default_rng(seed)
+    group = np.repeat([1.0, 0.0], n // 2)
+    sex = rng.permutation(np.tile([1.0, 0.0], n // 2))
+    Y = (rng.random((n, v)) < rng.uniform(0.2, 0.8, v)).astype(float)
+    Y[:, 0] = 0.0  # constant: invalid
+    Y[:, 1] = sex  # fitted exactly by the confound
+    Y[:, 2:] *= rng.gamma(2.0, size=v - 2)
+    Y[0, 2:] *= 3.0  # one subject at 3x
+    design = pd.DataFrame({"g": group, "sex": sex, "intercept": np.ones(n)})
+    return Y, design
+
+
+@pytest.mark.parametrize("contrast,two_sided", [("g", False), ("g", True),
+                                                ([[1.0, 0, 0], [0, 1.0, 0]], False)])
+def test_ancova_and_f_ties_and_maxima_as_float64(monkeypatch, contrast, two_sided):
+    Y, design = _ancova_binary_case()
+    kw = dict(n_perm=400, random_state=11, two_sided=two_sided)
+    res = _run(Y, design, contrast, **kw)
+    assert res.info["gemm"] == MIXED
+    ref = _float64_gemm(monkeypatch, Y, design, contrast, **kw)
+    np.testing.assert_array_equal(res.logp_uncorrected, ref.logp_uncorrected)
+    np.testing.assert_allclose(res.null_max["voxel"], ref.null_max["voxel"], rtol=1e-13)
+    np.testing.assert_array_equal(res.logp_fwer["voxel"], ref.logp_fwer["voxel"])
+    # the case needs the re-checks: decided from the float32 values alone (no error band),
+    # ties are split by rounding and some counts differ from float64's
+    with monkeypatch.context() as m:
+        m.setattr(engine, "float32_error_bound", lambda n, xnorm: 0.0)
+        blind = _run(Y, design, contrast, **kw)
+    assert (blind.logp_uncorrected != ref.logp_uncorrected).sum() >= 3
+
+
+def test_ancova_near_duplicate_voxels_and_streaming(tmp_path, monkeypatch):
+    """Voxels 1e-9 apart (float32 cannot order them), a skewed covariate: the maxima are
+    float64's, and the same bits on two jobs and streamed in voxel blocks."""
+    rng = np.random.default_rng(12)
+    n = 32
+    base = rng.gamma(1.5, size=(n, 1))
+    Y = np.column_stack([base + 1e-9 * rng.standard_normal((n, 400)),
+                         rng.gamma(2.0, size=(n, 600))])
+    design = pd.DataFrame({"x": rng.standard_normal(n), "age": rng.gamma(3.0, size=n),
+                           "intercept": np.ones(n)})
+    kw = dict(n_perm=300, random_state=13)
+    res = _run(Y, design, "x", **kw)
+    ref = _float64_gemm(monkeypatch, Y, design, "x", **kw)
+    np.testing.assert_allclose(res.null_max["voxel"], ref.null_max["voxel"], rtol=1e-13)
+    np.testing.assert_array_equal(res.logp_uncorrected, ref.logp_uncorrected)
+    two = _run(Y, design, "x", n_jobs=2, **kw)
+    path = tmp_path / "Y.npy"
+    np.save(path, Y)
+    with monkeypatch.context() as m:
+        m.setattr(engine, "SLAB_BYTES", 512 * 4 * n)  # voxel blocks of 512
+        m.setattr(engine, "TILE", 128)
+        m.setattr(engine, "COLS", 64)
+        streamed = _run(np.load(path, mmap_mode="r"), design, "x", **kw)
+    assert streamed.info["streamed"] and streamed.info["voxel_blocks"] == 2
+    for other in (two, streamed):
+        assert other.info["gemm"] == MIXED
+        np.testing.assert_array_equal(res.logp_uncorrected, other.logp_uncorrected)
+        np.testing.assert_array_equal(res.null_max["voxel"], other.null_max["voxel"])
+
+
+def _stat_reference(E, B, q, n_conf, ss, dof, thr, two_sided, m0):
+    """reduce_stat_mixed's claim as numpy on exact dot products ``E`` (w, (q|1 + n_conf) B):
+    counts of statistic >= thr and running maxima from ``m0``."""
+    nq = max(q, 1)
+    a2 = sum(E[:, j * B:(j + 1) * B] ** 2 for j in range(nq))
+    c2 = sum((E[:, j * B:(j + 1) * B] ** 2 for j in range(nq, nq + n_conf)), np.zeros_like(a2))
+    rss = np.maximum(ss[:, None] - a2 - c2, 1e-300)
+    if q == 0:
+        s = E[:, :B] * np.sqrt(dof / rss)
+        s = np.abs(s) if two_sided else s
+    else:
+        s = np.sqrt(a2 / q * dof / rss)
+    s[ss <= 0] = 0.0
+    return (s >= thr[:, None]).sum(axis=1), np.maximum(s.max(axis=0), m0), s
+
+
+def test_reduce_stat_mixed_equals_float64_on_random_tiles():
+    """The kernel on float32 tiles against float64 arithmetic on exact dot products
+    (exact_dot, the kernel's own re-check): t one- and two-sided, F, 0-3 confounds; exact
+    ties at the thresholds, rounded (tie-heavy) residuals, voxels without variance, negative
+    and "never" thresholds, running maxima carried in. Counts and maxima must be equal."""
+    rng = np.random.default_rng(14)
+    checked = 0
+    while checked < 150:
+        n = int(rng.integers(4, 100))
+        w, B = int(rng.integers(1, 120)), int(rng.integers(1, 120))
+        q, n_conf = int(rng.choice([0, 0, 1, 2, 3])), int(rng.integers(0, 4))
+        K = max(q, 1) + n_conf
+        if K >= n:
+            continue
+        two_sided = bool(rng.integers(0, 2))
+        dof = float(n - K)
+        V = np.linalg.qr(rng.standard_normal((n, K)))[0]
+        perms = np.array([rng.permutation(n) for _ in range(B)])
+        A = np.concatenate([V[perms, j] for j in range(K)], axis=0)  # (K B, n), unit rows
+        Rt = rng.standard_normal((w, n))
+        if rng.random() < 0.3:
+            Rt = np.round(Rt)
+        norms = np.linalg.norm(Rt, axis=1)
+        Rt /= np.where(norms > 0, norms, 1.0)[:, None]
+        ss = np.where(rng.random(w) < 0.05, 0.0, 1.0)
+        out = Rt.astype(np.float32) @ A.astype(np.float32).T
+        E = np.array([[engine.exact_dot(r, a) for a in A] for r in Rt]).reshape(w, K * B)
+        s = _stat_reference(E, B, q, n_conf, ss, dof, np.zeros(w), two_sided,
+                            np.full(B, -np.inf))[2]
+        thr = s[np.arange(w), rng.integers(0, B, w)]  # exact ties
+        other = rng.random(w) < 0.5
+        thr[other] = rng.normal(0, 2, other.sum())
+        if q or two_sided:
+            thr = np.abs(thr)
+        thr[rng.random(w) < 0.05] = 1e300
+        m0 = np.full(B, -1e300) if rng.random() < 0.5 else rng.normal(0, 3, B)
+        counts, maxima = np.zeros(w, np.int64), m0.copy()
+        engine.reduce_stat_mixed(out, B, q, n_conf, ss, dof, thr, two_sided, counts, maxima,
+                                 np.empty((5, B)), float32_error_bound(n, 1.0), Rt, A)
+        want_counts, want_max, _ = _stat_reference(E, B, q, n_conf, ss, dof, thr, two_sided, m0)
+        np.testing.assert_array_equal(counts, want_counts)
+        np.testing.assert_array_equal(maxima, want_max)
+        checked += 1

@@ -16,10 +16,11 @@ permutations from the stream (:class:`glmkit.stats.resample.Stream`, counter-bas
 - Voxel statistics (max-T, max-F): :func:`voxel_block` multiplies ``TILE`` voxels at a
   time, ``(TILE, n) @ (n, B)``, into a buffer that stays in cache and is reduced at once
   (:func:`reduce_num_t`, :func:`reduce_stat_t`): the arithmetic is the GEMM's. A float64
-  t test whose confounds the permutations cancel (``MIXED_MAX_N`` subjects at most) runs
-  float32 GEMMs and re-checks in float64 each entry that lies within the float32 error
-  bound of a count's threshold or of a running maximum (:func:`reduce_num_mixed`): float64
-  counts and maxima at float32's cost. When the residuals would not fit in memory
+  voxel statistic (``MIXED_MAX_N`` subjects at most) runs float32 GEMMs and re-checks in
+  float64 each entry that lies within the float32 error bound of a count's threshold or of
+  a running maximum (:func:`reduce_num_mixed` when the permutations cancel the confounds,
+  :func:`reduce_stat_mixed` for ANCOVA and F tests): float64 counts and maxima at about
+  float32's cost. When the residuals would not fit in memory
   (:func:`resident`: a numpy memmap, or more than ``RESIDENT_BYTES``) they are not kept:
   each block reads its voxels again and residualises them chunk by chunk, so memory is
   bounded by the chunk and tile sizes.
@@ -295,6 +296,121 @@ def reduce_num_mixed(out, B, thr, lo32, hi32, eps, two_sided, counts, out_max, f
     return n_exact
 
 
+#: relative margin for float64 rounding in :func:`reduce_stat_mixed`'s division-free
+#: comparisons (the statistic itself is exact to a few ulps)
+REL_MARGIN = 1e-10
+
+
+@njit(cache=True, nogil=True)
+def _exact_stat(Rt, A, v, b, B, q, n_conf, ssv, dof, two_sided):
+    """The statistic of permutation ``b`` at voxel ``v`` (t, or sqrt(F) for ``q`` rows) from
+    float64 dot products (:func:`exact_dot`) of the residuals ``Rt[v]`` and the permuted
+    vectors ``A[j * B + b]``: the tested ones first, then the ``n_conf`` confounds'."""
+    nq = max(q, 1)
+    a2 = 0.0
+    for j in range(nq):
+        a = exact_dot(Rt[v], A[j * B + b])
+        a2 += a * a
+    c2 = 0.0
+    for j in range(nq, nq + n_conf):
+        a = exact_dot(Rt[v], A[j * B + b])
+        c2 += a * a
+    rss = max(ssv - a2 - c2, 1e-300)
+    if q == 0:
+        s = exact_dot(Rt[v], A[b]) * np.sqrt(dof / rss)
+        return abs(s) if two_sided else s
+    return np.sqrt(a2 / q * dof / rss)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _decide(a0, S, dS, r, dR, dof, e, unsigned, T2, tpos, m2, mpos):
+    """Division-free decisions on one float32 entry (see :func:`reduce_stat_mixed`): whether
+    ``s >= T`` (valid unless ``near``), whether the entry is ``near`` that threshold, and
+    whether it is a candidate for the running maximum ``m`` (``m2 = q m^2``)."""
+    pos = (a0 >= 0.0) | unsigned
+    doubt = ((abs(a0) <= e) & (not unsigned)) | (r - dR < 1e-300)
+    Sd = S * dof
+    g = Sd - T2 * r
+    near = (abs(g) <= dof * dS + T2 * dR + REL_MARGIN * (Sd + T2 * abs(r))) | doubt
+    yes = (pos & ((not tpos) | (g >= 0.0))) | ((pos ^ True) & (not tpos) & (g <= 0.0))
+    gm = Sd - m2 * r
+    reach = gm >= -(dof * dS + m2 * dR + REL_MARGIN * (Sd + m2 * abs(r)))
+    cand = (mpos ^ True) | (pos & reach) | doubt
+    return yes, near, cand
+
+
+@njit(cache=True, nogil=True)
+def reduce_stat_mixed(out, B, q, n_conf, ss, dof, thr, two_sided, counts, out_max, work,
+                      e, Rt, A):
+    """Exact float64 reduction of a float32 tile ``out`` of t (``q == 0``) or sqrt(F) with
+    confounds (the layout of :func:`reduce_stat_t`).
+
+    Every entry of ``out`` is within ``e`` of its float64 dot product (unit-norm vectors,
+    :func:`float32_error_bound`). With ``S`` the tested projections' sum of squares and
+    ``r = ss - S - sum c^2`` the residual, ``s >= k`` is ``S dof >= q k^2 r`` (same signs):
+    decided from the float32 values, without a division, unless the error bounds of ``S``
+    and ``r`` (``sum 2|a| e + e^2``) put it in doubt; then, and for every entry that could
+    reach a permutation's running maximum, the statistic is formed from float64 dot
+    products (:func:`_exact_stat`). Counts and maxima are those of float64 arithmetic.
+    ``work`` is (5, B) scratch.
+    """
+    nq = max(q, 1)
+    qf = float(nq)
+    unsigned = not (q == 0 and not two_sided)
+    S, r, dS, dR, m2 = work[0], work[1], work[2], work[3], work[4]
+    e2 = e * e
+    for b in range(B):
+        m2[b] = min(out_max[b] * out_max[b] * qf, 1e300)
+    for v in range(out.shape[0]):
+        ssv = ss[v]
+        T = thr[v]
+        if ssv <= 0.0:  # no variance: statistic 0
+            c = 0
+            for b in range(B):
+                if 0.0 > out_max[b]:
+                    out_max[b] = 0.0
+                    m2[b] = 0.0
+                c += 0.0 >= T
+            counts[v] += c
+            continue
+        T2 = min(T * T * qf, 1e300)
+        tpos = T > 0.0
+        S[:B] = 0.0
+        dS[:B] = 0.0
+        for j in range(nq):
+            for b in range(B):
+                a = np.float64(out[v, j * B + b])
+                S[b] += a * a
+                dS[b] += 2.0 * abs(a) * e + e2
+        for b in range(B):
+            r[b] = ssv - S[b]
+            dR[b] = dS[b]
+        for j in range(nq, nq + n_conf):
+            for b in range(B):
+                a = np.float64(out[v, j * B + b])
+                r[b] -= a * a
+                dR[b] += 2.0 * abs(a) * e + e2
+        c = np.int32(0)
+        doubt = False
+        for b in range(B):
+            yes, near, cand = _decide(np.float64(out[v, b]), S[b], dS[b], r[b], dR[b], dof, e,
+                                      unsigned, T2, tpos, m2[b], out_max[b] > 0.0)
+            c += np.int32(yes & (near ^ True))
+            doubt |= near | cand
+        if doubt:  # the same decisions again, entry by entry, with float64 where in doubt
+            for b in range(B):
+                yes, near, cand = _decide(np.float64(out[v, b]), S[b], dS[b], r[b], dR[b],
+                                          dof, e, unsigned, T2, tpos, m2[b], out_max[b] > 0.0)
+                if near or cand:
+                    s = _exact_stat(Rt, A, v, b, B, q, n_conf, ssv, dof, two_sided)
+                    if near:
+                        c += np.int32(s >= T)
+                    if s > out_max[b]:
+                        out_max[b] = s
+                        m2[b] = min(s * s * qf, 1e300)
+        counts[v] += c
+
+
 def float32_error_bound(n: int, xnorm: float) -> float:
     """Twice the worst-case error of a float32 dot product of ``n`` terms whose float64
     inputs are rounded to float32, for unit-norm residuals and a regressor of norm
@@ -368,7 +484,8 @@ RESIDENT_BYTES = 512 * 2**20
 #: Y bytes (float32) of the voxel range of one streamed task
 SLAB_BYTES = 1024 * 2**20
 #: float64 max-T with at most this many subjects runs its GEMMs in float32 and re-checks in
-#: float64 every entry within the float32 error of a decision (:func:`reduce_num_mixed`):
+#: float64 every entry within the float32 error of a decision (:func:`reduce_num_mixed`,
+#: :func:`reduce_stat_mixed`):
 #: the same counts and maxima at about the cost of float32. The error bound, and with it
 #: the share of entries re-checked, grows with n: on null data (20,000 voxels, 1000
 #: permutations) mixed took 0.64-0.76x the float64 time up to 1024 subjects, 0.86x at
@@ -469,14 +586,14 @@ def voxel_block(data, v0, v1, stream, start, stop, cfg):
     fast, mixed = cfg["fast"], cfg["mixed"]
     rows = At  # mixed: float32 GEMMs of float64 rows, kept for the exact re-checks
     At = [np.ascontiguousarray(A, dtype=np.float32 if mixed else dtype) for A in rows]
-    if mixed:
+    if mixed and fast:
         lo32, hi32, eps = cfg["lo32"], cfg["hi32"], cfg["eps"]
         floor = np.full(B, -3e38, dtype=np.float32)
     thr = cfg["thr_num"].astype(dtype) if fast else cfg["t_obs"]
     counts = np.zeros(v1 - v0, np.int64)
     mx = np.full(B, -1e300 if mixed else -np.inf, dtype=dtype if fast else np.float64)
     buf = np.empty((TILE, vecs.shape[1] * COLS), dtype=np.float32 if mixed else dtype)
-    work = np.empty((2, COLS))
+    work = np.empty((5, COLS))
     for c0, c1 in data.chunks(v0, v1):
         R = data.residuals(c0, c1)
         for t0 in range(c0, c1, TILE):
@@ -488,10 +605,14 @@ def voxel_block(data, v0, v1, stream, start, stop, cfg):
                 out = buf[: t1 - t0, : A.shape[1]]
                 np.matmul(Rg, A, out=out)
                 m = mx[g0 - start: g1 - start]
-                if mixed:
+                if mixed and fast:
                     reduce_num_mixed(out, g1 - g0, thr[t0:t1], lo32[t0:t1], hi32[t0:t1], eps,
                                      cfg["two_sided"], cnt, m, floor[g0 - start: g1 - start],
                                      Rt, rows[i].T)
+                elif mixed:
+                    reduce_stat_mixed(out, g1 - g0, q, zconf.shape[1], data.ss_unit[t0:t1],
+                                      float(cfg["dof"]), thr[t0:t1], cfg["two_sided"], cnt, m,
+                                      work, cfg["eps"], Rt, rows[i].T)
                 elif fast:
                     reduce_num_t(out, g1 - g0, thr[t0:t1], cfg["two_sided"], cnt, m)
                 else:
@@ -699,12 +820,13 @@ def _tasks(fit, model, zconf, specs, ctx, stream, source, scheme, dtype, n_jobs)
         return tasks, {"block_size": perm_blocks[0][1], "n_blocks": len(perm_blocks),
                        "voxel_blocks": 1, "streamed": False, "gemm": npdtype.name}
     fast = model.stat_type == "t" and zconf.shape[1] == 0
-    mixed = fast and npdtype == np.float64 and n <= MIXED_MAX_N
+    mixed = npdtype == np.float64 and n <= MIXED_MAX_N
     cfg = {"two_sided": ctx.two_sided, "dof": model.dof, "fast": fast, "dtype": npdtype.name,
            "thr_num": fit.thr_num, "t_obs": fit.t_cmp_slow, "parent_pid": parent,
            "xvec": model.x, "zconf": np.ascontiguousarray(zconf), "mixed": mixed}
-    if mixed:
-        eps = float32_error_bound(n, float(np.linalg.norm(model.x)))
+    if mixed:  # every permuted vector (tested, confound) has the norm of its column
+        norms = np.linalg.norm(np.column_stack([model.x, zconf]), axis=0)
+        eps = float32_error_bound(n, float(norms.max()))
         cfg.update(eps=eps, lo32=(fit.thr_num - eps).astype(np.float32),
                    hi32=(fit.thr_num + eps).astype(np.float32))
     if fit.R is not None:
