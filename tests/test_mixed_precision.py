@@ -51,6 +51,7 @@ def _run(Y, design, contrast, **kw):
 def _float64_gemm(monkeypatch, *args, **kw):
     with monkeypatch.context() as m:
         m.setattr(engine, "MIXED_MAX_N", 0)
+        m.setattr(engine, "MIXED_STAT_MAX_N", 0)
         res = _run(*args, **kw)
     assert res.info["gemm"] == "float64"
     return res
@@ -200,6 +201,12 @@ def test_the_mixed_path_is_used_where_it_applies():
     big = rng.standard_normal((engine.MIXED_MAX_N + 1, 20))
     ones = np.ones((engine.MIXED_MAX_N + 1, 1))
     assert gemm(big, ones, [1.0]) == "float64"
+    n = engine.MIXED_STAT_MAX_N
+    Xs = pd.DataFrame({"x": rng.standard_normal(n + 1), "z": rng.standard_normal(n + 1),
+                       "intercept": np.ones(n + 1)})
+    assert gemm(rng.standard_normal((n + 1, 20)), Xs, "x") == "float64"
+    assert gemm(rng.standard_normal((n, 20)), Xs.iloc[:n], "x") == MIXED
+    assert gemm(rng.standard_normal((n + 1, 20)), Xs[["x", "intercept"]], "x") == MIXED
 
 
 def _replica(out, thr, lo32, hi32, eps, two_sided, exact):
