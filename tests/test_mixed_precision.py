@@ -296,7 +296,11 @@ def test_ancova_and_f_ties_and_maxima_as_float64(monkeypatch, contrast, two_side
     res = _run(Y, design, contrast, **kw)
     assert res.info["gemm"] == MIXED
     ref = _float64_gemm(monkeypatch, Y, design, contrast, **kw)
-    np.testing.assert_array_equal(res.logp_uncorrected, ref.logp_uncorrected)
+    # a voxel whose statistic is 0 in exact arithmetic (no group effect once sex is taken
+    # out) ties with every permutation that also gives 0: rounding decides, in any tool
+    tested = np.abs(ref.t) > 1e-6
+    assert tested.sum() > 300
+    np.testing.assert_array_equal(res.logp_uncorrected[tested], ref.logp_uncorrected[tested])
     np.testing.assert_allclose(res.null_max["voxel"], ref.null_max["voxel"], rtol=1e-13)
     np.testing.assert_array_equal(res.logp_fwer["voxel"], ref.logp_fwer["voxel"])
     # the case needs the re-checks: decided from the float32 values alone (no error band),
@@ -304,7 +308,7 @@ def test_ancova_and_f_ties_and_maxima_as_float64(monkeypatch, contrast, two_side
     with monkeypatch.context() as m:
         m.setattr(engine, "float32_error_bound", lambda n, xnorm: 0.0)
         blind = _run(Y, design, contrast, **kw)
-    assert (blind.logp_uncorrected != ref.logp_uncorrected).sum() >= 3
+    assert (blind.logp_uncorrected != ref.logp_uncorrected)[tested].sum() >= 3
 
 
 def test_ancova_near_duplicate_voxels_and_streaming(tmp_path, monkeypatch):
@@ -391,7 +395,7 @@ def test_reduce_stat_mixed_equals_float64_on_random_tiles():
         m0 = np.full(B, -1e300) if rng.random() < 0.5 else rng.normal(0, 3, B)
         counts, maxima = np.zeros(w, np.int64), m0.copy()
         engine.reduce_stat_mixed(out, B, q, n_conf, ss, dof, thr, two_sided, counts, maxima,
-                                 np.empty((5, B)), float32_error_bound(n, 1.0), Rt, A)
+                                 np.empty((3, B)), float32_error_bound(n, 1.0), Rt, A)
         want_counts, want_max, _ = _stat_reference(E, B, q, n_conf, ss, dof, thr, two_sided, m0)
         np.testing.assert_array_equal(counts, want_counts)
         np.testing.assert_array_equal(maxima, want_max)

@@ -303,28 +303,28 @@ REL_MARGIN = 1e-10
 
 
 @njit(cache=True, nogil=True)
-def _exact_stat(Rt, A, v, b, B, q, n_conf, ssv, dof, two_sided):
-    """The statistic of permutation ``b`` at voxel ``v`` (t, or sqrt(F) for ``q`` rows) from
-    float64 dot products (:func:`exact_dot`) of the residuals ``Rt[v]`` and the permuted
+def _exact_stat(rv, A, b, B, q, n_conf, ssv, dof, two_sided):
+    """The statistic of permutation ``b`` (t, or sqrt(F) for ``q`` rows) at the voxel whose
+    residuals are ``rv``, from float64 dot products (:func:`exact_dot`) with the permuted
     vectors ``A[j * B + b]``: the tested ones first, then the ``n_conf`` confounds'."""
     nq = max(q, 1)
     a2 = 0.0
     for j in range(nq):
-        a = exact_dot(Rt[v], A[j * B + b])
+        a = exact_dot(rv, A[j * B + b])
         a2 += a * a
     c2 = 0.0
     for j in range(nq, nq + n_conf):
-        a = exact_dot(Rt[v], A[j * B + b])
+        a = exact_dot(rv, A[j * B + b])
         c2 += a * a
     rss = max(ssv - a2 - c2, 1e-300)
     if q == 0:
-        s = exact_dot(Rt[v], A[b]) * np.sqrt(dof / rss)
+        s = exact_dot(rv, A[b]) * np.sqrt(dof / rss)
         return abs(s) if two_sided else s
     return np.sqrt(a2 / q * dof / rss)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _decide(a0, S, dS, r, dR, dof, e, unsigned, T2, tpos, m2, mpos):
+def _decide(a0, S, r, dS, dR, dof, e, unsigned, T2, tpos, m2, mpos):
     """Division-free decisions on one float32 entry (see :func:`reduce_stat_mixed`): whether
     ``s >= T`` (valid unless ``near``), whether the entry is ``near`` that threshold, and
     whether it is a candidate for the running maximum ``m`` (``m2 = q m^2``)."""
@@ -346,25 +346,32 @@ def reduce_stat_mixed(out, B, q, n_conf, ss, dof, thr, two_sided, counts, out_ma
     """Exact float64 reduction of a float32 tile ``out`` of t (``q == 0``) or sqrt(F) with
     confounds (the layout of :func:`reduce_stat_t`).
 
-    Every entry of ``out`` is within ``e`` of its float64 dot product (unit-norm vectors,
-    :func:`float32_error_bound`). With ``S`` the tested projections' sum of squares and
-    ``r = ss - S - sum c^2`` the residual, ``s >= k`` is ``S dof >= q k^2 r`` (same signs):
-    decided from the float32 values, without a division, unless the error bounds of ``S``
-    and ``r`` (``sum 2|a| e + e^2``) put it in doubt; then, and for every entry that could
-    reach a permutation's running maximum, the statistic is formed from float64 dot
-    products (:func:`_exact_stat`). Counts and maxima are those of float64 arithmetic.
-    ``work`` is (5, B) scratch.
+    Every entry of ``out`` is within ``e`` of its float64 dot product (unit-norm vectors
+    and residuals, :func:`float32_error_bound`), so a projection ``a`` (at most 1 in size)
+    has ``|a^2 - a*^2| <= e (2 |a| + e)``, or ``e (2 + e)``. With ``S`` the tested
+    projections' sum of squares and ``r = ss - S - sum c^2`` the residual, ``s >= k`` is
+    ``S dof >= q k^2 r`` (same signs): decided from the float32 values, without a division,
+    unless those error bounds of ``S`` and ``r`` put it in doubt; then, and for every entry
+    that could reach a permutation's running maximum, the statistic is formed from float64
+    dot products (:func:`_exact_stat`). Counts and maxima are those of float64 arithmetic.
+    ``work`` is (3, B) scratch.
     """
     nq = max(q, 1)
     qf = float(nq)
     unsigned = not (q == 0 and not two_sided)
-    S, r, dS, dR, m2 = work[0], work[1], work[2], work[3], work[4]
-    e2 = e * e
+    S, r, m2 = work[0], work[1], work[2]
+    rv = np.empty(Rt.shape[1])
+    # error bounds of S and r: 2|a| e + e^2 for the t test's one projection (|a| from its
+    # float32 value), e (2 + e) for each of an F test's and each confound's
+    w1 = 2.0 * e if q == 0 else 0.0
+    w0 = e * e if q == 0 else nq * e * (2.0 + e)
+    wc = n_conf * e * (2.0 + e)
     for b in range(B):
         m2[b] = min(out_max[b] * out_max[b] * qf, 1e300)
     for v in range(out.shape[0]):
         ssv = ss[v]
         T = thr[v]
+        row = out[v]
         if ssv <= 0.0:  # no variance: statistic 0
             c = 0
             for b in range(B):
@@ -376,34 +383,39 @@ def reduce_stat_mixed(out, B, q, n_conf, ss, dof, thr, two_sided, counts, out_ma
             continue
         T2 = min(T * T * qf, 1e300)
         tpos = T > 0.0
-        S[:B] = 0.0
-        dS[:B] = 0.0
-        for j in range(nq):
+        for b in range(B):
+            a = np.float64(row[b])
+            S[b] = 0.0 + a * a
+        for j in range(1, nq):
+            x = row[j * B: (j + 1) * B]
             for b in range(B):
-                a = np.float64(out[v, j * B + b])
+                a = np.float64(x[b])
                 S[b] += a * a
-                dS[b] += 2.0 * abs(a) * e + e2
         for b in range(B):
             r[b] = ssv - S[b]
-            dR[b] = dS[b]
         for j in range(nq, nq + n_conf):
+            x = row[j * B: (j + 1) * B]
             for b in range(B):
-                a = np.float64(out[v, j * B + b])
+                a = np.float64(x[b])
                 r[b] -= a * a
-                dR[b] += 2.0 * abs(a) * e + e2
         c = np.int32(0)
         doubt = False
         for b in range(B):
-            yes, near, cand = _decide(np.float64(out[v, b]), S[b], dS[b], r[b], dR[b], dof, e,
-                                      unsigned, T2, tpos, m2[b], out_max[b] > 0.0)
+            a0 = np.float64(row[b])
+            dS = w1 * abs(a0) + w0
+            yes, near, cand = _decide(a0, S[b], r[b], dS, dS + wc, dof, e, unsigned, T2, tpos,
+                                      m2[b], out_max[b] > 0.0)
             c += np.int32(yes & (near ^ True))
             doubt |= near | cand
         if doubt:  # the same decisions again, entry by entry, with float64 where in doubt
+            rv[:] = Rt[v]  # one strided read of the voxel's residuals, not one per product
             for b in range(B):
-                yes, near, cand = _decide(np.float64(out[v, b]), S[b], dS[b], r[b], dR[b],
-                                          dof, e, unsigned, T2, tpos, m2[b], out_max[b] > 0.0)
+                a0 = np.float64(row[b])
+                dS = w1 * abs(a0) + w0
+                yes, near, cand = _decide(a0, S[b], r[b], dS, dS + wc, dof, e, unsigned, T2,
+                                          tpos, m2[b], out_max[b] > 0.0)
                 if near or cand:
-                    s = _exact_stat(Rt, A, v, b, B, q, n_conf, ssv, dof, two_sided)
+                    s = _exact_stat(rv, A, b, B, q, n_conf, ssv, dof, two_sided)
                     if near:
                         c += np.int32(s >= T)
                     if s > out_max[b]:
@@ -494,9 +506,9 @@ SLAB_BYTES = 1024 * 2**20
 MIXED_MAX_N = 2048
 #: the same for ANCOVA and F tests (:func:`reduce_stat_mixed`), whose error band also
 #: carries the confounds' projections and widens faster with n: on null data (20,000
-#: voxels, 500 permutations, two confounds) mixed took 0.77-0.82x the float64 time at 100
-#: to 350 subjects, 0.90x at 500, 1.43x at 1024 and 4.0x at 2048.
-MIXED_STAT_MAX_N = 512
+#: voxels, 500 permutations, two confounds, one core) mixed took 0.65x the float64 time at
+#: 100 subjects, 0.72x at 500, 0.86x at 1024, 1.09x at 1536 and 1.24x at 2048.
+MIXED_STAT_MAX_N = 1024
 
 
 @functools.lru_cache(maxsize=1)
@@ -599,7 +611,7 @@ def voxel_block(data, v0, v1, stream, start, stop, cfg):
     counts = np.zeros(v1 - v0, np.int64)
     mx = np.full(B, -1e300 if mixed else -np.inf, dtype=dtype if fast else np.float64)
     buf = np.empty((TILE, vecs.shape[1] * COLS), dtype=np.float32 if mixed else dtype)
-    work = np.empty((5, COLS))
+    work = np.empty((3, COLS))
     for c0, c1 in data.chunks(v0, v1):
         R = data.residuals(c0, c1)
         for t0 in range(c0, c1, TILE):
