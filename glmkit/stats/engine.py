@@ -17,9 +17,9 @@ permutations from the stream (:class:`glmkit.stats.resample.Stream`, counter-bas
   time, ``(TILE, n) @ (n, B)``, into a buffer that stays in cache and is reduced at once
   (:func:`reduce_num_t`, :func:`reduce_stat_t`): the arithmetic is the GEMM's. A float64
   voxel statistic (``MIXED_MAX_N`` subjects at most, ``MIXED_STAT_MAX_N`` with confounds
-  or an F test) runs float32 GEMMs and re-checks in
-  float64 each entry that lies within the float32 error bound of a count's threshold or of
-  a running maximum (:func:`reduce_num_mixed` when the permutations cancel the confounds,
+  or an F test) runs float32 GEMMs and re-checks in float64 each entry that lies within
+  the float32 error bound of a count's threshold or of a running maximum
+  (:func:`reduce_num_mixed` when the permutations cancel the confounds,
   :func:`reduce_stat_mixed` for ANCOVA and F tests): float64 counts and maxima at about
   float32's cost. When the residuals would not fit in memory
   (:func:`resident`: a numpy memmap, or more than ``RESIDENT_BYTES``) they are not kept:
