@@ -360,8 +360,9 @@ def _stat_reference(E, B, q, n_conf, ss, dof, thr, two_sided, m0):
 def test_reduce_stat_mixed_equals_float64_on_random_tiles():
     """The kernel on float32 tiles against float64 arithmetic on exact dot products
     (exact_dot, the kernel's own re-check): t one- and two-sided, F, 0-3 confounds; exact
-    ties at the thresholds, rounded (tie-heavy) residuals, voxels without variance, negative
-    and "never" thresholds, running maxima carried in. Counts and maxima must be equal."""
+    ties at the thresholds, rounded (tie-heavy) residuals, residuals a permutation fits
+    exactly and projections of 0, voxels without variance, zero, negative and "never"
+    thresholds, running maxima carried in. Counts and maxima must be equal."""
     rng = np.random.default_rng(14)
     checked = 0
     while checked < 150:
@@ -379,6 +380,15 @@ def test_reduce_stat_mixed_equals_float64_on_random_tiles():
         Rt = rng.standard_normal((w, n))
         if rng.random() < 0.3:
             Rt = np.round(Rt)
+        # residuals in the span of a permutation's vectors (the full model fits them: no
+        # residual left) and orthogonal to a tested vector (a projection of 0 whose float32
+        # value has a random sign)
+        for v in rng.choice(w, size=w // 4, replace=False):
+            b = int(rng.integers(0, B))
+            if rng.random() < 0.5:
+                Rt[v] = A[b] + rng.random() * A[(K - 1) * B + b]
+            else:
+                Rt[v] -= (Rt[v] @ A[b]) * A[b]
         norms = np.linalg.norm(Rt, axis=1)
         Rt /= np.where(norms > 0, norms, 1.0)[:, None]
         ss = np.where(rng.random(w) < 0.05, 0.0, 1.0)
@@ -391,7 +401,8 @@ def test_reduce_stat_mixed_equals_float64_on_random_tiles():
         thr[other] = rng.normal(0, 2, other.sum())
         if q or two_sided:
             thr = np.abs(thr)
-        thr[rng.random(w) < 0.05] = 1e300
+        thr[rng.random(w) < 0.1] = 0.0
+        thr[rng.random(w) < 0.1] = 1e300
         m0 = np.full(B, -1e300) if rng.random() < 0.5 else rng.normal(0, 3, B)
         counts, maxima = np.zeros(w, np.int64), m0.copy()
         engine.reduce_stat_mixed(out, B, q, n_conf, ss, dof, thr, two_sided, counts, maxima,
