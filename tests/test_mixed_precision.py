@@ -411,3 +411,46 @@ def test_reduce_stat_mixed_equals_float64_on_random_tiles():
         np.testing.assert_array_equal(counts, want_counts)
         np.testing.assert_array_equal(maxima, want_max)
         checked += 1
+
+
+def test_reduce_stat_mixed_holds_for_any_float32_error_within_the_bound():
+    """The kernel's claim, at its edge: whatever error up to the bound ``e`` each float32
+    entry carries (here +-0.9 e on every entry, so the float32 rounding of the sum stays
+    inside the bound), counts and maxima are float64's. Thresholds sit within the error of
+    an entry's statistic, and near-duplicate voxels tie for the maxima within it: a band one
+    term too narrow decides the wrong way."""
+    rng = np.random.default_rng(15)
+    for _ in range(60):
+        n = int(rng.integers(10, 120))
+        w, B = int(rng.integers(5, 80)), int(rng.integers(5, 80))
+        q, n_conf = int(rng.choice([0, 0, 2])), int(rng.integers(0, 3))
+        K = max(q, 1) + n_conf
+        two_sided = bool(rng.integers(0, 2))
+        dof = float(n - K)
+        V = np.linalg.qr(rng.standard_normal((n, K)))[0]
+        perms = np.array([rng.permutation(n) for _ in range(B)])
+        A = np.concatenate([V[perms, j] for j in range(K)], axis=0)
+        Rt = rng.standard_normal((w, n))
+        for v in range(1, w, 3):  # near-duplicates: maxima within the error of each other
+            Rt[v] = Rt[v - 1] + 1e-7 * rng.standard_normal(n)
+        for v in range(2, w, 6):  # mostly a permutation's confound (or tested) vector
+            b = int(rng.integers(0, B))
+            Rt[v] = A[(K - 1) * B + b] + 0.05 * A[b] + 0.01 * rng.standard_normal(n)
+        Rt /= np.linalg.norm(Rt, axis=1)[:, None]
+        E = np.array([[engine.exact_dot(r, a) for a in A] for r in Rt]).reshape(w, K * B)
+        e = float32_error_bound(n, 1.0)
+        out = (E + 0.9 * e * rng.choice([-1.0, 1.0], size=E.shape)).astype(np.float32)
+        ss = np.ones(w)
+        s = _stat_reference(E, B, q, n_conf, ss, dof, np.zeros(w), two_sided,
+                            np.full(B, -np.inf))[2]
+        pick = s[np.arange(w), rng.integers(0, B, w)]
+        thr = pick * (1.0 + rng.uniform(-1.0, 1.0, w) * 50 * e)  # inside the error band
+        if q or two_sided:
+            thr = np.abs(thr)
+        counts, maxima = np.zeros(w, np.int64), np.full(B, -1e300)
+        engine.reduce_stat_mixed(out, B, q, n_conf, ss, dof, thr, two_sided, counts, maxima,
+                                 np.empty((3, B)), e, Rt, A)
+        want_counts, want_max, _ = _stat_reference(E, B, q, n_conf, ss, dof, thr, two_sided,
+                                                   np.full(B, -1e300))
+        np.testing.assert_array_equal(counts, want_counts)
+        np.testing.assert_array_equal(maxima, want_max)
