@@ -142,15 +142,22 @@ def test_mixed_results_do_not_depend_on_jobs_blocks_or_streaming(tmp_path, monke
     Y, design = _binary_case(seed=6, n=40, v=3000)
     kw = dict(n_perm=700, random_state=7, two_sided=True)
     res = _run(Y, design, "g", **kw)
-    two = _run(Y, design, "g", n_jobs=2, **kw)
+    _same_on_two_jobs_and_streamed(tmp_path, monkeypatch, res, Y, design, "g", kw, 1024, 3)
+
+
+def _same_on_two_jobs_and_streamed(tmp_path, monkeypatch, res, Y, design, contrast, kw,
+                                   width, n_blocks):
+    """``res`` again on two jobs, and from a memmap in voxel blocks of ``width`` with other
+    tile sizes: the same bits."""
+    two = _run(Y, design, contrast, n_jobs=2, **kw)
     path = tmp_path / "Y.npy"
     np.save(path, Y)
     with monkeypatch.context() as m:
-        m.setattr(engine, "SLAB_BYTES", 1024 * 4 * 40)  # 3 voxel blocks of 1024
+        m.setattr(engine, "SLAB_BYTES", width * 4 * Y.shape[0])
         m.setattr(engine, "TILE", 128)
         m.setattr(engine, "COLS", 64)
-        streamed = _run(np.load(path, mmap_mode="r"), design, "g", **kw)
-    assert streamed.info["streamed"] and streamed.info["voxel_blocks"] == 3
+        streamed = _run(np.load(path, mmap_mode="r"), design, contrast, **kw)
+    assert streamed.info["streamed"] and streamed.info["voxel_blocks"] == n_blocks
     for other in (two, streamed):
         assert other.info["gemm"] == MIXED
         np.testing.assert_array_equal(res.logp_uncorrected, other.logp_uncorrected)
@@ -326,19 +333,7 @@ def test_ancova_near_duplicate_voxels_and_streaming(tmp_path, monkeypatch):
     ref = _float64_gemm(monkeypatch, Y, design, "x", **kw)
     np.testing.assert_allclose(res.null_max["voxel"], ref.null_max["voxel"], rtol=1e-13)
     np.testing.assert_array_equal(res.logp_uncorrected, ref.logp_uncorrected)
-    two = _run(Y, design, "x", n_jobs=2, **kw)
-    path = tmp_path / "Y.npy"
-    np.save(path, Y)
-    with monkeypatch.context() as m:
-        m.setattr(engine, "SLAB_BYTES", 512 * 4 * n)  # voxel blocks of 512
-        m.setattr(engine, "TILE", 128)
-        m.setattr(engine, "COLS", 64)
-        streamed = _run(np.load(path, mmap_mode="r"), design, "x", **kw)
-    assert streamed.info["streamed"] and streamed.info["voxel_blocks"] == 2
-    for other in (two, streamed):
-        assert other.info["gemm"] == MIXED
-        np.testing.assert_array_equal(res.logp_uncorrected, other.logp_uncorrected)
-        np.testing.assert_array_equal(res.null_max["voxel"], other.null_max["voxel"])
+    _same_on_two_jobs_and_streamed(tmp_path, monkeypatch, res, Y, design, "x", kw, 512, 2)
 
 
 def _stat_reference(E, B, q, n_conf, ss, dof, thr, two_sided, m0):
