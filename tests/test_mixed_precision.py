@@ -369,12 +369,17 @@ def test_reduce_stat_mixed_equals_float64_on_random_tiles():
             continue
         two_sided = bool(rng.integers(0, 2))
         dof = float(n - K)
-        V = np.linalg.qr(rng.standard_normal((n, K)))[0]
+        M = rng.standard_normal((n, K))
+        M[:, 0] -= M[:, 0].mean()  # a centred tested regressor, as with an intercept
+        V = np.linalg.qr(M)[0]
         perms = np.array([rng.permutation(n) for _ in range(B)])
         A = np.concatenate([V[perms, j] for j in range(K)], axis=0)  # (K B, n), unit rows
         Rt = rng.standard_normal((w, n))
         if rng.random() < 0.3:
             Rt = np.round(Rt)
+        if rng.random() < 0.5:  # nearly constant voxels first: t within 1e-8 of 0 in
+            k = max(2, w // 8)  # every permutation, and the running maxima start there
+            Rt[:k] = 1.0 + 1e-9 * rng.standard_normal((k, n))
         # residuals in the span of a permutation's vectors (the full model fits them: no
         # residual left) and orthogonal to a tested vector (a projection of 0 whose float32
         # value has a random sign)
@@ -398,6 +403,7 @@ def test_reduce_stat_mixed_equals_float64_on_random_tiles():
             thr = np.abs(thr)
         thr[rng.random(w) < 0.1] = 0.0
         thr[rng.random(w) < 0.1] = 1e300
+        thr[:2] = 10.0  # far from the first voxels' statistics: only the maxima are in doubt
         m0 = np.full(B, -1e300) if rng.random() < 0.5 else rng.normal(0, 3, B)
         counts, maxima = np.zeros(w, np.int64), m0.copy()
         engine.reduce_stat_mixed(out, B, q, n_conf, ss, dof, thr, two_sided, counts, maxima,
@@ -449,3 +455,30 @@ def test_reduce_stat_mixed_holds_for_any_float32_error_within_the_bound():
                                                    np.full(B, -1e300))
         np.testing.assert_array_equal(counts, want_counts)
         np.testing.assert_array_equal(maxima, want_max)
+
+
+@pytest.mark.parametrize("n_conf", [0, 1])
+def test_reduce_stat_mixed_orders_statistics_below_the_float32_error(n_conf):
+    """Nearly constant voxels against a centred regressor: every projection is ~1e-10 and
+    its float32 value (~1e-8) has no reliable sign, so the running maxima of a one-sided t
+    must come from float64 dot products, entry by entry."""
+    rng = np.random.default_rng(16)
+    n, B, w = 40, 64, 6
+    M = rng.standard_normal((n, 1 + n_conf))
+    M[:, 0] -= M[:, 0].mean()
+    V = np.linalg.qr(M)[0]
+    perms = np.array([rng.permutation(n) for _ in range(B)])
+    A = np.concatenate([V[perms, j] for j in range(1 + n_conf)], axis=0)
+    Rt = 1.0 + 1e-9 * rng.standard_normal((w, n))
+    Rt /= np.linalg.norm(Rt, axis=1)[:, None]
+    out = Rt.astype(np.float32) @ A.astype(np.float32).T
+    E = np.array([[engine.exact_dot(r, a) for a in A] for r in Rt])
+    ss, thr, dof = np.ones(w), np.full(w, 10.0), float(n - 1 - n_conf)
+    counts, maxima = np.zeros(w, np.int64), np.full(B, -1e300)
+    engine.reduce_stat_mixed(out, B, 0, n_conf, ss, dof, thr, False, counts, maxima,
+                             np.empty((3, B)), float32_error_bound(n, 1.0), Rt, A)
+    want_counts, want_max, _ = _stat_reference(E, B, 0, n_conf, ss, dof, thr, False,
+                                               np.full(B, -1e300))
+    assert np.abs(want_max).max() < 1e-7  # the case: statistics below float32's error
+    np.testing.assert_array_equal(maxima, want_max)
+    np.testing.assert_array_equal(counts, want_counts)
