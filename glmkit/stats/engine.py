@@ -845,8 +845,10 @@ def _tasks(fit, model, zconf, specs, ctx, stream, source, scheme, dtype, n_jobs)
     if mixed:  # every permuted vector (tested, confound) has the norm of its column
         norms = np.linalg.norm(np.column_stack([model.x, zconf]), axis=0)
         eps = float32_error_bound(n, float(norms.max()))
-        cfg.update(eps=eps, lo32=(fit.thr_num - eps).astype(np.float32),
-                   hi32=(fit.thr_num + eps).astype(np.float32))
+        cfg.update(eps=eps)
+        if fast:  # reduce_num_mixed's float32 band around each voxel's threshold
+            cfg.update(lo32=(fit.thr_num - eps).astype(np.float32),
+                       hi32=(fit.thr_num + eps).astype(np.float32))
     if fit.R is not None:
         data = fit.R
         voxel_blocks = [(0, V)]
