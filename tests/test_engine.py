@@ -223,3 +223,50 @@ def test_f_test_errors():
                                 verbose=False)
     with pytest.raises(ContrastError, match="linearly dependent"):
         glmkit.permutation_test(Y, X, [[1, 0, 0], [2, 0, 0]], n_perm=9, verbose=False)
+
+
+def _near_exact_fits(rng, X, n_cols=40):
+    """Columns fitted by ``X`` exactly, or up to noise 1e-12 .. 1e-2 of their scale, and a
+    constant and a zero column: ``(Y, noise)``, noise 0 where the fit is exact."""
+    n = X.shape[0]
+    noise = np.concatenate([np.zeros(n_cols // 2), 10.0 ** -rng.uniform(2, 12, n_cols // 2)])
+    B = rng.uniform(0.5, 3.0, (X.shape[1], n_cols)) * rng.choice([-1, 1], (1, n_cols))
+    fit = X @ B
+    Y = fit + noise * np.abs(fit).max(axis=0) * rng.standard_normal((n, n_cols))
+    Y = np.column_stack([Y, np.full(n, 5.0), np.zeros(n)])
+    return Y, np.append(noise, [0.0, 0.0])
+
+
+@pytest.mark.parametrize("scheme", ["freedman_lane", "ter_braak"])
+@pytest.mark.parametrize("test", ["t", "t with covariate", "F", "one-sample"])
+def test_fit_tells_exact_fits_from_near_exact_ones(monkeypatch, scheme, test):
+    """The observed fit forms the full model's residual sum of squares of a normalised voxel
+    as ``1 - |x'R|^2``, and from the residuals themselves near the zero-variance threshold.
+    Voxels the design fits exactly (and constant ones) must get statistic 0, voxels it fits
+    up to noise of 1e-12 of their scale the statistic of a plain least-squares refit."""
+    from glmkit.stats import engine
+
+    rng = np.random.default_rng(11)
+    n = 30
+    x, age = rng.gamma(2.0, size=n), rng.standard_normal(n)
+    X, c = {"t": (np.column_stack([x, np.ones(n)]), np.array([1.0, 0.0])),
+            "t with covariate": (np.column_stack([x, age, np.ones(n)]), np.array([1.0, 0, 0])),
+            "F": (np.column_stack([x, age, np.ones(n)]), np.array([[1.0, 0, 0], [0, 1, 0]])),
+            "one-sample": (np.ones((n, 1)), np.array([1.0]))}[test]
+    Y, noise = _near_exact_fits(rng, X)
+    model = engine.partition(X, c)
+
+    def observed():
+        return engine.observed_fit(Y, model, scheme, two_sided=True)
+
+    fit = observed()
+    np.testing.assert_array_equal(fit.valid, noise > 0)
+    assert (fit.t[noise == 0] == 0).all()
+    with np.errstate(divide="ignore", invalid="ignore"):  # the refit divides 0 by 0
+        ref = np.sqrt(_f(X, Y, np.atleast_2d(c))) if c.ndim == 2 else _t(X, Y, c)
+    loose = noise >= 1e-4  # beyond, the refit's own rounding (eps / noise^2) shows
+    np.testing.assert_allclose(fit.t[loose], ref[loose], rtol=1e-6)
+    assert (np.abs(fit.t[fit.valid & ~loose]) > 1e3).all()
+    if scheme == "freedman_lane":  # without the margin, rounding in 1 - |x'R|^2 decides
+        monkeypatch.setattr(engine, "SSM_MARGIN", -1.0)
+        assert not np.array_equal(observed().valid, noise > 0)

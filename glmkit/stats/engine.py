@@ -37,6 +37,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,7 +47,7 @@ from scipy.linalg import blas
 
 from glmkit._util import logger
 from glmkit.errors import ContrastError, ParameterError
-from glmkit.stats.glm import zero_residual_variance
+from glmkit.stats.glm import zero_residual_variance, zero_variance_level
 
 __all__ = ["Model", "Observed", "partition", "observed_fit", "fit_chunk", "resident",
            "permute_blocks", "t_from_num", "BLOCK_BYTES", "MAX_BLOCK", "TILE"]
@@ -692,6 +693,33 @@ class Observed:
     t_cmp_slow: np.ndarray  # slow path: observed |t| or t (1e300 where invalid)
 
 
+@njit(cache=True, nogil=True, fastmath=True)
+def abs_max(Y, out):
+    """``max |Y|`` down each column of a finite (n, w) chunk into ``out``, with no
+    temporary the size of the chunk (``np.abs(Y).max(axis=0)`` writes one)."""
+    n, w = Y.shape
+    for j in range(w):
+        out[j] = abs(Y[0, j])
+    for i in range(1, n):
+        for j in range(w):
+            out[j] = max(out[j], abs(Y[i, j]))
+    return out
+
+
+#: the full-model residual sum of squares of a normalised voxel is ``1 - |x'R|^2``; within
+#: this (absolute) margin of the zero-variance threshold it is formed from the residuals
+#: instead, where rounding in ``1 - |x'R|^2`` (about n eps) could decide
+SSM_MARGIN = 1e-9
+
+
+def _remove_tested(R, num0, model: Model):
+    """``R -= x num0`` in place (C-contiguous ``R``): the full model's residuals."""
+    if model.stat_type == "t":
+        blas.dger(-1.0, num0, model.x, a=R.T, overwrite_a=True)
+    else:
+        R -= model.x @ num0
+
+
 def fit_chunk(Y, model: Model, scheme: str):
     """Residualise one chunk ``Y`` (n, w) float64 C-contiguous in place on the confounds and
     normalise every voxel; returns ``(R, valid, stat)`` (t, or sqrt(F) for an F test).
@@ -703,26 +731,31 @@ def fit_chunk(Y, model: Model, scheme: str):
     """
     Zo = model.z_all
     dof = model.dof
-    scale = np.abs(Y).max(axis=0)
+    n = Y.shape[0]
+    scale = abs_max(Y, np.empty(Y.shape[1]))
     if Zo.shape[1]:  # Y -= Zo (Zo'Y), in place (Fortran view of the C array)
         blas.dgemm(-1.0, Y.T @ Zo, Zo.T, beta=1.0, c=Y.T, overwrite_c=True)
     ss = np.einsum("ij,ij->j", Y, Y)
     Y /= np.where(ss > 0.0, np.sqrt(ss), 1.0)
     R = Y
     num0 = model.x.T @ R  # (w,) for t, (q, w) for F
-    # full-model residuals (normalised): in place for ter Braak, which permutes them
-    full = R if scheme == "ter_braak" else R.copy()
-    if model.stat_type == "t":
-        blas.dger(-1.0, num0, model.x, a=full.T, overwrite_a=True)
-    else:
-        full -= model.x @ num0
-    ssm = np.einsum("ij,ij->j", full, full)
-    valid = ~zero_residual_variance(ss * ssm, scale, Y.shape[0])
+    num2 = num0 * num0 if model.stat_type == "t" else np.einsum("qv,qv->v", num0, num0)
+    if scheme == "ter_braak":  # permutes the full model's residuals: formed in place
+        _remove_tested(R, num0, model)
+        ssm = np.einsum("ij,ij->j", R, R)
+    else:  # unit-norm residuals: the full model leaves 1 - |x'R|^2 (ss == 0: R == 0)
+        ssm = np.where(ss > 0.0, 1.0 - num2, 0.0)
+        near = ss * ssm <= zero_variance_level(scale, n) + SSM_MARGIN * ss
+        if near.any():
+            idx = np.flatnonzero(near)
+            full = np.ascontiguousarray(R[:, idx])  # a copy (fancy indexing: F order)
+            _remove_tested(full, num0[..., idx], model)
+            ssm[idx] = np.einsum("ij,ij->j", full, full)
+    valid = ~zero_residual_variance(ss * ssm, scale, n)
     if model.stat_type == "t":
         stat = np.where(valid, t_from_num(num0, dof), 0.0)
     else:
-        stat = np.where(valid, g_from_num2(np.einsum("qv,qv->v", num0, num0), model.q, dof),
-                        0.0)
+        stat = np.where(valid, g_from_num2(num2, model.q, dof), 0.0)
     if scheme == "ter_braak":
         R /= np.where(valid, np.sqrt(ssm), 1.0)
     R[:, ~valid] = 0.0
@@ -741,7 +774,8 @@ def _nonfinite_error(source) -> ParameterError:
 
 
 def observed_fit(source, model: Model, scheme: str, two_sided: bool, tie_rtol: float = 0.0,
-                 *, dtype="float64", keep: bool = True, whole: bool = False) -> Observed:
+                 *, dtype="float64", keep: bool = True, whole: bool = False,
+                 n_jobs: int = 1) -> Observed:
     """Residualise on the confounds, normalise, and compute the observed statistic (t, or
     sqrt(F) for an F test), chunk by chunk of voxels: ``Y`` is never copied whole.
 
@@ -784,11 +818,16 @@ def observed_fit(source, model: Model, scheme: str, two_sided: bool, tie_rtol: f
             R[:, c0:c1] = Rc
         return True
 
-    # one thread: the fit is bound by memory traffic, and on two cores a second thread made
-    # it slower (demo: 25 ms on one thread, 33-54 ms on two; 2 mm x 30 subjects: 31 vs
-    # 40 ms; x 100: 97 vs 85-106 ms)
+    # chunks on n_jobs threads of this process, whatever joblib backend the permutations
+    # use (each chunk's BLAS on one thread: the same bits however many)
+    spans = chunks(n, 0, V)
+    jobs = min(len(spans), n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs))
     with one_blas_thread():
-        ok = [one(c0, c1) for c0, c1 in chunks(n, 0, V)]
+        if jobs == 1:
+            ok = [one(c0, c1) for c0, c1 in spans]
+        else:
+            with ThreadPoolExecutor(jobs) as pool:
+                ok = list(pool.map(lambda span: one(*span), spans))
     if not all(ok):
         raise _nonfinite_error(source)
     if R is not None:  # one part: the whole (n, V) array

@@ -77,7 +77,12 @@ def zero_residual_variance(rss, scale, n: int) -> np.ndarray:
     magnitude ``scale`` (``max |Y|`` per voxel) and ``n`` subjects: data constant across
     subjects, or fitted exactly by the design. Their variance is 0 and the test undefined;
     contrasts (and :func:`glmkit.stats.permutation.permutation_test`) report stat 0 there."""
-    return np.asarray(rss) <= n * (64 * np.finfo(float).eps * np.asarray(scale)) ** 2
+    return np.asarray(rss) <= zero_variance_level(scale, n)
+
+
+def zero_variance_level(scale, n: int):
+    """The residual sum of squares at or below which :func:`zero_residual_variance` holds."""
+    return n * (64 * np.finfo(float).eps * np.asarray(scale)) ** 2
 
 
 @dataclass(frozen=True, eq=False)

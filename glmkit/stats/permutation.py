@@ -565,12 +565,12 @@ def _assemble(specs, model, fit, ctx, observed, obs_max, counts, null, blocking,
     )
 
 
-def _observed_fit(source, model, scheme, two_sided, specs, dtype):
+def _observed_fit(source, model, scheme, two_sided, specs, dtype, n_jobs=1):
     """The observed fit, its residuals kept whole for spatial statistics, in chunks for voxel
     statistics, or not kept (streamed: see :func:`glmkit.stats.engine.resident`)."""
     return observed_fit(source, model, scheme, two_sided, TIE_RTOL[dtype], dtype=dtype,
                         keep=resident(source, specs, dtype),
-                        whole=any(spec.null_max is not None for spec in specs))
+                        whole=any(spec.null_max is not None for spec in specs), n_jobs=n_jobs)
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -677,7 +677,7 @@ def permutation_test(
     _check_given(_permutations if _permutations is not None else _signs, n_perm)
 
     model = _partitioned(X, c, cname, two_sided)
-    fit = _observed_fit(source, model, scheme, two_sided, specs, dtype)
+    fit = _observed_fit(source, model, scheme, two_sided, specs, dtype, n_jobs)
     ctx = StatContext(dof=model.dof, two_sided=two_sided, mask=mask, connectivity=connectivity,
                       cluster_threshold=cluster_threshold, tfce_params=tfce_params,
                       stat_type=model.stat_type, df1=model.q)
