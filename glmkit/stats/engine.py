@@ -611,7 +611,9 @@ def voxel_block(data, v0, v1, stream, start, stop, cfg):
     thr = cfg["thr_num"].astype(dtype) if fast else cfg["t_obs"]
     counts = np.zeros(v1 - v0, np.int64)
     mx = np.full(B, -1e300 if mixed else -np.inf, dtype=dtype if fast else np.float64)
-    buf = np.empty((TILE, vecs.shape[1] * COLS), dtype=np.float32 if mixed else dtype)
+    # flat: a tile's product is C-contiguous whatever its width (the last group of
+    # permutations is narrower), so that the kernels see unit strides and vectorise
+    buf = np.empty(TILE * vecs.shape[1] * COLS, dtype=np.float32 if mixed else dtype)
     work = np.empty((3, COLS))
     for c0, c1 in data.chunks(v0, v1):
         R = data.residuals(c0, c1)
@@ -621,7 +623,7 @@ def voxel_block(data, v0, v1, stream, start, stop, cfg):
             Rg = Rt.astype(np.float32) if mixed else Rt
             cnt = counts[t0 - v0: t1 - v0]
             for i, ((g0, g1), A) in enumerate(zip(groups, At)):
-                out = buf[: t1 - t0, : A.shape[1]]
+                out = buf[: (t1 - t0) * A.shape[1]].reshape(t1 - t0, A.shape[1])
                 np.matmul(Rg, A, out=out)
                 m = mx[g0 - start: g1 - start]
                 if mixed and fast:
