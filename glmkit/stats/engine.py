@@ -362,6 +362,7 @@ def reduce_stat_mixed(out, B, q, n_conf, ss, dof, thr, two_sided, counts, out_ma
     unsigned = not (q == 0 and not two_sided)
     S, r, m2 = work[0], work[1], work[2]
     rv = np.empty(Rt.shape[1])
+    flag = np.empty(B, np.bool_)  # entries to form again in float64
     # error bounds of S and r: 2|a| e + e^2 for the t test's one projection (|a| from its
     # float32 value), e (2 + e) for each of an F test's and each confound's
     w1 = 2.0 * e if q == 0 else 0.0
@@ -407,10 +408,13 @@ def reduce_stat_mixed(out, B, q, n_conf, ss, dof, thr, two_sided, counts, out_ma
             yes, near, cand = _decide(a0, S[b], r[b], dS, dS + wc, dof, e, unsigned, T2, tpos,
                                       m2[b], out_max[b] > 0.0)
             c += np.int32(yes & (near ^ True))
+            flag[b] = near | cand
             doubt |= near | cand
-        if doubt:  # the same decisions again, entry by entry, with float64 where in doubt
+        if doubt:  # the flagged entries again, one by one, with float64
             rv[:] = Rt[v]  # one strided read of the voxel's residuals, not one per product
             for b in range(B):
+                if not flag[b]:
+                    continue
                 a0 = np.float64(row[b])
                 dS = w1 * abs(a0) + w0
                 yes, near, cand = _decide(a0, S[b], r[b], dS, dS + wc, dof, e, unsigned, T2,
