@@ -104,6 +104,7 @@ CASES = {
     "glmkit_maxt_1k_j1_float32": ("glmkit", "maxt32", 1000, 1),
     "glmkit_maxt_1k_j2_float32": ("glmkit", "maxt32", 1000, 2),
     "glmkit_maxt_10k_j1_float32": ("glmkit", "maxt32", 10000, 1),
+    "glmkit_maxt_10k_j2_float32": ("glmkit", "maxt32", 10000, 2),
     "glmkit_float32_vs_float64": ("glmkit", "precision", 1000, 1),
     "glmkit_cluster_1k_j1": ("glmkit", "cluster", 1000, 1),
     "glmkit_cluster_1k_j2": ("glmkit", "cluster", 1000, 2),

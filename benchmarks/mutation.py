@@ -143,7 +143,7 @@ CORE = {
                "g_from_num2", "t_from_num", "reduce_num_t", "reduce_stat_t", "run_block",
                "voxel_block", "fit_chunk", "observed_fit", "permute_blocks",
                "reduce_num_mixed", "exact_dot", "float32_error_bound", "reduce_stat_mixed",
-               "_exact_stat", "_decide"},
+               "_exact_stat", "_decide", "abs_max", "_remove_tested"},
     "resample": {"_draw_chunk", "draw", "block", "part", "sign_flips", "row_classes",
                  "blocks_of", "n_arrangements", "_multinomial", "_unrank", "_rank",
                  "arrangements"},

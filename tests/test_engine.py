@@ -270,3 +270,33 @@ def test_fit_tells_exact_fits_from_near_exact_ones(monkeypatch, scheme, test):
     if scheme == "freedman_lane":  # without the margin, rounding in 1 - |x'R|^2 decides
         monkeypatch.setattr(engine, "SSM_MARGIN", -1.0)
         assert not np.array_equal(observed().valid, noise > 0)
+
+
+@pytest.mark.parametrize("test", ["t", "F"])
+def test_zero_variance_at_the_rounding_level_as_the_glm(test):
+    """The permutation test calls a voxel's variance zero where the GLM does: at a residual
+    sum of squares of ``n (64 eps max|Y|)^2``. Voxels sit at 1/4 and 4x that level, with
+    their largest value (|Y|) in the first row, or negative in the second, 4x the others."""
+    from glmkit.stats.glm import compute_contrast, ols_fit, zero_variance_level
+
+    rng = np.random.default_rng(5)
+    n = 30
+    x, age = rng.uniform(-2.5, 2.5, (2, n))
+    x[0], age[1] = 10.0, -10.0
+    X = np.column_stack([x, age, np.ones(n)])
+    c = np.array([1.0, 0.0, 0.0]) if test == "t" else np.array([[1.0, 0, 0], [0, 1, 0]])
+    hat = X @ np.linalg.pinv(X)
+    cols, expected = [], []
+    for fit in (x + 0.1, age):  # fitted exactly; max |Y| in row 0, or negative in row 1
+        for factor in (0.25, 4.0):
+            noise = rng.standard_normal(n)
+            noise -= hat @ noise  # residual of the full model: the noise alone
+            level = zero_variance_level(np.abs(fit).max(), n)
+            cols.append(fit + noise * np.sqrt(factor * level) / np.linalg.norm(noise))
+            expected.append(factor > 1)
+    Y = np.column_stack(cols)
+    expected = np.array(expected)
+    glm = compute_contrast(ols_fit(Y, X), c, stat_type="F" if test == "F" else "t")
+    np.testing.assert_array_equal(glm.stat != 0, expected)  # the reference itself
+    res = glmkit.permutation_test(Y, X, c, n_perm=19, random_state=0, verbose=False)
+    np.testing.assert_array_equal(res.t != 0, expected)
