@@ -131,7 +131,7 @@ SKIP_FUNCTIONS = {"summary", "__repr__", "to_frame", "to_nifti", "get", "mask_im
                   "_raise_non_numeric", "_masker_of", "_atlas_lookup", "_block_size",
                   "_single_blas_thread", "_workspace", "_tail_summary",
                   # engine: BLAS threads, error text, the log line; statistics: report text
-                  "_blas_controller", "one_blas_thread", "single_blas_thread",
+                  "_blas_controller", "one_blas_thread", "single_blas_thread", "_threads",
                   "_nonfinite_error", "words", "all_references", "_cluster_methods",
                   "_tfce_methods", "text"}
 #: the functions that compute statistics, p-values and thresholds (sampled 4x as often)

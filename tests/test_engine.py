@@ -328,3 +328,26 @@ def test_float32_voxel_statistics_equal_float64_within_tolerance(scheme, test):
     np.testing.assert_allclose(b.null_max["voxel"], a.null_max["voxel"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(10 ** -b.logp_uncorrected, 10 ** -a.logp_uncorrected,
                                atol=1.0 / (n_perm + 1) + 1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_observed_fit_on_threads_is_the_same_bits(monkeypatch, dtype):
+    """The observed fit runs its chunks on n_jobs threads: t, validity and every residual
+    are the same bits as on one, with any number of threads and chunks."""
+    from glmkit.stats import engine
+
+    monkeypatch.setattr(engine, "CHUNK_BYTES", 4096 * 8 * 24)  # 9 chunks of 4,096 voxels
+    rng = np.random.default_rng(2)
+    Y = _skewed(rng, 24, 35_000)
+    Y[:, 7] = 2.0  # constant
+    X = np.column_stack([rng.standard_normal(24), rng.gamma(2.0, size=24), np.ones(24)])
+    model = engine.partition(X, np.array([1.0, 0.0, 0.0]))
+    fits = [engine.observed_fit(Y, model, "freedman_lane", False, dtype=dtype, n_jobs=j)
+            for j in (1, 2, 3, -1)]
+    assert len(fits[0].R.parts) == 9
+    for fit in fits[1:]:
+        np.testing.assert_array_equal(fit.t, fits[0].t)
+        np.testing.assert_array_equal(fit.valid, fits[0].valid)
+        np.testing.assert_array_equal(fit.R.whole(), fits[0].R.whole())
+        assert fit.R.whole().dtype == dtype
+    assert not fits[0].valid[7] and fits[0].valid.sum() == 35_000 - 1

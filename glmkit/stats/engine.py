@@ -768,6 +768,11 @@ def fit_chunk(Y, model: Model, scheme: str):
     return R, valid, stat
 
 
+def _threads(n_jobs: int) -> int:
+    """Threads for ``n_jobs`` in joblib's convention (-1: all cores, -2: all but one)."""
+    return n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
+
+
 def _nonfinite_error(source) -> ParameterError:
     bad_v, bad_s = 0, np.zeros(source.shape[0], bool)
     for c0, c1 in chunks(source.shape[0], 0, source.shape[1]):
@@ -827,7 +832,7 @@ def observed_fit(source, model: Model, scheme: str, two_sided: bool, tie_rtol: f
     # chunks on n_jobs threads of this process, whatever joblib backend the permutations
     # use (each chunk's BLAS on one thread: the same bits however many)
     spans = chunks(n, 0, V)
-    jobs = min(len(spans), n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs))
+    jobs = min(len(spans), _threads(n_jobs))
     with one_blas_thread():
         if jobs == 1:
             ok = [one(c0, c1) for c0, c1 in spans]
