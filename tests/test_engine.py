@@ -351,3 +351,30 @@ def test_observed_fit_on_threads_is_the_same_bits(monkeypatch, dtype):
         np.testing.assert_array_equal(fit.R.whole(), fits[0].R.whole())
         assert fit.R.whole().dtype == dtype
     assert not fits[0].valid[7] and fits[0].valid.sum() == 35_000 - 1
+
+
+@pytest.mark.parametrize("two_sided", [False, True])
+def test_observed_thresholds_carry_the_relative_tie_tolerance(two_sided):
+    """A permuted statistic counts as reaching the observed t when it is at least
+    ``t - tie_rtol |t|`` (|t| two-sided): relative, however small or large t is; the
+    fast path's threshold on x'Y* is the same rule, and invalid voxels are never reached."""
+    from glmkit.stats import engine
+
+    rng = np.random.default_rng(8)
+    n = 20
+    X = np.column_stack([rng.standard_normal(n), np.ones(n)])
+    model = engine.partition(X, np.array([1.0, 0.0]))
+    Y = rng.standard_normal((n, 400))
+    Y[:, 0] = 3.0  # no variance: never reached
+    e = Y[:, 1] - X @ np.linalg.lstsq(X, Y[:, 1], rcond=None)[0]
+    Y[:, 1] = e + 1e-6 * X[:, 0]  # t about 1e-6
+    Y[:, 2] = 5.0 * X[:, 0] + 0.1 * e  # t far above 10
+    fit = engine.observed_fit(Y, model, "freedman_lane", two_sided, 1e-6)
+    t = np.abs(fit.t) if two_sided else fit.t
+    assert 0 < abs(fit.t[1]) < 1e-4 and abs(fit.t[2]) > 10  # small and large t
+    valid = fit.valid
+    np.testing.assert_allclose(fit.t_cmp_slow[valid], t[valid] - 1e-6 * np.abs(t[valid]),
+                               rtol=1e-15, atol=0)
+    k = fit.t_cmp_slow[valid]
+    np.testing.assert_allclose(fit.thr_num[valid], k / np.sqrt(model.dof + k**2), rtol=1e-14)
+    assert not valid[0] and fit.t_cmp_slow[0] >= 1e300 and fit.thr_num[0] > 1.0
