@@ -276,18 +276,19 @@ def test_fit_tells_exact_fits_from_near_exact_ones(monkeypatch, scheme, test):
 def test_zero_variance_at_the_rounding_level_as_the_glm(test):
     """The permutation test calls a voxel's variance zero where the GLM does: at a residual
     sum of squares of ``n (64 eps max|Y|)^2``. Voxels sit at 1/4 and 4x that level, with
-    their largest value (|Y|) in the first row, or negative in the second, 4x the others."""
+    their largest value (|Y|) 4x the others', positive or negative, in the first or the
+    second row."""
     from glmkit.stats.glm import compute_contrast, ols_fit, zero_variance_level
 
     rng = np.random.default_rng(5)
     n = 30
-    x, age = rng.uniform(-2.5, 2.5, (2, n))
-    x[0], age[1] = 10.0, -10.0
-    X = np.column_stack([x, age, np.ones(n)])
-    c = np.array([1.0, 0.0, 0.0]) if test == "t" else np.array([[1.0, 0, 0], [0, 1, 0]])
+    x, age, w = rng.uniform(-2.5, 2.5, (3, n))
+    x[0], age[1], w[0] = 10.0, -10.0, -10.0
+    X = np.column_stack([x, age, w, np.ones(n)])
+    c = np.array([1.0, 0, 0, 0]) if test == "t" else np.array([[1.0, 0, 0, 0], [0, 1, 0, 0]])
     hat = X @ np.linalg.pinv(X)
     cols, expected = [], []
-    for fit in (x + 0.1, age):  # fitted exactly; max |Y| in row 0, or negative in row 1
+    for fit in (x + 0.1, age, w):  # fitted exactly; max |Y| in row 0 or 1, either sign
         for factor in (0.25, 4.0):
             noise = rng.standard_normal(n)
             noise -= hat @ noise  # residual of the full model: the noise alone
@@ -307,8 +308,8 @@ def test_zero_variance_at_the_rounding_level_as_the_glm(test):
 def test_float32_voxel_statistics_equal_float64_within_tolerance(scheme, test):
     """dtype="float32" keeps the observed fit in float64 (the same t) and permutes float32
     residuals: null maxima within 1e-5 (relative; 1e-6 absolute) of float64's, p-values at
-    most one permutation's share apart. Skewed data far from 0 (mean 3, one subject at 3x), so that
-    a fit that skipped residualising the float32 residuals would show."""
+    most one permutation's share apart. Skewed data far from 0 (mean 3, one subject at 3x),
+    so that a fit that skipped residualising the float32 residuals would show."""
     rng = np.random.default_rng(21)
     n, n_perm = 24, 99
     Y = 3.0 + rng.gamma(1.5, size=(n, 300))
