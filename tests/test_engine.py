@@ -225,6 +225,18 @@ def test_f_test_errors():
         glmkit.permutation_test(Y, X, [[1, 0, 0], [2, 0, 0]], n_perm=9, verbose=False)
 
 
+DESIGNS = ["t", "t with covariate", "F", "one-sample"]
+
+
+def _design(test, x, age):
+    """``(X, c)`` of one of DESIGNS on regressor ``x`` and covariate ``age``."""
+    ones = np.ones(len(x))
+    return {"t": (np.column_stack([x, ones]), np.array([1.0, 0.0])),
+            "t with covariate": (np.column_stack([x, age, ones]), np.array([1.0, 0, 0])),
+            "F": (np.column_stack([x, age, ones]), np.array([[1.0, 0, 0], [0, 1, 0]])),
+            "one-sample": (ones[:, None], np.array([1.0]))}[test]
+
+
 def _near_exact_fits(rng, X, n_cols=40):
     """Columns fitted by ``X`` exactly, or up to noise 1e-12 .. 1e-2 of their scale, and a
     constant and a zero column: ``(Y, noise)``, noise 0 where the fit is exact."""
@@ -238,7 +250,7 @@ def _near_exact_fits(rng, X, n_cols=40):
 
 
 @pytest.mark.parametrize("scheme", ["freedman_lane", "ter_braak"])
-@pytest.mark.parametrize("test", ["t", "t with covariate", "F", "one-sample"])
+@pytest.mark.parametrize("test", DESIGNS)
 def test_fit_tells_exact_fits_from_near_exact_ones(monkeypatch, scheme, test):
     """The observed fit forms the full model's residual sum of squares of a normalised voxel
     as ``1 - |x'R|^2``, and from the residuals themselves near the zero-variance threshold.
@@ -249,10 +261,7 @@ def test_fit_tells_exact_fits_from_near_exact_ones(monkeypatch, scheme, test):
     rng = np.random.default_rng(11)
     n = 30
     x, age = rng.gamma(2.0, size=n), rng.standard_normal(n)
-    X, c = {"t": (np.column_stack([x, np.ones(n)]), np.array([1.0, 0.0])),
-            "t with covariate": (np.column_stack([x, age, np.ones(n)]), np.array([1.0, 0, 0])),
-            "F": (np.column_stack([x, age, np.ones(n)]), np.array([[1.0, 0, 0], [0, 1, 0]])),
-            "one-sample": (np.ones((n, 1)), np.array([1.0]))}[test]
+    X, c = _design(test, x, age)
     Y, noise = _near_exact_fits(rng, X)
     model = engine.partition(X, c)
 
@@ -304,7 +313,7 @@ def test_zero_variance_at_the_rounding_level_as_the_glm(test):
 
 
 @pytest.mark.parametrize("scheme", ["freedman_lane", "ter_braak"])
-@pytest.mark.parametrize("test", ["t", "t with covariate", "F", "one-sample"])
+@pytest.mark.parametrize("test", DESIGNS)
 def test_float32_voxel_statistics_equal_float64_within_tolerance(scheme, test):
     """dtype="float32" keeps the observed fit in float64 (the same t) and permutes float32
     residuals: null maxima within 1e-5 (relative; 1e-6 absolute) of float64's, p-values at
@@ -316,10 +325,7 @@ def test_float32_voxel_statistics_equal_float64_within_tolerance(scheme, test):
     Y[0] *= 3.0
     x, age = rng.standard_normal(n), rng.gamma(2.0, size=n)
     Y[:, :30] += 0.9 * x[:, None]
-    X, c = {"t": (np.column_stack([x, np.ones(n)]), [1.0, 0.0]),
-            "t with covariate": (np.column_stack([x, age, np.ones(n)]), [1.0, 0.0, 0.0]),
-            "F": (np.column_stack([x, age, np.ones(n)]), [[1.0, 0, 0], [0, 1, 0]]),
-            "one-sample": (np.ones((n, 1)), [1.0])}[test]
+    X, c = _design(test, x, age)
     kw = dict(n_perm=n_perm, random_state=3, verbose=False, scheme=scheme)
     a = glmkit.permutation_test(Y, X, c, **kw)
     b = glmkit.permutation_test(Y, X, c, dtype="float32", **kw)
