@@ -360,6 +360,37 @@ def test_observed_fit_on_threads_is_the_same_bits(monkeypatch, dtype):
     assert not fits[0].valid[7] and fits[0].valid.sum() == 35_000 - 1
 
 
+@pytest.mark.parametrize("test", DESIGNS)
+@pytest.mark.parametrize("scheme", ["freedman_lane", "ter_braak"])
+def test_a_voxels_fit_does_not_depend_on_the_chunk_it_is_in(monkeypatch, test, scheme):
+    """Chunks of 512, 1,536 and 4,096 voxels (10,000 in all: the last one narrower) give
+    every voxel the same bits as one chunk: t, validity, residuals; and float32 residuals
+    are the float64 ones rounded, the same bits as a cast."""
+    from glmkit.stats import engine
+
+    rng = np.random.default_rng(21)
+    n = 24
+    X, c = _design(test, rng.standard_normal(n), rng.gamma(2.0, size=n))
+    Y = _skewed(rng, n, 10_000) + 1e3  # far from 0: the confounds' fit matters
+    Y[:, 9_999] = 2.0  # constant, in the last (narrow) chunk
+    Y[:, 4_100] = X @ np.arange(1.0, X.shape[1] + 1)  # fitted exactly
+    model = engine.partition(X, c)
+
+    def fit(width, dtype):
+        monkeypatch.setattr(engine, "CHUNK_BYTES", width * 8 * n)
+        return engine.observed_fit(Y, model, scheme, True, dtype=dtype)
+
+    ref = fit(10_240, "float64")
+    assert len(ref.R.parts) == 1 and not ref.valid[[4_100, 9_999]].any()
+    for width in (512, 1_536, 4_096):
+        for dtype in ("float64", "float32"):
+            got = fit(width, dtype)
+            assert len(got.R.parts) == -(-10_000 // width)
+            np.testing.assert_array_equal(got.t, ref.t)
+            np.testing.assert_array_equal(got.valid, ref.valid)
+            np.testing.assert_array_equal(got.R.whole(), ref.R.whole().astype(dtype))
+
+
 @pytest.mark.parametrize("two_sided", [False, True])
 def test_observed_thresholds_carry_the_relative_tie_tolerance(two_sided):
     """A permuted statistic counts as reaching the observed t when it is at least

@@ -37,6 +37,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -682,8 +683,10 @@ class Streamed:
         return chunks(self.source.shape[0], v0, v1)
 
     def residuals(self, c0, c1):
-        R, _, _ = fit_chunk(self.source.read(c0, c1), self.model, self.scheme)
-        return R.astype(self.dtype, copy=False)
+        Y = self.source.read(c0, c1)
+        R, _, _ = fit_chunk(Y, self.model, self.scheme,
+                            out=None if self.dtype == "float64" else np.empty(Y.shape, self.dtype))
+        return R
 
 
 # ----------------------------------------------------------------------------- observed
@@ -699,17 +702,68 @@ class Observed:
     t_cmp_slow: np.ndarray  # slow path: observed |t| or t (1e300 where invalid)
 
 
-@njit(cache=True, nogil=True, fastmath=True)
-def abs_max(Y, out):
-    """``max |Y|`` down each column of a finite (n, w) chunk into ``out``, with no
-    temporary the size of the chunk (``np.abs(Y).max(axis=0)`` writes one)."""
+class NonFinite(ValueError):
+    """A chunk of ``Y`` holds NaN or infinite values (see :func:`_nonfinite_error`)."""
+
+
+# The fit's kernels go over a chunk row by row (subject by subject), a voxel per lane, in
+# float64 without fastmath: every voxel's sums are formed in subject order, multiplication
+# and addition rounded apart, so that a voxel's bits do not depend on the chunk it is in.
+@njit(cache=True, nogil=True)
+def _fit_moments(Y, Zo, scale, C):
+    """One pass over ``Y`` (n, w): ``scale = max |Y|`` per voxel and ``C = Zo'Y``; returns
+    False when ``Y`` holds NaN or infinite values."""
     n, w = Y.shape
-    for j in range(w):
-        out[j] = abs(Y[0, j])
-    for i in range(1, n):
+    finite = True
+    scale[:] = 0.0
+    C[:] = 0.0
+    for i in range(n):
+        row = Y[i]
+        ok = True
         for j in range(w):
-            out[j] = max(out[j], abs(Y[i, j]))
-    return out
+            y = row[j]
+            ok &= (y - y) == 0.0  # False for inf and NaN
+            scale[j] = max(scale[j], abs(y))
+        finite &= ok
+        for k in range(Zo.shape[1]):
+            z = Zo[i, k]
+            c = C[k]
+            for j in range(w):
+                c[j] += z * row[j]
+    return finite
+
+
+@njit(cache=True, nogil=True)
+def _fit_sums(Y, Zo, C, X, ss, N):
+    """One pass: ``Y -= Zo C`` in place (the confounds' fits subtracted in order), ``ss``
+    the residual sum of squares per voxel and ``N = X'Y`` (X: the tested directions)."""
+    n, w = Y.shape
+    ss[:] = 0.0
+    N[:] = 0.0
+    for i in range(n):
+        row = Y[i]
+        for k in range(Zo.shape[1]):
+            z = Zo[i, k]
+            c = C[k]
+            for j in range(w):
+                row[j] -= z * c[j]
+        for j in range(w):
+            ss[j] += row[j] * row[j]
+        for k in range(X.shape[1]):
+            x = X[i, k]
+            nk = N[k]
+            for j in range(w):
+                nk[j] += x * row[j]
+
+
+@njit(cache=True, nogil=True)
+def _scale_into(Y, inv, out):
+    """``out = Y * inv`` (voxel by voxel), in ``out``'s precision; ``out`` may be ``Y``."""
+    for i in range(Y.shape[0]):
+        y = Y[i]
+        row = out[i]
+        for j in range(Y.shape[1]):
+            row[j] = y[j] * inv[j]
 
 
 #: the full-model residual sum of squares of a normalised voxel is ``1 - |x'R|^2``; within
@@ -726,45 +780,54 @@ def _remove_tested(R, num0, model: Model):
         R -= model.x @ num0
 
 
-def fit_chunk(Y, model: Model, scheme: str):
-    """Residualise one chunk ``Y`` (n, w) float64 C-contiguous in place on the confounds and
-    normalise every voxel; returns ``(R, valid, stat)`` (t, or sqrt(F) for an F test).
+def fit_chunk(Y, model: Model, scheme: str, out=None):
+    """Residualise one chunk ``Y`` (n, w) float64 C-contiguous on the confounds and normalise
+    every voxel, into ``out`` (C-contiguous (n, w), float64 or float32; ``None``: ``Y``
+    itself); returns ``(R, valid, stat)`` (t, or sqrt(F) for an F test).
+
+    Three passes over the chunk (:func:`_fit_moments`, :func:`_fit_sums`,
+    :func:`_scale_into`); ``Y`` is overwritten. Raises :class:`NonFinite` when ``Y`` holds
+    NaN or infinite values.
 
     A voxel is valid when the full model leaves residual variance beyond rounding (the
     criterion of the GLM, :func:`glmkit.stats.glm.zero_residual_variance`): data constant
     across subjects and data fitted exactly by the design are not. An invalid voxel has
     statistic 0 and residuals 0, so its permuted statistics are 0 as well.
     """
-    Zo = model.z_all
-    dof = model.dof
-    n = Y.shape[0]
-    scale = abs_max(Y, np.empty(Y.shape[1]))
-    if Zo.shape[1]:  # Y -= Zo (Zo'Y), in place (Fortran view of the C array)
-        blas.dgemm(-1.0, Y.T @ Zo, Zo.T, beta=1.0, c=Y.T, overwrite_c=True)
-    ss = np.einsum("ij,ij->j", Y, Y)
-    Y /= np.where(ss > 0.0, np.sqrt(ss), 1.0)
-    R = Y
-    num0 = model.x.T @ R  # (w,) for t, (q, w) for F
+    n, w = Y.shape
+    Zo = np.ascontiguousarray(model.z_all)
+    X = np.ascontiguousarray(model.x.reshape(n, -1))
+    scale, C = np.empty(w), np.empty((Zo.shape[1], w))
+    if not _fit_moments(Y, Zo, scale, C):
+        raise NonFinite
+    ss, N = np.empty(w), np.empty((X.shape[1], w))
+    _fit_sums(Y, Zo, C, X, ss, N)  # Y: the confounds' residuals
+    inv = np.where(ss > 0.0, 1.0 / np.sqrt(np.where(ss > 0.0, ss, 1.0)), 1.0)
+    num0 = N[0] * inv if model.stat_type == "t" else N * inv  # x'R: (w,) for t, (q, w)
     num2 = num0 * num0 if model.stat_type == "t" else np.einsum("qv,qv->v", num0, num0)
-    if scheme == "ter_braak":  # permutes the full model's residuals: formed in place
-        _remove_tested(R, num0, model)
-        ssm = np.einsum("ij,ij->j", R, R)
+    if scheme == "ter_braak":  # permutes the full model's residuals: formed in float64
+        _scale_into(Y, inv, Y)
+        _remove_tested(Y, num0, model)
+        ssm = np.einsum("ij,ij->j", Y, Y)
     else:  # unit-norm residuals: the full model leaves 1 - |x'R|^2 (ss == 0: R == 0)
         ssm = np.where(ss > 0.0, 1.0 - num2, 0.0)
         near = ss * ssm <= zero_variance_level(scale, n) + SSM_MARGIN * ss
         if near.any():
             idx = np.flatnonzero(near)
-            full = np.ascontiguousarray(R[:, idx])  # a copy (fancy indexing: F order)
+            full = np.ascontiguousarray(Y[:, idx] * inv[idx])  # fancy indexing: F order
             _remove_tested(full, num0[..., idx], model)
             ssm[idx] = np.einsum("ij,ij->j", full, full)
     valid = ~zero_residual_variance(ss * ssm, scale, n)
     if model.stat_type == "t":
-        stat = np.where(valid, t_from_num(num0, dof), 0.0)
+        stat = np.where(valid, t_from_num(num0, model.dof), 0.0)
     else:
-        stat = np.where(valid, g_from_num2(num2, model.q, dof), 0.0)
+        stat = np.where(valid, g_from_num2(num2, model.q, model.dof), 0.0)
     if scheme == "ter_braak":
-        R /= np.where(valid, np.sqrt(ssm), 1.0)
-    R[:, ~valid] = 0.0
+        inv = np.where(valid, 1.0 / np.sqrt(np.where(valid, ssm, 1.0)), 1.0)
+    R = Y if out is None else out
+    _scale_into(Y, inv, R)
+    if not valid.all():
+        R[:, ~valid] = 0.0
     return R, valid, stat
 
 
@@ -814,16 +877,21 @@ def observed_fit(source, model: Model, scheme: str, two_sided: bool, tie_rtol: f
     valid = np.empty(V, bool)
     stat = np.empty(V)
 
+    local = threading.local()  # each thread's float64 chunk, allocated (page-faulted) once
+
     def one(c0, c1):
         part = None if flat is None else flat[n * c0: n * c1].reshape(n, c1 - c0)
-        Yc = source.read(c0, c1, out=part if part is not None and part.dtype == np.float64
-                         else None)
-        if not np.isfinite(Yc.sum()):
+        if part is not None and part.dtype == np.float64:  # read, and fitted in place
+            Yc = source.read(c0, c1, out=part)
+        else:
+            if getattr(local, "buf", None) is None:
+                local.buf = np.empty(n * (spans[0][1] - spans[0][0]))  # the widest
+            Yc = source.read(c0, c1, out=local.buf[: n * (c1 - c0)].reshape(n, c1 - c0))
+        try:
+            Rc, valid[c0:c1], stat[c0:c1] = fit_chunk(Yc, model, scheme, out=part)
+        except NonFinite:
             return False
-        Rc, valid[c0:c1], stat[c0:c1] = fit_chunk(Yc, model, scheme)
         if part is not None:
-            if Rc is not part:
-                np.copyto(part, Rc, casting="same_kind")
             parts[c0] = (c1, part)
         elif R is not None:
             R[:, c0:c1] = Rc
