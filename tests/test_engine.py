@@ -281,12 +281,13 @@ def test_fit_tells_exact_fits_from_near_exact_ones(monkeypatch, scheme, test):
         assert not np.array_equal(observed().valid, noise > 0)
 
 
+@pytest.mark.parametrize("magnitude", [1.0, 1e-3])
 @pytest.mark.parametrize("test", ["t", "F"])
-def test_zero_variance_at_the_rounding_level_as_the_glm(test):
+def test_zero_variance_at_the_rounding_level_as_the_glm(test, magnitude):
     """The permutation test calls a voxel's variance zero where the GLM does: at a residual
     sum of squares of ``n (64 eps max|Y|)^2``. Voxels sit at 1/4 and 4x that level, with
     their largest value (|Y|) 4x the others', positive or negative, in the first or the
-    second row."""
+    second row; data of magnitude 10 and 0.01 (the level scales with the data, not with 1)."""
     from glmkit.stats.glm import compute_contrast, ols_fit, zero_variance_level
 
     rng = np.random.default_rng(5)
@@ -297,7 +298,8 @@ def test_zero_variance_at_the_rounding_level_as_the_glm(test):
     c = np.array([1.0, 0, 0, 0]) if test == "t" else np.array([[1.0, 0, 0, 0], [0, 1, 0, 0]])
     hat = X @ np.linalg.pinv(X)
     cols, expected = [], []
-    for fit in (x + 0.1, age, w):  # fitted exactly; max |Y| in row 0 or 1, either sign
+    # fitted exactly; max |Y| in row 0 or 1, either sign
+    for fit in magnitude * np.array([x + 0.1, age, w]):
         for factor in (0.25, 4.0):
             noise = rng.standard_normal(n)
             noise -= hat @ noise  # residual of the full model: the noise alone

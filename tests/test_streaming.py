@@ -109,13 +109,18 @@ def test_memmap_equals_memory_and_is_never_copied_whole(tmp_path, rng, monkeypat
     assert peak < 0.5 * Ymm.nbytes, peak
 
 
-def test_big_arrays_in_memory_stream_their_residuals(on_disk, monkeypatch):
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_big_arrays_in_memory_stream_their_residuals(on_disk, monkeypatch, dtype):
+    """Residuals formed again block by block are those the fit keeps, in the GEMM's
+    precision: the same bits (float32 too: float32 residuals, float32 products)."""
     _, Y, design = on_disk
-    kw = dict(n_perm=200, random_state=2, verbose=False)
+    kw = dict(n_perm=200, random_state=2, verbose=False, dtype=dtype)
     ref = permutation_test(Y, design, "x", **kw)
     monkeypatch.setattr(engine, "RESIDENT_BYTES", 1024)
     res = permutation_test(Y, design, "x", **kw)
     assert res.info["streamed"] and not ref.info["streamed"]
+    assert res.info["gemm"] == ("float32" if dtype == "float32" else
+                                "float32, re-checked in float64")
     _same(ref, res)
 
 
