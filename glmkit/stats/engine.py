@@ -805,25 +805,28 @@ def fit_chunk(Y, model: Model, scheme: str, out=None):
     inv = np.where(ss > 0.0, 1.0 / np.sqrt(np.where(ss > 0.0, ss, 1.0)), 1.0)
     num0 = N[0] * inv if model.stat_type == "t" else N * inv  # x'R: (w,) for t, (q, w)
     num2 = num0 * num0 if model.stat_type == "t" else np.einsum("qv,qv->v", num0, num0)
-    if scheme == "ter_braak":  # permutes the full model's residuals: formed in float64
+    # the full model's residual sum of squares of a normalised voxel: 1 - |x'R|^2, formed
+    # from the residuals themselves near the zero-variance threshold (rounding decides)
+    ssm = np.where(ss > 0.0, 1.0 - num2, 0.0)
+    near = ss * ssm <= zero_variance_level(scale, n) + SSM_MARGIN * ss
+    if scheme == "ter_braak":  # permutes the full model's residuals: formed for all
         _scale_into(Y, inv, Y)
         _remove_tested(Y, num0, model)
-        ssm = np.einsum("ij,ij->j", Y, Y)
-    else:  # unit-norm residuals: the full model leaves 1 - |x'R|^2 (ss == 0: R == 0)
-        ssm = np.where(ss > 0.0, 1.0 - num2, 0.0)
-        near = ss * ssm <= zero_variance_level(scale, n) + SSM_MARGIN * ss
-        if near.any():
-            idx = np.flatnonzero(near)
-            full = np.ascontiguousarray(Y[:, idx] * inv[idx])  # fancy indexing: F order
-            _remove_tested(full, num0[..., idx], model)
-            ssm[idx] = np.einsum("ij,ij->j", full, full)
+        full_ss = np.einsum("ij,ij->j", Y, Y)
+        ssm[near] = full_ss[near]
+    elif near.any():
+        idx = np.flatnonzero(near)
+        full = np.ascontiguousarray(Y[:, idx] * inv[idx])  # fancy indexing: F order
+        _remove_tested(full, num0[..., idx], model)
+        ssm[idx] = np.einsum("ij,ij->j", full, full)
     valid = ~zero_residual_variance(ss * ssm, scale, n)
-    if model.stat_type == "t":
-        stat = np.where(valid, t_from_num(num0, model.dof), 0.0)
+    rss = np.maximum(ssm, 1e-300)
+    if model.stat_type == "t":  # t_from_num's formula with the exact rss near the threshold
+        stat = np.where(valid, np.clip(num0, -1.0, 1.0) * np.sqrt(model.dof / rss), 0.0)
     else:
-        stat = np.where(valid, g_from_num2(num2, model.q, model.dof), 0.0)
+        stat = np.where(valid, np.sqrt(num2 / model.q * model.dof / rss), 0.0)
     if scheme == "ter_braak":
-        inv = np.where(valid, 1.0 / np.sqrt(np.where(valid, ssm, 1.0)), 1.0)
+        inv = np.where(valid, 1.0 / np.sqrt(np.where(valid, full_ss, 1.0)), 1.0)
     R = Y if out is None else out
     _scale_into(Y, inv, R)
     if not valid.all():
