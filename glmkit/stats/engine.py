@@ -802,12 +802,13 @@ def fit_chunk(Y, model: Model, scheme: str, out=None):
         raise NonFinite
     ss, N = np.empty(w), np.empty((X.shape[1], w))
     _fit_sums(Y, Zo, C, X, ss, N)  # Y: the confounds' residuals
-    inv = np.where(ss > 0.0, 1.0 / np.sqrt(np.where(ss > 0.0, ss, 1.0)), 1.0)
+    inv = 1.0 / np.sqrt(np.where(ss > 0.0, ss, 1.0))  # ss == 0: the residuals are 0
     num0 = N[0] * inv if model.stat_type == "t" else N * inv  # x'R: (w,) for t, (q, w)
     num2 = num0 * num0 if model.stat_type == "t" else np.einsum("qv,qv->v", num0, num0)
     # the full model's residual sum of squares of a normalised voxel: 1 - |x'R|^2, formed
-    # from the residuals themselves near the zero-variance threshold (rounding decides)
-    ssm = np.where(ss > 0.0, 1.0 - num2, 0.0)
+    # from the residuals themselves near the zero-variance threshold (rounding decides; and
+    # where ss == 0, whose residuals are 0)
+    ssm = 1.0 - num2
     near = ss * ssm <= zero_variance_level(scale, n) + SSM_MARGIN * ss
     if scheme == "ter_braak":  # permutes the full model's residuals: formed for all
         _scale_into(Y, inv, Y)
@@ -822,11 +823,11 @@ def fit_chunk(Y, model: Model, scheme: str, out=None):
     valid = ~zero_residual_variance(ss * ssm, scale, n)
     rss = np.maximum(ssm, 1e-300)
     if model.stat_type == "t":  # t_from_num's formula with the exact rss near the threshold
-        stat = np.where(valid, np.clip(num0, -1.0, 1.0) * np.sqrt(model.dof / rss), 0.0)
+        stat = np.where(valid, num0 * np.sqrt(model.dof / rss), 0.0)
     else:
         stat = np.where(valid, np.sqrt(num2 / model.q * model.dof / rss), 0.0)
     if scheme == "ter_braak":
-        inv = np.where(valid, 1.0 / np.sqrt(np.where(valid, full_ss, 1.0)), 1.0)
+        inv = 1.0 / np.sqrt(np.where(valid, full_ss, 1.0))  # invalid: zeroed below
     R = Y if out is None else out
     _scale_into(Y, inv, R)
     if not valid.all():
