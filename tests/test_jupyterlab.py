@@ -625,10 +625,11 @@ def test_executed_notebook_shows_results_without_kernel_or_trust(browser, lab_wi
     cell.scroll_into_view_if_needed()
     bar = cell.locator(".jp-OutputArea-output")
     bar.wait_for(timeout=30_000)
-    # JupyterLab renders a cell scrolled into view lazily: wait for its text, then compare
-    page.wait_for_function("e => e.innerText.trim() !== ''", arg=bar.element_handle(),
-                           timeout=30_000)
-    assert bar.inner_text().strip() == bars[0]
+    # JupyterLab renders a cell scrolled into view lazily, and may draw it again (a new
+    # element): compare the text of whatever element is there, until it matches or 30 s pass
+    from playwright.sync_api import expect
+
+    expect(bar).to_have_text(bars[0], use_inner_text=True, timeout=30_000)
     assert last.locator(".glmkit-explorer").count() == 0  # untrusted: no widget is drawn
     assert "is not trusted" in lab_without_kernels.log()
     assert not json.load(urllib.request.urlopen(f"{lab_without_kernels.url}/api/sessions"))
