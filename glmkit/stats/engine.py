@@ -204,16 +204,19 @@ def gmaps(num, q, conf, n_conf, ss, dof, out):
             out[b, v] = np.sqrt(a2 / q * dof / rss)
 
 
-def g_from_num2(a2, q, dof):
-    """sqrt(F) from the squared norm of the tested projections (unit-norm residuals)."""
-    with np.errstate(divide="ignore"):
-        return np.sqrt(a2 / q * dof / np.maximum(1.0 - a2, 1e-300))
+def g_from_num2(a2, q, dof, rss):
+    """sqrt(F) from the squared norm ``a2`` of the tested projections of unit-norm residuals
+    and the full model's residual sum of squares ``rss`` (``1 - a2`` up to rounding)."""
+    return np.sqrt(a2 / q * dof / np.maximum(rss, 1e-300))
 
 
-def t_from_num(num, dof):
-    num = np.clip(num, -1.0, 1.0)
-    with np.errstate(divide="ignore"):
-        return num * np.sqrt(dof / np.maximum(1.0 - num * num, 1e-300))
+def t_from_num(num, dof, rss=None):
+    """t from ``x'R`` of unit-norm residuals and the full model's residual sum of squares
+    ``rss`` (by default ``1 - num^2``, with ``num`` clipped to [-1, 1])."""
+    if rss is None:
+        num = np.clip(num, -1.0, 1.0)
+        rss = 1.0 - num * num
+    return num * np.sqrt(dof / np.maximum(rss, 1e-300))
 
 
 @njit(cache=True, nogil=True, fastmath=True)
@@ -709,6 +712,17 @@ class NonFinite(ValueError):
 # The fit's kernels go over a chunk row by row (subject by subject), a voxel per lane, in
 # float64 without fastmath: every voxel's sums are formed in subject order, multiplication
 # and addition rounded apart, so that a voxel's bits do not depend on the chunk it is in.
+@njit(cache=True, nogil=True, inline="always")
+def _add_outer(A, i, row, out):
+    """``out += A[i]' row``: subject ``i``'s share of ``A'Y`` (one column of ``A`` per row
+    of ``out``)."""
+    for k in range(A.shape[1]):
+        a = A[i, k]
+        o = out[k]
+        for j in range(row.shape[0]):
+            o[j] += a * row[j]
+
+
 @njit(cache=True, nogil=True)
 def _fit_moments(Y, Zo, scale, C):
     """One pass over ``Y`` (n, w): ``scale = max |Y|`` per voxel and ``C = Zo'Y``; returns
@@ -725,11 +739,7 @@ def _fit_moments(Y, Zo, scale, C):
             ok &= (y - y) == 0.0  # False for inf and NaN
             scale[j] = max(scale[j], abs(y))
         finite &= ok
-        for k in range(Zo.shape[1]):
-            z = Zo[i, k]
-            c = C[k]
-            for j in range(w):
-                c[j] += z * row[j]
+        _add_outer(Zo, i, row, C)
     return finite
 
 
@@ -749,11 +759,7 @@ def _fit_sums(Y, Zo, C, X, ss, N):
                 row[j] -= z * c[j]
         for j in range(w):
             ss[j] += row[j] * row[j]
-        for k in range(X.shape[1]):
-            x = X[i, k]
-            nk = N[k]
-            for j in range(w):
-                nk[j] += x * row[j]
+        _add_outer(X, i, row, N)
 
 
 @njit(cache=True, nogil=True)
@@ -821,11 +827,10 @@ def fit_chunk(Y, model: Model, scheme: str, out=None):
         _remove_tested(full, num0[..., idx], model)
         ssm[idx] = np.einsum("ij,ij->j", full, full)
     valid = ~zero_residual_variance(ss * ssm, scale, n)
-    rss = np.maximum(ssm, 1e-300)
-    if model.stat_type == "t":  # t_from_num's formula with the exact rss near the threshold
-        stat = np.where(valid, num0 * np.sqrt(model.dof / rss), 0.0)
+    if model.stat_type == "t":  # with the exact rss near the threshold
+        stat = np.where(valid, t_from_num(num0, model.dof, ssm), 0.0)
     else:
-        stat = np.where(valid, np.sqrt(num2 / model.q * model.dof / rss), 0.0)
+        stat = np.where(valid, g_from_num2(num2, model.q, model.dof, ssm), 0.0)
     if scheme == "ter_braak":
         inv = 1.0 / np.sqrt(np.where(valid, full_ss, 1.0))  # invalid: zeroed below
     R = Y if out is None else out
