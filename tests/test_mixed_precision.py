@@ -87,6 +87,15 @@ def test_ties_are_counted_as_float64_counts_them(monkeypatch, two_sided):
 
     np.testing.assert_allclose(10 ** -res.logp_uncorrected[tested],
                                (1 + counts[tested]) / (1 + n_perm), rtol=1e-12)
+    # t is 0 in exact arithmetic (1e-16 or so either side): the permuted t that are 0 tie
+    # with it however they were rounded (two-sided: every permutation)
+    zero = ~tested & (np.abs(t_obs) <= 1e-6)
+    zero[:3] = False
+    assert zero.sum() > 10
+    at_zero = (score[:, zero] >= -1e-8).sum(axis=0)
+    assert two_sided == (at_zero == n_perm).all()
+    np.testing.assert_allclose(10 ** -res.logp_uncorrected[zero], (1 + at_zero) / (1 + n_perm),
+                               rtol=1e-12)
     assert (res.logp_uncorrected[:3] == 0).all()
     score[:, :3] = 0.0
     np.testing.assert_allclose(res.null_max["voxel"][1:], score.max(axis=1), rtol=1e-12)

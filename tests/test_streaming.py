@@ -79,9 +79,11 @@ def test_results_do_not_depend_on_block_size(on_disk, monkeypatch, contrast):
     _, Y, design = on_disk
     kw = dict(n_perm=700, random_state=4, verbose=False, two_sided=contrast == "x")
     a = permutation_test(Y, design, contrast, **kw)
-    monkeypatch.setattr(engine, "MAX_BLOCK", 256)
+    monkeypatch.setattr(engine, "COLS", 256)  # GEMMs of 256 permutations, blocks of 256
     b = permutation_test(Y, design, contrast, n_jobs=2, **kw)
-    assert (a.info["n_blocks"], b.info["n_blocks"]) == (2, 3)
+    # one task against six: three blocks of permutations, each on two halves of the voxels
+    assert (a.info["n_blocks"], a.info["voxel_blocks"]) == (1, 1)
+    assert (b.info["n_blocks"], b.info["voxel_blocks"]) == (3, 2)
     _same(a, b)
 
 
@@ -194,5 +196,6 @@ def test_dask_worker_processes_read_the_memmap_bit_identically(on_disk, monkeypa
                       dashboard_address=None) as cluster, Client(cluster):
         with joblib.parallel_config(backend="dask"):
             res = permutation_test(Ymm, design, "x", n_jobs=2, **kw)
-    assert res.info["voxel_blocks"] == 3 and res.info["n_blocks"] == 2
+    # three slabs, split into four so that the two workers share them evenly
+    assert res.info["voxel_blocks"] == 4 and res.info["n_blocks"] == 1
     _same(ref, res)

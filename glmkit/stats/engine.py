@@ -222,21 +222,44 @@ def t_from_num(num, dof, rss=None):
 @njit(cache=True, nogil=True, fastmath=True)
 def reduce_num_t(out, B, thr, two_sided, counts, out_max):
     """Fast path on a transposed tile ``out`` (w voxels, >= B): column ``b`` holds ``x'Y*``
-    of permutation ``b``. Running max per permutation and per-voxel counts of num >= thr."""
-    for v in range(out.shape[0]):
+    of permutation ``b``. Running max per permutation and per-voxel counts of num >= thr.
+
+    Four voxels at a time: the running maxima are read and written once per four rows."""
+    w = out.shape[0]
+    v = 0
+    while v + 4 <= w:
+        r0, r1, r2, r3 = out[v], out[v + 1], out[v + 2], out[v + 3]
+        t0, t1, t2, t3 = thr[v], thr[v + 1], thr[v + 2], thr[v + 3]
+        c0 = c1 = c2 = c3 = np.int32(0)
+        if two_sided:  # the branch-free loops vectorise
+            for b in range(B):
+                a0, a1, a2, a3 = abs(r0[b]), abs(r1[b]), abs(r2[b]), abs(r3[b])
+                out_max[b] = max(out_max[b], max(max(a0, a1), max(a2, a3)))
+                c0 += np.int32(a0 >= t0)
+                c1 += np.int32(a1 >= t1)
+                c2 += np.int32(a2 >= t2)
+                c3 += np.int32(a3 >= t3)
+        else:
+            for b in range(B):
+                a0, a1, a2, a3 = r0[b], r1[b], r2[b], r3[b]
+                out_max[b] = max(out_max[b], max(max(a0, a1), max(a2, a3)))
+                c0 += np.int32(a0 >= t0)
+                c1 += np.int32(a1 >= t1)
+                c2 += np.int32(a2 >= t2)
+                c3 += np.int32(a3 >= t3)
+        counts[v] += c0
+        counts[v + 1] += c1
+        counts[v + 2] += c2
+        counts[v + 3] += c3
+        v += 4
+    for v in range(v, w):
         t = thr[v]
         c = np.int32(0)
         row = out[v]
-        if two_sided:
-            for b in range(B):
-                a = abs(row[b])
-                out_max[b] = max(out_max[b], a)
-                c += np.int32(a >= t)
-        else:
-            for b in range(B):
-                a = row[b]
-                out_max[b] = max(out_max[b], a)
-                c += np.int32(a >= t)
+        for b in range(B):
+            a = abs(row[b]) if two_sided else row[b]
+            out_max[b] = max(out_max[b], a)
+            c += np.int32(a >= t)
         counts[v] += c
 
 
@@ -491,14 +514,18 @@ def reduce_stat_t(out, B, q, n_conf, ss, dof, thr, two_sided, counts, out_max, w
 # ----------------------------------------------------------------------------- blocks
 #: memory budget (bytes) of one block's statistic maps (spatial statistics); sets its size
 BLOCK_BYTES = 64 * 2**20
-#: most permutations in one block (one task) of large maps
+#: most permutations in one block (one task) of spatial statistics' large maps
 MAX_BLOCK = 512
 #: small maps: blocks of up to this many statistics (and permutation indices)
 BLOCK_ITEMS = 2**20
-#: voxels per tile: a tile's GEMM output (TILE x COLS) stays in cache while it is reduced
+#: voxels per tile: a tile's GEMM output (TILE x COLS) is reduced while it is in cache
 TILE = 512
-#: permutations per GEMM (at multiples of COLS in the stream; blocks are whole multiples)
-COLS = 256
+#: permutations per GEMM of a voxel statistic (at multiples of COLS in the stream; blocks
+#: are whole multiples, at least one). Wide GEMMs pack each tile of residuals once for
+#: about 1000 permutations: on the demo (89 x 67,402, float32, one core) 1000 permutations
+#: took 1.06x one whole product in GEMMs of 256 and 1.02x in GEMMs of 1000. Not a power of
+#: two: with 1024 a tile's rows lie 4 KiB apart and share cache sets (1.26x at 10,000)
+COLS = 1008
 #: float64 bytes of one chunk of Y residualised at once (n_subjects x chunk voxels)
 CHUNK_BYTES = 4 * 2**20
 #: residuals bigger than this are not held whole (voxel statistics): read again per block
@@ -595,6 +622,8 @@ def voxel_block(data, v0, v1, stream, start, stop, cfg):
 
     Every chunk of residuals (held, or read and residualised here) is multiplied tile by
     tile: ``(TILE, n) @ (n, rows)`` into a buffer that stays in cache, reduced at once.
+    ``v0`` and ``v1`` are multiples of ``TILE`` (or ``V``), as chunks start: the tiles are
+    the same however the voxels are split.
     """
     single_blas_thread(cfg["parent_pid"])
     dtype = np.dtype(cfg["dtype"])
@@ -621,12 +650,13 @@ def voxel_block(data, v0, v1, stream, start, stop, cfg):
     mx = np.full(B, -1e300 if mixed else -np.inf, dtype=dtype if fast else np.float64)
     # flat: a tile's product is C-contiguous whatever its width (the last group of
     # permutations is narrower), so that the kernels see unit strides and vectorise
-    buf = np.empty(TILE * vecs.shape[1] * COLS, dtype=np.float32 if mixed else dtype)
-    work = np.empty((3, COLS))
+    widest = max(g1 - g0 for g0, g1 in groups)
+    buf = np.empty(TILE * vecs.shape[1] * widest, dtype=np.float32 if mixed else dtype)
+    work = np.empty((3, widest))
     for c0, c1 in data.chunks(v0, v1):
         R = data.residuals(c0, c1)
-        for t0 in range(c0, c1, TILE):
-            t1 = min(c1, t0 + TILE)
+        for t0 in range(max(c0, v0), min(c1, v1), TILE):
+            t1 = min(c1, v1, t0 + TILE)
             Rt = R[:, t0 - c0: t1 - c0].T
             Rg = Rt.astype(np.float32) if mixed else Rt
             cnt = counts[t0 - v0: t1 - v0]
@@ -871,7 +901,10 @@ def observed_fit(source, model: Model, scheme: str, two_sided: bool, tie_rtol: f
     A permuted statistic within ``tie_rtol`` (relative) below the observed one counts as
     reaching it: a permutation that reproduces the observed statistic (the all-flipped signs
     of a two-sided test, a relabelling that leaves the design unchanged) is a tie, not a
-    rounding error apart.
+    rounding error apart. Below ``|t| = 1`` the tolerance is ``tie_rtol`` itself (absolute):
+    a statistic that is 0 in exact arithmetic (a voxel the design's symmetry leaves at 0) is
+    ``1e-16`` or so either side, and the permuted statistics that are 0 tie with it however
+    the GEMM rounded them.
     """
     from glmkit.stats.source import VoxelSource
 
@@ -921,7 +954,7 @@ def observed_fit(source, model: Model, scheme: str, two_sided: bool, tie_rtol: f
     if R is not None:  # one part: the whole (n, V) array
         parts = {0: (V, R)}
     t_cmp = np.abs(stat) if two_sided else stat
-    t_cmp = t_cmp - tie_rtol * np.abs(t_cmp)
+    t_cmp = t_cmp - tie_rtol * np.maximum(np.abs(t_cmp), 1.0)
     # threshold on num (fast path, t only): t(num) >= t_obs <=> num >= t_obs/sqrt(dof + t_obs^2);
     # |num| <= 1, so 2.0 marks "never" (finite: the kernels use fastmath)
     dof = model.dof
@@ -976,24 +1009,59 @@ def _tasks(fit, model, zconf, specs, ctx, stream, source, scheme, dtype, n_jobs)
         if fast:  # reduce_num_mixed's float32 band around each voxel's threshold
             cfg.update(lo32=(fit.thr_num - eps).astype(np.float32),
                        hi32=(fit.thr_num + eps).astype(np.float32))
+    # blocks do not change a bit of the result here. Permutations: as many blocks as
+    # workers, of at least COLS (one GEMM wide), larger when the maps are small (less
+    # overhead per permutation), within BLOCK_ITEMS statistics and permutation indices.
+    # Voxels: streamed data in slabs of SLAB_BYTES at most; and split further until the
+    # tasks share evenly among the workers (1000 permutations on two workers: each takes
+    # half of the voxels, in GEMMs of all 1000 permutations)
+    workers = max(1, joblib.effective_n_jobs(n_jobs))
+    most = max(COLS, min(BLOCK_ITEMS // max(V, 1), BLOCK_ITEMS // n))
+    perm_blocks = split(stream.n_perm, min(most, -(-stream.n_perm // workers)), COLS)
     if fit.R is not None:
-        data = fit.R
-        voxel_blocks = [(0, V)]
+        data, width = fit.R, V
     else:
         data = Streamed(source, model, scheme, npdtype.name, fit.ss_unit)
         width = max(TILE, SLAB_BYTES // (4 * n) // TILE * TILE)
-        voxel_blocks = [(v, min(v + width, V)) for v in range(0, V, width)]
-    # blocks do not change a bit of the result here: as many as workers, at least, and
-    # larger than MAX_BLOCK when the maps are small (less overhead per permutation), within
-    # BLOCK_ITEMS statistics and permutation indices per block
-    workers = max(1, joblib.effective_n_jobs(n_jobs))
-    most = max(MAX_BLOCK, min(BLOCK_ITEMS // max(V, 1), BLOCK_ITEMS // n))
-    perm_blocks = split(stream.n_perm, min(most, -(-stream.n_perm // workers)), COLS)
+    parts = workers // math.gcd(len(perm_blocks), workers)
+    n_voxel_blocks = -(-(-(-V // width)) // parts) * parts
+    voxel_blocks = split(V, -(-V // n_voxel_blocks), TILE)
     tasks = [((s, e), (v0, v1), joblib.delayed(voxel_block)(data, v0, v1, *stream.part(s, e), cfg))
         for v0, v1 in voxel_blocks for s, e in perm_blocks]
     return tasks, {"block_size": perm_blocks[0][1], "n_blocks": len(perm_blocks),
                    "voxel_blocks": len(voxel_blocks), "streamed": fit.R is None,
                    "gemm": "float32, re-checked in float64" if mixed else npdtype.name}
+
+
+def _results(calls, n_jobs):
+    """The results of joblib ``delayed`` calls, in order, as they come.
+
+    By default on threads of this process, the caller waiting on each result: joblib's own
+    loop polls every 10 ms, which cost about 8 ms at the end of a 90 ms run, and a faster
+    poll takes a core from the workers. Any other joblib backend the caller configured
+    (``joblib.parallel_config(backend="dask")``) runs them through joblib.
+    """
+    import joblib
+    from joblib.parallel import SequentialBackend, ThreadingBackend
+
+    backend, _ = joblib.parallel.get_active_backend(prefer="threads")
+    if not isinstance(backend, (ThreadingBackend, SequentialBackend)):
+        # never more workers than blocks (does not change the result, saves start-up)
+        jobs = min(int(n_jobs), len(calls)) if n_jobs > 0 else int(n_jobs)
+        yield from joblib.Parallel(n_jobs=jobs, prefer="threads", return_as="generator")(calls)
+        return
+    jobs = min(_threads(n_jobs), len(calls))
+    if jobs <= 1:
+        for func, args, kwargs in calls:
+            yield func(*args, **kwargs)
+        return
+    pool = ThreadPoolExecutor(jobs)
+    try:
+        futures = [pool.submit(func, *args, **kwargs) for func, args, kwargs in calls]
+        for future in futures:
+            yield future.result()
+    finally:  # an error (or a generator closed early): drop the blocks not yet started
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def permute_blocks(fit: Observed, model: Model, zconf, specs, ctx, stream, *, source=None,
@@ -1026,10 +1094,7 @@ def permute_blocks(fit: Observed, model: Model, zconf, specs, ctx, stream, *, so
     done = 0.0
     with tqdm(total=n_perm, disable=not verbose, desc="permutations", unit="perm") as bar, \
             one_blas_thread():
-        # never more workers than blocks (does not change the result, saves start-up)
-        jobs = min(int(n_jobs), len(tasks)) if n_jobs > 0 else int(n_jobs)
-        parallel = joblib.Parallel(n_jobs=jobs, prefer="threads", return_as="generator")
-        results = parallel(call for _, _, call in tasks)
+        results = _results([call for _, _, call in tasks], n_jobs)
         for ((s, e), (v0, v1), _), (maxima, cnt) in zip(tasks, results):
             counts[v0:v1] += cnt
             if not isinstance(maxima, dict):
