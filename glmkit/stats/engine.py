@@ -49,6 +49,7 @@ from scipy.linalg import blas
 from glmkit._util import logger
 from glmkit.errors import ContrastError, ParameterError
 from glmkit.stats.glm import zero_residual_variance, zero_variance_level
+from glmkit.stats.pvalues import tie_level
 
 __all__ = ["Model", "Observed", "partition", "observed_fit", "fit_chunk", "resident",
            "permute_blocks", "t_from_num", "BLOCK_BYTES", "MAX_BLOCK", "TILE"]
@@ -914,8 +915,8 @@ def observed_fit(source, model: Model, scheme: str, two_sided: bool, tie_rtol: f
     A permuted statistic within ``tie_rtol`` (relative) below the observed one counts as
     reaching it: a permutation that reproduces the observed statistic (the all-flipped signs
     of a two-sided test, a relabelling that leaves the design unchanged) is a tie, not a
-    rounding error apart. Below ``|t| = 1`` the tolerance is ``tie_rtol`` itself (absolute):
-    a statistic that is 0 in exact arithmetic (a voxel the design's symmetry leaves at 0) is
+    rounding error apart. Below ``|t| = 1`` the tolerance is ``tie_rtol`` itself (absolute,
+    :func:`~glmkit.stats.pvalues.tie_level`): a statistic that is 0 in exact arithmetic is
     ``1e-16`` or so either side, and the permuted statistics that are 0 tie with it however
     the GEMM rounded them.
     """
@@ -967,7 +968,7 @@ def observed_fit(source, model: Model, scheme: str, two_sided: bool, tie_rtol: f
     if R is not None:  # one part: the whole (n, V) array
         parts = {0: (V, R)}
     t_cmp = np.abs(stat) if two_sided else stat
-    t_cmp = t_cmp - tie_rtol * np.maximum(np.abs(t_cmp), 1.0)
+    t_cmp = tie_level(t_cmp, tie_rtol)
     # threshold on num (fast path, t only): t(num) >= t_obs <=> num >= t_obs/sqrt(dof + t_obs^2);
     # |num| <= 1, so 2.0 marks "never" (finite: the kernels use fastmath)
     dof = model.dof

@@ -65,7 +65,7 @@ import pandas as pd
 from glmkit.errors import DesignError, ParameterError, checked_arguments
 from glmkit.stats.contrast import parse_contrast
 from glmkit.stats.engine import observed_fit, partition, permute_blocks, resident
-from glmkit.stats.pvalues import logp_from_p
+from glmkit.stats.pvalues import logp_from_p, tie_level
 from glmkit.stats.choices import ACCELERATIONS
 from glmkit.stats.resample import Stream, n_arrangements
 from glmkit.stats.source import VoxelSource
@@ -365,10 +365,9 @@ def _largest_count(alpha: float, n_perm: int) -> int:
 
 def _p_from_null(null, values, rtol=0.0):
     """(1 + #{null_perm >= v}) / (1 + n_perm) with null = [observed max, perms...]; a null
-    value within ``rtol`` (relative) below ``v`` is a tie and counts."""
+    value at or above :func:`~glmkit.stats.pvalues.tie_level` of ``v`` is a tie and counts."""
     perm = np.sort(null[1:])
-    values = np.asarray(values, dtype=np.float64)
-    count = perm.size - np.searchsorted(perm, values - rtol * np.abs(values), side="left")
+    count = perm.size - np.searchsorted(perm, tie_level(values, rtol), side="left")
     return (1.0 + count) / (1.0 + perm.size)
 
 

@@ -16,12 +16,28 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import special, stats
 
-__all__ = ["P_FLOOR", "logp_from_p", "logp_from_log", "log_sf_t", "log_sf_f", "z_scores"]
+__all__ = ["P_FLOOR", "logp_from_p", "logp_from_log", "log_sf_t", "log_sf_f", "z_scores",
+           "tie_level"]
 
 #: smallest p-value stored (smallest positive normal float); ``-log10`` of it is 307.65
 P_FLOOR = float(np.finfo(float).tiny)
 #: below this tail probability z is computed from the exact log p
 _LOG_TAIL = 1e-300
+
+
+def tie_level(values: ArrayLike, rtol: float) -> np.ndarray:
+    """The level at or above which a permuted statistic ties with ``values``:
+    ``values - rtol * max(|values|, 1)``, relative above 1 and absolute below, so that a
+    statistic that is 0 in exact arithmetic (rounding either side of it) ties with the
+    permuted statistics that are 0 too. The rule of every permutation p-value.
+
+    Examples
+    --------
+    >>> tie_level([2.0, 1e-16, -3.0], 1e-10).tolist()
+    [1.9999999998, -9.99999e-11, -3.0000000003]
+    """
+    values = np.asarray(values, dtype=np.float64)
+    return values - rtol * np.maximum(np.abs(values), 1.0)
 
 
 def logp_from_p(p: ArrayLike) -> np.ndarray:
