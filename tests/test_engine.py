@@ -427,3 +427,38 @@ def test_observed_thresholds_carry_the_tie_tolerance(two_sided):
     k = fit.t_cmp_slow[valid]
     np.testing.assert_allclose(fit.thr_num[valid], k / np.sqrt(model.dof + k**2), rtol=1e-14)
     assert not valid[0] and fit.t_cmp_slow[0] >= 1e300 and fit.thr_num[0] > 1.0
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("two_sided", [False, True])
+def test_tiles_of_any_width_give_the_same_counts_and_maxima(monkeypatch, dtype, two_sided):
+    """The reductions take four voxels at a time (and the mixed one 64 permutations at a
+    time): tiles of 7 and 13 voxels leave three and one voxel over in every tile, and GEMMs
+    of 64 permutations a narrower last one.
+    Counts and null maxima are the bits of 512-voxel tiles and 1008-permutation GEMMs."""
+    from glmkit.stats import engine
+
+    rng = np.random.default_rng(3)
+    n, v = 30, 1000
+    Y = rng.gamma(1.5, size=(n, v)).astype(np.float32)  # skewed, one subject at 3x
+    x = rng.standard_normal(n)
+    Y[:, :20] += (0.8 * x[:, None]).astype(np.float32)
+    Y[0] *= 3.0
+    X = np.column_stack([x, np.ones(n)])
+    kw = dict(n_perm=300, random_state=2, verbose=False, dtype=dtype, two_sided=two_sided)
+    ref = glmkit.permutation_test(Y, X, [1, 0], **kw)
+    assert ref.info["gemm"] == ("float32" if dtype == "float32"
+                                else "float32, re-checked in float64")
+    assert (ref.info["n_blocks"], ref.info["voxel_blocks"]) == (1, 1)
+    # one worker: GEMMs of 64, 64, 64, 64 and 44 permutations into one buffer (a kernel
+    # that read past a tile would read another GEMM's values); two workers: halves of the
+    # voxels (one block of permutations), or two blocks (GEMMs of 64, 64, 64 and 64, 44)
+    for tile, cols, jobs, blocks in ((7, 64, 1, (1, 1)), (7, 1008, 2, (1, 2)),
+                                     (13, 64, 2, (2, 1))):
+        with monkeypatch.context() as m:
+            m.setattr(engine, "TILE", tile)
+            m.setattr(engine, "COLS", cols)
+            res = glmkit.permutation_test(Y, X, [1, 0], n_jobs=jobs, **kw)
+        assert (res.info["n_blocks"], res.info["voxel_blocks"]) == blocks
+        np.testing.assert_array_equal(res.logp_uncorrected, ref.logp_uncorrected)
+        np.testing.assert_array_equal(res.null_max["voxel"], ref.null_max["voxel"])
