@@ -325,6 +325,53 @@ def test_n_jobs_and_dask_bit_identical(spatial_case, monkeypatch):
     _assert_same(r1, r3)
 
 
+#: where each block of test_the_blocks_run_where_joblib_is_told ran (module-level, so that
+#: a Dask task pickles the function by reference and appends here, in this process)
+_RAN: list[str] = []
+
+
+def _recorded_voxel_block(*args, **kwargs):
+    from distributed import get_worker
+
+    from glmkit.stats import engine
+
+    try:
+        get_worker()
+        _RAN.append("dask")
+    except ValueError:  # not on a Dask worker
+        _RAN.append("here")
+    return engine.voxel_block.__wrapped__(*args, **kwargs)
+
+
+def test_the_blocks_run_where_joblib_is_told(monkeypatch, rng):
+    """Voxel statistics: by default the blocks run on threads of this process; with
+    ``joblib.parallel_config(backend="dask")`` they run on the Dask workers, with the same
+    bits (the engine waits on its own threads, and hands any configured backend to joblib)."""
+    import joblib
+    from distributed import Client, LocalCluster
+
+    from glmkit.stats import engine
+
+    _recorded_voxel_block.__wrapped__ = engine.voxel_block
+    monkeypatch.setattr(engine, "voxel_block", _recorded_voxel_block)
+    _RAN.clear()
+    n = 20
+    Y = rng.standard_normal((n, 3000))
+    X = np.column_stack([rng.standard_normal(n), np.ones(n)])
+    kw = dict(n_perm=200, random_state=1, verbose=False, n_jobs=2)
+    ref = permutation_test(Y, X, [1, 0], **kw)
+    assert (ref.info["n_blocks"], ref.info["voxel_blocks"]) == (1, 2)
+    assert _RAN == ["here", "here"]
+    _RAN.clear()
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster):
+        with joblib.parallel_config(backend="dask"):
+            res = permutation_test(Y, X, [1, 0], **kw)
+    assert _RAN == ["dask", "dask"]
+    np.testing.assert_array_equal(res.logp_uncorrected, ref.logp_uncorrected)
+    np.testing.assert_array_equal(res.null_max["voxel"], ref.null_max["voxel"])
+
+
 def test_n_jobs_bit_identical_at_blas_threaded_sizes(rng):
     """Large enough for multi-threaded BLAS, whose rounding depends on the thread count:
     loky worker processes run BLAS with one thread, so they only agree with the calling
