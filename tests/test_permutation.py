@@ -372,6 +372,40 @@ def test_the_blocks_run_where_joblib_is_told(monkeypatch, rng):
     np.testing.assert_array_equal(res.null_max["voxel"], ref.null_max["voxel"])
 
 
+def test_an_error_in_a_block_stops_the_others(monkeypatch, rng):
+    """A block that fails: its error reaches the caller, the blocks not yet started never
+    start, and none still runs when the call returns."""
+    import threading
+    import time
+
+    from glmkit.stats import engine
+
+    started, finished, lock = [], [], threading.Lock()
+    block = engine.voxel_block
+
+    def failing(data, v0, v1, stream, start, stop, cfg):
+        with lock:
+            started.append(start)
+        if start == 0:
+            raise RuntimeError("block 0 failed")
+        time.sleep(1.0)  # the others stay busy while the error reaches the caller
+        result = block(data, v0, v1, stream, start, stop, cfg)
+        with lock:
+            finished.append(start)
+        return result
+
+    monkeypatch.setattr(engine, "voxel_block", failing)
+    monkeypatch.setattr(engine, "COLS", 64)
+    monkeypatch.setattr(engine, "BLOCK_ITEMS", 64)  # blocks of 64 permutations: ten
+    n = 20
+    Y = rng.standard_normal((n, 300))
+    X = np.column_stack([rng.standard_normal(n), np.ones(n)])
+    with pytest.raises(RuntimeError, match="block 0 failed"):
+        permutation_test(Y, X, [1, 0], n_perm=640, random_state=1, verbose=False, n_jobs=2)
+    assert 0 in started and len(started) <= 3  # of ten blocks
+    assert sorted(finished) == sorted(s for s in started if s != 0)  # none left running
+
+
 def test_n_jobs_bit_identical_at_blas_threaded_sizes(rng):
     """Large enough for multi-threaded BLAS, whose rounding depends on the thread count:
     loky worker processes run BLAS with one thread, so they only agree with the calling
