@@ -1037,8 +1037,9 @@ def _tasks(fit, model, zconf, specs, ctx, stream, source, scheme, dtype, n_jobs)
     else:
         data = Streamed(source, model, scheme, npdtype.name, fit.ss_unit)
         width = max(TILE, SLAB_BYTES // (4 * n) // TILE * TILE)
-    parts = workers // math.gcd(len(perm_blocks), workers)
-    n_voxel_blocks = -(-(-(-V // width)) // parts) * parts
+    slabs = -(-V // width)
+    parts = workers // math.gcd(len(perm_blocks), workers)  # voxel blocks: a multiple
+    n_voxel_blocks = -(-slabs // parts) * parts
     voxel_blocks = split(V, -(-V // n_voxel_blocks), TILE)
     tasks = [((s, e), (v0, v1), joblib.delayed(voxel_block)(data, v0, v1, *stream.part(s, e), cfg))
         for v0, v1 in voxel_blocks for s, e in perm_blocks]
