@@ -399,6 +399,72 @@ def test_a_voxels_fit_does_not_depend_on_the_chunk_it_is_in(monkeypatch, test, s
             np.testing.assert_array_equal(got.R.whole(), ref.R.whole().astype(dtype))
 
 
+def _fit_loop(Y, model):
+    """The observed fit written out: sums over subjects in subject order, each product and
+    sum rounded apart, the confounds subtracted one at a time. ``(R, num)``: normalised
+    residuals (n, V) and ``x'R`` ((V,) for t, (q, V) for F)."""
+    Zo, X = model.z_all, model.x.reshape(len(Y), -1)
+    C = np.zeros((Zo.shape[1], Y.shape[1]))
+    for i in range(len(Y)):
+        for k in range(Zo.shape[1]):
+            C[k] += Zo[i, k] * Y[i]
+    R = Y.copy()
+    for k in range(Zo.shape[1]):
+        R -= Zo[:, k:k + 1] * C[k]  # row by row: R[i] - Zo[i, k] * C[k]
+    ss, N = np.zeros(Y.shape[1]), np.zeros((X.shape[1], Y.shape[1]))
+    for i in range(len(Y)):
+        ss += R[i] * R[i]
+        for k in range(X.shape[1]):
+            N[k] += X[i, k] * R[i]
+    inv = 1.0 / np.sqrt(ss)
+    return R * inv, N * inv if model.stat_type == "F" else N[0] * inv
+
+
+@pytest.mark.parametrize("test", DESIGNS + ["t with two covariates", "no intercept"])
+def test_the_fit_is_a_loop_over_subjects_bit_for_bit(monkeypatch, tmp_path, test):
+    """Every voxel's normalised residuals (float64, and float32 as their cast) and t are
+    the bits of the loop above, whether the kernels read the data in place (float64 or
+    float32, C order) or a float64 copy of it (F order, integers, a file's memmap), kept
+    or formed again block by block (streamed)."""
+    from glmkit.stats import engine
+    from glmkit.stats.source import VoxelSource
+
+    monkeypatch.setattr(engine, "CHUNK_BYTES", 512 * 8 * 24)  # 6 chunks, the last narrower
+    rng = np.random.default_rng(33)
+    n = 24
+    x, age, iq = rng.standard_normal(n), rng.gamma(2.0, size=n), rng.standard_normal(n)
+    if test == "t with two covariates":
+        X, c = np.column_stack([x, age, iq, np.ones(n)]), np.array([1.0, 0, 0, 0])
+    elif test == "no intercept":
+        X, c = np.column_stack([x, age]), np.array([1.0, 0])
+    else:
+        X, c = _design(test, x, age)
+    Y = np.round(_skewed(rng, n, 2_900) * 300) + 1e3  # integers: every source holds them
+    model = engine.partition(X, c)
+    R_ref, num = _fit_loop(Y, model)
+    np.save(tmp_path / "y.npy", Y.astype(np.float32))
+    sources = {"float64": Y, "float32": Y.astype(np.float32), "F order": np.asfortranarray(Y),
+               "int16": Y.astype(np.int16), "memmap": np.load(tmp_path / "y.npy", mmap_mode="r")}
+    assert VoxelSource(sources["float32"]).direct is not None
+    assert VoxelSource(sources["F order"]).direct is None
+    for name, data in sources.items():
+        for dtype in ("float64", "float32"):
+            fit = engine.observed_fit(VoxelSource(data), model, "freedman_lane", True,
+                                      dtype=dtype)
+            assert fit.valid.all(), name
+            np.testing.assert_array_equal(fit.R.whole(), R_ref.astype(dtype), err_msg=name)
+            if model.stat_type == "t":
+                ssm = 1.0 - num * num
+                np.testing.assert_array_equal(fit.t, num * np.sqrt(model.dof / ssm), name)
+            else:
+                np.testing.assert_allclose(fit.t ** 2 * model.q / model.dof,
+                                           (num**2).sum(0) / (1 - (num**2).sum(0)), rtol=1e-12)
+            streamed = engine.Streamed(VoxelSource(data), model, "freedman_lane", dtype,
+                                       fit.ss_unit)
+            np.testing.assert_array_equal(streamed.residuals(512, 1_024),
+                                          R_ref[:, 512:1_024].astype(dtype), err_msg=name)
+
+
 @pytest.mark.parametrize("two_sided", [False, True])
 def test_observed_thresholds_carry_the_tie_tolerance(two_sided):
     """A permuted statistic counts as reaching the observed t when it is at least

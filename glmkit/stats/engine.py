@@ -731,8 +731,8 @@ class Streamed:
 
     def residuals(self, c0, c1):
         Y = self.source.read(c0, c1)
-        R, _, _ = fit_chunk(Y, self.model, self.scheme,
-                            out=None if self.dtype == "float64" else np.empty(Y.shape, self.dtype))
+        R = Y if self.dtype == "float64" else np.empty(Y.shape, self.dtype)
+        fit_chunk(Y, 0, c1 - c0, self.model, self.scheme, out=R)
         return R
 
 
@@ -753,62 +753,105 @@ class NonFinite(ValueError):
     """A chunk of ``Y`` holds NaN or infinite values (see :func:`_nonfinite_error`)."""
 
 
-# The fit's kernels go over a chunk row by row (subject by subject), a voxel per lane, in
-# float64 without fastmath: every voxel's sums are formed in subject order, multiplication
-# and addition rounded apart, so that a voxel's bits do not depend on the chunk it is in.
+# The fit's kernels go over voxels s0 to s1 of S row by row (subject by subject), a voxel
+# per lane, in float64 without fastmath: every voxel's sums are formed in subject order,
+# multiplication and addition rounded apart, so that a voxel's bits do not depend on the
+# chunk it is in, nor on whether S is the data itself (float32 or float64, read in place)
+# or a float64 copy of it. ``Zo`` has at least one column (a zero column when there is no
+# confound): the first confound's share is formed in the same loop as the rest of the row's
+# work (one read of the row), the others in loops of their own.
 @njit(cache=True, nogil=True, inline="always")
-def _add_outer(A, i, row, out):
-    """``out += A[i]' row``: subject ``i``'s share of ``A'Y`` (one column of ``A`` per row
-    of ``out``)."""
-    for k in range(A.shape[1]):
+def _add_outer(A, i, row, out, first=0):
+    """``out[k] += A[i, k] row`` for columns ``k >= first`` of ``A``: subject ``i``'s share
+    of ``A'Y``."""
+    for k in range(first, A.shape[1]):
         a = A[i, k]
         o = out[k]
         for j in range(row.shape[0]):
             o[j] += a * row[j]
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _residual_row(row, Zo, i, C, r):
+    """``r = row - Zo[i] C``: subject ``i``'s residuals on the confounds, subtracted in
+    order."""
+    z, c = Zo[i, 0], C[0]
+    for j in range(r.shape[0]):
+        r[j] = row[j] - z * c[j]
+    for k in range(1, Zo.shape[1]):
+        z, c = Zo[i, k], C[k]
+        for j in range(r.shape[0]):
+            r[j] -= z * c[j]
+
+
 @njit(cache=True, nogil=True)
-def _fit_moments(Y, Zo, scale, C):
-    """One pass over ``Y`` (n, w): ``scale = max |Y|`` per voxel and ``C = Zo'Y``; returns
-    False when ``Y`` holds NaN or infinite values."""
-    n, w = Y.shape
+def _fit_moments(S, s0, s1, Zo, scale, C):
+    """One pass: ``scale = max |Y|`` per voxel and ``C = Zo'Y``; False when ``Y`` holds NaN
+    or infinite values."""
     finite = True
     scale[:] = 0.0
     C[:] = 0.0
-    for i in range(n):
-        row = Y[i]
+    c = C[0]
+    for i in range(S.shape[0]):
+        row = S[i, s0:s1]
+        z = Zo[i, 0]
         ok = True
-        for j in range(w):
-            y = row[j]
+        for j in range(s1 - s0):
+            y = np.float64(row[j])
             ok &= (y - y) == 0.0  # False for inf and NaN
             scale[j] = max(scale[j], abs(y))
+            c[j] += z * y
         finite &= ok
-        _add_outer(Zo, i, row, C)
+        _add_outer(Zo, i, row, C, 1)
     return finite
 
 
 @njit(cache=True, nogil=True)
-def _fit_sums(Y, Zo, C, X, ss, N):
-    """One pass: ``Y -= Zo C`` in place (the confounds' fits subtracted in order), ``ss``
-    the residual sum of squares per voxel and ``N = X'Y`` (X: the tested directions)."""
-    n, w = Y.shape
+def _fit_sums(S, s0, s1, Zo, C, X, ss, N, r):
+    """One pass: the residuals on the confounds (not kept), ``ss`` their sum of squares per
+    voxel and ``N = X'R`` (X: the tested directions); ``r``: a row's scratch."""
     ss[:] = 0.0
     N[:] = 0.0
-    for i in range(n):
-        row = Y[i]
-        for k in range(Zo.shape[1]):
-            z = Zo[i, k]
-            c = C[k]
-            for j in range(w):
-                row[j] -= z * c[j]
-        for j in range(w):
-            ss[j] += row[j] * row[j]
-        _add_outer(X, i, row, N)
+    c, nx = C[0], N[0]
+    simple = Zo.shape[1] == 1 and X.shape[1] == 1
+    r = r[: s1 - s0]
+    for i in range(S.shape[0]):
+        row = S[i, s0:s1]
+        if simple:  # one confound (or none), one tested direction: one loop
+            z, x = Zo[i, 0], X[i, 0]
+            for j in range(s1 - s0):
+                e = row[j] - z * c[j]
+                ss[j] += e * e
+                nx[j] += x * e
+        else:
+            _residual_row(row, Zo, i, C, r)
+            for j in range(s1 - s0):
+                ss[j] += r[j] * r[j]
+            _add_outer(X, i, r, N)
+
+
+@njit(cache=True, nogil=True)
+def _residuals_into(S, s0, s1, Zo, C, inv, out, r):
+    """``out = (Y - Zo C) * inv`` (voxel by voxel), in ``out``'s precision."""
+    c = C[0]
+    simple = Zo.shape[1] == 1
+    r = r[: s1 - s0]
+    for i in range(S.shape[0]):
+        row = S[i, s0:s1]
+        o = out[i]
+        if simple:
+            z = Zo[i, 0]
+            for j in range(s1 - s0):
+                o[j] = (row[j] - z * c[j]) * inv[j]
+        else:
+            _residual_row(row, Zo, i, C, r)
+            for j in range(s1 - s0):
+                o[j] = r[j] * inv[j]
 
 
 @njit(cache=True, nogil=True)
 def _scale_into(Y, inv, out):
-    """``out = Y * inv`` (voxel by voxel), in ``out``'s precision; ``out`` may be ``Y``."""
+    """``out = Y * inv`` (voxel by voxel), in ``out``'s precision."""
     for i in range(Y.shape[0]):
         y = Y[i]
         row = out[i]
@@ -830,13 +873,15 @@ def _remove_tested(R, num0, model: Model):
         R -= model.x @ num0
 
 
-def fit_chunk(Y, model: Model, scheme: str, out=None):
-    """Residualise one chunk ``Y`` (n, w) float64 C-contiguous on the confounds and normalise
-    every voxel, into ``out`` (C-contiguous (n, w), float64 or float32; ``None``: ``Y``
-    itself); returns ``(R, valid, stat)`` (t, or sqrt(F) for an F test).
+def fit_chunk(S, s0: int, s1: int, model: Model, scheme: str, out=None):
+    """Residualise voxels ``s0`` to ``s1 - 1`` of ``S`` on the confounds and normalise every
+    voxel, into ``out``; returns ``(valid, stat)`` (t, or sqrt(F) for an F test).
 
-    Three passes over the chunk (:func:`_fit_moments`, :func:`_fit_sums`,
-    :func:`_scale_into`); ``Y`` is overwritten. Raises :class:`NonFinite` when ``Y`` holds
+    ``S`` (n, >= s1) is the data itself or a float64 copy of some of it: float32 or float64
+    with C-contiguous rows, never written unless it is ``out``. ``out`` is C-contiguous
+    (n, s1 - s0), float64 or float32; ``None``: the statistics only. Three passes over the
+    voxels (:func:`_fit_moments`, :func:`_fit_sums`, :func:`_residuals_into`); the residuals
+    are formed in each pass rather than kept. Raises :class:`NonFinite` when the voxels hold
     NaN or infinite values.
 
     A voxel is valid when the full model leaves residual variance beyond rounding (the
@@ -844,14 +889,16 @@ def fit_chunk(Y, model: Model, scheme: str, out=None):
     across subjects and data fitted exactly by the design are not. An invalid voxel has
     statistic 0 and residuals 0, so its permuted statistics are 0 as well.
     """
-    n, w = Y.shape
+    n, w = S.shape[0], s1 - s0
     Zo = np.ascontiguousarray(model.z_all)
+    if Zo.shape[1] == 0:  # the kernels form a first confound's share: a zero one
+        Zo = np.zeros((n, 1))
     X = np.ascontiguousarray(model.x.reshape(n, -1))
-    scale, C = np.empty(w), np.empty((Zo.shape[1], w))
-    if not _fit_moments(Y, Zo, scale, C):
+    scale, C, r = np.empty(w), np.empty((Zo.shape[1], w)), np.empty(w)
+    if not _fit_moments(S, s0, s1, Zo, scale, C):
         raise NonFinite
     ss, N = np.empty(w), np.empty((X.shape[1], w))
-    _fit_sums(Y, Zo, C, X, ss, N)  # Y: the confounds' residuals
+    _fit_sums(S, s0, s1, Zo, C, X, ss, N, r)
     inv = 1.0 / np.sqrt(np.where(ss > 0.0, ss, 1.0))  # ss == 0: the residuals are 0
     num0 = N[0] * inv if model.stat_type == "t" else N * inv  # x'R: (w,) for t, (q, w)
     num2 = num0 * num0 if model.stat_type == "t" else np.einsum("qv,qv->v", num0, num0)
@@ -861,13 +908,16 @@ def fit_chunk(Y, model: Model, scheme: str, out=None):
     ssm = 1.0 - num2
     near = ss * ssm <= zero_variance_level(scale, n) + SSM_MARGIN * ss
     if scheme == "ter_braak":  # permutes the full model's residuals: formed for all
-        _scale_into(Y, inv, Y)
-        _remove_tested(Y, num0, model)
-        full_ss = np.einsum("ij,ij->j", Y, Y)
+        full = np.empty((n, w))
+        _residuals_into(S, s0, s1, Zo, C, inv, full, r)
+        _remove_tested(full, num0, model)
+        full_ss = np.einsum("ij,ij->j", full, full)
         ssm[near] = full_ss[near]
     elif near.any():
         idx = np.flatnonzero(near)
-        full = np.ascontiguousarray(Y[:, idx] * inv[idx])  # fancy indexing: F order
+        full = np.empty((n, idx.size))
+        _residuals_into(np.ascontiguousarray(S[:, s0 + idx]), 0, idx.size, Zo,
+                        np.ascontiguousarray(C[:, idx]), inv[idx], full, r)
         _remove_tested(full, num0[..., idx], model)
         ssm[idx] = np.einsum("ij,ij->j", full, full)
     valid = ~zero_residual_variance(ss * ssm, scale, n)
@@ -875,13 +925,14 @@ def fit_chunk(Y, model: Model, scheme: str, out=None):
         stat = np.where(valid, t_from_num(num0, model.dof, ssm), 0.0)
     else:
         stat = np.where(valid, g_from_num2(num2, model.q, model.dof, ssm), 0.0)
-    if scheme == "ter_braak":
-        inv = 1.0 / np.sqrt(np.where(valid, full_ss, 1.0))  # invalid: zeroed below
-    R = Y if out is None else out
-    _scale_into(Y, inv, R)
-    if not valid.all():
-        R[:, ~valid] = 0.0
-    return R, valid, stat
+    if out is not None:
+        if scheme == "ter_braak":
+            _scale_into(full, 1.0 / np.sqrt(np.where(valid, full_ss, 1.0)), out)
+        else:
+            _residuals_into(S, s0, s1, Zo, C, inv, out, r)
+        if not valid.all():  # invalid: zero
+            out[:, ~valid] = 0.0
+    return valid, stat
 
 
 def _threads(n_jobs: int) -> int:
@@ -933,24 +984,32 @@ def observed_fit(source, model: Model, scheme: str, two_sided: bool, tie_rtol: f
     valid = np.empty(V, bool)
     stat = np.empty(V)
 
-    local = threading.local()  # each thread's float64 chunk, allocated (page-faulted) once
+    direct = source.direct  # the data itself, read in place by the kernels (or None)
+    local = threading.local()  # each thread's buffers, allocated (page-faulted) once
+
+    def buffer(name, shape, dt):
+        if getattr(local, name, None) is None:  # the widest chunk
+            setattr(local, name, np.empty(n * (spans[0][1] - spans[0][0]), dtype=dt))
+        return getattr(local, name)[: shape[0] * shape[1]].reshape(shape)
 
     def one(c0, c1):
-        part = None if flat is None else flat[n * c0: n * c1].reshape(n, c1 - c0)
-        if part is not None and part.dtype == np.float64:  # read, and fitted in place
-            Yc = source.read(c0, c1, out=part)
+        w = c1 - c0
+        part = None if flat is None else flat[n * c0: n * c1].reshape(n, w)
+        if direct is not None:
+            S, s0, s1 = direct, c0, c1
+        elif part is not None and part.dtype == np.float64:  # read, and fitted in place
+            S, s0, s1 = source.read(c0, c1, out=part), 0, w
         else:
-            if getattr(local, "buf", None) is None:
-                local.buf = np.empty(n * (spans[0][1] - spans[0][0]))  # the widest
-            Yc = source.read(c0, c1, out=local.buf[: n * (c1 - c0)].reshape(n, c1 - c0))
+            S, s0, s1 = source.read(c0, c1, out=buffer("data", (n, w), np.float64)), 0, w
+        out = part if R is None else buffer("out", (n, w), R.dtype)
         try:
-            Rc, valid[c0:c1], stat[c0:c1] = fit_chunk(Yc, model, scheme, out=part)
+            valid[c0:c1], stat[c0:c1] = fit_chunk(S, s0, s1, model, scheme, out)
         except NonFinite:
             return False
         if part is not None:
             parts[c0] = (c1, part)
         elif R is not None:
-            R[:, c0:c1] = Rc
+            R[:, c0:c1] = out
         return True
 
     # chunks on n_jobs threads of this process, whatever joblib backend the permutations

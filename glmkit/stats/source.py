@@ -65,6 +65,17 @@ class VoxelSource:
         """True for a memmap: every read maps the file again (and unmaps it after)."""
         return self.file is not None
 
+    @property
+    def direct(self) -> np.ndarray | None:
+        """The data itself when it is in memory, float32 or float64 (native byte order) and
+        C-contiguous: kernels may read it in place, a range of voxels of each row. Otherwise
+        None, and :meth:`read` copies it."""
+        Y = self._array
+        if (self.file is None and Y.dtype in (np.float32, np.float64) and Y.dtype.isnative
+                and Y.flags.c_contiguous and Y.flags.aligned):
+            return np.asarray(Y)  # a memmap's data, as an ndarray
+        return None
+
     def read(self, v0: int, v1: int, out: np.ndarray | None = None) -> np.ndarray:
         """Voxels ``v0`` to ``v1 - 1`` as a C-contiguous float64 array (n_subjects, v1 - v0),
         written into ``out`` when given (C-contiguous float64 of that shape)."""
