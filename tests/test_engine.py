@@ -429,9 +429,9 @@ def test_the_fit_is_a_loop_over_subjects_bit_for_bit(monkeypatch, tmp_path, test
     from glmkit.stats import engine
     from glmkit.stats.source import VoxelSource
 
-    monkeypatch.setattr(engine, "CHUNK_BYTES", 512 * 8 * 24)  # 6 chunks, the last narrower
+    monkeypatch.setattr(engine, "CHUNK_BYTES", 512 * 8 * 27)  # 6 chunks, the last narrower
     rng = np.random.default_rng(33)
-    n = 24
+    n = 27  # the kernels take four subjects at a time: three left for the last loop
     x, age, iq = rng.standard_normal(n), rng.gamma(2.0, size=n), rng.standard_normal(n)
     if test == "t with two covariates":
         X, c = np.column_stack([x, age, iq, np.ones(n)]), np.array([1.0, 0, 0, 0])

@@ -225,34 +225,41 @@ def reduce_num_t(out, B, thr, two_sided, counts, out_max):
     """Fast path on a transposed tile ``out`` (w voxels, >= B): column ``b`` holds ``x'Y*``
     of permutation ``b``. Running max per permutation and per-voxel counts of num >= thr.
 
-    Four voxels at a time: the running maxima are read and written once per four rows."""
+    Eight voxels at a time: the running maxima are read and written once per eight rows,
+    and eight rows are read at once (more reads in flight: the tile comes from L3)."""
     w = out.shape[0]
     v = 0
-    while v + 4 <= w:
+    while v + 8 <= w:
         r0, r1, r2, r3 = out[v], out[v + 1], out[v + 2], out[v + 3]
+        r4, r5, r6, r7 = out[v + 4], out[v + 5], out[v + 6], out[v + 7]
         t0, t1, t2, t3 = thr[v], thr[v + 1], thr[v + 2], thr[v + 3]
-        c0 = c1 = c2 = c3 = np.int32(0)
-        if two_sided:  # the branch-free loops vectorise
-            for b in range(B):
-                a0, a1, a2, a3 = abs(r0[b]), abs(r1[b]), abs(r2[b]), abs(r3[b])
-                out_max[b] = max(out_max[b], max(max(a0, a1), max(a2, a3)))
-                c0 += np.int32(a0 >= t0)
-                c1 += np.int32(a1 >= t1)
-                c2 += np.int32(a2 >= t2)
-                c3 += np.int32(a3 >= t3)
-        else:
-            for b in range(B):
-                a0, a1, a2, a3 = r0[b], r1[b], r2[b], r3[b]
-                out_max[b] = max(out_max[b], max(max(a0, a1), max(a2, a3)))
-                c0 += np.int32(a0 >= t0)
-                c1 += np.int32(a1 >= t1)
-                c2 += np.int32(a2 >= t2)
-                c3 += np.int32(a3 >= t3)
+        t4, t5, t6, t7 = thr[v + 4], thr[v + 5], thr[v + 6], thr[v + 7]
+        c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = np.int32(0)
+        for b in range(B):  # branch-free: vectorises
+            a0, a1, a2, a3 = r0[b], r1[b], r2[b], r3[b]
+            a4, a5, a6, a7 = r4[b], r5[b], r6[b], r7[b]
+            if two_sided:
+                a0, a1, a2, a3 = abs(a0), abs(a1), abs(a2), abs(a3)
+                a4, a5, a6, a7 = abs(a4), abs(a5), abs(a6), abs(a7)
+            out_max[b] = max(out_max[b], max(max(max(a0, a1), max(a2, a3)),
+                                             max(max(a4, a5), max(a6, a7))))
+            c0 += np.int32(a0 >= t0)
+            c1 += np.int32(a1 >= t1)
+            c2 += np.int32(a2 >= t2)
+            c3 += np.int32(a3 >= t3)
+            c4 += np.int32(a4 >= t4)
+            c5 += np.int32(a5 >= t5)
+            c6 += np.int32(a6 >= t6)
+            c7 += np.int32(a7 >= t7)
         counts[v] += c0
         counts[v + 1] += c1
         counts[v + 2] += c2
         counts[v + 3] += c3
-        v += 4
+        counts[v + 4] += c4
+        counts[v + 5] += c5
+        counts[v + 6] += c6
+        counts[v + 7] += c7
+        v += 8
     for v in range(v, w):
         t = thr[v]
         c = np.int32(0)
@@ -753,13 +760,27 @@ class NonFinite(ValueError):
     """A chunk of ``Y`` holds NaN or infinite values (see :func:`_nonfinite_error`)."""
 
 
-# The fit's kernels go over voxels s0 to s1 of S row by row (subject by subject), a voxel
-# per lane, in float64 without fastmath: every voxel's sums are formed in subject order,
+# The fit's kernels go over voxels s0 to s1 of S four rows (subjects) at a time, a voxel per
+# lane, in float64 without fastmath: every voxel's sums are formed in subject order,
 # multiplication and addition rounded apart, so that a voxel's bits do not depend on the
 # chunk it is in, nor on whether S is the data itself (float32 or float64, read in place)
-# or a float64 copy of it. ``Zo`` has at least one column (a zero column when there is no
-# confound): the first confound's share is formed in the same loop as the rest of the row's
-# work (one read of the row), the others in loops of their own.
+# or a float64 copy of it. Four rows at a time, a voxel's running sums are read and written
+# once per four subjects (the sums of a chunk's voxels do not fit in L1: per subject they
+# cost more than the data). ``Zo`` has at least one column (a zero column when there is no
+# confound): the first confound's share is formed in the same loop as the rest of the
+# rows' work, the others in loops of their own.
+@njit(cache=True, nogil=True, inline="always")
+def _add_rows(o, A, i, k, r0, r1, r2, r3):
+    """``o += A[i, k] r0 + A[i + 1, k] r1 + A[i + 2, k] r2 + A[i + 3, k] r3``, in that
+    order: subjects ``i`` to ``i + 3``'s share of column ``k`` of ``A'Y``."""
+    a0, a1, a2, a3 = A[i, k], A[i + 1, k], A[i + 2, k], A[i + 3, k]
+    for j in range(o.shape[0]):
+        s = o[j] + a0 * r0[j]
+        s += a1 * r1[j]
+        s += a2 * r2[j]
+        o[j] = s + a3 * r3[j]
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _add_outer(A, i, row, out, first=0):
     """``out[k] += A[i, k] row`` for columns ``k >= first`` of ``A``: subject ``i``'s share
@@ -786,67 +807,109 @@ def _residual_row(row, Zo, i, C, r):
 
 @njit(cache=True, nogil=True)
 def _fit_moments(S, s0, s1, Zo, scale, C):
-    """One pass: ``scale = max |Y|`` per voxel and ``C = Zo'Y``; False when ``Y`` holds NaN
-    or infinite values."""
-    finite = True
+    """One pass: ``scale = max |Y|`` per voxel and ``C = Zo'Y``."""
+    n, w = S.shape[0], s1 - s0
     scale[:] = 0.0
     C[:] = 0.0
     c = C[0]
-    for i in range(S.shape[0]):
+    i = 0
+    while i + 4 <= n:
+        r0, r1, r2, r3 = S[i, s0:s1], S[i + 1, s0:s1], S[i + 2, s0:s1], S[i + 3, s0:s1]
+        z0, z1, z2, z3 = Zo[i, 0], Zo[i + 1, 0], Zo[i + 2, 0], Zo[i + 3, 0]
+        for j in range(w):
+            y0, y1 = np.float64(r0[j]), np.float64(r1[j])
+            y2, y3 = np.float64(r2[j]), np.float64(r3[j])
+            scale[j] = max(max(scale[j], abs(y0)), max(max(abs(y1), abs(y2)), abs(y3)))
+            s = c[j] + z0 * y0
+            s += z1 * y1
+            s += z2 * y2
+            c[j] = s + z3 * y3
+        for k in range(1, Zo.shape[1]):
+            _add_rows(C[k], Zo, i, k, r0, r1, r2, r3)
+        i += 4
+    for i in range(i, n):  # the last rows one by one
         row = S[i, s0:s1]
         z = Zo[i, 0]
-        ok = True
-        for j in range(s1 - s0):
+        for j in range(w):
             y = np.float64(row[j])
-            ok &= (y - y) == 0.0  # False for inf and NaN
             scale[j] = max(scale[j], abs(y))
             c[j] += z * y
-        finite &= ok
         _add_outer(Zo, i, row, C, 1)
-    return finite
 
 
 @njit(cache=True, nogil=True)
 def _fit_sums(S, s0, s1, Zo, C, X, ss, N, r):
     """One pass: the residuals on the confounds (not kept), ``ss`` their sum of squares per
-    voxel and ``N = X'R`` (X: the tested directions); ``r``: a row's scratch."""
+    voxel and ``N = X'R`` (X: the tested directions); ``r``: scratch, (4, >= s1 - s0)."""
+    n, w = S.shape[0], s1 - s0
     ss[:] = 0.0
     N[:] = 0.0
     c, nx = C[0], N[0]
-    simple = Zo.shape[1] == 1 and X.shape[1] == 1
-    r = r[: s1 - s0]
-    for i in range(S.shape[0]):
-        row = S[i, s0:s1]
-        if simple:  # one confound (or none), one tested direction: one loop
-            z, x = Zo[i, 0], X[i, 0]
-            for j in range(s1 - s0):
-                e = row[j] - z * c[j]
-                ss[j] += e * e
-                nx[j] += x * e
+    simple = Zo.shape[1] == 1 and X.shape[1] == 1  # one confound (or none), a t test
+    e0, e1, e2, e3 = r[0, :w], r[1, :w], r[2, :w], r[3, :w]
+    i = 0
+    while i + 4 <= n:
+        if simple:  # one loop
+            r0, r1, r2, r3 = S[i, s0:s1], S[i + 1, s0:s1], S[i + 2, s0:s1], S[i + 3, s0:s1]
+            z0, z1, z2, z3 = Zo[i, 0], Zo[i + 1, 0], Zo[i + 2, 0], Zo[i + 3, 0]
+            x0, x1, x2, x3 = X[i, 0], X[i + 1, 0], X[i + 2, 0], X[i + 3, 0]
+            for j in range(w):
+                cj = c[j]
+                a0, a1 = r0[j] - z0 * cj, r1[j] - z1 * cj
+                a2, a3 = r2[j] - z2 * cj, r3[j] - z3 * cj
+                s = ss[j] + a0 * a0
+                s += a1 * a1
+                s += a2 * a2
+                ss[j] = s + a3 * a3
+                t = nx[j] + x0 * a0
+                t += x1 * a1
+                t += x2 * a2
+                nx[j] = t + x3 * a3
         else:
-            _residual_row(row, Zo, i, C, r)
-            for j in range(s1 - s0):
-                ss[j] += r[j] * r[j]
-            _add_outer(X, i, r, N)
+            _residual_row(S[i, s0:s1], Zo, i, C, e0)
+            _residual_row(S[i + 1, s0:s1], Zo, i + 1, C, e1)
+            _residual_row(S[i + 2, s0:s1], Zo, i + 2, C, e2)
+            _residual_row(S[i + 3, s0:s1], Zo, i + 3, C, e3)
+            for j in range(w):
+                s = ss[j] + e0[j] * e0[j]
+                s += e1[j] * e1[j]
+                s += e2[j] * e2[j]
+                ss[j] = s + e3[j] * e3[j]
+            for k in range(X.shape[1]):
+                _add_rows(N[k], X, i, k, e0, e1, e2, e3)
+        i += 4
+    for i in range(i, n):  # the last rows one by one
+        _residual_row(S[i, s0:s1], Zo, i, C, e0)
+        for j in range(w):
+            ss[j] += e0[j] * e0[j]
+        _add_outer(X, i, e0, N)
 
 
 @njit(cache=True, nogil=True)
 def _residuals_into(S, s0, s1, Zo, C, inv, out, r):
-    """``out = (Y - Zo C) * inv`` (voxel by voxel), in ``out``'s precision."""
+    """``out = (Y - Zo C) * inv`` (voxel by voxel), in ``out``'s precision; ``r``: scratch,
+    (>= 1, >= s1 - s0)."""
+    n, w = S.shape[0], s1 - s0
     c = C[0]
-    simple = Zo.shape[1] == 1
-    r = r[: s1 - s0]
-    for i in range(S.shape[0]):
-        row = S[i, s0:s1]
+    e = r[0, :w]
+    i = 0
+    if Zo.shape[1] == 1:  # four rows at a time: C and inv read once for them
+        while i + 4 <= n:
+            r0, r1, r2, r3 = S[i, s0:s1], S[i + 1, s0:s1], S[i + 2, s0:s1], S[i + 3, s0:s1]
+            o0, o1, o2, o3 = out[i], out[i + 1], out[i + 2], out[i + 3]
+            z0, z1, z2, z3 = Zo[i, 0], Zo[i + 1, 0], Zo[i + 2, 0], Zo[i + 3, 0]
+            for j in range(w):
+                cj, v = c[j], inv[j]
+                o0[j] = (r0[j] - z0 * cj) * v
+                o1[j] = (r1[j] - z1 * cj) * v
+                o2[j] = (r2[j] - z2 * cj) * v
+                o3[j] = (r3[j] - z3 * cj) * v
+            i += 4
+    for i in range(i, n):
+        _residual_row(S[i, s0:s1], Zo, i, C, e)
         o = out[i]
-        if simple:
-            z = Zo[i, 0]
-            for j in range(s1 - s0):
-                o[j] = (row[j] - z * c[j]) * inv[j]
-        else:
-            _residual_row(row, Zo, i, C, r)
-            for j in range(s1 - s0):
-                o[j] = r[j] * inv[j]
+        for j in range(w):
+            o[j] = e[j] * inv[j]
 
 
 @njit(cache=True, nogil=True)
@@ -882,7 +945,7 @@ def fit_chunk(S, s0: int, s1: int, model: Model, scheme: str, out=None):
     (n, s1 - s0), float64 or float32; ``None``: the statistics only. Three passes over the
     voxels (:func:`_fit_moments`, :func:`_fit_sums`, :func:`_residuals_into`); the residuals
     are formed in each pass rather than kept. Raises :class:`NonFinite` when the voxels hold
-    NaN or infinite values.
+    NaN or infinite values (the first two passes tell).
 
     A voxel is valid when the full model leaves residual variance beyond rounding (the
     criterion of the GLM, :func:`glmkit.stats.glm.zero_residual_variance`): data constant
@@ -894,11 +957,15 @@ def fit_chunk(S, s0: int, s1: int, model: Model, scheme: str, out=None):
     if Zo.shape[1] == 0:  # the kernels form a first confound's share: a zero one
         Zo = np.zeros((n, 1))
     X = np.ascontiguousarray(model.x.reshape(n, -1))
-    scale, C, r = np.empty(w), np.empty((Zo.shape[1], w)), np.empty(w)
-    if not _fit_moments(S, s0, s1, Zo, scale, C):
-        raise NonFinite
+    scale, C, r = np.empty(w), np.empty((Zo.shape[1], w)), np.empty((4, w))
+    _fit_moments(S, s0, s1, Zo, scale, C)
     ss, N = np.empty(w), np.empty((X.shape[1], w))
     _fit_sums(S, s0, s1, Zo, C, X, ss, N, r)
+    # a NaN or infinite value makes its voxel's C, and so all its residuals and ss, NaN or
+    # infinite (0 * inf is NaN: Zo has a column); ss is also infinite when the squares
+    # overflow, which the data itself tells apart
+    if not np.isfinite(ss).all() and not np.isfinite(S[:, s0:s1]).all():
+        raise NonFinite
     inv = 1.0 / np.sqrt(np.where(ss > 0.0, ss, 1.0))  # ss == 0: the residuals are 0
     num0 = N[0] * inv if model.stat_type == "t" else N * inv  # x'R: (w,) for t, (q, w)
     num2 = num0 * num0 if model.stat_type == "t" else np.einsum("qv,qv->v", num0, num0)
