@@ -235,7 +235,7 @@ def reduce_num_t(out, B, thr, two_sided, counts, out_max):
         t0, t1, t2, t3 = thr[v], thr[v + 1], thr[v + 2], thr[v + 3]
         t4, t5, t6, t7 = thr[v + 4], thr[v + 5], thr[v + 6], thr[v + 7]
         c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = np.int32(0)
-        for b in range(B):  # branch-free: vectorises
+        for b in range(B):  # two_sided is hoisted out of the loop: it vectorises
             a0, a1, a2, a3 = r0[b], r1[b], r2[b], r3[b]
             a4, a5, a6, a7 = r4[b], r5[b], r6[b], r7[b]
             if two_sided:
