@@ -444,9 +444,11 @@ def test_the_fit_is_a_loop_over_subjects_bit_for_bit(monkeypatch, tmp_path, test
     R_ref, num = _fit_loop(Y, model)
     np.save(tmp_path / "y.npy", Y.astype(np.float32))
     sources = {"float64": Y, "float32": Y.astype(np.float32), "F order": np.asfortranarray(Y),
-               "int16": Y.astype(np.int16), "memmap": np.load(tmp_path / "y.npy", mmap_mode="r")}
-    assert VoxelSource(sources["float32"]).direct is not None
-    assert VoxelSource(sources["F order"]).direct is None
+               "int16": Y.astype(np.int16), "big-endian": Y.astype(">f8"),
+               "memmap": np.load(tmp_path / "y.npy", mmap_mode="r")}
+    read_in_place = {name: VoxelSource(data).direct is not None for name, data in sources.items()}
+    assert read_in_place == {"float64": True, "float32": True, "F order": False, "int16": False,
+                             "big-endian": False, "memmap": False}
     for name, data in sources.items():
         for dtype in ("float64", "float32"):
             fit = engine.observed_fit(VoxelSource(data), model, "freedman_lane", True,

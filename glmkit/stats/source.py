@@ -72,7 +72,7 @@ class VoxelSource:
         None, and :meth:`read` copies it."""
         Y = self._array
         if (self.file is None and Y.dtype in (np.float32, np.float64) and Y.dtype.isnative
-                and Y.flags.c_contiguous and Y.flags.aligned):
+                and Y.flags.c_contiguous):
             return np.asarray(Y)  # a memmap's data, as an ndarray
         return None
 
