@@ -76,7 +76,7 @@ ROOT = HERE.parent
 RESULTS = HERE / "results" / "mutation.json"
 EQUIVALENT = HERE / "mutation_equivalent.json"
 MODULES = ("permutation", "pvalues", "glm", "threshold", "cluster", "design", "engine",
-           "resample", "tail", "statistics")
+           "resample", "tail", "statistics", "source")
 
 # ------------------------------------------------------------------ test selection per module
 #: module -> (test paths, -k expression) of the fast run; files missing from the tests
@@ -101,6 +101,7 @@ FAST = {
     "threshold": (["tests/test_threshold.py", "tests/test_boundaries.py", "tests/test_mutation_survivors.py"],
                   "not demo and not identity and not sign_flip and not duplicated"),
     "design": (["tests/test_design.py", "tests/test_mutation_survivors.py"], "not demo"),
+    "source": (["tests/test_streaming.py", "tests/test_engine.py"], _PERM_K),
 }
 #: module -> test paths of the broad run (``-k "not demo"``, slow tests included)
 BROAD = {
@@ -119,6 +120,7 @@ BROAD = {
     "resample": [*_PERM_TESTS, "tests/test_resample.py", "tests/test_engine.py",
                  "tests/test_streaming.py", "tests/test_calibration.py"],
     "tail": ["tests/test_tail.py", "tests/test_accel.py", "tests/test_permutation.py"],
+    "source": [*_ENGINE_TESTS, "tests/test_calibration.py"],
     "statistics": [*_PERM_TESTS, "tests/test_statistics.py", "tests/test_tfce.py",
                    "tests/test_engine.py", "tests/test_calibration.py"],
 }
@@ -143,8 +145,8 @@ CORE = {
                "g_from_num2", "t_from_num", "reduce_num_t", "reduce_stat_t", "run_block",
                "voxel_block", "fit_chunk", "observed_fit", "permute_blocks",
                "reduce_num_mixed", "exact_dot", "float32_error_bound", "reduce_stat_mixed",
-               "_exact_stat", "_decide", "_add_outer", "_fit_moments", "_fit_sums",
-               "_scale_into", "_remove_tested"},
+               "_exact_stat", "_decide", "_add_outer", "_add_rows", "_residual_row",
+               "_fit_moments", "_fit_sums", "_residuals_into", "_scale_into", "_remove_tested"},
     "resample": {"_draw_chunk", "draw", "block", "part", "sign_flips", "row_classes",
                  "blocks_of", "n_arrangements", "_multinomial", "_unrank", "_rank",
                  "arrangements"},
@@ -792,7 +794,8 @@ def _cross_reference(results: dict) -> None:
 
 #: default sample size per module (the full candidate lists are several times larger)
 PER_MODULE = {"permutation": 80, "cluster": 35, "pvalues": 25, "glm": 30, "threshold": 40,
-              "design": 20, "engine": 20, "resample": 15, "tail": 15, "statistics": 8}
+              "design": 20, "engine": 20, "resample": 15, "tail": 15, "statistics": 8,
+              "source": 10}
 
 if __name__ == "__main__":
     sys.path.insert(0, str(HERE))
