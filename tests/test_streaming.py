@@ -138,6 +138,26 @@ def test_spatial_statistics_on_a_memmap_keep_whole_maps(tmp_path, rng):
           permutation_test(np.load(tmp_path / "Y.npy", mmap_mode="r"), X, [1, 0], **kw))
 
 
+@pytest.mark.parametrize("memmap", [False, True])
+def test_values_whose_squares_overflow_are_named_not_called_nan(tmp_path, rng, memmap):
+    """Finite values too large for float64 sums of squares would give NaN statistics: the
+    error says so, and how to fix it, instead of naming NaN values that are not there. Values
+    whose squares still fit (1e150) are tested as any others."""
+    Y = rng.standard_normal((10, 3000))
+    X = np.column_stack([rng.standard_normal(10), np.ones(10)])
+    big = Y * 1e150
+    res = permutation_test(big, X, [1, 0], n_perm=10, random_state=0, verbose=False)
+    ref = permutation_test(Y, X, [1, 0], n_perm=10, random_state=0, verbose=False)
+    np.testing.assert_allclose(res.t, ref.t, rtol=1e-10)
+    Y[4, 1200] = -3e160
+    if memmap:
+        np.save(tmp_path / "Y.npy", Y)
+        Y = np.load(tmp_path / "Y.npy", mmap_mode="r")
+    with pytest.raises(ParameterError, match=r"too large for float64 sums of squares "
+                                             r"\(largest \|Y\| = 3e\+160\); rescale"):
+        permutation_test(Y, X, [1, 0], n_perm=10, verbose=False)
+
+
 def test_nan_in_a_memmap_is_named_before_any_permutation(tmp_path, rng):
     Y = rng.standard_normal((10, 3000))
     Y[3, 2500] = np.nan

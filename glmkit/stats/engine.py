@@ -945,7 +945,8 @@ def fit_chunk(S, s0: int, s1: int, model: Model, scheme: str, out=None):
     (n, s1 - s0), float64 or float32; ``None``: the statistics only. Three passes over the
     voxels (:func:`_fit_moments`, :func:`_fit_sums`, :func:`_residuals_into`); the residuals
     are formed in each pass rather than kept. Raises :class:`NonFinite` when the voxels hold
-    NaN or infinite values (the first two passes tell).
+    NaN or infinite values, or squares beyond float64's range (the first two passes
+    tell).
 
     A voxel is valid when the full model leaves residual variance beyond rounding (the
     criterion of the GLM, :func:`glmkit.stats.glm.zero_residual_variance`): data constant
@@ -962,9 +963,8 @@ def fit_chunk(S, s0: int, s1: int, model: Model, scheme: str, out=None):
     ss, N = np.empty(w), np.empty((X.shape[1], w))
     _fit_sums(S, s0, s1, Zo, C, X, ss, N, r)
     # a NaN or infinite value makes its voxel's C, and so all its residuals and ss, NaN or
-    # infinite (0 * inf is NaN: Zo has a column); ss is also infinite when the squares
-    # overflow, which the data itself tells apart
-    if not np.isfinite(ss).all() and not np.isfinite(S[:, s0:s1]).all():
+    # infinite (0 * inf is NaN: Zo has a column); so do squares beyond float64's range
+    if not np.isfinite(ss).all():
         raise NonFinite
     inv = 1.0 / np.sqrt(np.where(ss > 0.0, ss, 1.0))  # ss == 0: the residuals are 0
     num0 = N[0] * inv if model.stat_type == "t" else N * inv  # x'R: (w,) for t, (q, w)
@@ -1008,11 +1008,19 @@ def _threads(n_jobs: int) -> int:
 
 
 def _nonfinite_error(source) -> ParameterError:
-    bad_v, bad_s = 0, np.zeros(source.shape[0], bool)
+    """What made a chunk's sums of squares NaN or infinite: NaN or infinite values, or
+    values whose squares exceed float64's range."""
+    bad_v, bad_s, largest = 0, np.zeros(source.shape[0], bool), 0.0
     for c0, c1 in chunks(source.shape[0], 0, source.shape[1]):
-        bad = ~np.isfinite(source.read(c0, c1))
+        Y = source.read(c0, c1)
+        bad = ~np.isfinite(Y)
         bad_v += int(bad.any(axis=0).sum())
         bad_s |= bad.any(axis=1)
+        largest = max(largest, float(np.abs(Y[~bad]).max(initial=0.0)))
+    if bad_v == 0:
+        return ParameterError(
+            f"Y's values are too large for float64 sums of squares (largest |Y| = "
+            f"{largest:.3g}); rescale the maps (divide Y by a power of 10) before permuting.")
     return ParameterError(
         f"Y has NaN or infinite values in {bad_v} voxels across {int(bad_s.sum())} subjects; "
         "mask those voxels out or drop/impute those subjects before permuting.")
