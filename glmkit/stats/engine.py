@@ -1062,10 +1062,11 @@ def observed_fit(source, model: Model, scheme: str, two_sided: bool, tie_rtol: f
     direct = source.direct  # the data itself, read in place by the kernels (or None)
     local = threading.local()  # each thread's buffers, allocated (page-faulted) once
 
-    def buffer(name, shape, dt):
-        if getattr(local, name, None) is None:  # the widest chunk
+    def buffer(name, w, dt):
+        """This thread's (n, w) array ``name`` of ``dt``, cut from one for the widest chunk."""
+        if getattr(local, name, None) is None:
             setattr(local, name, np.empty(n * (spans[0][1] - spans[0][0]), dtype=dt))
-        return getattr(local, name)[: shape[0] * shape[1]].reshape(shape)
+        return getattr(local, name)[: n * w].reshape(n, w)
 
     def one(c0, c1):
         w = c1 - c0
@@ -1075,8 +1076,8 @@ def observed_fit(source, model: Model, scheme: str, two_sided: bool, tie_rtol: f
         elif part is not None and part.dtype == np.float64:  # read, and fitted in place
             S, s0, s1 = source.read(c0, c1, out=part), 0, w
         else:
-            S, s0, s1 = source.read(c0, c1, out=buffer("data", (n, w), np.float64)), 0, w
-        out = part if R is None else buffer("out", (n, w), R.dtype)
+            S, s0, s1 = source.read(c0, c1, out=buffer("data", w, np.float64)), 0, w
+        out = part if R is None else buffer("out", w, R.dtype)
         try:
             valid[c0:c1], stat[c0:c1] = fit_chunk(S, s0, s1, model, scheme, out)
         except NonFinite:
